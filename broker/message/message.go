@@ -2,15 +2,10 @@ package message
 
 // Table is an AMQP field table. Values have these Go types, matching RabbitMQ's field-table
 // type codes: bool, int8, uint8, int16, uint16, int32, uint32, int64, float32, float64,
-// Decimal, string (long string 'S'), []byte (byte array 'x'), []any (array 'A'),
-// time.Time (timestamp 'T'), Table (nested table 'F') and nil (void 'V').
+// string (long string 'S'), []byte (byte array 'x'), []any (array 'A'), time.Time
+// (timestamp 'T'), map[string]any (nested table 'F'), nil (void 'V'), and the AMQP codec's
+// own decimal type ('D'), which the core compares but never interprets.
 type Table = map[string]any
-
-// Decimal is an AMQP decimal value: Value / 10^Scale.
-type Decimal struct {
-	Scale uint8
-	Value int32
-}
 
 // Property flags: which of the basic properties are present. The bit values are the AMQP
 // 0-9-1 basic content-header property flags, so an adapter can pass them straight through.
