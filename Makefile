@@ -1,0 +1,47 @@
+# Parley. The two commands a user needs: `make run` and `make test`.
+GO       ?= go
+FUZZTIME ?= 10s
+PKGS     := ./...
+
+.PHONY: build run test test-deps test-long lint fuzz gen bench clean
+
+build:
+	$(GO) build -o bin/parley ./cmd/parley
+	$(GO) build -o bin/parley-bench ./cmd/parley-bench
+
+# One node, no config file, data in ./data, every protocol on its standard port.
+run:
+	$(GO) run ./cmd/parley
+
+# Installs what the tests need (apt-get, npm ci), then runs every test, fuzz seeds included.
+test: test-deps
+	$(GO) vet $(PKGS)
+	bash scripts/check-imports.sh
+	$(GO) test -count=1 -timeout 25m $(PKGS)
+
+test-deps:
+	bash scripts/install-test-deps.sh
+
+# Long runs (soak, large volumes, many fault rounds) scaled up from the short versions in `make test`.
+test-long: test-deps
+	PARLEY_TEST_LONG=1 $(GO) test -count=1 -timeout 80m $(PKGS)
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@2025.1.1 $(PKGS)
+	bash scripts/check-imports.sh
+
+# A short run of every fuzz target (FUZZTIME each).
+fuzz:
+	bash scripts/fuzz.sh $(FUZZTIME)
+
+gen:
+	$(GO) generate $(PKGS)
+
+# Parley against RabbitMQ (and Mosquitto) on this machine, side by side. Never part of `make test`.
+bench:
+	bash scripts/bench.sh
+
+clean:
+	rm -rf bin data
