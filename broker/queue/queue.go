@@ -1,0 +1,685 @@
+package queue
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"math/bits"
+	"slices"
+	"strconv"
+
+	"github.com/parleymq/parley/broker/message"
+)
+
+// ConsumerID identifies a consumer; the broker assigns it and keeps it unique.
+type ConsumerID uint64
+
+// DeliveryID identifies one delivery of one message. The queue assigns them, strictly
+// increasing, unique within the queue; 0 is never used.
+type DeliveryID uint64
+
+// ConsumerSpec is what basic.consume tells the queue about a consumer.
+type ConsumerSpec struct {
+	ID        ConsumerID
+	Prefetch  uint32 // basic.qos prefetch-count for this consumer; 0 = unlimited
+	NoAck     bool
+	Exclusive bool
+	Priority  int32 // x-priority consumer argument
+}
+
+// Delivery is one message handed out, to a consumer or to basic.get (Consumer 0).
+type Delivery struct {
+	ID          DeliveryID
+	Consumer    ConsumerID // 0 for basic.get
+	Msg         *message.Message
+	Redelivered bool
+}
+
+// Reason is why a message was dead-lettered. String gives the name RabbitMQ writes in the
+// x-death header (https://www.rabbitmq.com/docs/dlx#effects).
+type Reason uint8
+
+const (
+	Rejected Reason = iota // basic.reject or basic.nack with requeue=false
+	Expired                // its TTL ran out
+	MaxLen                 // x-max-length / x-max-length-bytes overflow
+)
+
+func (r Reason) String() string {
+	switch r {
+	case Expired:
+		return "expired"
+	case MaxLen:
+		return "maxlen"
+	default:
+		return "rejected"
+	}
+}
+
+// DeadLetter is a message leaving the queue to be republished to its dead-letter exchange;
+// DeadLetterMessage builds what is republished.
+type DeadLetter struct {
+	Msg    *message.Message
+	Reason Reason
+}
+
+// Output collects the effects of commands. The driver carries them out, then calls Reset.
+// Dead letters appear only when the queue has a dead-letter exchange.
+type Output struct {
+	Deliveries  []Delivery
+	DeadLetters []DeadLetter
+}
+
+// Reset empties the output, keeping its buffers, and drops its references to messages.
+func (o *Output) Reset() {
+	clear(o.Deliveries)
+	o.Deliveries = o.Deliveries[:0]
+	clear(o.DeadLetters)
+	o.DeadLetters = o.DeadLetters[:0]
+}
+
+// Outcome is how a delivery is settled.
+type Outcome uint8
+
+const (
+	Ack     Outcome = iota // basic.ack: done with
+	Requeue                // basic.reject/nack requeue=true, or the channel closed
+	Discard                // basic.reject/nack requeue=false: dead-lettered (reason rejected) or dropped
+)
+
+var (
+	// ErrExclusiveConsumer: the queue has an exclusive consumer, or an exclusive consumer
+	// asked for a queue that already has consumers. RabbitMQ answers 403 ACCESS_REFUSED
+	// "queue 'q' in vhost '/' in exclusive use".
+	ErrExclusiveConsumer = errors.New("queue in exclusive use")
+	// ErrDuplicateConsumer: a consumer with this ID is already registered.
+	ErrDuplicateConsumer = errors.New("consumer already registered")
+	// ErrUnknownDelivery: a delivery id that is not outstanding (never delivered, already
+	// settled, or delivered with no-ack). RabbitMQ closes the channel with 406
+	// "PRECONDITION_FAILED - unknown delivery tag N".
+	ErrUnknownDelivery = errors.New("unknown delivery")
+)
+
+// noExpiry is the expiry of a message without a TTL.
+const noExpiry = math.MaxInt64
+
+// entry is a message in the queue, ready or outstanding. It is stored by value.
+type entry struct {
+	msg       *message.Message
+	seq       uint64 // publish order: where a requeued message goes back
+	expiry    int64  // Unix ms at which the message expires; noExpiry for none
+	prio      uint8  // clamped priority level
+	delivered bool   // handed out before: the next delivery is a redelivery
+}
+
+// pending is an outstanding delivery, awaiting settlement.
+type pending struct {
+	id       DeliveryID
+	c        *consumer // nil for basic.get
+	e        entry
+	done     bool // settled; a tombstone until it reaches the front of the ring
+	settling bool // marked during Settle's validation pass
+}
+
+type consumer struct {
+	spec    ConsumerSpec
+	unacked uint32
+	skip    uint64 // the delivery round in which allow() refused this consumer
+}
+
+func (c *consumer) hasCredit() bool {
+	return c.spec.NoAck || c.spec.Prefetch == 0 || c.unacked < c.spec.Prefetch
+}
+
+// group is the consumers of one x-priority, served round-robin.
+type group struct {
+	prio    int32
+	members []*consumer
+	next    int
+}
+
+// Queue is the state of one queue. It is a pure state machine: every method is a command or
+// a query, time arrives as an argument, effects are appended to an Output. It is not safe for
+// concurrent use; the driver serialises commands.
+type Queue struct {
+	cfg Config
+
+	// Ready messages: one FIFO per priority level (index = level), and a bitmap of the
+	// non-empty levels so the highest is found without scanning 256 rings.
+	levels   []ring[entry]
+	nonEmpty [4]uint64
+	ready    int
+	bytes    int64
+	withTTL  int    // ready messages that have an expiry
+	nextSeq  uint64 // seq of the next published message
+	freshSeq uint64 // messages with seq >= freshSeq arrived after the last delivery step
+
+	// Outstanding deliveries, in delivery order (so sorted by id): acks mostly arrive in that
+	// order, so the front is the usual hit and binary search finds the rest, with no map.
+	// Settled entries out of order stay as tombstones until they reach the front or the ring
+	// is compacted.
+	pend       ring[pending]
+	unacked    int
+	tombstones int
+	nextID     DeliveryID
+
+	consumers []*consumer // in registration order: single-active-consumer takes the first
+	groups    []group     // by x-priority, highest first
+	round     uint64      // delivery step counter, for consumer.skip
+	gate      func(ConsumerID) bool
+
+	// Scratch buffers reused by Settle.
+	scratchIdx []int
+	scratchReq []entry
+}
+
+// New returns an empty queue.
+func New(cfg Config) *Queue {
+	return &Queue{cfg: cfg, levels: make([]ring[entry], int(cfg.MaxPriority)+1), nextID: 1}
+}
+
+// Config returns the queue's configuration.
+func (q *Queue) Config() Config { return q.cfg }
+
+// Len is the number of ready messages (not counting unacknowledged ones), as in
+// queue.declare-ok's message-count.
+func (q *Queue) Len() int { return q.ready }
+
+// Bytes is the body size of the ready messages, the figure x-max-length-bytes limits.
+func (q *Queue) Bytes() int64 { return q.bytes }
+
+// Unacked is the number of outstanding deliveries.
+func (q *Queue) Unacked() int { return q.unacked }
+
+// ConsumerCount is the number of registered consumers.
+func (q *Queue) ConsumerCount() int { return len(q.consumers) }
+
+// Publish enqueues m. It returns false when the queue refuses the message because of its
+// reject-publish or reject-publish-dlx overflow (the publisher then gets basic.nack); with
+// drop-head the oldest ready messages are dropped instead, dead-lettered with reason maxlen
+// when the queue has a dead-letter exchange.
+//
+// RabbitMQ hands a message to a consumer that can take it before counting it against the
+// length limit (rabbit_amqqueue_process:deliver_or_enqueue). The driver batches publishes
+// and runs Drain once per batch, so when a limit would be crossed Publish first runs the
+// delivery step itself, with the gate the driver last gave to Drain; the limit then sees the
+// same ready count as RabbitMQ's would.
+func (q *Queue) Publish(now int64, m *message.Message, out *Output) bool {
+	limited := q.cfg.MaxLength >= 0 || q.cfg.MaxLengthBytes >= 0
+	size := int64(m.Size())
+	if limited && q.cfg.Overflow != DropHead && q.wouldOverflow(size) {
+		q.deliver(now, q.gate, out)
+		if q.wouldOverflow(size) {
+			if q.cfg.Overflow == RejectPublishDLX {
+				q.deadLetter(out, m, MaxLen)
+			}
+			return false
+		}
+	}
+	e := entry{msg: m, seq: q.nextSeq, expiry: q.expiryOf(now, m)}
+	q.nextSeq++
+	if q.cfg.MaxPriority > 0 && m.Properties.Flags&message.FlagPriority != 0 {
+		e.prio = min(m.Properties.Priority, q.cfg.MaxPriority)
+	}
+	q.pushReady(e)
+	if limited && q.cfg.Overflow == DropHead && q.overLimit() {
+		q.deliver(now, q.gate, out)
+		for q.ready > 0 && q.overLimit() {
+			q.deadLetter(out, q.popReady().msg, MaxLen)
+		}
+	}
+	return true
+}
+
+// wouldOverflow is rabbit_amqqueue_process:will_overflow: would one more message of size
+// body bytes take the ready messages past a limit?
+func (q *Queue) wouldOverflow(size int64) bool {
+	return (q.cfg.MaxLength >= 0 && int64(q.ready)+1 > q.cfg.MaxLength) ||
+		(q.cfg.MaxLengthBytes >= 0 && q.bytes+size > q.cfg.MaxLengthBytes)
+}
+
+func (q *Queue) overLimit() bool {
+	return (q.cfg.MaxLength >= 0 && int64(q.ready) > q.cfg.MaxLength) ||
+		(q.cfg.MaxLengthBytes >= 0 && q.bytes > q.cfg.MaxLengthBytes)
+}
+
+// expiryOf is when a message published now expires: the lower of x-message-ttl and the
+// message's expiration property (https://www.rabbitmq.com/docs/ttl#per-message-ttl-in-publishers).
+// The adapter refuses malformed expiration strings at publish, so one here is ignored.
+func (q *Queue) expiryOf(now int64, m *message.Message) int64 {
+	ttl := q.cfg.MessageTTL
+	if m.Properties.Flags&message.FlagExpiration != 0 {
+		if v, err := strconv.ParseInt(m.Properties.Expiration, 10, 64); err == nil && v >= 0 && (ttl < 0 || v < ttl) {
+			ttl = v
+		}
+	}
+	if ttl < 0 || ttl > noExpiry-now {
+		return noExpiry
+	}
+	return now + ttl
+}
+
+func (q *Queue) pushReady(e entry) {
+	r := &q.levels[e.prio]
+	if r.len() == 0 {
+		q.nonEmpty[e.prio>>6] |= 1 << (e.prio & 63)
+	}
+	r.pushBack(e)
+	q.countIn(e)
+}
+
+func (q *Queue) countIn(e entry) {
+	q.ready++
+	q.bytes += int64(e.msg.Size())
+	if e.expiry != noExpiry {
+		q.withTTL++
+	}
+}
+
+// top returns the highest non-empty priority level, or -1.
+func (q *Queue) top() int {
+	for w := len(q.nonEmpty) - 1; w >= 0; w-- {
+		if b := q.nonEmpty[w]; b != 0 {
+			return w<<6 + 63 - bits.LeadingZeros64(b)
+		}
+	}
+	return -1
+}
+
+// popLevel removes the front message of level l, which must not be empty.
+func (q *Queue) popLevel(l int) entry {
+	r := &q.levels[l]
+	e := r.popFront()
+	if r.len() == 0 {
+		q.nonEmpty[l>>6] &^= 1 << (l & 63)
+	}
+	q.ready--
+	q.bytes -= int64(e.msg.Size())
+	if e.expiry != noExpiry {
+		q.withTTL--
+	}
+	return e
+}
+
+// popReady removes the message that would be delivered next: the head of the highest
+// priority level. RabbitMQ's priority queue drops from there too (rabbit_priority_queue:drop).
+func (q *Queue) popReady() entry { return q.popLevel(q.top()) }
+
+func (q *Queue) deadLetter(out *Output, m *message.Message, r Reason) {
+	if q.cfg.HasDeadLetterExchange {
+		out.DeadLetters = append(out.DeadLetters, DeadLetter{Msg: m, Reason: r})
+	}
+}
+
+// expireHeads removes expired messages from the head of every priority level, as RabbitMQ
+// does: a message behind the head is not examined until it reaches the head
+// (https://www.rabbitmq.com/docs/ttl#per-message-ttl-caveats). Messages published since the
+// last delivery step are spared when fresh is false, so that a consumer can still take a
+// message whose TTL is 0 "right away".
+func (q *Queue) expireHeads(now int64, includeFresh bool, out *Output) {
+	for w := range q.nonEmpty {
+		for b := q.nonEmpty[w]; b != 0; b &= b - 1 {
+			l := w<<6 + bits.TrailingZeros64(b)
+			r := &q.levels[l]
+			for r.len() > 0 {
+				e := r.front()
+				if e.expiry > now || (!includeFresh && e.seq >= q.freshSeq) {
+					break
+				}
+				q.deadLetter(out, q.popLevel(l).msg, Expired)
+			}
+		}
+	}
+}
+
+// Drain is the delivery step. It expires TTL'd messages at the head (dead-lettered with
+// reason expired), then hands ready messages to consumers with credit: round-robin among the
+// consumers of the highest x-priority that can take one
+// (https://www.rabbitmq.com/docs/consumer-priority), or only to the first registered
+// consumer with x-single-active-consumer. allow, when not nil, is consulted right before each
+// delivery to a consumer that has queue-level credit; a true answer commits the queue to that
+// delivery, a false one skips the consumer until the next Drain. Finally, messages still
+// ready whose TTL has run out (x-message-ttl 0) expire.
+func (q *Queue) Drain(now int64, allow func(ConsumerID) bool, out *Output) {
+	q.gate = allow
+	q.deliver(now, allow, out)
+	if q.withTTL > 0 {
+		q.expireHeads(now, true, out)
+	}
+	q.freshSeq = q.nextSeq
+}
+
+func (q *Queue) deliver(now int64, allow func(ConsumerID) bool, out *Output) {
+	if len(q.consumers) == 0 {
+		return
+	}
+	q.round++
+	for q.ready > 0 {
+		if q.withTTL > 0 {
+			q.expireHeads(now, false, out)
+			if q.ready == 0 {
+				return
+			}
+		}
+		c := q.pick(allow)
+		if c == nil {
+			return
+		}
+		q.hand(q.popReady(), c, out)
+	}
+}
+
+// pick chooses the consumer for the next message, or nil when none can take it now.
+func (q *Queue) pick(allow func(ConsumerID) bool) *consumer {
+	if q.cfg.SingleActiveConsumer {
+		c := q.consumers[0]
+		if c.skip == q.round || !c.hasCredit() {
+			return nil
+		}
+		if allow != nil && !allow(c.spec.ID) {
+			c.skip = q.round
+			return nil
+		}
+		return c
+	}
+	for gi := range q.groups {
+		g := &q.groups[gi]
+		n := len(g.members)
+		for i := 0; i < n; i++ {
+			idx := g.next + i
+			if idx >= n {
+				idx -= n
+			}
+			c := g.members[idx]
+			if c.skip == q.round || !c.hasCredit() {
+				continue
+			}
+			if allow != nil && !allow(c.spec.ID) {
+				c.skip = q.round
+				continue
+			}
+			g.next = idx + 1
+			if g.next == n {
+				g.next = 0
+			}
+			return c
+		}
+	}
+	return nil
+}
+
+// hand delivers e to c (nil: basic.get) and returns the delivery.
+func (q *Queue) hand(e entry, c *consumer, out *Output) Delivery {
+	d := Delivery{ID: q.nextID, Msg: e.msg, Redelivered: e.delivered}
+	q.nextID++
+	noAck := true
+	if c != nil {
+		d.Consumer = c.spec.ID
+		noAck = c.spec.NoAck
+		out.Deliveries = append(out.Deliveries, d)
+	}
+	if !noAck {
+		q.track(e, c, d.ID)
+	}
+	return d
+}
+
+func (q *Queue) track(e entry, c *consumer, id DeliveryID) {
+	e.delivered = true
+	q.pend.pushBack(pending{id: id, c: c, e: e})
+	q.unacked++
+	if c != nil {
+		c.unacked++
+	}
+}
+
+// Get is basic.get: it expires messages at the head, then takes the next ready message.
+// With noAck false the delivery is outstanding until settled.
+func (q *Queue) Get(now int64, noAck bool, out *Output) (Delivery, bool) {
+	if q.withTTL > 0 {
+		q.expireHeads(now, true, out)
+	}
+	if q.ready == 0 {
+		return Delivery{}, false
+	}
+	e := q.popReady()
+	d := Delivery{ID: q.nextID, Msg: e.msg, Redelivered: e.delivered}
+	q.nextID++
+	if !noAck {
+		q.track(e, nil, d.ID)
+	}
+	return d, true
+}
+
+// Purge is queue.purge: it removes the ready messages, not the unacknowledged ones, without
+// dead-lettering them, and returns how many it removed.
+func (q *Queue) Purge() int {
+	n := q.ready
+	for l := range q.levels {
+		q.levels[l].clear()
+	}
+	q.nonEmpty = [4]uint64{}
+	q.ready, q.bytes, q.withTTL = 0, 0, 0
+	return n
+}
+
+// NextExpiry is the earliest time a message at the head of the queue expires, for the
+// driver's timer: Drain at that time removes it.
+func (q *Queue) NextExpiry() (at int64, ok bool) {
+	if q.withTTL == 0 {
+		return 0, false
+	}
+	at = noExpiry
+	for w := range q.nonEmpty {
+		for b := q.nonEmpty[w]; b != 0; b &= b - 1 {
+			if e := q.levels[w<<6+bits.TrailingZeros64(b)].front(); e.expiry < at {
+				at = e.expiry
+			}
+		}
+	}
+	return at, at != noExpiry
+}
+
+// AddConsumer registers a consumer (basic.consume). Exclusivity follows RabbitMQ: an
+// exclusive consumer needs a queue without consumers, and keeps others away.
+func (q *Queue) AddConsumer(c ConsumerSpec) error {
+	for _, o := range q.consumers {
+		if o.spec.ID == c.ID {
+			return fmt.Errorf("queue %q: consumer %d: %w", q.cfg.Name, c.ID, ErrDuplicateConsumer)
+		}
+	}
+	if len(q.consumers) > 0 && (c.Exclusive || q.consumers[0].spec.Exclusive) {
+		return fmt.Errorf("queue %q: %w", q.cfg.Name, ErrExclusiveConsumer)
+	}
+	nc := &consumer{spec: c}
+	q.consumers = append(q.consumers, nc)
+	gi, found := slices.BinarySearchFunc(q.groups, c.Priority, func(g group, p int32) int {
+		switch {
+		case g.prio > p:
+			return -1
+		case g.prio < p:
+			return 1
+		}
+		return 0
+	})
+	if !found {
+		q.groups = slices.Insert(q.groups, gi, group{prio: c.Priority})
+	}
+	g := &q.groups[gi]
+	// A newcomer joins just before the next consumer in turn, so it waits a full round like
+	// every other member (RabbitMQ appends to the tail of the round-robin queue).
+	g.members = slices.Insert(g.members, g.next, nc)
+	g.next++
+	if g.next == len(g.members) {
+		g.next = 0
+	}
+	return nil
+}
+
+// RemoveConsumer is basic.cancel (or the consumer's channel closing): no more deliveries go
+// to it. Its outstanding deliveries stay outstanding; AMQP lets them be acknowledged until
+// the channel closes, and the driver requeues them then.
+func (q *Queue) RemoveConsumer(id ConsumerID) {
+	i := slices.IndexFunc(q.consumers, func(c *consumer) bool { return c.spec.ID == id })
+	if i < 0 {
+		return
+	}
+	c := q.consumers[i]
+	q.consumers = slices.Delete(q.consumers, i, i+1)
+	for gi := range q.groups {
+		g := &q.groups[gi]
+		if g.prio != c.spec.Priority {
+			continue
+		}
+		j := slices.Index(g.members, c)
+		g.members = slices.Delete(g.members, j, j+1)
+		if j < g.next {
+			g.next--
+		}
+		if g.next >= len(g.members) {
+			g.next = 0
+		}
+		if len(g.members) == 0 {
+			q.groups = slices.Delete(q.groups, gi, gi+1)
+		}
+		return
+	}
+}
+
+// findPending returns the ring index of the outstanding delivery id, or -1.
+func (q *Queue) findPending(id DeliveryID) int {
+	n := q.pend.len()
+	if n == 0 {
+		return -1
+	}
+	// Fast path: acks usually arrive in delivery order.
+	i := 0
+	if q.pend.front().id != id {
+		lo, hi := 0, n
+		for lo < hi {
+			m := int(uint(lo+hi) >> 1)
+			if q.pend.at(m).id < id {
+				lo = m + 1
+			} else {
+				hi = m
+			}
+		}
+		i = lo
+	}
+	if i >= n {
+		return -1
+	}
+	if p := q.pend.at(i); p.id != id || p.done {
+		return -1
+	}
+	return i
+}
+
+// Settle settles outstanding deliveries: Ack drops them; Requeue puts each message back in
+// its original place among the ready messages, marked redelivered (RabbitMQ since 2.7);
+// Discard dead-letters them with reason rejected when the queue has a dead-letter exchange,
+// else drops them. An id that is not outstanding (or appears twice) fails the whole call
+// with ErrUnknownDelivery and changes nothing.
+func (q *Queue) Settle(now int64, ids []DeliveryID, o Outcome, out *Output) error {
+	idx := q.scratchIdx[:0]
+	for _, id := range ids {
+		i := q.findPending(id)
+		if i < 0 || q.pend.at(i).settling {
+			for _, j := range idx {
+				q.pend.at(j).settling = false
+			}
+			q.scratchIdx = idx
+			return fmt.Errorf("queue %q: delivery %d: %w", q.cfg.Name, id, ErrUnknownDelivery)
+		}
+		q.pend.at(i).settling = true
+		idx = append(idx, i)
+	}
+	req := q.scratchReq[:0]
+	for _, i := range idx {
+		p := q.pend.at(i)
+		p.settling, p.done = false, true
+		if p.c != nil {
+			p.c.unacked--
+		}
+		q.unacked--
+		q.tombstones++
+		switch o {
+		case Requeue:
+			req = append(req, p.e)
+		case Discard:
+			q.deadLetter(out, p.e.msg, Rejected)
+		}
+		p.e = entry{}
+	}
+	for q.pend.len() > 0 && q.pend.front().done {
+		q.pend.popFront()
+		q.tombstones--
+	}
+	if q.tombstones > 64 && q.tombstones > q.unacked {
+		q.compact()
+	}
+	if len(req) > 0 {
+		q.requeue(req)
+		// rabbit_amqqueue_process:requeue_and_run applies drop-head after a requeue too.
+		if q.cfg.Overflow == DropHead {
+			for q.ready > 0 && q.overLimit() {
+				q.deadLetter(out, q.popReady().msg, MaxLen)
+			}
+		}
+	}
+	clear(req)
+	q.scratchReq, q.scratchIdx = req[:0], idx[:0]
+	return nil
+}
+
+// compact removes the tombstones from the outstanding ring, keeping order.
+func (q *Queue) compact() {
+	n, w := q.pend.len(), 0
+	for r := 0; r < n; r++ {
+		if p := q.pend.at(r); !p.done {
+			if w != r {
+				*q.pend.at(w) = *p
+			}
+			w++
+		}
+	}
+	for q.pend.len() > w {
+		q.pend.popBack()
+	}
+	q.tombstones = 0
+}
+
+// requeue puts messages back among the ready ones by publish order. Processing them from
+// the newest down makes the usual case (all older than every ready message) a push-front.
+func (q *Queue) requeue(req []entry) {
+	slices.SortFunc(req, func(a, b entry) int {
+		switch {
+		case a.seq > b.seq:
+			return -1
+		case a.seq < b.seq:
+			return 1
+		}
+		return 0
+	})
+	for _, e := range req {
+		r := &q.levels[e.prio]
+		if r.len() == 0 {
+			q.nonEmpty[e.prio>>6] |= 1 << (e.prio & 63)
+		}
+		if r.len() == 0 || e.seq < r.front().seq {
+			r.pushFront(e)
+		} else {
+			lo, hi := 0, r.len()
+			for lo < hi {
+				m := int(uint(lo+hi) >> 1)
+				if r.at(m).seq < e.seq {
+					lo = m + 1
+				} else {
+					hi = m
+				}
+			}
+			r.insert(lo, e)
+		}
+		q.countIn(e)
+	}
+}
