@@ -1,0 +1,381 @@
+// Command gen reads RabbitMQ's extended AMQP 0-9-1 XML specification and writes the method
+// structs of package wire (methods_gen.go): one struct per method with its ids, name, flags and
+// its Append and decode functions, the reply-code constants, and the method lookup tables.
+//
+// Run it with `go generate` in protocol/amqp091/wire.
+package main
+
+import (
+	"bytes"
+	"encoding/xml"
+	"flag"
+	"fmt"
+	"go/format"
+	"os"
+	"strings"
+)
+
+type spec struct {
+	Constants []struct {
+		Name  string `xml:"name,attr"`
+		Value int    `xml:"value,attr"`
+		Class string `xml:"class,attr"`
+	} `xml:"constant"`
+	Domains []struct {
+		Name string `xml:"name,attr"`
+		Type string `xml:"type,attr"`
+	} `xml:"domain"`
+	Classes []class `xml:"class"`
+}
+
+type class struct {
+	Name    string   `xml:"name,attr"`
+	Index   int      `xml:"index,attr"`
+	Methods []method `xml:"method"`
+}
+
+type method struct {
+	Name        string  `xml:"name,attr"`
+	Index       int     `xml:"index,attr"`
+	Synchronous string  `xml:"synchronous,attr"`
+	Content     string  `xml:"content,attr"`
+	Deprecated  string  `xml:"deprecated,attr"`
+	Fields      []field `xml:"field"`
+	Responses   []struct {
+		Name string `xml:"name,attr"`
+	} `xml:"response"`
+}
+
+type field struct {
+	Name     string `xml:"name,attr"`
+	Domain   string `xml:"domain,attr"`
+	Type     string `xml:"type,attr"`
+	Reserved string `xml:"reserved,attr"`
+}
+
+func main() {
+	specPath := flag.String("spec", "spec/amqp0-9-1.stripped.extended.xml", "the extended AMQP 0-9-1 XML spec")
+	out := flag.String("out", "methods_gen.go", "the Go file to write")
+	flag.Parse()
+	if err := run(*specPath, *out); err != nil {
+		fmt.Fprintln(os.Stderr, "gen:", err)
+		os.Exit(1)
+	}
+}
+
+func run(specPath, out string) error {
+	raw, err := os.ReadFile(specPath)
+	if err != nil {
+		return fmt.Errorf("read spec: %w", err)
+	}
+	var s spec
+	if err := xml.Unmarshal(raw, &s); err != nil {
+		return fmt.Errorf("parse spec %s: %w", specPath, err)
+	}
+	src, err := generate(&s)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(out, src, 0o644); err != nil {
+		return fmt.Errorf("write %s: %w", out, err)
+	}
+	return nil
+}
+
+// camel turns a spec name into a Go identifier by capitalising each hyphen-separated word:
+// "reply-code" -> "ReplyCode", "reserved-1" -> "Reserved1", "class-id" -> "ClassId". Initialisms
+// are deliberately not upper-cased: a field named ClassID would collide with the Method
+// interface's ClassID() on connection.close and channel.close.
+func camel(name string) string {
+	var b strings.Builder
+	for _, w := range strings.Split(name, "-") {
+		if w == "" {
+			continue
+		}
+		b.WriteString(strings.ToUpper(w[:1]))
+		b.WriteString(w[1:])
+	}
+	return b.String()
+}
+
+func lowerFirst(s string) string { return strings.ToLower(s[:1]) + s[1:] }
+
+type genField struct {
+	goName   string
+	specName string
+	wireType string // octet, short, long, longlong, bit, shortstr, longstr, timestamp, table
+	goType   string
+	reserved bool
+}
+
+// binaryLongstr names the long-string fields that carry binary SASL data and so are []byte;
+// every other long string is a Go string.
+var binaryLongstr = map[string]bool{"response": true, "challenge": true}
+
+func resolve(s *spec, f field) (genField, error) {
+	t := f.Type
+	if t == "" {
+		t = f.Domain
+		for _, d := range s.Domains {
+			if d.Name == f.Domain {
+				t = d.Type
+				break
+			}
+		}
+	}
+	g := genField{goName: camel(f.Name), specName: f.Name, wireType: t, reserved: f.Reserved == "1"}
+	switch t {
+	case "octet":
+		g.goType = "uint8"
+	case "short":
+		g.goType = "uint16"
+	case "long":
+		g.goType = "uint32"
+	case "longlong", "timestamp":
+		g.goType = "uint64"
+	case "bit":
+		g.goType = "bool"
+	case "shortstr":
+		g.goType = "string"
+	case "longstr":
+		g.goType = "string"
+		if binaryLongstr[f.Name] {
+			g.goType = "[]byte"
+		}
+	case "table":
+		g.goType = "Table"
+	default:
+		return g, fmt.Errorf("field %s: unknown type %q", f.Name, t)
+	}
+	return g, nil
+}
+
+type genMethod struct {
+	goName, specName  string
+	classID, methodID int
+	sync, content     bool
+	deprecated        bool
+	responses         []string
+	fields            []genField
+}
+
+func generate(s *spec) ([]byte, error) {
+	var methods []genMethod
+	for _, c := range s.Classes {
+		for _, m := range c.Methods {
+			gm := genMethod{
+				goName:     camel(c.Name) + camel(m.Name),
+				specName:   c.Name + "." + m.Name,
+				classID:    c.Index,
+				methodID:   m.Index,
+				sync:       m.Synchronous == "1",
+				content:    m.Content == "1",
+				deprecated: m.Deprecated == "1",
+			}
+			for _, r := range m.Responses {
+				gm.responses = append(gm.responses, c.Name+"."+r.Name)
+			}
+			for _, f := range m.Fields {
+				g, err := resolve(s, f)
+				if err != nil {
+					return nil, fmt.Errorf("%s: %w", gm.specName, err)
+				}
+				gm.fields = append(gm.fields, g)
+			}
+			methods = append(methods, gm)
+		}
+	}
+
+	var b bytes.Buffer
+	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	w("// Code generated by internal/gen from spec/amqp0-9-1.stripped.extended.xml; DO NOT EDIT.\n\n")
+	w("package wire\n\n")
+
+	w("// Reply codes, from the spec's constants. AMQP 0-9-1 §1.9 (soft errors close the channel,\n")
+	w("// hard errors the connection).\n")
+	w("const (\n")
+	for _, c := range s.Constants {
+		if strings.HasPrefix(c.Name, "frame-") {
+			continue // hand-written in frame.go
+		}
+		comment := ""
+		if c.Class != "" {
+			comment = " // " + c.Class
+		}
+		w("\t%s = %d%s\n", camel(c.Name), c.Value, comment)
+	}
+	w(")\n\n")
+
+	w("// Class ids. AMQP 0-9-1 §1 and RabbitMQ's extensions.\n")
+	w("const (\n")
+	for _, c := range s.Classes {
+		w("\tClass%s = %d\n", camel(c.Name), c.Index)
+	}
+	w(")\n\n")
+
+	for i := range methods {
+		writeMethod(&b, &methods[i])
+	}
+
+	w("// newMethod returns a new struct for the method, or nil if the spec has no such method.\n")
+	w("func newMethod(classID, methodID uint16) decodable {\n")
+	w("\tswitch uint32(classID)<<16 | uint32(methodID) {\n")
+	for _, m := range methods {
+		w("\tcase %d<<16 | %d:\n\t\treturn new(%s)\n", m.classID, m.methodID, m.goName)
+	}
+	w("\t}\n\treturn nil\n}\n\n")
+
+	w("// methodSet holds one struct per method for a Decoder to reuse.\n")
+	w("type methodSet struct {\n")
+	for _, m := range methods {
+		w("\t%s %s\n", lowerFirst(m.goName), m.goName)
+	}
+	w("}\n\n")
+	w("// get returns the set's struct for the method, or nil if the spec has no such method.\n")
+	w("func (s *methodSet) get(classID, methodID uint16) decodable {\n")
+	w("\tswitch uint32(classID)<<16 | uint32(methodID) {\n")
+	for _, m := range methods {
+		w("\tcase %d<<16 | %d:\n\t\treturn &s.%s\n", m.classID, m.methodID, lowerFirst(m.goName))
+	}
+	w("\t}\n\treturn nil\n}\n")
+
+	src, err := format.Source(b.Bytes())
+	if err != nil {
+		return nil, fmt.Errorf("gofmt generated code: %w\n%s", err, b.Bytes())
+	}
+	return src, nil
+}
+
+func writeMethod(b *bytes.Buffer, m *genMethod) {
+	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	var notes []string
+	if m.sync {
+		notes = append(notes, "synchronous")
+	}
+	if m.content {
+		notes = append(notes, "followed by content")
+	}
+	if m.deprecated {
+		notes = append(notes, "deprecated")
+	}
+	note := ""
+	if len(notes) > 0 {
+		note = "; " + strings.Join(notes, ", ")
+	}
+	w("// %s is %s (class %d, method %d%s).\n", m.goName, m.specName, m.classID, m.methodID, note)
+	if len(m.responses) > 0 {
+		w("// Answered by %s.\n", strings.Join(m.responses, " or "))
+	}
+	w("type %s struct {\n", m.goName)
+	for _, f := range m.fields {
+		comment := f.specName + ": " + f.wireType
+		if f.reserved {
+			comment += ", reserved"
+		}
+		w("\t%s %s // %s\n", f.goName, f.goType, comment)
+	}
+	w("}\n\n")
+
+	recv := "*" + m.goName
+	w("// ClassID returns %d.\nfunc (%s) ClassID() uint16 { return %d }\n\n", m.classID, recv, m.classID)
+	w("// MethodID returns %d.\nfunc (%s) MethodID() uint16 { return %d }\n\n", m.methodID, recv, m.methodID)
+	w("// Name returns %q.\nfunc (%s) Name() string { return %q }\n\n", m.specName, recv, m.specName)
+	w("// HasContent returns %v.\nfunc (%s) HasContent() bool { return %v }\n\n", m.content, recv, m.content)
+	w("// Synchronous returns %v.\nfunc (%s) Synchronous() bool { return %v }\n\n", m.sync, recv, m.sync)
+
+	mv := "m"
+	if len(m.fields) == 0 {
+		mv = "_"
+	}
+	w("// Append appends class-id, method-id and the arguments.\n")
+	w("func (%s *%s) Append(dst []byte) []byte {\n", mv, m.goName)
+	w("\tdst = appendShort(dst, %d)\n\tdst = appendShort(dst, %d)\n", m.classID, m.methodID)
+	fs := m.fields
+	for i := 0; i < len(fs); {
+		f := fs[i]
+		if f.wireType == "bit" {
+			// AMQP 0-9-1 §4.2.5.2: consecutive bits share octets, low bit first, 8 per octet.
+			j := i
+			for j < len(fs) && fs[j].wireType == "bit" && j-i < 8 {
+				j++
+			}
+			w("\t{\n\t\tvar bits uint8\n")
+			for k := i; k < j; k++ {
+				w("\t\tif m.%s {\n\t\t\tbits |= 1 << %d\n\t\t}\n", fs[k].goName, k-i)
+			}
+			w("\t\tdst = append(dst, bits)\n\t}\n")
+			i = j
+			continue
+		}
+		switch f.wireType {
+		case "octet":
+			w("\tdst = append(dst, m.%s)\n", f.goName)
+		case "short":
+			w("\tdst = appendShort(dst, m.%s)\n", f.goName)
+		case "long":
+			w("\tdst = appendLong(dst, m.%s)\n", f.goName)
+		case "longlong", "timestamp":
+			w("\tdst = appendLonglong(dst, m.%s)\n", f.goName)
+		case "shortstr":
+			w("\tdst = appendShortstr(dst, m.%s)\n", f.goName)
+		case "longstr":
+			if f.goType == "[]byte" {
+				w("\tdst = appendLongbytes(dst, m.%s)\n", f.goName)
+			} else {
+				w("\tdst = appendLongstr(dst, m.%s)\n", f.goName)
+			}
+		case "table":
+			w("\tdst = appendTableLenient(dst, m.%s)\n", f.goName)
+		}
+		i++
+	}
+	w("\treturn dst\n}\n\n")
+
+	w("// Decode parses the arguments into m.\n")
+	w("func (m *%s) Decode(args []byte) error {\n", m.goName)
+	w("\tp := parser{b: args}\n\tm.decode(&p)\n\treturn p.done(%q)\n}\n\n", m.specName)
+
+	if len(fs) == 0 {
+		w("func (*%s) decode(*parser) {}\n\n", m.goName)
+		return
+	}
+	w("func (m *%s) decode(p *parser) {\n", m.goName)
+	for i := 0; i < len(fs); {
+		f := fs[i]
+		if f.wireType == "bit" {
+			j := i
+			for j < len(fs) && fs[j].wireType == "bit" && j-i < 8 {
+				j++
+			}
+			w("\t{\n\t\tbits := p.octet()\n")
+			for k := i; k < j; k++ {
+				w("\t\tm.%s = bits&(1<<%d) != 0\n", fs[k].goName, k-i)
+			}
+			w("\t}\n")
+			i = j
+			continue
+		}
+		switch f.wireType {
+		case "octet":
+			w("\tm.%s = p.octet()\n", f.goName)
+		case "short":
+			w("\tm.%s = p.short()\n", f.goName)
+		case "long":
+			w("\tm.%s = p.long()\n", f.goName)
+		case "longlong", "timestamp":
+			w("\tm.%s = p.longlong()\n", f.goName)
+		case "shortstr":
+			w("\tm.%s = p.shortstr()\n", f.goName)
+		case "longstr":
+			if f.goType == "[]byte" {
+				w("\tm.%s = p.longbytes(m.%s)\n", f.goName, f.goName)
+			} else {
+				w("\tm.%s = p.longstr()\n", f.goName)
+			}
+		case "table":
+			w("\tm.%s = p.table()\n", f.goName)
+		}
+		i++
+	}
+	w("}\n\n")
+}
