@@ -152,7 +152,8 @@ type Queue struct {
 	bytes    int64
 	withTTL  int    // ready messages that have an expiry
 	nextSeq  uint64 // seq of the next published message
-	freshSeq uint64 // messages with seq >= freshSeq arrived after the last delivery step
+	sparing  bool   // Publish is offering a message whose TTL is 0 to consumers: spare it
+	spareSeq uint64 // that message's seq
 
 	// Outstanding deliveries, in delivery order (so sorted by id): acks mostly arrive in that
 	// order, so the front is the usual hit and binary search finds the rest, with no map.
@@ -222,6 +223,9 @@ func (q *Queue) Publish(now int64, m *message.Message, out *Output) bool {
 		e.prio = min(m.Properties.Priority, q.cfg.MaxPriority)
 	}
 	q.pushReady(e)
+	if e.expiry <= now {
+		q.offerNow(now, e, out)
+	}
 	if limited && q.cfg.Overflow == DropHead && q.overLimit() {
 		q.deliver(now, q.gate, out)
 		for q.ready > 0 && q.overLimit() {
@@ -313,17 +317,15 @@ func (q *Queue) deadLetter(out *Output, m *message.Message, r Reason) {
 
 // expireHeads removes expired messages from the head of every priority level, as RabbitMQ
 // does: a message behind the head is not examined until it reaches the head
-// (https://www.rabbitmq.com/docs/ttl#per-message-ttl-caveats). Messages published since the
-// last delivery step are spared when fresh is false, so that a consumer can still take a
-// message whose TTL is 0 "right away".
-func (q *Queue) expireHeads(now int64, includeFresh bool, out *Output) {
+// (https://www.rabbitmq.com/docs/ttl#per-message-ttl-caveats).
+func (q *Queue) expireHeads(now int64, out *Output) {
 	for w := range q.nonEmpty {
 		for b := q.nonEmpty[w]; b != 0; b &= b - 1 {
 			l := w<<6 + bits.TrailingZeros64(b)
 			r := &q.levels[l]
 			for r.len() > 0 {
 				e := r.front()
-				if e.expiry > now || (!includeFresh && e.seq >= q.freshSeq) {
+				if e.expiry > now || (q.sparing && e.seq == q.spareSeq) {
 					break
 				}
 				q.deadLetter(out, q.popLevel(l).msg, Expired)
@@ -332,40 +334,51 @@ func (q *Queue) expireHeads(now int64, includeFresh bool, out *Output) {
 	}
 }
 
+// offerNow handles a message published with a TTL of 0 (x-message-ttl 0, or expiration
+// "0"): RabbitMQ delivers it if a consumer can take it right away, and otherwise it expires
+// (https://www.rabbitmq.com/docs/ttl#per-queue-message-ttl). So when it is next in line,
+// Publish runs the delivery step at once, sparing it from expiry; if it is still there
+// afterwards it expires. Behind other messages it waits, like any expired message, until it
+// reaches the head, as in rabbit_amqqueue_process:deliver_or_enqueue.
+func (q *Queue) offerNow(now int64, e entry, out *Output) {
+	if q.top() != int(e.prio) || q.levels[e.prio].len() != 1 {
+		return
+	}
+	q.sparing, q.spareSeq = true, e.seq
+	q.deliver(now, q.gate, out)
+	q.sparing = false
+	q.expireHeads(now, out)
+}
+
 // Drain is the delivery step. It expires TTL'd messages at the head (dead-lettered with
 // reason expired), then hands ready messages to consumers with credit: round-robin among the
 // consumers of the highest x-priority that can take one
 // (https://www.rabbitmq.com/docs/consumer-priority), or only to the first registered
 // consumer with x-single-active-consumer. allow, when not nil, is consulted right before each
 // delivery to a consumer that has queue-level credit; a true answer commits the queue to that
-// delivery, a false one skips the consumer until the next Drain. Finally, messages still
-// ready whose TTL has run out (x-message-ttl 0) expire.
+// delivery, a false one skips the consumer until the next Drain.
 func (q *Queue) Drain(now int64, allow func(ConsumerID) bool, out *Output) {
 	q.gate = allow
 	q.deliver(now, allow, out)
-	if q.withTTL > 0 {
-		q.expireHeads(now, true, out)
-	}
-	q.freshSeq = q.nextSeq
 }
 
 func (q *Queue) deliver(now int64, allow func(ConsumerID) bool, out *Output) {
+	if q.withTTL > 0 {
+		q.expireHeads(now, out)
+	}
 	if len(q.consumers) == 0 {
 		return
 	}
 	q.round++
 	for q.ready > 0 {
-		if q.withTTL > 0 {
-			q.expireHeads(now, false, out)
-			if q.ready == 0 {
-				return
-			}
-		}
 		c := q.pick(allow)
 		if c == nil {
 			return
 		}
 		q.hand(q.popReady(), c, out)
+		if q.withTTL > 0 {
+			q.expireHeads(now, out)
+		}
 	}
 }
 
@@ -437,7 +450,7 @@ func (q *Queue) track(e entry, c *consumer, id DeliveryID) {
 // With noAck false the delivery is outstanding until settled.
 func (q *Queue) Get(now int64, noAck bool, out *Output) (Delivery, bool) {
 	if q.withTTL > 0 {
-		q.expireHeads(now, true, out)
+		q.expireHeads(now, out)
 	}
 	if q.ready == 0 {
 		return Delivery{}, false
