@@ -1,0 +1,141 @@
+package broker
+
+import (
+	"crypto/rand"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/parleymq/parley/broker/exchange"
+	"github.com/parleymq/parley/broker/meta"
+)
+
+// Config holds the core's tunables. The zero value is not useful; start from DefaultConfig.
+type Config struct {
+	// QueueInbox is the number of commands a queue's inbox holds before publishers block.
+	// Default 4096.
+	QueueInbox int
+	// Now returns the current time. Tests may replace it; default time.Now.
+	Now func() time.Time
+}
+
+// DefaultConfig returns the defaults documented on each Config field.
+func DefaultConfig() Config {
+	return Config{QueueInbox: 4096, Now: time.Now}
+}
+
+// Broker is the core of one node.
+type Broker struct {
+	log *zap.Logger
+	cfg Config
+
+	// mu serialises metadata changes (declare, delete, bind). The publish and deliver paths never
+	// take it: they read the vhost's routing snapshot and queue map atomically.
+	mu   sync.Mutex
+	meta *meta.State
+
+	vhosts atomic.Pointer[map[string]*VHost]
+
+	nextConsumer   atomic.Uint64
+	nextConnection atomic.Uint64
+
+	closed atomic.Bool
+}
+
+// New builds a broker with the default vhost "/" and its predeclared exchanges.
+func New(log *zap.Logger, cfg Config) *Broker {
+	def := DefaultConfig()
+	if cfg.QueueInbox <= 0 {
+		cfg.QueueInbox = def.QueueInbox
+	}
+	if cfg.Now == nil {
+		cfg.Now = def.Now
+	}
+	b := &Broker{log: log, cfg: cfg, meta: meta.New()}
+	m := map[string]*VHost{}
+	b.vhosts.Store(&m)
+	b.mu.Lock()
+	b.syncVHostsLocked()
+	b.mu.Unlock()
+	return b
+}
+
+// Close stops every queue goroutine. Consumers are not notified: their connections are closing too.
+func (b *Broker) Close() {
+	if b.closed.Swap(true) {
+		return
+	}
+	for _, v := range *b.vhosts.Load() {
+		for _, q := range v.queueMap() {
+			q.stop()
+		}
+	}
+}
+
+// NewConnectionID returns a process-unique connection id, the owner of exclusive queues.
+func (b *Broker) NewConnectionID() uint64 { return b.nextConnection.Add(1) }
+
+// VHost returns the named virtual host.
+func (b *Broker) VHost(name string) (*VHost, bool) {
+	v, ok := (*b.vhosts.Load())[name]
+	return v, ok
+}
+
+// AddVHost creates a virtual host with its predeclared exchanges.
+func (b *Broker) AddVHost(name string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err := b.meta.AddVHost(name); err != nil {
+		return fmt.Errorf("add vhost %q: %w", name, err)
+	}
+	b.syncVHostsLocked()
+	return nil
+}
+
+// syncVHostsLocked makes the vhost map match the metadata. b.mu held.
+func (b *Broker) syncVHostsLocked() {
+	old := *b.vhosts.Load()
+	next := make(map[string]*VHost, len(old)+1)
+	for name, v := range old {
+		if b.meta.HasVHost(name) {
+			next[name] = v
+		}
+	}
+	for _, name := range b.metaVHostNames() {
+		if _, ok := next[name]; !ok {
+			v := &VHost{b: b, name: name}
+			qm := map[string]*Queue{}
+			v.queues.Store(&qm)
+			v.router.Store(b.meta.Router(name))
+			next[name] = v
+		}
+	}
+	b.vhosts.Store(&next)
+}
+
+// metaVHostNames lists the vhosts the metadata knows. b.mu held.
+func (b *Broker) metaVHostNames() []string {
+	names := []string{"/"}
+	for name := range *b.vhosts.Load() {
+		if name != "/" && b.meta.HasVHost(name) {
+			names = append(names, name)
+		}
+	}
+	return names
+}
+
+// now is the broker's clock in Unix milliseconds, the unit of the queue state machine.
+func (b *Broker) now() int64 { return b.cfg.Now().UnixMilli() }
+
+// serverNamedQueue returns a fresh amq.gen- name as RabbitMQ makes them.
+func serverNamedQueue() string {
+	var r [16]byte
+	_, _ = rand.Read(r[:])
+	return meta.ServerNamedQueue(r)
+}
+
+// routerFor returns the routing snapshot of a vhost, for callers that already hold one.
+func (v *VHost) routerSnapshot() *exchange.Router { return v.router.Load() }

@@ -1,0 +1,19 @@
+// Package broker is Parley's protocol-agnostic core: vhosts, exchanges, bindings, queues,
+// consumers and deliveries. Protocol adapters (protocol/amqp091, later MQTT and STOMP) call it;
+// it never knows which protocol a client speaks.
+//
+// The logic lives in pure state machines (broker/meta for metadata, broker/queue for a queue,
+// broker/exchange for routing). This package drives them:
+//
+//   - Metadata commands (declare, delete, bind) run under one mutex on the meta state machine;
+//     after each change the vhost's routing snapshot (*exchange.Router) is swapped atomically, so
+//     the publish path reads it without a lock.
+//   - Each queue's state machine is owned by one goroutine fed by a bounded inbox. At each wake-up
+//     it takes every command waiting as one batch, then runs the delivery step once and hands the
+//     deliveries to the consumers. A full inbox blocks the publisher: back-pressure, never a drop.
+//   - Consumers are callbacks (the Consumer interface) that must not block: an adapter appends the
+//     delivery to its connection's write buffer and wakes its writer.
+//
+// Errors returned to adapters are *meta.Error values carrying RabbitMQ's reply code and text;
+// adapters turn them into protocol errors at their edge.
+package broker

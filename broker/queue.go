@@ -1,0 +1,415 @@
+package broker
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/parleymq/parley/broker/message"
+	"github.com/parleymq/parley/broker/meta"
+	"github.com/parleymq/parley/broker/queue"
+)
+
+// Consumer receives a queue's deliveries. Its methods are called from the queue's goroutine and
+// must not block: an adapter appends to its connection's write buffer and wakes its writer.
+type Consumer interface {
+	// Deliver hands over one delivery. q is nil for a direct reply-to message, which is never
+	// acknowledged.
+	Deliver(q *Queue, d queue.Delivery)
+	// Allow reserves credit for one delivery beyond the queue's own per-consumer prefetch: the
+	// AMQP channel-wide prefetch that spans queues, and channel.flow. False skips this consumer
+	// until someone calls Queue.Kick.
+	Allow() bool
+	// Cancelled reports that the queue is gone (deleted): the consumer will get nothing more.
+	Cancelled(q *Queue)
+}
+
+// ConsumeOptions are basic.consume's settings.
+type ConsumeOptions struct {
+	Owner     uint64 // the connection, for exclusive queues
+	Prefetch  uint32 // per-consumer unacked limit; 0 = none
+	NoAck     bool
+	Exclusive bool
+	Priority  int32 // x-priority
+}
+
+type cmdKind uint8
+
+const (
+	cmdPublish cmdKind = iota
+	cmdSettle
+	cmdConsume
+	cmdCancel
+	cmdGet
+	cmdPurge
+	cmdDelete
+)
+
+// command is one entry of a queue's inbox.
+type command struct {
+	kind     cmdKind
+	msg      *message.Message
+	confirm  *confirmTracker
+	ids      []queue.DeliveryID
+	outcome  queue.Outcome
+	spec     queue.ConsumerSpec
+	consumer Consumer
+	noAck    bool
+	silent   bool // cmdDelete at shutdown: do not cancel consumers
+	reply    chan result
+}
+
+type result struct {
+	n   int
+	d   queue.Delivery
+	ok  bool
+	err error
+}
+
+// Queue is a running queue: its state machine and the goroutine that owns it.
+type Queue struct {
+	v   *VHost
+	def meta.QueueDef
+	cfg queue.Config
+
+	inbox chan command
+	kick  chan struct{}
+	done  chan struct{} // closed when the goroutine has stopped
+
+	// Counters published by the goroutine after each batch, for declare-ok and delete checks.
+	ready     atomic.Int64
+	consumers atomic.Int64
+	lastUsed  atomic.Int64 // unix ms, for x-expires
+	expires   int64        // x-expires in ms; 0 = never
+
+	// Owned by the goroutine.
+	sm        *queue.Queue
+	out       queue.Output
+	sinks     map[queue.ConsumerID]Consumer
+	hadUser   bool // auto-delete fires only after a first consumer has gone
+	deleting  bool
+	deadMu    sync.Mutex
+	deadQ     []*message.Message
+	deadAwake bool
+}
+
+func newQueue(v *VHost, def meta.QueueDef, cfg queue.Config) *Queue {
+	q := &Queue{
+		v:     v,
+		def:   def,
+		cfg:   cfg,
+		inbox: make(chan command, v.b.cfg.QueueInbox),
+		kick:  make(chan struct{}, 1),
+		done:  make(chan struct{}),
+		sm:    queue.New(cfg),
+		sinks: map[queue.ConsumerID]Consumer{},
+	}
+	q.expires = argInt(def.Args, "x-expires")
+	q.touch()
+	go q.run()
+	return q
+}
+
+// argInt reads an integer queue argument, 0 when absent.
+func argInt(args message.Table, key string) int64 {
+	switch x := args[key].(type) {
+	case int8:
+		return int64(x)
+	case int16:
+		return int64(x)
+	case int32:
+		return int64(x)
+	case int64:
+		return x
+	case int:
+		return int64(x)
+	case uint8:
+		return int64(x)
+	case uint16:
+		return int64(x)
+	case uint32:
+		return int64(x)
+	}
+	return 0
+}
+
+// Name is the queue's name.
+func (q *Queue) Name() string { return q.def.Name }
+
+// Def is the queue's declaration.
+func (q *Queue) Def() meta.QueueDef { return q.def }
+
+// VHost is the vhost the queue lives in.
+func (q *Queue) VHost() *VHost { return q.v }
+
+// Len is the number of ready messages, as of the last batch.
+func (q *Queue) Len() int { return int(q.ready.Load()) }
+
+// ConsumerCount is the number of consumers, as of the last batch.
+func (q *Queue) ConsumerCount() int { return int(q.consumers.Load()) }
+
+func (q *Queue) touch() { q.lastUsed.Store(q.v.b.now()) }
+
+// send posts a command; false when the queue is gone.
+func (q *Queue) send(c command) bool {
+	select {
+	case q.inbox <- c:
+		return true
+	case <-q.done:
+		return false
+	}
+}
+
+// call posts a command and waits for its result.
+func (q *Queue) call(c command) (result, bool) {
+	c.reply = make(chan result, 1)
+	if !q.send(c) {
+		return result{}, false
+	}
+	select {
+	case r := <-c.reply:
+		return r, true
+	case <-q.done:
+		return result{}, false
+	}
+}
+
+func (q *Queue) publish(m *message.Message, t *confirmTracker) {
+	if !q.send(command{kind: cmdPublish, msg: m, confirm: t}) && t != nil {
+		// Deleted while we routed to it: RabbitMQ confirms such a message.
+		t.done(true)
+	}
+}
+
+// Consume adds a consumer and returns its id.
+func (q *Queue) Consume(o ConsumeOptions, c Consumer) (queue.ConsumerID, error) {
+	if o.Owner != 0 {
+		if err := q.v.checkOwner(q, o.Owner); err != nil {
+			return 0, err
+		}
+	}
+	id := queue.ConsumerID(q.v.b.nextConsumer.Add(1))
+	spec := queue.ConsumerSpec{ID: id, Prefetch: o.Prefetch, NoAck: o.NoAck, Exclusive: o.Exclusive, Priority: o.Priority}
+	r, ok := q.call(command{kind: cmdConsume, spec: spec, consumer: c})
+	if !ok {
+		return 0, q.v.notFoundQueue(q.def.Name)
+	}
+	if r.err != nil {
+		return 0, r.err
+	}
+	q.touch()
+	return id, nil
+}
+
+// Cancel removes a consumer (basic.cancel). Its unacked deliveries stay unacked.
+func (q *Queue) Cancel(id queue.ConsumerID) {
+	q.send(command{kind: cmdCancel, spec: queue.ConsumerSpec{ID: id}})
+}
+
+// Settle acks, requeues or discards deliveries. Settling on a deleted queue does nothing.
+func (q *Queue) Settle(ids []queue.DeliveryID, o queue.Outcome) {
+	q.send(command{kind: cmdSettle, ids: ids, outcome: o})
+}
+
+// Get takes one message (basic.get). remaining is the number of ready messages left.
+func (q *Queue) Get(noAck bool) (d queue.Delivery, remaining int, ok bool) {
+	q.touch()
+	r, alive := q.call(command{kind: cmdGet, noAck: noAck})
+	if !alive {
+		return queue.Delivery{}, 0, false
+	}
+	return r.d, r.n, r.ok
+}
+
+// Kick asks the queue to try delivering again: a consumer's outside credit came back.
+func (q *Queue) Kick() {
+	select {
+	case q.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (q *Queue) purge() int {
+	r, ok := q.call(command{kind: cmdPurge})
+	if !ok {
+		return 0
+	}
+	return r.n
+}
+
+// delete stops the queue, cancels its consumers and returns its ready message count.
+func (q *Queue) delete() int {
+	r, ok := q.call(command{kind: cmdDelete})
+	if !ok {
+		return 0
+	}
+	return r.n
+}
+
+// stop ends the goroutine without notifying consumers (broker shutdown).
+func (q *Queue) stop() {
+	q.send(command{kind: cmdDelete, silent: true, reply: make(chan result, 1)})
+}
+
+// run is the queue's goroutine: it owns q.sm.
+func (q *Queue) run() {
+	defer close(q.done)
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	var timerAt int64
+	for {
+		select {
+		case c := <-q.inbox:
+			if q.apply(c) {
+				return
+			}
+			// Take everything else already waiting as the same batch.
+		batch:
+			for {
+				select {
+				case c := <-q.inbox:
+					if q.apply(c) {
+						return
+					}
+				default:
+					break batch
+				}
+			}
+		case <-q.kick:
+		case <-timer.C:
+			timerAt = 0
+		}
+		q.drain()
+		if at, ok := q.nextWake(); ok && (timerAt == 0 || at < timerAt) {
+			timerAt = at
+			d := time.Duration(at-q.v.b.now()) * time.Millisecond
+			if d < 0 {
+				d = 0
+			}
+			timer.Reset(d)
+		}
+	}
+}
+
+// nextWake is the next time the queue must act on its own: a TTL or x-expires.
+func (q *Queue) nextWake() (int64, bool) {
+	at, ok := q.sm.NextExpiry()
+	if q.expires > 0 && q.sm.ConsumerCount() == 0 {
+		e := q.lastUsed.Load() + q.expires
+		if !ok || e < at {
+			at, ok = e, true
+		}
+	}
+	return at, ok
+}
+
+// apply runs one command; true means the queue has stopped.
+func (q *Queue) apply(c command) bool {
+	now := q.v.b.now()
+	switch c.kind {
+	case cmdPublish:
+		ok := q.sm.Publish(now, c.msg, &q.out)
+		if c.confirm != nil {
+			c.confirm.done(ok)
+		}
+	case cmdSettle:
+		// Unknown ids are the adapter's bug or a race with a requeue on close; nothing to undo.
+		_ = q.sm.Settle(now, c.ids, c.outcome, &q.out)
+	case cmdConsume:
+		err := q.sm.AddConsumer(c.spec)
+		if err == nil {
+			q.sinks[c.spec.ID] = c.consumer
+			q.hadUser = true
+		} else {
+			err = meta.Errorf(meta.AccessRefused, "queue '%s' in vhost '%s' in exclusive use", q.def.Name, q.v.name)
+		}
+		c.reply <- result{err: err}
+	case cmdCancel:
+		if _, ok := q.sinks[c.spec.ID]; ok {
+			q.sm.RemoveConsumer(c.spec.ID)
+			delete(q.sinks, c.spec.ID)
+			q.lastUsed.Store(now)
+			if q.def.AutoDelete && len(q.sinks) == 0 && q.hadUser && !q.deleting {
+				q.deleting = true
+				go q.v.deleteQueueIf(q)
+			}
+		}
+	case cmdGet:
+		d, ok := q.sm.Get(now, c.noAck, &q.out)
+		c.reply <- result{d: d, ok: ok, n: q.sm.Len()}
+	case cmdPurge:
+		c.reply <- result{n: q.sm.Purge()}
+	case cmdDelete:
+		n := q.sm.Len()
+		if !c.silent {
+			for _, s := range q.sinks {
+				s.Cancelled(q)
+			}
+		}
+		c.reply <- result{n: n}
+		return true
+	}
+	return false
+}
+
+// drain runs the delivery step and carries out the effects.
+func (q *Queue) drain() {
+	now := q.v.b.now()
+	if q.expires > 0 && q.sm.ConsumerCount() == 0 && now-q.lastUsed.Load() >= q.expires && !q.deleting {
+		q.deleting = true
+		go q.v.deleteQueueIf(q)
+	}
+	q.sm.Drain(now, q.allow, &q.out)
+	for _, d := range q.out.Deliveries {
+		if s, ok := q.sinks[d.Consumer]; ok {
+			s.Deliver(q, d)
+		}
+	}
+	for _, dl := range q.out.DeadLetters {
+		if !q.cfg.HasDeadLetterExchange {
+			continue
+		}
+		m, ex, rk := queue.DeadLetterMessage(dl, q.def.Name, now, q.cfg)
+		q.deadLetter(m, ex, rk)
+	}
+	q.out.Reset()
+	q.ready.Store(int64(q.sm.Len()))
+	q.consumers.Store(int64(q.sm.ConsumerCount()))
+}
+
+func (q *Queue) allow(id queue.ConsumerID) bool {
+	s, ok := q.sinks[id]
+	return ok && s.Allow()
+}
+
+// deadLetter republishes a dead message in order, off the queue's goroutine: publishing may
+// block on a full inbox, possibly this queue's own (a DLX cycle).
+func (q *Queue) deadLetter(m *message.Message, ex, rk string) {
+	m.Exchange, m.RoutingKey = ex, rk
+	q.deadMu.Lock()
+	q.deadQ = append(q.deadQ, m)
+	start := !q.deadAwake
+	q.deadAwake = true
+	q.deadMu.Unlock()
+	if start {
+		go q.forwardDead()
+	}
+}
+
+func (q *Queue) forwardDead() {
+	var s PublishScratch
+	for {
+		q.deadMu.Lock()
+		batch := q.deadQ
+		q.deadQ = nil
+		if len(batch) == 0 {
+			q.deadAwake = false
+			q.deadMu.Unlock()
+			return
+		}
+		q.deadMu.Unlock()
+		for _, m := range batch {
+			_, _ = q.v.Publish(m, nil, &s)
+		}
+	}
+}

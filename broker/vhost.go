@@ -1,0 +1,326 @@
+package broker
+
+import (
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/parleymq/parley/broker/exchange"
+	"github.com/parleymq/parley/broker/message"
+	"github.com/parleymq/parley/broker/meta"
+	"github.com/parleymq/parley/broker/queue"
+)
+
+// DirectReplyTo is RabbitMQ's pseudo-queue for RPC replies without a real queue.
+const DirectReplyTo = "amq.rabbitmq.reply-to"
+
+// VHost is one virtual host: its routing snapshot and its queues.
+type VHost struct {
+	b    *Broker
+	name string
+
+	router atomic.Pointer[exchange.Router]
+	queues atomic.Pointer[map[string]*Queue] // copy-on-write under b.mu
+
+	replyMu sync.RWMutex
+	replyTo map[string]Consumer // direct reply-to token -> consumer
+}
+
+// Name is the vhost's name.
+func (v *VHost) Name() string { return v.name }
+
+func (v *VHost) queueMap() map[string]*Queue { return *v.queues.Load() }
+
+// queue returns the running queue of that name.
+func (v *VHost) queue(name string) (*Queue, bool) {
+	q, ok := (*v.queues.Load())[name]
+	return q, ok
+}
+
+func (v *VHost) notFoundQueue(name string) error {
+	return meta.Errorf(meta.NotFound, "no queue '%s' in vhost '%s'", name, v.name)
+}
+
+func (v *VHost) lockedQueue(name string) error {
+	return meta.Errorf(meta.ResourceLocked, "cannot obtain exclusive access to locked queue '%s' in vhost '%s'. "+
+		"It could be originally declared on another connection or the exclusive property value does not match "+
+		"that of the original declaration.", name, v.name)
+}
+
+// checkOwner enforces exclusivity: only the declaring connection may use an exclusive queue.
+func (v *VHost) checkOwner(q *Queue, owner uint64) error {
+	if q.def.Exclusive && q.def.Owner != owner {
+		return v.lockedQueue(q.def.Name)
+	}
+	return nil
+}
+
+// publishRouterLocked swaps in the metadata's current routing snapshot. b.mu held.
+func (v *VHost) publishRouterLocked() { v.router.Store(v.b.meta.Router(v.name)) }
+
+// DeclareExchange declares (or, passive, checks) an exchange.
+func (v *VHost) DeclareExchange(d meta.ExchangeDef, passive bool) error {
+	d.VHost = v.name
+	v.b.mu.Lock()
+	defer v.b.mu.Unlock()
+	if _, err := v.b.meta.DeclareExchange(d, passive); err != nil {
+		return err
+	}
+	v.publishRouterLocked()
+	return nil
+}
+
+// DeleteExchange deletes an exchange and its bindings.
+func (v *VHost) DeleteExchange(name string, ifUnused bool) error {
+	v.b.mu.Lock()
+	defer v.b.mu.Unlock()
+	if err := v.b.meta.DeleteExchange(v.name, name, ifUnused); err != nil {
+		return err
+	}
+	v.publishRouterLocked()
+	return nil
+}
+
+// QueueStatus is what queue.declare-ok reports.
+type QueueStatus struct {
+	Name      string
+	Messages  int
+	Consumers int
+}
+
+// DeclareQueue declares (or, passive, checks) a queue. An empty name asks for a server-named one.
+func (v *VHost) DeclareQueue(d meta.QueueDef, passive bool) (QueueStatus, error) {
+	d.VHost = v.name
+	if d.Name == "" && !passive {
+		d.Name = serverNamedQueue()
+	}
+	v.b.mu.Lock()
+	defer v.b.mu.Unlock()
+	def, created, err := v.b.meta.DeclareQueue(d, passive)
+	if err != nil {
+		return QueueStatus{}, err
+	}
+	q, ok := v.queue(def.Name)
+	if created || !ok {
+		cfg, err := queue.ConfigFromArgs(def.Name, def.Args)
+		if err != nil {
+			// meta validated the arguments already; a failure here is a mismatch between the two.
+			_, _ = v.b.meta.DeleteQueue(v.name, def.Name, def.Owner)
+			return QueueStatus{}, meta.Errorf(meta.PreconditionFailed, "%s", err.Error())
+		}
+		q = newQueue(v, def, cfg)
+		next := make(map[string]*Queue, len(v.queueMap())+1)
+		for k, e := range v.queueMap() {
+			next[k] = e
+		}
+		next[def.Name] = q
+		v.queues.Store(&next)
+		v.publishRouterLocked()
+	} else if err := v.checkOwner(q, d.Owner); err != nil {
+		return QueueStatus{}, err
+	}
+	q.touch()
+	return QueueStatus{Name: def.Name, Messages: q.Len(), Consumers: q.ConsumerCount()}, nil
+}
+
+// DeleteQueue deletes a queue; its consumers are cancelled. It returns the number of ready
+// messages it held. Deleting a queue that does not exist succeeds (RabbitMQ 3.x).
+func (v *VHost) DeleteQueue(name string, ifUnused, ifEmpty bool, owner uint64) (int, error) {
+	v.b.mu.Lock()
+	defer v.b.mu.Unlock()
+	q, ok := v.queue(name)
+	if !ok {
+		return 0, nil
+	}
+	if err := v.checkOwner(q, owner); err != nil {
+		return 0, err
+	}
+	if ifUnused && q.ConsumerCount() > 0 {
+		return 0, meta.Errorf(meta.PreconditionFailed, "queue '%s' in vhost '%s' in use", name, v.name)
+	}
+	if ifEmpty && q.Len() > 0 {
+		return 0, meta.Errorf(meta.PreconditionFailed, "queue '%s' in vhost '%s' is not empty", name, v.name)
+	}
+	return v.deleteQueueLocked(q)
+}
+
+// deleteQueueLocked removes q from the metadata and the queue map and stops it. b.mu held.
+func (v *VHost) deleteQueueLocked(q *Queue) (int, error) {
+	if _, err := v.b.meta.DeleteQueue(v.name, q.def.Name, q.def.Owner); err != nil {
+		return 0, err
+	}
+	next := make(map[string]*Queue, len(v.queueMap()))
+	for k, e := range v.queueMap() {
+		if e != q {
+			next[k] = e
+		}
+	}
+	v.queues.Store(&next)
+	v.publishRouterLocked()
+	return q.delete(), nil
+}
+
+// deleteQueueIf deletes q if it is still the queue of that name; used by auto-delete and
+// x-expires, which decide outside b.mu.
+func (v *VHost) deleteQueueIf(q *Queue) {
+	v.b.mu.Lock()
+	defer v.b.mu.Unlock()
+	if cur, ok := v.queue(q.def.Name); ok && cur == q {
+		_, _ = v.deleteQueueLocked(q)
+	}
+}
+
+// PurgeQueue removes a queue's ready messages and returns how many.
+func (v *VHost) PurgeQueue(name string, owner uint64) (int, error) {
+	q, ok := v.queue(name)
+	if !ok {
+		return 0, v.notFoundQueue(name)
+	}
+	if err := v.checkOwner(q, owner); err != nil {
+		return 0, err
+	}
+	return q.purge(), nil
+}
+
+// Bind adds a binding from an exchange to a queue or an exchange.
+func (v *VHost) Bind(b meta.BindingDef, owner uint64) error {
+	b.VHost = v.name
+	v.b.mu.Lock()
+	defer v.b.mu.Unlock()
+	if err := v.b.meta.Bind(b, owner); err != nil {
+		return err
+	}
+	v.publishRouterLocked()
+	return nil
+}
+
+// Unbind removes a binding.
+func (v *VHost) Unbind(b meta.BindingDef, owner uint64) error {
+	b.VHost = v.name
+	v.b.mu.Lock()
+	defer v.b.mu.Unlock()
+	if err := v.b.meta.Unbind(b, owner); err != nil {
+		return err
+	}
+	v.publishRouterLocked()
+	return nil
+}
+
+// ConnectionClosed deletes the exclusive queues the connection owned.
+func (v *VHost) ConnectionClosed(owner uint64) {
+	v.b.mu.Lock()
+	defer v.b.mu.Unlock()
+	for _, q := range v.queueMap() {
+		if q.def.Exclusive && q.def.Owner == owner {
+			_, _ = v.deleteQueueLocked(q)
+		}
+	}
+}
+
+// Queue returns a queue's handle, checking exclusivity, for basic.consume and basic.get.
+func (v *VHost) Queue(name string, owner uint64) (*Queue, error) {
+	q, ok := v.queue(name)
+	if !ok {
+		return nil, v.notFoundQueue(name)
+	}
+	if err := v.checkOwner(q, owner); err != nil {
+		return nil, err
+	}
+	return q, nil
+}
+
+// Confirm is called once when every queue a published message reached has accepted it (ok) or
+// at least one refused it (!ok: x-overflow reject-publish). It may run on a queue's goroutine and
+// must not block.
+type Confirm func(ok bool)
+
+// PublishScratch is an adapter-owned buffer reused across publishes so routing allocates nothing.
+type PublishScratch struct {
+	names []string
+	qs    []*Queue
+}
+
+// Publish routes m through its exchange and enqueues it in every queue it reaches. It reports
+// whether any queue was reached (for mandatory). When confirm is not nil it is called once with
+// the outcome; for an unroutable message it is called with true before Publish returns, as
+// RabbitMQ confirms unroutable messages. Publish blocks while a reached queue's inbox is full.
+func (v *VHost) Publish(m *message.Message, confirm Confirm, s *PublishScratch) (routed bool, err error) {
+	if s == nil {
+		s = &PublishScratch{}
+	}
+	if m.Exchange == "" && strings.HasPrefix(m.RoutingKey, DirectReplyTo+".") {
+		return v.publishReplyTo(m, confirm)
+	}
+	r := v.router.Load()
+	s.names = r.Route(m.Exchange, m.RoutingKey, m.Properties.Headers, s.names[:0])
+	s.qs = s.qs[:0]
+	qm := *v.queues.Load()
+	for _, n := range s.names {
+		if q, ok := qm[n]; ok {
+			s.qs = append(s.qs, q)
+		}
+	}
+	if len(s.qs) == 0 {
+		if confirm != nil {
+			confirm(true)
+		}
+		return false, nil
+	}
+	var t *confirmTracker
+	if confirm != nil {
+		t = &confirmTracker{fn: confirm}
+		t.pending.Store(int32(len(s.qs)))
+	}
+	for _, q := range s.qs {
+		q.publish(m, t)
+	}
+	return true, nil
+}
+
+// confirmTracker counts the queues yet to accept a message.
+type confirmTracker struct {
+	pending atomic.Int32
+	refused atomic.Bool
+	fn      Confirm
+}
+
+func (t *confirmTracker) done(ok bool) {
+	if !ok {
+		t.refused.Store(true)
+	}
+	if t.pending.Add(-1) == 0 {
+		t.fn(!t.refused.Load())
+	}
+}
+
+// RegisterReplyTo registers a direct reply-to consumer and returns the reply-to address
+// ("amq.rabbitmq.reply-to.<token>") that routes to it, and a function that unregisters it.
+func (v *VHost) RegisterReplyTo(c Consumer) (address string, unregister func()) {
+	token := strings.TrimPrefix(serverNamedQueue(), "amq.gen-")
+	v.replyMu.Lock()
+	if v.replyTo == nil {
+		v.replyTo = map[string]Consumer{}
+	}
+	v.replyTo[token] = c
+	v.replyMu.Unlock()
+	return DirectReplyTo + "." + token, func() {
+		v.replyMu.Lock()
+		delete(v.replyTo, token)
+		v.replyMu.Unlock()
+	}
+}
+
+// publishReplyTo hands a reply straight to the waiting consumer; unknown tokens are unroutable.
+func (v *VHost) publishReplyTo(m *message.Message, confirm Confirm) (bool, error) {
+	token := strings.TrimPrefix(m.RoutingKey, DirectReplyTo+".")
+	v.replyMu.RLock()
+	c, ok := v.replyTo[token]
+	v.replyMu.RUnlock()
+	if ok {
+		c.Deliver(nil, queue.Delivery{Msg: m})
+	}
+	if confirm != nil {
+		confirm(true)
+	}
+	return ok, nil
+}
