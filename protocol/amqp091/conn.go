@@ -1,0 +1,420 @@
+package amqp091
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/parleymq/parley/broker"
+	"github.com/parleymq/parley/protocol/amqp091/wire"
+	"github.com/parleymq/parley/protocol/auth"
+)
+
+// closeOkWait bounds how long a connection waits for connection.close-ok after sending
+// connection.close. RabbitMQ waits up to 30s (?CLOSING_TIMEOUT) or the heartbeat timeout.
+const closeOkWait = 10 * time.Second
+
+// conn is one AMQP connection. Its fields are owned by the reader goroutine (serve) unless
+// noted; the writer goroutine owns the socket's write side.
+type conn struct {
+	s   *Server
+	log *zap.Logger
+	nc  net.Conn
+	w   *writer
+	r   *wire.Reader
+	dec wire.Decoder
+	id  uint64 // broker connection id: the owner of exclusive queues
+
+	user      *auth.User
+	userName  string
+	vhost     *broker.VHost
+	vhostName string
+
+	frameMax   uint32
+	channelMax uint16
+	heartbeat  time.Duration
+	deadlineAt time.Time // when the read deadline was last pushed
+
+	// Client capabilities (client-properties "capabilities"), read-only after connection.start-ok.
+	capCancelNotify bool
+	capBlocked      bool
+	capAuthFailure  bool
+
+	channels map[uint16]*channel
+
+	// closing is set once connection.close has been sent (by either goroutine); from then on
+	// the reader only waits for close-ok. closeMu serialises the transition.
+	closeMu sync.Mutex
+	closing atomic.Bool
+	opened  atomic.Bool // connection.open-ok sent: blocked notifications may be sent
+
+	// Consumers of this connection, for kicking their queues when the writer drains.
+	kmu       sync.Mutex
+	consumers map[*consumer]struct{}
+	starved   atomic.Bool
+
+	quit chan struct{} // closed when connection.close has been sent or received
+}
+
+func newConn(s *Server, nc net.Conn) *conn {
+	c := &conn{
+		s:         s,
+		nc:        nc,
+		w:         newWriter(nc),
+		id:        s.b.NewConnectionID(),
+		channels:  map[uint16]*channel{},
+		consumers: map[*consumer]struct{}{},
+		frameMax:  s.cfg.FrameMax,
+		quit:      make(chan struct{}),
+	}
+	c.log = s.log.With(zap.Uint64("conn", c.id), zap.Stringer("remote", nc.RemoteAddr()))
+	c.r = wire.NewReader(nc, s.cfg.FrameMax)
+	c.w.onDrain = c.kickAll
+	return c
+}
+
+// serve runs the connection to its end on the calling goroutine (the reader).
+func (c *conn) serve() {
+	go c.w.run()
+	defer c.finish()
+	defer func() {
+		// A last resort: a bug must not take the process (or other connections) down.
+		if r := recover(); r != nil {
+			c.log.Error("bug: panic serving AMQP connection; closing it with 541",
+				zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
+			c.sendClose(newError(internalError, "internal error"))
+		}
+	}()
+	_ = c.nc.SetDeadline(time.Now().Add(c.s.cfg.HandshakeTimeout))
+	if err := c.handshake(); err != nil {
+		if !isEOF(err) {
+			c.log.Debug("handshake failed", zap.Error(err))
+		}
+		return
+	}
+	c.opened.Store(true)
+	if blocked, reason, _ := c.s.blockState(); blocked {
+		c.notifyBlocked(reason, true)
+	}
+	_ = c.nc.SetDeadline(time.Time{})
+	c.loop()
+}
+
+func isEOF(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed)
+}
+
+// finish releases everything the connection holds: channels (consumers cancelled, unacked
+// deliveries requeued), exclusive queues, the writer and the socket.
+func (c *conn) finish() {
+	for id, ch := range c.channels {
+		ch.shutdown()
+		delete(c.channels, id)
+	}
+	if c.vhost != nil {
+		c.vhost.ConnectionClosed(c.id)
+	}
+	c.w.close()
+	select {
+	case <-c.w.done:
+	case <-time.After(closeOkWait):
+		// The client is not reading; give up on what is left.
+	}
+	_ = c.nc.Close()
+	<-c.w.done
+}
+
+// pushDeadline keeps the read deadline at twice the heartbeat interval past the last frame:
+// RabbitMQ closes a connection after two missed heartbeats (rabbit_heartbeat). It moves the
+// deadline only every half interval so the hot path does not make a syscall per frame.
+func (c *conn) pushDeadline() {
+	if c.heartbeat <= 0 {
+		return
+	}
+	now := time.Now()
+	if now.Sub(c.deadlineAt) < c.heartbeat/2 {
+		return
+	}
+	c.deadlineAt = now
+	_ = c.nc.SetReadDeadline(now.Add(2 * c.heartbeat))
+}
+
+// loop reads frames until the connection ends.
+func (c *conn) loop() {
+	for {
+		if !c.closing.Load() {
+			c.pushDeadline()
+		}
+		f, err := c.r.ReadFrame()
+		if err != nil {
+			c.readFailed(err)
+			return
+		}
+		if c.closing.Load() {
+			if c.closingFrame(f) {
+				return
+			}
+			continue
+		}
+		if err := c.frame(f); err != nil {
+			ae := asAMQPError(err)
+			if ae.code == 0 {
+				return // silent close
+			}
+			c.sendClose(ae)
+		}
+	}
+}
+
+// readFailed handles a read error: a framing error gets connection.close 501 (and the socket is
+// closed without waiting: we have lost sync, as RabbitMQ's fatal_frame_error); anything else
+// (EOF, reset, missed heartbeats) just ends the connection.
+func (c *conn) readFailed(err error) {
+	var text string
+	switch {
+	case errors.Is(err, wire.ErrFrameTooLarge):
+		text = "frame too large: " + err.Error()
+	case errors.Is(err, wire.ErrBadFrameEnd):
+		text = "invalid frame end marker: " + err.Error()
+	case errors.Is(err, wire.ErrUnknownFrameType):
+		text = "unknown frame type: " + err.Error()
+	default:
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() && !c.closing.Load() {
+			c.log.Info("missed heartbeats from client; closing", zap.Duration("timeout", 2*c.heartbeat))
+		} else if !isEOF(err) && !c.closing.Load() {
+			c.log.Debug("read failed", zap.Error(err))
+		}
+		return
+	}
+	if !c.closing.Load() {
+		c.sendClose(newError(frameError, "%s", text))
+	}
+}
+
+// sendClose starts a server-initiated connection close (AMQP 0-9-1 §4.2.5.3 hard error): stop
+// the channels, send connection.close, then accept nothing but close-ok for a bounded time.
+// Reader goroutine only.
+func (c *conn) sendClose(e *amqpError) {
+	if !c.beginClose(e, closeOkWait) {
+		return
+	}
+	c.log.Info("closing connection", zap.Uint16("code", e.code), zap.String("text", e.text))
+	for id, ch := range c.channels {
+		ch.shutdown()
+		delete(c.channels, id)
+	}
+}
+
+// beginClose sends connection.close once and bounds the wait for close-ok. Any goroutine.
+func (c *conn) beginClose(e *amqpError, wait time.Duration) bool {
+	c.closeMu.Lock()
+	defer c.closeMu.Unlock()
+	if c.closing.Load() {
+		return false
+	}
+	c.closing.Store(true)
+	close(c.quit)
+	b := c.w.lock()
+	b = wire.AppendMethodFrame(b, 0, &wire.ConnectionClose{
+		ReplyCode: e.code, ReplyText: e.text, ClassId: e.classID, MethodId: e.methodID,
+	})
+	c.w.unlock(b)
+	_ = c.nc.SetReadDeadline(time.Now().Add(wait))
+	return true
+}
+
+// forceClose closes the connection from outside the reader (Server.Close).
+func (c *conn) forceClose(e *amqpError, wait time.Duration) {
+	if !c.opened.Load() {
+		_ = c.nc.Close()
+		return
+	}
+	c.beginClose(e, wait)
+}
+
+// closingFrame handles a frame after connection.close was sent: only close-ok (or a crossing
+// close) matters. It reports whether the connection is done.
+func (c *conn) closingFrame(f wire.Frame) bool {
+	if f.Channel != 0 || f.Type != wire.FrameMethod {
+		return false
+	}
+	m, err := c.dec.Decode(f.Payload)
+	if err != nil {
+		return false
+	}
+	switch m.(type) {
+	case *wire.ConnectionCloseOk:
+		return true
+	case *wire.ConnectionClose:
+		// Both sides closed at once: answer and stop (RabbitMQ does the same when stopping).
+		b := c.w.lock()
+		c.w.unlock(wire.AppendMethodFrame(b, 0, &wire.ConnectionCloseOk{}))
+		return true
+	}
+	return false
+}
+
+// frame dispatches one frame in the running state.
+func (c *conn) frame(f wire.Frame) error {
+	if f.Channel == 0 {
+		switch f.Type {
+		case wire.FrameHeartbeat:
+			return nil
+		case wire.FrameMethod:
+			m, err := c.dec.Decode(f.Payload)
+			if err != nil {
+				return c.decodeError(f.Payload, err)
+			}
+			return c.method0(m)
+		default:
+			return unexpectedFrameError(f)
+		}
+	}
+	if f.Type == wire.FrameHeartbeat {
+		return unexpectedFrameError(f)
+	}
+	ch, ok := c.channels[f.Channel]
+	if !ok {
+		if f.Type != wire.FrameMethod {
+			return newError(unexpectedFrame, "expected method frame, got non method frame instead")
+		}
+		m, err := c.dec.Decode(f.Payload)
+		if err != nil {
+			return c.decodeError(f.Payload, err)
+		}
+		if _, isOpen := m.(*wire.ChannelOpen); !isOpen {
+			return newError(channelError, "expected 'channel.open'").withMethod(m.ClassID(), m.MethodID())
+		}
+		// RabbitMQ counts open channels against channel_max (rabbit_reader:create_channel).
+		if c.channelMax != 0 && len(c.channels) >= int(c.channelMax) {
+			return newError(notAllowed, "number of channels opened (%d) has reached the negotiated channel_max (%d)",
+				len(c.channels), c.channelMax).withMethod(m.ClassID(), m.MethodID())
+		}
+		ch = newChannel(c, f.Channel)
+		c.channels[f.Channel] = ch
+		b := c.w.lock()
+		c.w.unlock(wire.AppendMethodFrame(b, f.Channel, &wire.ChannelOpenOk{}))
+		return nil
+	}
+	return ch.frame(f)
+}
+
+// decodeError maps a method decoding failure. RabbitMQ answers undecodable arguments with
+// 501 "cannot decode <<...>>" and drops the socket on an unknown class or method id.
+func (c *conn) decodeError(payload []byte, err error) error {
+	if errors.Is(err, wire.ErrUnknownMethod) {
+		c.log.Info("unknown method; closing", zap.Error(err))
+		return &amqpError{} // code 0: close silently
+	}
+	e := newError(frameError, "cannot decode %s", erlBinary(payload[min(len(payload), 4):]))
+	if len(payload) >= 4 {
+		e.classID = uint16(payload[0])<<8 | uint16(payload[1])
+		e.methodID = uint16(payload[2])<<8 | uint16(payload[3])
+	}
+	return e
+}
+
+// unexpectedFrameError is RabbitMQ's rabbit_reader:unexpected_frame/4 text.
+func unexpectedFrameError(f wire.Frame) *amqpError {
+	if len(f.Payload) <= 16 {
+		return newError(unexpectedFrame, "type %d, all octets = %s", f.Type, erlBinary(f.Payload))
+	}
+	return newError(unexpectedFrame, "type %d, first 16 octets = %s", f.Type, erlBinary(f.Payload[:16]))
+}
+
+// erlBinary formats bytes as Erlang's ~w prints a binary: <<1,2,3>>.
+func erlBinary(b []byte) string {
+	out := make([]byte, 0, 2+4*len(b)+2)
+	out = append(out, "<<"...)
+	for i, x := range b {
+		if i > 0 {
+			out = append(out, ',')
+		}
+		out = fmt.Appendf(out, "%d", x)
+	}
+	return string(append(out, ">>"...))
+}
+
+// method0 handles a method on channel 0 while running.
+func (c *conn) method0(m wire.Method) error {
+	switch m := m.(type) {
+	case *wire.ConnectionClose:
+		// Client-initiated close (AMQP 0-9-1 §4.2.5.3 close handshake): release everything,
+		// answer close-ok, and end once it is written.
+		for id, ch := range c.channels {
+			ch.shutdown()
+			delete(c.channels, id)
+		}
+		_ = m
+		c.closeMu.Lock()
+		if !c.closing.Swap(true) {
+			close(c.quit)
+		}
+		b := c.w.lock()
+		c.w.unlock(wire.AppendMethodFrame(b, 0, &wire.ConnectionCloseOk{}))
+		c.closeMu.Unlock()
+		return &amqpError{} // end the loop silently
+	case *wire.ConnectionCloseOk:
+		return &amqpError{}
+	case *wire.ConnectionBlocked, *wire.ConnectionUnblocked:
+		// Server-to-client only; RabbitMQ ignores nothing here, but a client never sends them.
+	}
+	return newError(channelError, "unexpected method in connection state running").withMethod(m.ClassID(), m.MethodID())
+}
+
+// notifyBlocked sends connection.blocked/unblocked to a client that asked for them.
+func (c *conn) notifyBlocked(reason string, blocked bool) {
+	if !c.capBlocked || !c.opened.Load() || c.closing.Load() {
+		return
+	}
+	b := c.w.lock()
+	if blocked {
+		b = wire.AppendMethodFrame(b, 0, &wire.ConnectionBlocked{Reason: reason})
+	} else {
+		b = wire.AppendMethodFrame(b, 0, &wire.ConnectionUnblocked{})
+	}
+	c.w.unlock(b)
+}
+
+// waitUnblocked stops the reader while a resource alarm is on: RabbitMQ stops reading from a
+// connection that publishes during an alarm (rabbit_reader control_throttle). The read deadline
+// is lifted meanwhile so missed heartbeats do not kill it.
+func (c *conn) waitUnblocked() {
+	blocked, _, ch := c.s.blockState()
+	if !blocked {
+		return
+	}
+	_ = c.nc.SetReadDeadline(time.Time{})
+	select {
+	case <-ch:
+	case <-c.quit:
+	}
+	c.deadlineAt = time.Time{}
+}
+
+// kickAll asks every queue this connection consumes from to try again: output drained below
+// the high-water mark.
+func (c *conn) kickAll() {
+	if !c.starved.Swap(false) {
+		return
+	}
+	c.kmu.Lock()
+	qs := make([]*broker.Queue, 0, len(c.consumers))
+	for k := range c.consumers {
+		if k.q != nil {
+			qs = append(qs, k.q)
+		}
+	}
+	c.kmu.Unlock()
+	for _, q := range qs {
+		q.Kick()
+	}
+}

@@ -1,0 +1,210 @@
+package amqp091
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/parleymq/parley/broker"
+	"github.com/parleymq/parley/protocol/auth"
+)
+
+// Server accepts AMQP 0-9-1 connections and serves them against one broker.
+type Server struct {
+	cfg   Config
+	b     *broker.Broker
+	users *auth.Store
+	log   *zap.Logger
+
+	serverProps map[string]any
+
+	mu        sync.Mutex
+	conns     map[*conn]struct{}
+	listeners map[net.Listener]struct{}
+	closed    bool
+	blocked   bool
+	reason    string
+	unblocked chan struct{} // closed while not blocked; replaced when a block starts
+	wg        sync.WaitGroup
+}
+
+// NewServer builds a server. log must not be nil.
+func NewServer(cfg Config, b *broker.Broker, users *auth.Store, log *zap.Logger) *Server {
+	cfg = cfg.withDefaults()
+	if cfg.ClusterName == "" {
+		host, _ := os.Hostname()
+		cfg.ClusterName = "parley@" + host
+	}
+	s := &Server{
+		cfg:       cfg,
+		b:         b,
+		users:     users,
+		log:       log,
+		conns:     map[*conn]struct{}{},
+		listeners: map[net.Listener]struct{}{},
+		unblocked: make(chan struct{}),
+	}
+	close(s.unblocked)
+	s.serverProps = s.serverProperties()
+	return s
+}
+
+// serverProperties are connection.start's server-properties, with the keys, types and
+// capabilities RabbitMQ sends (rabbit_reader:server_properties/1).
+func (s *Server) serverProperties() map[string]any {
+	return map[string]any{
+		"capabilities": map[string]any{
+			"publisher_confirms":           true,
+			"exchange_exchange_bindings":   true,
+			"basic.nack":                   true,
+			"consumer_cancel_notify":       true,
+			"connection.blocked":           true,
+			"consumer_priorities":          true,
+			"authentication_failure_close": true,
+			"per_consumer_qos":             true,
+			"direct_reply_to":              true,
+		},
+		"cluster_name": s.cfg.ClusterName,
+		"copyright":    "Copyright (c) The Parley authors",
+		"information":  "Licensed under the Apache License 2.0",
+		"platform":     "Go " + runtime.Version(),
+		"product":      s.cfg.Product,
+		"version":      s.cfg.Version,
+	}
+}
+
+// Serve accepts connections on ln until ln is closed (or the server is), then returns nil.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+	}()
+	var backoff time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) || s.isClosed() {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.log.Warn("accept failed; retrying", zap.Error(err), zap.Duration("backoff", backoff))
+				time.Sleep(backoff)
+				continue
+			}
+			// EMFILE and friends are not Timeout() but are transient too.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.log.Warn("accept failed; retrying", zap.Error(err), zap.Duration("backoff", backoff))
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		c := newConn(s, nc)
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			_ = nc.Close()
+			return nil
+		}
+		s.conns[c] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go func() {
+			defer s.wg.Done()
+			c.serve()
+			s.mu.Lock()
+			delete(s.conns, c)
+			s.mu.Unlock()
+		}()
+	}
+}
+
+func (s *Server) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// shutdownWait bounds how long Close waits for clients to answer connection.close.
+const shutdownWait = 5 * time.Second
+
+// Close stops accepting, sends connection.close 320 CONNECTION_FORCED to every client (as
+// RabbitMQ does when it stops), waits a bounded time for their close-ok, then drops them.
+func (s *Server) Close() {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.closed = true
+	for ln := range s.listeners {
+		_ = ln.Close()
+	}
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	// RabbitMQ: rabbit_networking:close_connections/2 with reason "shutdown".
+	forced := newError(connectionForced, "broker forced connection closure with reason 'shutdown'")
+	for _, c := range conns {
+		c.forceClose(forced, shutdownWait)
+	}
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(shutdownWait + time.Second):
+		s.log.Warn("connections still open after shutdown wait; abandoning them")
+	}
+}
+
+// SetBlocked raises or clears a resource alarm. While blocked, connections stop reading as
+// soon as they see a publish, and clients that advertise the connection.blocked capability
+// get connection.blocked (reason) and later connection.unblocked, as RabbitMQ does.
+func (s *Server) SetBlocked(reason string, blocked bool) {
+	s.mu.Lock()
+	if s.blocked == blocked {
+		s.mu.Unlock()
+		return
+	}
+	s.blocked, s.reason = blocked, reason
+	if blocked {
+		s.unblocked = make(chan struct{})
+	} else {
+		close(s.unblocked)
+	}
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.notifyBlocked(reason, blocked)
+	}
+}
+
+// blockState returns the current alarm and a channel closed when it clears.
+func (s *Server) blockState() (bool, string, <-chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.blocked, s.reason, s.unblocked
+}
+
+// String identifies the server in logs.
+func (s *Server) String() string { return fmt.Sprintf("amqp091 server %s", s.cfg.Product) }
