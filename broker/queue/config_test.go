@@ -44,7 +44,9 @@ func TestConfigFromArgs(t *testing.T) {
 		{"dlx", message.Table{"x-dead-letter-exchange": "dlx"}, with(func(c *Config) { c.DeadLetterExchange, c.HasDeadLetterExchange = "dlx", true }), ""},
 		{"dlx default exchange", message.Table{"x-dead-letter-exchange": ""}, with(func(c *Config) { c.HasDeadLetterExchange = true }), ""},
 		{"dlx and key", message.Table{"x-dead-letter-exchange": "", "x-dead-letter-routing-key": "k"},
-			with(func(c *Config) { c.HasDeadLetterExchange, c.DeadLetterRoutingKey, c.HasDeadLetterRoutingKey = true, "k", true }), ""},
+			with(func(c *Config) {
+				c.HasDeadLetterExchange, c.DeadLetterRoutingKey, c.HasDeadLetterRoutingKey = true, "k", true
+			}), ""},
 		{"key without dlx", message.Table{"x-dead-letter-routing-key": "k"}, Config{}, "invalid arg 'x-dead-letter-routing-key' for queue 'q': routing_key_but_no_dlx_defined"},
 		{"dlx int", message.Table{"x-dead-letter-exchange": int32(0)}, Config{}, "invalid arg 'x-dead-letter-exchange' for queue 'q': {unacceptable_type,signedint}"},
 		{"sac", message.Table{"x-single-active-consumer": true}, with(func(c *Config) { c.SingleActiveConsumer = true }), ""},
