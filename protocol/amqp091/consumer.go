@@ -21,9 +21,10 @@ type consumer struct {
 	// active is false until basic.consume-ok has been written, so no delivery overtakes it.
 	active    atomic.Bool
 	cancelled atomic.Bool
-	// reserved is channel-wide credit taken by Allow for the delivery that follows it. Only
-	// the queue's goroutine touches it.
-	reserved bool
+	// reserved counts channel-wide credit taken by Allow for deliveries not yet handed to
+	// Deliver: the queue calls Allow for each delivery of a drain round, then Deliver for
+	// each. Only the queue's goroutine touches it.
+	reserved int
 }
 
 // Allow implements broker.Consumer: the channel-wide prefetch (basic.qos global=true) and the
@@ -37,7 +38,7 @@ func (k *consumer) Allow() bool {
 		ch.c.starved.Store(true)
 		return false
 	}
-	if k.noAck || k.reserved {
+	if k.noAck {
 		return true
 	}
 	limit := int32(ch.globalLimit.Load())
@@ -51,7 +52,7 @@ func (k *consumer) Allow() bool {
 			return false
 		}
 		if ch.inflight.CompareAndSwap(n, n+1) {
-			k.reserved = true
+			k.reserved++
 			return true
 		}
 	}
@@ -59,8 +60,10 @@ func (k *consumer) Allow() bool {
 
 // Deliver implements broker.Consumer: basic.deliver with the next delivery tag.
 func (k *consumer) Deliver(q *broker.Queue, d queue.Delivery) {
-	credit := k.reserved
-	k.reserved = false
+	credit := k.reserved > 0
+	if credit {
+		k.reserved--
+	}
 	ch := k.ch
 	ch.mu.Lock()
 	if ch.closed || k.cancelled.Load() {
