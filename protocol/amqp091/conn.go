@@ -47,7 +47,8 @@ type conn struct {
 	capBlocked      bool
 	capAuthFailure  bool
 
-	channels map[uint16]*channel
+	channels  map[uint16]*channel
+	published bool // a publish completed since the last frame: check the resource alarm
 
 	// closing is set once connection.close has been sent (by either goroutine); from then on
 	// the reader only waits for close-ok. closeMu serialises the transition.
@@ -169,6 +170,10 @@ func (c *conn) loop() {
 				return // silent close
 			}
 			c.sendClose(ae)
+		}
+		if c.published {
+			c.published = false
+			c.waitUnblocked()
 		}
 	}
 }

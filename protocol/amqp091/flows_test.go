@@ -314,3 +314,34 @@ func TestCancelNotifyOnQueueDelete(t *testing.T) {
 		t.Fatal("no basic.cancel")
 	}
 }
+
+func TestBlockedStopsPublisher(t *testing.T) {
+	url, s := testServer(t)
+	_, ch := dial(t, url)
+	_, other := dial(t, url)
+	q, _ := other.QueueDeclare("blocked-q", false, true, false, false, nil)
+	s.SetBlocked("disk", true)
+	for _, b := range []string{"1", "2"} {
+		_ = ch.PublishWithContext(ctx(t), "", q.Name, false, false, amqp.Publishing{Body: []byte(b)})
+	}
+	count := func() int {
+		st, err := other.QueueDeclarePassive(q.Name, false, true, false, false, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Messages
+	}
+	time.Sleep(100 * time.Millisecond)
+	// The reader stops after the first publish it sees during the alarm.
+	if n := count(); n > 1 {
+		t.Fatalf("publisher not blocked: %d messages", n)
+	}
+	s.SetBlocked("", false)
+	deadline := time.Now().Add(10 * time.Second)
+	for count() != 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("publishes not resumed after unblock")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -82,6 +82,7 @@ func (ch *channel) publish() error {
 }
 
 func (ch *channel) doPublish() error {
+	ch.c.published = true
 	m := &message.Message{Exchange: ch.pubExch, RoutingKey: ch.pubKey, Properties: ch.pubProps, Body: ch.body}
 	ch.body = nil
 	ch.pubProps = message.Properties{}
