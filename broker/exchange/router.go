@@ -268,18 +268,43 @@ func (r *Router) Bindings() []Binding {
 }
 
 // acc accumulates one Route call: queue names found, exchanges still to visit, and whether
-// the exchange being visited matched anything at all.
+// the exchange being visited matched anything at all. Pending exchanges live in a fixed array
+// inside acc so that Route does not allocate for the usual handful of them.
 type acc struct {
-	out []string
-	xs  []string
-	hit bool
+	out  []string
+	xs   [8]string
+	nxs  int
+	more []string // pending exchanges beyond len(xs)
+	hit  bool
+}
+
+func (a *acc) push(name string) {
+	if a.nxs < len(a.xs) {
+		a.xs[a.nxs] = name
+		a.nxs++
+		return
+	}
+	a.more = append(a.more, name)
+}
+
+func (a *acc) pop() (string, bool) {
+	if n := len(a.more); n > 0 {
+		name := a.more[n-1]
+		a.more = a.more[:n-1]
+		return name, true
+	}
+	if a.nxs == 0 {
+		return "", false
+	}
+	a.nxs--
+	return a.xs[a.nxs], true
 }
 
 func (a *acc) add(es []entry) {
 	for i := range es {
 		a.hit = true
 		if es[i].dest.Exchange {
-			a.xs = append(a.xs, es[i].dest.Name)
+			a.push(es[i].dest.Name)
 		} else {
 			a.out = append(a.out, es[i].dest.Name)
 		}
@@ -314,7 +339,7 @@ func (x *xstate) route(routingKey string, headers message.Table, a *acc) {
 			if h.matches(headers) {
 				a.hit = true
 				if h.dest.Exchange {
-					a.xs = append(a.xs, h.dest.Name)
+					a.push(h.dest.Name)
 				} else {
 					a.out = append(a.out, h.dest.Name)
 				}
@@ -345,20 +370,22 @@ func (r *Router) Route(exchange, routingKey string, headers message.Table, out [
 		return out
 	}
 	start := len(out)
-	var xsBuf, seenBuf [8]string
-	a := acc{out: out, xs: xsBuf[:0]}
+	var seenBuf [8]string
+	a := acc{out: out}
 	seen := append(seenBuf[:0], exchange)
 	dedup := x.mayDup || x.info.Type == Topic || x.info.Type == Headers
 	for {
 		a.hit = false
 		x.route(routingKey, headers, &a)
 		if !a.hit && x.info.AlternateExchange != "" {
-			a.xs = append(a.xs, x.info.AlternateExchange)
+			a.push(x.info.AlternateExchange)
 		}
 		x = nil
-		for x == nil && len(a.xs) > 0 {
-			name := a.xs[len(a.xs)-1]
-			a.xs = a.xs[:len(a.xs)-1]
+		for x == nil {
+			name, ok := a.pop()
+			if !ok {
+				break
+			}
 			if slices.Contains(seen, name) {
 				continue
 			}
