@@ -1,0 +1,213 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is every option of parley. configs/parley.yaml documents each one at its default;
+// TestConfigFileMatchesDefaults keeps the two in step. Precedence: defaults, then the file
+// (--config), then PARLEY_<OPTION> environment variables, then flags.
+type Config struct {
+	DataDir  string `yaml:"data_dir"`
+	NodeID   string `yaml:"node_id"`
+	LogLevel string `yaml:"log_level"`
+
+	// Listeners: host:port, or "off". TLS listeners need tls.cert_file and tls.key_file.
+	AMQP       string `yaml:"amqp"`
+	AMQPS      string `yaml:"amqps"`
+	MQTT       string `yaml:"mqtt"`
+	MQTTS      string `yaml:"mqtts"`
+	STOMP      string `yaml:"stomp"`
+	STOMPS     string `yaml:"stomps"`
+	HTTP       string `yaml:"http"`
+	WSStomp    string `yaml:"ws_stomp"`
+	WSMQTT     string `yaml:"ws_mqtt"`
+	WS         string `yaml:"ws"`
+	Prometheus string `yaml:"prometheus"`
+	Cluster    string `yaml:"cluster"`
+	Peers      string `yaml:"peers"`
+
+	TLS     TLSConfig    `yaml:"tls"`
+	AMQP091 AMQPConfig   `yaml:"amqp091"`
+	Users   []UserConfig `yaml:"users"`
+}
+
+// TLSConfig names the certificate for the TLS listeners.
+type TLSConfig struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	CAFile   string `yaml:"ca_file"`
+}
+
+// AMQPConfig tunes the AMQP 0-9-1 listener.
+type AMQPConfig struct {
+	FrameMax       uint32        `yaml:"frame_max"`
+	ChannelMax     uint16        `yaml:"channel_max"`
+	Heartbeat      time.Duration `yaml:"heartbeat"`
+	MaxMessageSize uint64        `yaml:"max_message_size"`
+}
+
+// UserConfig declares a user. With no users configured, parley has guest/guest, which may
+// connect only from loopback (as RabbitMQ).
+type UserConfig struct {
+	Name         string   `yaml:"name"`
+	Password     string   `yaml:"password"`
+	Tags         []string `yaml:"tags"`
+	LoopbackOnly bool     `yaml:"loopback_only"`
+}
+
+// DefaultConfig is what parley runs with when given nothing.
+func DefaultConfig() Config {
+	return Config{
+		DataDir:    "./data",
+		NodeID:     "parley-1",
+		LogLevel:   "info",
+		AMQP:       ":5672",
+		AMQPS:      ":5671",
+		MQTT:       ":1883",
+		MQTTS:      ":8883",
+		STOMP:      ":61613",
+		STOMPS:     ":61614",
+		HTTP:       ":15672",
+		WSStomp:    ":15674",
+		WSMQTT:     ":15675",
+		WS:         "off",
+		Prometheus: ":15692",
+		Cluster:    ":25672",
+		Peers:      "",
+		AMQP091: AMQPConfig{
+			FrameMax:       131072,
+			ChannelMax:     2047,
+			Heartbeat:      60 * time.Second,
+			MaxMessageSize: 128 << 20,
+		},
+		Users: []UserConfig{{Name: "guest", Password: "guest", Tags: []string{"administrator"}, LoopbackOnly: true}},
+	}
+}
+
+// errUsage marks a configuration error: exit code 2 with a one-line message.
+var errUsage = errors.New("bad configuration")
+
+// listenerFlags maps flag names to the Config fields they set; env names derive from them.
+var listenerFlags = []struct {
+	flag string
+	get  func(*Config) *string
+}{
+	{"data-dir", func(c *Config) *string { return &c.DataDir }},
+	{"node-id", func(c *Config) *string { return &c.NodeID }},
+	{"log-level", func(c *Config) *string { return &c.LogLevel }},
+	{"amqp", func(c *Config) *string { return &c.AMQP }},
+	{"amqps", func(c *Config) *string { return &c.AMQPS }},
+	{"mqtt", func(c *Config) *string { return &c.MQTT }},
+	{"mqtts", func(c *Config) *string { return &c.MQTTS }},
+	{"stomp", func(c *Config) *string { return &c.STOMP }},
+	{"stomps", func(c *Config) *string { return &c.STOMPS }},
+	{"http", func(c *Config) *string { return &c.HTTP }},
+	{"ws-stomp", func(c *Config) *string { return &c.WSStomp }},
+	{"ws-mqtt", func(c *Config) *string { return &c.WSMQTT }},
+	{"ws", func(c *Config) *string { return &c.WS }},
+	{"prometheus", func(c *Config) *string { return &c.Prometheus }},
+	{"cluster", func(c *Config) *string { return &c.Cluster }},
+	{"peers", func(c *Config) *string { return &c.Peers }},
+}
+
+// envName is the environment variable for a flag: data-dir -> PARLEY_DATA_DIR.
+func envName(flagName string) string {
+	return "PARLEY_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// LoadConfig applies defaults, file, environment and flags, in that order, and validates.
+func LoadConfig(args []string, env func(string) (string, bool)) (Config, error) {
+	fs := flag.NewFlagSet("parley", flag.ContinueOnError)
+	fs.SetOutput(os.Stderr)
+	configFile := fs.String("config", "", "configuration file (YAML); see configs/parley.yaml")
+	values := make([]*string, len(listenerFlags))
+	def := DefaultConfig()
+	for i, f := range listenerFlags {
+		values[i] = fs.String(f.flag, *f.get(&def), "see configs/parley.yaml ("+envName(f.flag)+")")
+	}
+	if err := fs.Parse(args); err != nil {
+		return Config{}, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return Config{}, fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	}
+	cfg := DefaultConfig()
+	if *configFile == "" {
+		if v, ok := env("PARLEY_CONFIG"); ok {
+			*configFile = v
+		}
+	}
+	if *configFile != "" {
+		data, err := os.ReadFile(*configFile)
+		if err != nil {
+			return Config{}, fmt.Errorf("%w: --config: %v", errUsage, err)
+		}
+		// Users given in the file replace the default guest rather than adding to it.
+		fileCfg := cfg
+		fileCfg.Users = nil
+		dec := yaml.NewDecoder(strings.NewReader(string(data)))
+		dec.KnownFields(true)
+		if err := dec.Decode(&fileCfg); err != nil && !errors.Is(err, io.EOF) {
+			return Config{}, fmt.Errorf("%w: %s: %v", errUsage, *configFile, err)
+		}
+		if fileCfg.Users == nil {
+			fileCfg.Users = cfg.Users
+		}
+		cfg = fileCfg
+	}
+	for _, f := range listenerFlags {
+		if v, ok := env(envName(f.flag)); ok {
+			*f.get(&cfg) = v
+		}
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	for i, f := range listenerFlags {
+		if set[f.flag] {
+			*f.get(&cfg) = *values[i]
+		}
+	}
+	return cfg, cfg.validate()
+}
+
+func (c *Config) validate() error {
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("%w: log_level %q: want debug, info, warn or error", errUsage, c.LogLevel)
+	}
+	for _, f := range listenerFlags[3:15] {
+		addr := *f.get(c)
+		if addr == "off" {
+			continue
+		}
+		if _, port, err := net.SplitHostPort(addr); err != nil {
+			return fmt.Errorf("%w: %s %q: want host:port or off", errUsage, f.flag, addr)
+		} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+			return fmt.Errorf("%w: %s %q: bad port", errUsage, f.flag, addr)
+		}
+	}
+	if c.DataDir == "" {
+		return fmt.Errorf("%w: data_dir is empty", errUsage)
+	}
+	if c.AMQP091.FrameMax != 0 && c.AMQP091.FrameMax < 4096 {
+		return fmt.Errorf("%w: amqp091.frame_max %d: below the AMQP minimum of 4096", errUsage, c.AMQP091.FrameMax)
+	}
+	for _, u := range c.Users {
+		if u.Name == "" {
+			return fmt.Errorf("%w: users: a user without a name", errUsage)
+		}
+	}
+	return nil
+}

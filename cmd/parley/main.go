@@ -1,0 +1,152 @@
+// Command parley is the Parley broker: one binary serving AMQP 0-9-1 (and, as they land, MQTT,
+// STOMP and WebSocket) over one exchange/queue core. It wires configuration, logging, the core
+// and the listeners together and holds no logic of its own.
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/parleymq/parley/broker"
+	"github.com/parleymq/parley/protocol/amqp091"
+	"github.com/parleymq/parley/protocol/auth"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "0.1.0-dev"
+
+func main() {
+	cfg, err := LoadConfig(os.Args[1:], os.LookupEnv)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "parley: %v\n", err)
+		os.Exit(2)
+	}
+	if err := run(cfg); err != nil {
+		fmt.Fprintf(os.Stderr, "parley: %v\n", err)
+		if errors.Is(err, errUsage) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}
+
+func newLogger(level string) (*zap.Logger, error) {
+	lvl, err := zapcore.ParseLevel(level)
+	if err != nil {
+		return nil, fmt.Errorf("%w: log_level: %v", errUsage, err)
+	}
+	zc := zap.NewProductionConfig()
+	zc.Level = zap.NewAtomicLevelAt(lvl)
+	zc.Encoding = "console"
+	zc.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
+	zc.DisableStacktrace = true
+	zc.Sampling = nil
+	return zc.Build()
+}
+
+func run(cfg Config) error {
+	log, err := newLogger(cfg.LogLevel)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = log.Sync() }()
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return fmt.Errorf("%w: data_dir %q: %v", errUsage, cfg.DataDir, err)
+	}
+
+	users := auth.NewStore()
+	for _, u := range cfg.Users {
+		if err := users.AddUser(u.Name, u.Password, u.Tags, u.LoopbackOnly); err != nil {
+			return fmt.Errorf("%w: users: %v", errUsage, err)
+		}
+		if err := users.SetPermission(u.Name, "/", auth.Permission{Configure: ".*", Write: ".*", Read: ".*"}); err != nil {
+			return fmt.Errorf("%w: users: %v", errUsage, err)
+		}
+	}
+
+	core := broker.New(log.Named("broker"), broker.DefaultConfig())
+	defer core.Close()
+
+	acfg := amqp091.DefaultConfig()
+	acfg.FrameMax = cfg.AMQP091.FrameMax
+	acfg.ChannelMax = cfg.AMQP091.ChannelMax
+	acfg.Heartbeat = cfg.AMQP091.Heartbeat
+	acfg.MaxMessageSize = cfg.AMQP091.MaxMessageSize
+	acfg.Version = version
+	amqpServer := amqp091.NewServer(acfg, core, users, log.Named("amqp"))
+	defer amqpServer.Close()
+
+	var tlsConf *tls.Config
+	if cfg.TLS.CertFile != "" || cfg.TLS.KeyFile != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
+		if err != nil {
+			return fmt.Errorf("%w: tls: %v", errUsage, err)
+		}
+		tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+
+	errc := make(chan error, 4)
+	var listeners []net.Listener
+	defer func() {
+		for _, ln := range listeners {
+			_ = ln.Close()
+		}
+	}()
+	serve := func(name, addr string, useTLS bool) error {
+		if addr == "off" {
+			return nil
+		}
+		if useTLS && tlsConf == nil {
+			log.Info("listener disabled: no tls.cert_file configured", zap.String("listener", name))
+			return nil
+		}
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("listen %s on %s: %w", name, addr, err)
+		}
+		if useTLS {
+			ln = tls.NewListener(ln, tlsConf)
+		}
+		listeners = append(listeners, ln)
+		log.Info("listening", zap.String("listener", name), zap.String("addr", ln.Addr().String()))
+		go func() { errc <- amqpServer.Serve(ln) }()
+		return nil
+	}
+	if err := serve("amqp", cfg.AMQP, false); err != nil {
+		return err
+	}
+	if err := serve("amqps", cfg.AMQPS, true); err != nil {
+		return err
+	}
+	for _, l := range []struct{ name, addr string }{
+		{"mqtt", cfg.MQTT}, {"mqtts", cfg.MQTTS}, {"stomp", cfg.STOMP}, {"stomps", cfg.STOMPS},
+		{"http", cfg.HTTP}, {"ws-stomp", cfg.WSStomp}, {"ws-mqtt", cfg.WSMQTT}, {"ws", cfg.WS},
+		{"prometheus", cfg.Prometheus}, {"cluster", cfg.Cluster},
+	} {
+		if l.addr != "off" {
+			log.Warn("listener not available in this version yet; not listening",
+				zap.String("listener", l.name), zap.String("addr", l.addr))
+		}
+	}
+	log.Info("parley started", zap.String("version", version), zap.String("node_id", cfg.NodeID),
+		zap.String("data_dir", cfg.DataDir))
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+		return nil
+	case err := <-errc:
+		return fmt.Errorf("listener stopped: %w", err)
+	}
+}
