@@ -344,6 +344,12 @@ func TestLengthLimitScripts(t *testing.T) {
 			pub c => dl:a/maxlen
 			pub d => dl:b/maxlen
 			state => ready=2 bytes=2 unacked=0 consumers=0`},
+		{"drop-head takes the highest priority first, as the reference broker does", cfg(func(c *Config) { c.MaxLength = 2; c.MaxPriority = 5; c.HasDeadLetterExchange = true }), `
+			pub a
+			pub b prio=5
+			pub c => dl:b/maxlen
+			get noack => a
+			get noack => c`},
 		{"drop-head without dlx", cfg(func(c *Config) { c.MaxLength = 1 }), `
 			pub a
 			pub b
