@@ -14,13 +14,13 @@ import (
 
 // rawClient speaks AMQP frame by frame, for the error paths real clients never take.
 type rawClient struct {
-	t   *testing.T
+	t   testing.TB
 	nc  net.Conn
 	r   *wire.Reader
 	dec wire.Decoder
 }
 
-func rawDial(t *testing.T, url string) *rawClient {
+func rawDial(t testing.TB, url string) *rawClient {
 	t.Helper()
 	addr := strings.TrimSuffix(strings.TrimPrefix(url, "amqp://guest:guest@"), "/")
 	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
@@ -148,7 +148,7 @@ func TestRawAuthFailureClose(t *testing.T) {
 
 // refURL lets the raw tests run against a real RabbitMQ (PARLEY_AMQP_REFERENCE=amqp://...),
 // to check that the expected codes and texts are RabbitMQ's.
-func refURL(t *testing.T, mutate ...func(*Config)) string {
+func refURL(t testing.TB, mutate ...func(*Config)) string {
 	if u := os.Getenv("PARLEY_AMQP_REFERENCE"); u != "" {
 		return u
 	}

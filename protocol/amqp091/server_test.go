@@ -15,7 +15,7 @@ import (
 )
 
 // testServer starts a Server with a real broker on 127.0.0.1 and returns its AMQP URL.
-func testServer(t *testing.T, mutate ...func(*Config)) (string, *Server) {
+func testServer(t testing.TB, mutate ...func(*Config)) (string, *Server) {
 	t.Helper()
 	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
 	b := broker.New(log, broker.DefaultConfig())
