@@ -336,19 +336,23 @@ func (q *Queue) expireHeads(now int64, out *Output) {
 
 // offerNow handles a message published with a TTL of 0 (x-message-ttl 0, or expiration
 // "0"): RabbitMQ delivers it if a consumer can take it right away, and otherwise it expires
-// (https://www.rabbitmq.com/docs/ttl#per-queue-message-ttl). So when it is next in line,
-// Publish runs the delivery step at once, sparing it from expiry; if it is still there
-// afterwards it expires. Behind other messages it waits, like any expired message, until it
-// reaches the head, as in rabbit_amqqueue_process:deliver_or_enqueue.
+// (https://www.rabbitmq.com/docs/ttl#per-queue-message-ttl). RabbitMQ never has ready
+// messages that a consumer could take, but a driver that batches publishes before one Drain
+// does, so Publish runs the delivery step at once, sparing the new message from expiry. If
+// it is then at the head and still there, it expires; if messages no consumer could take are
+// ahead of it, it waits, like any expired message, until it reaches the head
+// (rabbit_amqqueue_process:deliver_or_enqueue).
 func (q *Queue) offerNow(now int64, e entry, out *Output) {
-	if q.top() != int(e.prio) || q.levels[e.prio].len() != 1 {
-		return
-	}
 	q.sparing, q.spareSeq = true, e.seq
 	q.deliver(now, q.gate, out)
 	q.sparing = false
 	q.expireHeads(now, out)
 }
+
+// SetGate sets the allow function Publish uses when it must run the delivery step itself
+// (a TTL of 0, or a length limit reached); Drain also sets it to the one it is given. See
+// Drain for what allow means.
+func (q *Queue) SetGate(allow func(ConsumerID) bool) { q.gate = allow }
 
 // Drain is the delivery step. It expires TTL'd messages at the head (dead-lettered with
 // reason expired), then hands ready messages to consumers with credit: round-robin among the

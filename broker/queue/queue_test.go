@@ -303,6 +303,16 @@ func TestTTLScripts(t *testing.T) {
 			consume 2 noack
 			pub g => 2:g
 			state => ready=0 bytes=0 unacked=0 consumers=2`},
+		{"ttl 0 after a batch: earlier messages are delivered first", cfg(dlx), `
+			@1000 consume 1 prefetch=3
+			pub a
+			pub b
+			pub c exp=0 => 1:a 1:b 1:c
+			pub d
+			pub e exp=0
+			state => ready=2 bytes=2 unacked=3 consumers=1
+			ack a
+			drain => 1:d dl:e/expired`},
 		{"ttl 0 behind other messages waits for the head", cfg(func(c *Config) { dlx(c); c.MessageTTL = 1000 }), `
 			@1000 pub a
 			pub b exp=0
