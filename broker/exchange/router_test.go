@@ -250,13 +250,13 @@ func TestAlternateExchanges(t *testing.T) {
 		want    []string
 	}{
 		{"main", "m", []string{"qmain"}},
-		{"main", "a", []string{"qae1"}},   // main matched nothing: ae1 matched
-		{"main", "zzz", nil},              // ae1 -> ae2 (fanout, no bindings) -> main again: stop
-		{"ae1", "m", nil},                 // ae1 -> ae2 -> main matches m... main is reached via AE
-		{"loop", "k", nil},                // self-referencing AE
-		{"dangling", "k", nil},            // AE does not exist
-		{"e2e", "e", nil},                 // e2e matched an exchange: no AE, even though nothing was reached
-		{"e2e", "other", nil},             // e2e matched nothing: ae2, then main with "other": nothing
+		{"main", "a", []string{"qae1"}}, // main matched nothing: ae1 matched
+		{"main", "zzz", nil},            // ae1 -> ae2 (fanout, no bindings) -> main again: stop
+		{"ae1", "m", nil},               // ae1 -> ae2 -> main matches m... main is reached via AE
+		{"loop", "k", nil},              // self-referencing AE
+		{"dangling", "k", nil},          // AE does not exist
+		{"e2e", "e", nil},               // e2e matched an exchange: no AE, even though nothing was reached
+		{"e2e", "other", nil},           // e2e matched nothing: ae2, then main with "other": nothing
 	}
 	tests[3].want = []string{"qmain"}
 	for _, tc := range tests {
