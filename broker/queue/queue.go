@@ -182,6 +182,21 @@ func New(cfg Config) *Queue {
 // Config returns the queue's configuration.
 func (q *Queue) Config() Config { return q.cfg }
 
+// SetConfig applies a changed configuration (a policy applied to the queue). As in
+// rabbit_amqqueue_process, a new TTL applies to messages published from now on, and a
+// lowered length limit drops the excess at once with drop-head. x-max-priority cannot change
+// on a live queue; the old one is kept.
+func (q *Queue) SetConfig(now int64, cfg Config, out *Output) {
+	cfg.MaxPriority = q.cfg.MaxPriority
+	q.cfg = cfg
+	if cfg.Overflow == DropHead {
+		for q.ready > 0 && q.overLimit() {
+			q.deadLetter(out, q.popReady().msg, MaxLen)
+		}
+	}
+	q.deliver(now, q.gate, out)
+}
+
 // Len is the number of ready messages (not counting unacknowledged ones), as in
 // queue.declare-ok's message-count.
 func (q *Queue) Len() int { return q.ready }

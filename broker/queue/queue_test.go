@@ -360,6 +360,12 @@ func TestLengthLimitScripts(t *testing.T) {
 			pub c => dl:b/maxlen
 			get noack => a
 			get noack => c`},
+		{"lowered limit drops at once", cfg(func(c *Config) { c.HasDeadLetterExchange = true }), `
+			pub a
+			pub b
+			pub c
+			maxlen n=1 => dl:a/maxlen dl:b/maxlen
+			pub d => dl:c/maxlen`},
 		{"drop-head without dlx", cfg(func(c *Config) { c.MaxLength = 1 }), `
 			pub a
 			pub b

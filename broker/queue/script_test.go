@@ -26,6 +26,7 @@ import (
 //	drain [deny=ID,ID...]                 allow() refuses the listed consumers
 //	ack|requeue|discard BODY...           "unknown" on ErrUnknownDelivery
 //	get [noack]                           BODY[*] or "empty"
+//	maxlen n=N                            SetConfig with x-max-length N
 //	purge                                 the count
 //	state                                 ready=N bytes=N unacked=N consumers=N
 //	expiry                                NextExpiry: the time, or "none"
@@ -152,6 +153,10 @@ func (s *script) run(f []string) string {
 		} else {
 			res = append(res, s.render(d, false))
 		}
+	case "maxlen": // SetConfig with a new x-max-length
+		cfg := s.q.Config()
+		cfg.MaxLength = num("n")
+		s.q.SetConfig(s.now, cfg, &s.out)
 	case "purge":
 		res = append(res, strconv.Itoa(s.q.Purge()))
 	case "state":
