@@ -113,7 +113,7 @@ func TestPermissions(t *testing.T) {
 		{"u", "/", Configure, "queue", "u-1", true},
 		{"u", "/", Configure, "queue", "x-u-1", false},   // anchored by the user
 		{"u", "/", Write, "queue", "u-1", false},         // "" matches nothing
-		{"u", "/", Write, "queue", "", false},            // not even the empty name
+		{"u", "/", Write, "queue", "", true},             // RabbitMQ turns "" into "^$", which matches the empty name
 		{"u", "/", Read, "exchange", "app.logs.1", true}, // unanchored: matches anywhere
 		{"u", "/", Read, "exchange", "", false},          // default exchange is amq.default
 	}
