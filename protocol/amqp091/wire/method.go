@@ -70,6 +70,9 @@ func unknownMethod(classID, methodID uint16) error {
 type Decoder struct {
 	methods methodSet
 	intern  map[string]string
+	// p lives in the Decoder because decode is called through an interface: a parser on the
+	// stack would escape and cost an allocation per frame.
+	p parser
 }
 
 // Decode parses a method frame payload. The returned Method is owned by the Decoder and valid
@@ -88,9 +91,11 @@ func (d *Decoder) Decode(payload []byte) (Method, error) {
 	if d.intern == nil {
 		d.intern = make(map[string]string)
 	}
-	p := parser{b: payload[4:], intern: d.intern}
-	m.decode(&p)
-	if err := p.done(m.Name()); err != nil {
+	d.p = parser{b: payload[4:], intern: d.intern}
+	m.decode(&d.p)
+	err = d.p.done(m.Name())
+	d.p.b = nil // do not pin the frame buffer
+	if err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -103,6 +108,8 @@ func (d *Decoder) DecodeContentHeader(payload []byte, h *ContentHeader) error {
 	if d.intern == nil {
 		d.intern = make(map[string]string)
 	}
-	p := parser{b: payload, intern: d.intern}
-	return decodeContentHeader(&p, h)
+	d.p = parser{b: payload, intern: d.intern}
+	err := decodeContentHeader(&d.p, h)
+	d.p.b = nil
+	return err
 }
