@@ -104,6 +104,8 @@ func newQueue(v *VHost, def meta.QueueDef, cfg queue.Config) *Queue {
 		sm:    queue.New(cfg),
 		sinks: map[queue.ConsumerID]Consumer{},
 	}
+	// Publish may deliver by itself (TTL 0, length limits): it must see the same gate as Drain.
+	q.sm.SetGate(q.allow)
 	q.expires = argInt(def.Args, "x-expires")
 	q.touch()
 	go q.run()
