@@ -162,6 +162,23 @@ func (r *Router) WithBinding(b Binding) *Router {
 	return &nr
 }
 
+// HasBinding reports whether the binding equal to b (source, destination, key, deep-equal
+// arguments) exists.
+func (r *Router) HasBinding(b Binding) bool {
+	x, ok := r.xs.get(b.Source)
+	if !ok {
+		return false
+	}
+	en := entry{dest: b.Dest, args: b.Args}
+	es, _ := x.byKey.get(b.Key)
+	for _, e := range es {
+		if e.equal(en) {
+			return true
+		}
+	}
+	return false
+}
+
 // WithoutBinding removes the binding equal to b (source, destination, key and deep-equal
 // arguments). Removing a binding that does not exist leaves the router unchanged.
 func (r *Router) WithoutBinding(b Binding) *Router {

@@ -83,19 +83,16 @@ func (s *State) Unbind(b BindingDef, owner uint64) error {
 	if (b.Dest.Exchange && b.Dest.Name == "") || b.Source == "" {
 		return defaultExchangeRefused()
 	}
-	if _, ok := v.exchanges[b.Source]; !ok {
+	eb := exchange.Binding{Source: b.Source, Dest: b.Dest, Key: b.Key, Args: b.Args}
+	if !v.router.HasBinding(eb) {
+		// RabbitMQ 3.x: binding_not_found is not an error, and is found before the
+		// exclusivity check (unbinding nothing from another's exclusive queue is ok).
 		return nil
 	}
-	if err := v.checkDest(b.Dest, owner); err != nil {
-		if e, ok := err.(*Error); ok && e.Code == NotFound {
-			return nil
-		}
-		return err
+	if q, ok := v.queues[b.Dest.Name]; !b.Dest.Exchange && ok && q.Exclusive && q.Owner != owner {
+		return lockedQueue(q.Name, v.name)
 	}
-	before := v.router
-	v.router = v.router.WithoutBinding(exchange.Binding{Source: b.Source, Dest: b.Dest, Key: b.Key, Args: b.Args})
-	if v.router != before {
-		v.maybeAutoDelete(b.Source)
-	}
+	v.router = v.router.WithoutBinding(eb)
+	v.maybeAutoDelete(b.Source)
 	return nil
 }
