@@ -12,7 +12,7 @@ type cowMap[V any] struct {
 }
 
 const (
-	cowShards    = 64
+	cowShards    = 256
 	cowShardFrom = 128 // a small map grows into shards beyond this many keys
 )
 
