@@ -31,13 +31,22 @@
 // and use AppendTable to vet tables they did not build themselves. Decoding rejects truncated,
 // malformed or trailing input with ErrSyntax and an unknown class/method with ErrUnknownMethod.
 //
+// RabbitMQ 3.10.8 answers undecodable arguments (truncated or trailing octets) with
+// connection.close 501 "FRAME_ERROR - cannot decode <<...>>" naming the class and method, and
+// simply drops the connection on an unknown class or method or an unknown field-table type code
+// (testdata/capture/rabbitmq-errors.txt, recorded by internal/probe).
+//
 // DecodeMethod allocates a new struct per call. A Decoder (one per connection reader) reuses one
 // struct per method and interns short strings, so the publish path (basic.publish, its content
-// header, basic.ack/nack/reject) allocates nothing in steady state.
+// header, basic.ack/nack/reject) allocates nothing in steady state. On the sending side, reuse
+// method structs on hot paths (one BasicDeliver per channel): a fresh &BasicDeliver{} per
+// message escapes through the Method interface and costs an allocation.
 //
 // # Field tables
 //
-// Field tables use RabbitMQ's type codes (see Table), not the 0-9-1 errata table. Nesting is
+// Field tables use RabbitMQ's type codes (see Table), not the 0-9-1 errata table. AppendTable
+// writes keys in sorted order, so encodings are deterministic (RabbitMQ sorts its top-level
+// server-properties the same way, but not its capabilities table; no client depends on order). Nesting is
 // bounded (64 levels) and every length is checked against the input that remains, so hostile
 // input can neither panic the decoder nor make it allocate more than the input's size justifies.
 package wire
