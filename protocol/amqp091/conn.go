@@ -130,6 +130,9 @@ func (c *conn) finish() {
 	}
 	_ = c.nc.Close()
 	<-c.w.done
+	if c.opened.Load() {
+		c.log.Info("connection closed")
+	}
 }
 
 // pushDeadline keeps the read deadline at twice the heartbeat interval past the last frame:

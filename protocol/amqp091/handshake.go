@@ -116,7 +116,8 @@ func (c *conn) handshake() error {
 	if c.heartbeat > 0 {
 		c.w.setHeartbeat(c.heartbeat)
 	}
-	c.log.Debug("connection opened", zap.String("user", c.userName), zap.String("vhost", c.vhostName))
+	// RabbitMQ logs the same event at info: "user 'u' authenticated and granted access to vhost".
+	c.log.Info("connection opened", zap.String("user", c.userName), zap.String("vhost", c.vhostName))
 	return nil
 }
 
