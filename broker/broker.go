@@ -104,7 +104,7 @@ func (b *Broker) syncVHostsLocked() {
 			next[name] = v
 		}
 	}
-	for _, name := range b.metaVHostNames() {
+	for _, name := range b.meta.VHosts() {
 		if _, ok := next[name]; !ok {
 			v := &VHost{b: b, name: name}
 			qm := map[string]*Queue{}
@@ -114,17 +114,6 @@ func (b *Broker) syncVHostsLocked() {
 		}
 	}
 	b.vhosts.Store(&next)
-}
-
-// metaVHostNames lists the vhosts the metadata knows. b.mu held.
-func (b *Broker) metaVHostNames() []string {
-	names := []string{"/"}
-	for name := range *b.vhosts.Load() {
-		if name != "/" && b.meta.HasVHost(name) {
-			names = append(names, name)
-		}
-	}
-	return names
 }
 
 // now is the broker's clock in Unix milliseconds, the unit of the queue state machine.

@@ -203,9 +203,10 @@ func (q *Queue) Consume(o ConsumeOptions, c Consumer) (queue.ConsumerID, error) 
 	return id, nil
 }
 
-// Cancel removes a consumer (basic.cancel). Its unacked deliveries stay unacked.
+// Cancel removes a consumer (basic.cancel) and returns once the queue has done so: no delivery
+// to it starts after Cancel returns. Its unacked deliveries stay unacked.
 func (q *Queue) Cancel(id queue.ConsumerID) {
-	q.send(command{kind: cmdCancel, spec: queue.ConsumerSpec{ID: id}})
+	q.call(command{kind: cmdCancel, spec: queue.ConsumerSpec{ID: id}})
 }
 
 // Settle acks, requeues or discards deliveries. Settling on a deleted queue does nothing.
@@ -335,6 +336,9 @@ func (q *Queue) apply(c command) bool {
 				q.deleting = true
 				go q.v.deleteQueueIf(q)
 			}
+		}
+		if c.reply != nil {
+			c.reply <- result{}
 		}
 	case cmdGet:
 		d, ok := q.sm.Get(now, c.noAck, &q.out)

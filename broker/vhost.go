@@ -93,6 +93,7 @@ func (v *VHost) DeclareQueue(d meta.QueueDef, passive bool) (QueueStatus, error)
 	d.VHost = v.name
 	if d.Name == "" && !passive {
 		d.Name = serverNamedQueue()
+		d.ServerNamed = true
 	}
 	v.b.mu.Lock()
 	defer v.b.mu.Unlock()
@@ -241,7 +242,8 @@ type PublishScratch struct {
 }
 
 // Publish routes m through its exchange and enqueues it in every queue it reaches. It reports
-// whether any queue was reached (for mandatory). When confirm is not nil it is called once with
+// whether any queue was reached (for mandatory). A missing exchange is a 404 and an internal one a
+// 403 (*meta.Error), and then nothing is published and confirm is not called. When confirm is not nil it is called once with
 // the outcome; for an unroutable message it is called with true before Publish returns, as
 // RabbitMQ confirms unroutable messages. Publish blocks while a reached queue's inbox is full.
 func (v *VHost) Publish(m *message.Message, confirm Confirm, s *PublishScratch) (routed bool, err error) {
@@ -252,6 +254,9 @@ func (v *VHost) Publish(m *message.Message, confirm Confirm, s *PublishScratch) 
 		return v.publishReplyTo(m, confirm)
 	}
 	r := v.router.Load()
+	if err := checkPublish(r, m.Exchange, v.name); err != nil {
+		return false, err
+	}
 	s.names = r.Route(m.Exchange, m.RoutingKey, m.Properties.Headers, s.names[:0])
 	s.qs = s.qs[:0]
 	qm := *v.queues.Load()
@@ -275,6 +280,26 @@ func (v *VHost) Publish(m *message.Message, confirm Confirm, s *PublishScratch) 
 		q.publish(m, t)
 	}
 	return true, nil
+}
+
+// CheckPublish reports whether a publish to exchange would be refused: 404 when it does not
+// exist, 403 when it is internal.
+func (v *VHost) CheckPublish(exchange string) error {
+	return checkPublish(v.router.Load(), exchange, v.name)
+}
+
+func checkPublish(r *exchange.Router, name, vhost string) error {
+	if name == "" {
+		return nil // the default exchange always exists and is never internal
+	}
+	info, ok := r.Exchange(name)
+	if !ok {
+		return meta.Errorf(meta.NotFound, "no exchange '%s' in vhost '%s'", name, vhost)
+	}
+	if info.Internal {
+		return meta.Errorf(meta.AccessRefused, "cannot publish to internal exchange '%s' in vhost '%s'", name, vhost)
+	}
+	return nil
 }
 
 // confirmTracker counts the queues yet to accept a message.

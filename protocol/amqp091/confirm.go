@@ -158,10 +158,9 @@ func (ch *channel) txCommit() error {
 	for _, p := range tx.publishes {
 		wg.Add(1)
 		routed, err := ch.c.vhost.Publish(p.m, confirm, &ch.scratch)
-		if err == nil && !routed {
-			err = ch.checkExchange(p.m.Exchange)
-		}
 		if err != nil {
+			// The exchange went away after basic.publish was checked.
+			wg.Done()
 			return err
 		}
 		if !routed && p.mandatory {

@@ -1,11 +1,8 @@
 package amqp091
 
 import (
-	"strings"
-
 	"github.com/parleymq/parley/broker"
 	"github.com/parleymq/parley/broker/message"
-	"github.com/parleymq/parley/broker/meta"
 	"github.com/parleymq/parley/protocol/amqp091/wire"
 )
 
@@ -111,6 +108,10 @@ func (ch *channel) doPublish() error {
 		m.Properties.ReplyTo = r.address
 	}
 	if ch.tx != nil {
+		// RabbitMQ looks the exchange up at basic.publish, not at tx.commit.
+		if err := ch.c.vhost.CheckPublish(m.Exchange); err != nil {
+			return err
+		}
 		ch.tx.publishes = append(ch.tx.publishes, txPublish{m: m, mandatory: ch.pubMand})
 		return nil
 	}
@@ -121,9 +122,6 @@ func (ch *channel) doPublish() error {
 		confirm = ch.confirms.callback(ch, seq)
 	}
 	routed, err := ch.c.vhost.Publish(m, confirm, &ch.scratch)
-	if err == nil && !routed {
-		err = ch.checkExchange(m.Exchange)
-	}
 	if err != nil {
 		return err
 	}
@@ -134,16 +132,6 @@ func (ch *channel) doPublish() error {
 		ch.confirms.release(ch, seq)
 	}
 	return nil
-}
-
-// checkExchange reports a missing exchange after an unroutable publish. The core's Publish
-// routes through a snapshot that treats an unknown exchange as routing nowhere; RabbitMQ
-// answers 404 (rabbit_exchange:lookup_or_die/1).
-func (ch *channel) checkExchange(name string) error {
-	if name == "" || strings.HasPrefix(name, broker.DirectReplyTo) {
-		return nil
-	}
-	return ch.c.vhost.DeclareExchange(meta.ExchangeDef{Name: name}, true)
 }
 
 // sendReturn sends basic.return 312 NO_ROUTE with the message (AMQP 0-9-1 §1.8.3.8 mandatory).
