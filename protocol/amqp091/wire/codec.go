@@ -32,8 +32,9 @@ var (
 const maxShortstr = 255
 
 // internMax bounds a Decoder's string intern table; when it fills up it is emptied, so the
-// table follows the connection's current working set of names.
-const internMax = 4096
+// table follows the connection's current working set of names. At most 1024 strings of at most
+// 255 octets: a bounded cost per connection even for a client that never repeats a name.
+const internMax = 1024
 
 // parser reads AMQP 0-9-1 primitive types from a byte slice. It never panics: the first short
 // read sets bad and every later read returns zero values, so generated code can read all fields

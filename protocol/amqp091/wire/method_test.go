@@ -228,3 +228,16 @@ func TestDecoderReusesAndInterns(t *testing.T) {
 		t.Fatal("decoded string aliases the payload")
 	}
 }
+
+func TestDecoderInternTableIsBounded(t *testing.T) {
+	var d Decoder
+	for i := range internMax * 3 {
+		p := (&BasicPublish{Exchange: "x", RoutingKey: string(rune('a'+i%26)) + string(appendLong(nil, uint32(i)))}).Append(nil)
+		if _, err := d.Decode(p); err != nil {
+			t.Fatal(err)
+		}
+		if len(d.intern) > internMax {
+			t.Fatalf("intern table grew to %d", len(d.intern))
+		}
+	}
+}
