@@ -9,7 +9,6 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/parleymq/parley/broker/exchange"
 	"github.com/parleymq/parley/broker/meta"
 )
 
@@ -125,6 +124,3 @@ func serverNamedQueue() string {
 	_, _ = rand.Read(r[:])
 	return meta.ServerNamedQueue(r)
 }
-
-// routerFor returns the routing snapshot of a vhost, for callers that already hold one.
-func (v *VHost) routerSnapshot() *exchange.Router { return v.router.Load() }

@@ -161,8 +161,6 @@ type unackedList struct {
 	head  int
 }
 
-func (u *unackedList) len() int { return len(u.items) - u.head }
-
 func (u *unackedList) push(p pendingAck) {
 	if u.head > 0 && u.head >= len(u.items)/2 && u.head >= 64 {
 		n := copy(u.items, u.items[u.head:])

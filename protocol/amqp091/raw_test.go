@@ -14,10 +14,9 @@ import (
 
 // rawClient speaks AMQP frame by frame, for the error paths real clients never take.
 type rawClient struct {
-	t   testing.TB
-	nc  net.Conn
-	r   *wire.Reader
-	dec wire.Decoder
+	t  testing.TB
+	nc net.Conn
+	r  *wire.Reader
 }
 
 func rawDial(t testing.TB, url string) *rawClient {
