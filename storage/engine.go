@@ -119,7 +119,7 @@ type Engine struct {
 	mu       sync.Mutex
 	closed   bool
 	isClosed atomic.Bool // closed, readable without mu (RaftLog.mu is taken after Engine.mu)
-	logs   map[uint64]*RaftLog
+	logs     map[uint64]*RaftLog
 
 	batches, syncs, ops, entries, bytes, stalls atomic.Uint64
 	stalled, diskLow                            atomic.Bool
