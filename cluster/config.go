@@ -1,0 +1,136 @@
+package cluster
+
+import (
+	"fmt"
+	"slices"
+	"time"
+)
+
+// Config configures a Host. The zero value of every field but NodeID means
+// its default.
+type Config struct {
+	// NodeID is this node's raft id; it must not be zero (raft's None).
+	NodeID uint64
+
+	// Peers maps every node id of the cluster, this one included, to its
+	// cluster address. A group added with AddGroup has all of them as
+	// voters. A single node lists just itself. Default: {NodeID: ""}.
+	Peers map[uint64]string
+
+	// Transport carries raft messages to the other nodes. Default: a
+	// transport that drops everything, which is right for a single node
+	// (its groups never address another node).
+	Transport Transport
+
+	// TickInterval is the length of one raft tick. Default: 100ms.
+	TickInterval time.Duration
+
+	// ElectionTicks is how many ticks a follower waits without hearing from
+	// a leader before it campaigns (raft randomizes it up to twice that).
+	// Default: 10.
+	ElectionTicks int
+
+	// HeartbeatTicks is how many ticks pass between a leader's heartbeats.
+	// Default: 1.
+	HeartbeatTicks int
+
+	// SnapshotEntries is how many entries a group applies between two
+	// state-machine snapshots; each snapshot also compacts the log up to it
+	// (less SnapshotCatchUpEntries). Default: 10000.
+	SnapshotEntries uint64
+
+	// SnapshotCatchUpEntries is how many entries before a snapshot the log
+	// keeps after compacting, so a follower slightly behind can catch up from
+	// the log instead of receiving a whole snapshot. The log is the message
+	// store, so these entries cost disk. Default: 0 (compact up to the
+	// snapshot).
+	SnapshotCatchUpEntries uint64
+
+	// MaxSizePerMsg bounds the bytes of entries in one append message to a
+	// follower, and of committed entries handed to the state machine in one
+	// Ready cycle. Default: 1 MiB.
+	MaxSizePerMsg uint64
+
+	// MaxInflightMsgs bounds the append messages in flight to one follower
+	// (raft's pipelining window). Default: 256.
+	MaxInflightMsgs int
+
+	// MaxUncommittedEntriesSize bounds the bytes of a leader's uncommitted
+	// entries; proposals beyond it fail with ErrDropped. The broker bounds
+	// its inboxes, so this is a backstop. Default: 0 (no bound).
+	MaxUncommittedEntriesSize uint64
+}
+
+// Defaults, named for the documentation above and for tests.
+const (
+	DefaultTickInterval    = 100 * time.Millisecond
+	DefaultElectionTicks   = 10
+	DefaultHeartbeatTicks  = 1
+	DefaultSnapshotEntries = 10000
+	DefaultMaxSizePerMsg   = 1 << 20
+	DefaultMaxInflightMsgs = 256
+)
+
+// withDefaults returns a copy of c with defaults filled in, or an error
+// wrapping ErrInvalidConfig.
+func (c Config) withDefaults() (Config, error) {
+	if c.NodeID == 0 {
+		return c, fmt.Errorf("%w: NodeID must not be 0", ErrInvalidConfig)
+	}
+	peers := make(map[uint64]string, len(c.Peers)+1)
+	for id, addr := range c.Peers {
+		if id == 0 {
+			return c, fmt.Errorf("%w: peer id 0", ErrInvalidConfig)
+		}
+		peers[id] = addr
+	}
+	if _, ok := peers[c.NodeID]; !ok {
+		if len(peers) > 0 {
+			return c, fmt.Errorf("%w: Peers does not list NodeID %d", ErrInvalidConfig, c.NodeID)
+		}
+		peers[c.NodeID] = ""
+	}
+	c.Peers = peers
+	if c.Transport == nil {
+		c.Transport = NopTransport{}
+	}
+	if c.TickInterval == 0 {
+		c.TickInterval = DefaultTickInterval
+	}
+	if c.TickInterval < 0 {
+		return c, fmt.Errorf("%w: negative TickInterval", ErrInvalidConfig)
+	}
+	if c.ElectionTicks == 0 {
+		c.ElectionTicks = DefaultElectionTicks
+	}
+	if c.HeartbeatTicks == 0 {
+		c.HeartbeatTicks = DefaultHeartbeatTicks
+	}
+	if c.HeartbeatTicks < 0 || c.ElectionTicks <= c.HeartbeatTicks {
+		return c, fmt.Errorf("%w: ElectionTicks (%d) must exceed HeartbeatTicks (%d)",
+			ErrInvalidConfig, c.ElectionTicks, c.HeartbeatTicks)
+	}
+	if c.SnapshotEntries == 0 {
+		c.SnapshotEntries = DefaultSnapshotEntries
+	}
+	if c.MaxSizePerMsg == 0 {
+		c.MaxSizePerMsg = DefaultMaxSizePerMsg
+	}
+	if c.MaxInflightMsgs == 0 {
+		c.MaxInflightMsgs = DefaultMaxInflightMsgs
+	}
+	if c.MaxInflightMsgs < 0 {
+		return c, fmt.Errorf("%w: negative MaxInflightMsgs", ErrInvalidConfig)
+	}
+	return c, nil
+}
+
+// voters is the sorted voter set of a new group: every peer.
+func (c Config) voters() []uint64 {
+	ids := make([]uint64, 0, len(c.Peers))
+	for id := range c.Peers {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
+}

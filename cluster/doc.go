@@ -1,0 +1,17 @@
+// Package cluster owns replication (DESIGN.md §5): the multi-raft host that
+// drives every replicated state machine of a node (group 0's metadata, each
+// durable queue's group) through go.etcd.io/raft/v3, with the raft logs kept
+// by storage. It owns the scheduler (one Ready loop for all groups, group
+// commit of their log writes into one fsync), proposal futures, state-machine
+// snapshots and log compaction, recovery of a group after a restart, and the
+// Transport seam through which a group's messages reach its peers.
+//
+// A single node is a cluster of one: the same Host, the same loop, a group
+// whose only voter is this node. The three-node milestone adds a networked
+// Transport and membership to this Host; nothing here assumes one node
+// except the shortcuts that are explicitly conditioned on a group having a
+// single voter (campaign at once, skip ticking an idle leader).
+//
+// The broker's state machines (broker/queue, broker/meta) reach this package
+// only through StateMachine; this package never imports the broker.
+package cluster

@@ -1,0 +1,164 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+
+	"github.com/parleymq/parley/storage"
+)
+
+// StateMachine is what a group replicates; the broker/meta and broker/queue
+// drivers implement it. The host calls its methods from its loop goroutine
+// only, one at a time (Restore also from AddGroup's caller, before the group
+// runs), so an implementation needs no lock against the host, only against
+// its own readers.
+type StateMachine interface {
+	// Apply applies the committed entry at index and returns the result
+	// handed to the proposer's future. It must be deterministic: every
+	// replica, and every replay after a restart, applies the same entries
+	// in the same order and must reach the same state. It must not retain
+	// data beyond the call without copying it.
+	Apply(index uint64, data []byte) any
+	// Snapshot returns the state at the last applied index.
+	Snapshot() ([]byte, error)
+	// Restore replaces the state with a snapshot's (at recovery, or a
+	// snapshot sent by the leader).
+	Restore(data []byte) error
+}
+
+// Group is one raft group run by a Host: the handle proposers use. Fields
+// below the line are owned by the host's loop goroutine.
+type Group struct {
+	id   uint64
+	host *Host
+
+	queue proposalQueue
+	// queued is true while the group is on the host's list of groups with
+	// proposals waiting, so a burst of proposals costs one list entry and
+	// one wake-up.
+	queued atomic.Bool
+
+	leader     atomic.Uint64
+	appliedAt  atomic.Uint64
+	recovered  chan struct{}
+	recoverErr error // set before recovered is closed, if recovery failed
+
+	// ---- loop-owned ----
+	rn        *raft.RawNode
+	log       *storage.RaftLog
+	sm        StateMachine
+	inflight  map[uint64]*proposal // proposed to raft, by sequence number
+	lead      uint64
+	applied   uint64
+	snapIndex uint64
+	confState *raftpb.ConfState
+	// campaignAt is the commit index at start: once it is applied (no conf
+	// change left to apply), a single-voter group campaigns.
+	campaignAt      uint64
+	campaignPending bool
+	// recoverAt is the index AddGroup waits to see applied.
+	recoverAt   uint64
+	singleVoter bool
+	dirty       bool
+	removed     bool
+}
+
+// ID is the group's id.
+func (g *Group) ID() uint64 { return g.id }
+
+// Leader is the node id of the group's leader as this node last saw it, or
+// 0 when it knows none.
+func (g *Group) Leader() uint64 { return g.leader.Load() }
+
+// IsLeader reports whether this node leads the group.
+func (g *Group) IsLeader() bool { return g.leader.Load() == g.host.cfg.NodeID }
+
+// Applied is the index of the last entry applied to the state machine.
+func (g *Group) Applied() uint64 { return g.appliedAt.Load() }
+
+// Propose appends data to the group's log. The returned future completes
+// with the state machine's result once the entry is committed (fsynced on a
+// majority of the group's voters) and applied. Propose itself does not wait
+// for the log: proposals from many goroutines are queued for the host's loop,
+// which hands everything queued to raft at each wake-up.
+func (g *Group) Propose(ctx context.Context, data []byte) (*Future, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	f := newFuture()
+	if err := g.ProposeAsync(data, f.complete); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// ProposeAsync is Propose for hot paths: cb is called once with the result
+// or the error, with no goroutine or channel per proposal. cb runs on the
+// host's loop goroutine, which drives every group of the node: it must not
+// block or call back into the host. A nil cb proposes without caring about
+// the outcome. The error is ErrStopped or ErrGroupRemoved if the proposal was
+// not queued (then cb is not called).
+func (g *Group) ProposeAsync(data []byte, cb func(result any, err error)) error {
+	p := &proposal{seq: g.host.nextSeq.Add(1), cb: cb}
+	p.data = encodeEntry(g.host.cfg.NodeID, p.seq, data)
+	q := &g.queue
+	q.mu.Lock()
+	if q.closed != nil {
+		err := q.closed
+		q.mu.Unlock()
+		return fmt.Errorf("group %d: %w", g.id, err)
+	}
+	q.props = append(q.props, p)
+	q.mu.Unlock()
+	g.host.proposals.Add(1)
+	if !g.queued.Swap(true) {
+		g.host.enqueueProposer(g)
+	}
+	return nil
+}
+
+// takeProposals empties the queue; loop only.
+func (g *Group) takeProposals(buf []*proposal) []*proposal {
+	g.queued.Store(false)
+	q := &g.queue
+	q.mu.Lock()
+	buf = append(buf, q.props...)
+	clear(q.props)
+	q.props = q.props[:0]
+	q.mu.Unlock()
+	return buf
+}
+
+// close refuses new proposals with err and fails every queued and in-flight
+// one with it; loop only (or after the loop has exited).
+func (g *Group) close(err error) {
+	q := &g.queue
+	q.mu.Lock()
+	if q.closed == nil {
+		q.closed = err
+	}
+	props := q.props
+	q.props = nil
+	q.mu.Unlock()
+	for _, p := range props {
+		p.fail(err)
+	}
+	g.failInflight(err)
+}
+
+func (g *Group) failInflight(err error) {
+	for seq, p := range g.inflight {
+		delete(g.inflight, seq)
+		p.fail(err)
+	}
+}
+
+func (p *proposal) fail(err error) {
+	if p.cb != nil {
+		p.cb(nil, err)
+	}
+}

@@ -1,0 +1,407 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+	"go.uber.org/zap"
+
+	"github.com/parleymq/parley/storage"
+)
+
+// Host runs every raft group of one node on one scheduler goroutine (see
+// scheduler.go). Create it with NewHost, Start it, add groups, Stop it; the
+// caller owns the storage engine and closes it after Stop.
+//
+// Lock order: Host.mu, then Host.inMu, then a group's proposalQueue.mu. No
+// lock is held while calling a state machine or a callback.
+type Host struct {
+	cfg  Config
+	eng  *storage.Engine
+	log  *zap.Logger
+	rlog raftLogger
+
+	// nextSeq numbers proposals; see encodeEntry.
+	nextSeq   atomic.Uint64
+	proposals atomic.Uint64
+
+	mu      sync.Mutex
+	groups  map[uint64]*Group // running or being added
+	state   hostState
+	cancel  context.CancelFunc
+	donec   chan struct{} // closed when the loop has exited
+	loopErr error         // why the loop exited, if it failed
+
+	// The loop's inbox: anything another goroutine hands the loop goes
+	// through here, and a send on wake (buffer 1, never blocks) makes sure
+	// the loop looks.
+	inMu      sync.Mutex
+	proposers []*Group
+	incoming  []incomingMsg
+	wake      chan struct{}
+	ops       chan *op
+
+	// ---- loop-owned ----
+	running map[uint64]*Group
+	ticking map[*Group]struct{}
+	dirty   []*Group
+	spare   []*Group
+	propBuf []*proposal
+	readies []groupReady
+
+	m counters
+}
+
+type hostState int
+
+const (
+	stateNew hostState = iota
+	stateRunning
+	stateStopped
+)
+
+type incomingMsg struct {
+	group uint64
+	msg   *raftpb.Message
+}
+
+// op is a function the loop runs between two Ready cycles, for callers that
+// need the loop's state (registering or removing a group).
+type op struct {
+	fn   func() error
+	done chan error
+}
+
+// NewHost returns a host for cfg over eng. It does not start it.
+func NewHost(cfg Config, eng *storage.Engine, log *zap.Logger) (*Host, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if eng == nil {
+		return nil, fmt.Errorf("%w: nil storage engine", ErrInvalidConfig)
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	log = log.With(zap.Uint64("node", cfg.NodeID))
+	h := &Host{
+		cfg:     cfg,
+		eng:     eng,
+		log:     log,
+		rlog:    newRaftLogger(log.Named("raft")),
+		groups:  make(map[uint64]*Group),
+		donec:   make(chan struct{}),
+		wake:    make(chan struct{}, 1),
+		ops:     make(chan *op),
+		running: make(map[uint64]*Group),
+		ticking: make(map[*Group]struct{}),
+	}
+	h.nextSeq.Store(uint64(time.Now().UnixNano()))
+	return h, nil
+}
+
+// Start starts the scheduler. It runs until Stop is called or ctx ends.
+func (h *Host) Start(ctx context.Context) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.state != stateNew {
+		return fmt.Errorf("start: %w", ErrStopped)
+	}
+	ctx, h.cancel = context.WithCancel(ctx)
+	h.state = stateRunning
+	go h.run(ctx)
+	h.log.Info("cluster host started", zap.Int("peers", len(h.cfg.Peers)))
+	return nil
+}
+
+// Stop stops the scheduler and waits for it to exit. Proposals not yet
+// applied complete with ErrStopped; their entries may still be in the log
+// and be applied after a restart.
+func (h *Host) Stop() {
+	h.mu.Lock()
+	prev := h.state
+	h.state = stateStopped
+	cancel := h.cancel
+	h.mu.Unlock()
+	if prev == stateNew {
+		close(h.donec)
+		return
+	}
+	cancel()
+	<-h.donec
+}
+
+// Err is why the scheduler stopped on its own (a storage failure), or nil.
+func (h *Host) Err() error {
+	select {
+	case <-h.donec:
+		return h.loopErr
+	default:
+		return nil
+	}
+}
+
+// do runs fn on the loop goroutine and returns its error.
+func (h *Host) do(ctx context.Context, fn func() error) error {
+	o := &op{fn: fn, done: make(chan error, 1)}
+	select {
+	case h.ops <- o:
+	case <-h.donec:
+		return h.stoppedErr()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-o.done:
+		return err
+	case <-h.donec:
+		return h.stoppedErr()
+	}
+}
+
+func (h *Host) stoppedErr() error {
+	if err := h.Err(); err != nil {
+		return fmt.Errorf("%w: %w", ErrStopped, err)
+	}
+	return ErrStopped
+}
+
+// AddGroup starts group id with sm as its state machine and every peer of
+// the Config as its voters. A group with data in storage is recovered: sm is
+// restored from the group's last snapshot and the log after it is replayed
+// into sm.Apply before AddGroup returns, so the caller sees the recovered
+// state (for a group whose only voter is this node that is every entry in
+// its log; otherwise every entry known committed). A new group is
+// bootstrapped. A single-voter group campaigns as soon as it may, so it
+// leads without waiting for an election timeout.
+func (h *Host) AddGroup(ctx context.Context, id uint64, sm StateMachine) (*Group, error) {
+	if sm == nil {
+		return nil, fmt.Errorf("add group %d: nil state machine", id)
+	}
+	g := &Group{
+		id:        id,
+		host:      h,
+		sm:        sm,
+		recovered: make(chan struct{}),
+		inflight:  make(map[uint64]*proposal),
+	}
+	h.mu.Lock()
+	if h.state != stateRunning {
+		h.mu.Unlock()
+		return nil, fmt.Errorf("add group %d: %w", id, ErrStopped)
+	}
+	if _, ok := h.groups[id]; ok {
+		h.mu.Unlock()
+		return nil, fmt.Errorf("add group %d: %w", id, ErrGroupExists)
+	}
+	h.groups[id] = g // reserved: a concurrent AddGroup of id fails
+	h.mu.Unlock()
+
+	unreserve := func() {
+		h.mu.Lock()
+		if h.groups[id] == g {
+			delete(h.groups, id)
+		}
+		h.mu.Unlock()
+	}
+	if err := h.prepare(g); err != nil {
+		unreserve()
+		return nil, fmt.Errorf("add group %d: %w", id, err)
+	}
+	if err := h.do(ctx, func() error { h.register(g); return nil }); err != nil {
+		unreserve()
+		return nil, fmt.Errorf("add group %d: %w", id, err)
+	}
+	select {
+	case <-g.recovered:
+		if g.recoverErr != nil {
+			return nil, fmt.Errorf("add group %d: %w", id, g.recoverErr)
+		}
+	case <-ctx.Done():
+		// Give up: take the group out of the loop but keep its data.
+		_ = h.do(context.WithoutCancel(ctx), func() error {
+			h.unregister(g, ErrGroupRemoved)
+			return nil
+		})
+		unreserve()
+		return nil, fmt.Errorf("add group %d: %w", id, ctx.Err())
+	case <-h.donec:
+		unreserve()
+		return nil, fmt.Errorf("add group %d: %w", id, h.stoppedErr())
+	}
+	h.log.Debug("group running", zap.Uint64("group", id), zap.Uint64("applied", g.Applied()))
+	return g, nil
+}
+
+// prepare opens the group's log, restores its snapshot into the state
+// machine and builds its RawNode, on the caller's goroutine: nothing of it is
+// shared with the loop yet.
+func (h *Host) prepare(g *Group) error {
+	rl, err := h.eng.RaftLog(g.id)
+	if err != nil {
+		return fmt.Errorf("open raft log: %w", err)
+	}
+	hs, cs, err := rl.InitialState()
+	if err != nil {
+		return fmt.Errorf("read raft state: %w", err)
+	}
+	snap, err := rl.Snapshot()
+	if err != nil {
+		return fmt.Errorf("read snapshot: %w", err)
+	}
+	last, err := rl.LastIndex()
+	if err != nil {
+		return fmt.Errorf("read last index: %w", err)
+	}
+	if !raft.IsEmptySnap(snap) {
+		if err := g.sm.Restore(snap.GetData()); err != nil {
+			return fmt.Errorf("restore snapshot at %d: %w", snap.GetMetadata().GetIndex(), err)
+		}
+		g.applied = snap.GetMetadata().GetIndex()
+		g.snapIndex = g.applied
+	}
+	g.confState = cs
+	rn, err := raft.NewRawNode(&raft.Config{
+		ID:                        h.cfg.NodeID,
+		ElectionTick:              h.cfg.ElectionTicks,
+		HeartbeatTick:             h.cfg.HeartbeatTicks,
+		Storage:                   rl,
+		Applied:                   g.applied,
+		MaxSizePerMsg:             h.cfg.MaxSizePerMsg,
+		MaxCommittedSizePerReady:  h.cfg.MaxSizePerMsg,
+		MaxUncommittedEntriesSize: h.cfg.MaxUncommittedEntriesSize,
+		MaxInflightMsgs:           h.cfg.MaxInflightMsgs,
+		CheckQuorum:               true,
+		PreVote:                   true,
+		Logger:                    h.rlog,
+	})
+	if err != nil {
+		return fmt.Errorf("new raft node: %w", err)
+	}
+	if raft.IsEmptyHardState(hs) && last == 0 && raft.IsEmptySnap(snap) {
+		voters := h.cfg.voters()
+		peers := make([]raft.Peer, len(voters))
+		for i, v := range voters {
+			peers[i] = raft.Peer{ID: v}
+		}
+		if err := rn.Bootstrap(peers); err != nil {
+			return fmt.Errorf("bootstrap: %w", err)
+		}
+	}
+	g.rn = rn
+	g.log = rl
+	g.singleVoter = len(h.cfg.Peers) == 1
+	g.campaignAt = rn.BasicStatus().HardState.GetCommit()
+	g.campaignPending = g.singleVoter
+	g.recoverAt = g.campaignAt
+	if g.singleVoter && last > g.recoverAt {
+		// Every entry in a lone voter's log was fsynced by it, so its next
+		// term commits them all: the caller should see them applied.
+		g.recoverAt = last
+	}
+	g.appliedAt.Store(g.applied)
+	return nil
+}
+
+// RemoveGroup stops group id and destroys its data (its queue was deleted).
+// Proposals not yet applied complete with ErrGroupRemoved. A group stored but
+// not running is destroyed too.
+func (h *Host) RemoveGroup(ctx context.Context, id uint64) error {
+	h.mu.Lock()
+	g := h.groups[id]
+	running := h.state == stateRunning
+	h.mu.Unlock()
+	if !running {
+		return fmt.Errorf("remove group %d: %w", id, ErrStopped)
+	}
+	err := h.do(ctx, func() error {
+		var rl *storage.RaftLog
+		if lg := h.running[id]; lg != nil {
+			h.unregister(lg, ErrGroupRemoved)
+			rl = lg.log
+		} else {
+			if g != nil {
+				return ErrGroupExists // still being added
+			}
+			stored, err := h.eng.Groups()
+			if err != nil {
+				return err
+			}
+			found := false
+			for _, s := range stored {
+				found = found || s == id
+			}
+			if !found {
+				return ErrUnknownGroup
+			}
+			if rl, err = h.eng.RaftLog(id); err != nil {
+				return err
+			}
+		}
+		b := h.eng.NewBatch()
+		defer b.Close()
+		if err := rl.Destroy(b); err != nil {
+			return fmt.Errorf("destroy: %w", err)
+		}
+		return b.Commit(true)
+	})
+	if err != nil {
+		return fmt.Errorf("remove group %d: %w", id, err)
+	}
+	h.mu.Lock()
+	if h.groups[id] == g {
+		delete(h.groups, id)
+	}
+	h.mu.Unlock()
+	h.log.Debug("group removed", zap.Uint64("group", id))
+	return nil
+}
+
+// StoredGroups lists the groups with data in storage, running or not: the
+// groups to recover at start.
+func (h *Host) StoredGroups() ([]uint64, error) {
+	ids, err := h.eng.Groups()
+	if err != nil {
+		return nil, fmt.Errorf("stored groups: %w", err)
+	}
+	return ids, nil
+}
+
+// Group returns running group id, or nil.
+func (h *Host) Group(id uint64) *Group {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.groups[id]
+}
+
+// Receive hands the host raft messages for group from another node; the
+// Transport calls it. It never blocks; messages for a group this host does
+// not run are dropped (raft retransmits).
+func (h *Host) Receive(group uint64, msgs []*raftpb.Message) {
+	h.inMu.Lock()
+	for _, m := range msgs {
+		h.incoming = append(h.incoming, incomingMsg{group: group, msg: m})
+	}
+	h.inMu.Unlock()
+	h.poke()
+}
+
+func (h *Host) enqueueProposer(g *Group) {
+	h.inMu.Lock()
+	h.proposers = append(h.proposers, g)
+	h.inMu.Unlock()
+	h.poke()
+}
+
+func (h *Host) poke() {
+	select {
+	case h.wake <- struct{}{}:
+	default:
+	}
+}

@@ -1,0 +1,56 @@
+package cluster
+
+import "sync/atomic"
+
+// Metrics are the host's counters since NewHost.
+type Metrics struct {
+	// Groups is the number of running groups.
+	Groups int
+	// ReadyCycles counts scheduler cycles that handled at least one Ready.
+	ReadyCycles uint64
+	// Fsyncs counts batches committed with sync.
+	Fsyncs uint64
+	// EntriesWritten counts log entries appended, over all groups.
+	EntriesWritten uint64
+	// EntriesPerFsync is the mean number of entries one fsync made durable:
+	// above 1 means group commit is batching proposals.
+	EntriesPerFsync float64
+	// Proposals counts proposals queued.
+	Proposals uint64
+	// Applied counts entries applied to state machines (replays included).
+	Applied uint64
+	// Dropped counts proposals completed with ErrDropped.
+	Dropped uint64
+	// Snapshots counts state-machine snapshots taken (each with a log
+	// compaction).
+	Snapshots uint64
+}
+
+type counters struct {
+	groups         atomic.Int64
+	cycles         atomic.Uint64
+	fsyncs         atomic.Uint64
+	syncedEntries  atomic.Uint64
+	entriesWritten atomic.Uint64
+	applied        atomic.Uint64
+	dropped        atomic.Uint64
+	snapshots      atomic.Uint64
+}
+
+// Metrics returns a snapshot of the host's counters.
+func (h *Host) Metrics() Metrics {
+	m := Metrics{
+		Groups:         int(h.m.groups.Load()),
+		ReadyCycles:    h.m.cycles.Load(),
+		Fsyncs:         h.m.fsyncs.Load(),
+		EntriesWritten: h.m.entriesWritten.Load(),
+		Proposals:      h.proposals.Load(),
+		Applied:        h.m.applied.Load(),
+		Dropped:        h.m.dropped.Load(),
+		Snapshots:      h.m.snapshots.Load(),
+	}
+	if m.Fsyncs > 0 {
+		m.EntriesPerFsync = float64(h.m.syncedEntries.Load()) / float64(m.Fsyncs)
+	}
+	return m
+}

@@ -1,0 +1,471 @@
+package cluster
+
+// The scheduler: one goroutine drives every raft group of the node.
+//
+// etcd raft's RawNode does no I/O: time comes in as ticks, messages and
+// proposals come in as Steps, and everything to be done goes out as a
+// Ready — entries and a hard state to persist, messages to send, committed
+// entries to apply — which the application handles and then Advances. Most
+// applications run one goroutine per group for this. A broker has a group
+// per durable queue, thousands of them, mostly idle, and every one of them
+// would fsync on its own. So the host runs a single loop (run) over all
+// groups, and each turn of it is one cycle:
+//
+//  1. take what other goroutines queued: control ops (add, remove a group),
+//     messages from peers, and proposals — every proposal waiting for a
+//     group goes to raft in one Step, so a burst costs one wake-up;
+//  2. collect the Ready of every group that may have one (the dirty list:
+//     groups ticked, stepped, proposed to or advanced since the last cycle;
+//     an untouched group is not even looked at);
+//  3. write all their snapshots, entries and hard states into ONE batch and
+//     commit it with one fsync (only if some Ready needs it: a Ready that
+//     only moves the commit index may be lost in a crash, raft recommits);
+//     this is the group commit of DESIGN.md §4, across groups and across
+//     proposers, and it is why entries per fsync grows with load;
+//  4. send messages (after the fsync: an acknowledgement must not outrun
+//     the disk);
+//  5. apply committed entries to the state machines and complete their
+//     proposals' futures. Only this path tells anyone anything: Pebble
+//     shows a write to readers before its fsync, so nothing may be
+//     delivered because it is merely in the log;
+//  6. Advance, and mark the group dirty again, since Advance can make more
+//     ready (a lone voter's append acknowledgement commits its entries);
+//  7. snapshot groups that applied SnapshotEntries since their last one.
+//
+// While any group is dirty the loop cycles without sleeping; otherwise it
+// blocks until a tick, a wake-up or an op. Proposals arriving during an
+// fsync pile up and all go into the next one.
+//
+// Ticks go only to groups that need time: a group whose only voter is this
+// node and that leads has nobody to heartbeat and no quorum to lose, so it
+// is left out of the ticking set, and an idle queue costs nothing at all.
+// (Quiescing multi-voter groups needs the followers' cooperation and comes
+// with the transport.)
+//
+// Futures are matched by a header in the entry data (see encodeEntry), and
+// stripped before the state machine sees the data. When the leader a group
+// knows changes, its in-flight proposals fail with ErrDropped: the new
+// leader may have overwritten them, and a future must not wait forever.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+	"go.uber.org/zap"
+	"google.golang.org/protobuf/proto"
+)
+
+type groupReady struct {
+	g  *Group
+	rd raft.Ready
+}
+
+func (h *Host) run(ctx context.Context) {
+	defer h.exit()
+	ticker := time.NewTicker(h.cfg.TickInterval)
+	defer ticker.Stop()
+	for {
+		if len(h.dirty) == 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-ticker.C:
+				h.tick()
+			case <-h.wake:
+			case o := <-h.ops:
+				o.done <- o.fn()
+			}
+		} else {
+			select {
+			case <-ctx.Done():
+				return
+			case <-ticker.C:
+				h.tick()
+			default:
+			}
+		}
+		h.runOps()
+		h.takeIncoming()
+		h.takeProposals()
+		if err := h.cycle(); err != nil {
+			h.loopErr = err
+			h.log.Error("cluster host failed", zap.Error(err))
+			return
+		}
+	}
+}
+
+// exit fails everything still waiting once the loop is gone.
+func (h *Host) exit() {
+	err := error(ErrStopped)
+	if h.loopErr != nil {
+		err = fmt.Errorf("%w: %w", ErrStopped, h.loopErr)
+	}
+	for _, g := range h.running {
+		h.unregister(g, err)
+	}
+	h.mu.Lock()
+	h.state = stateStopped
+	h.mu.Unlock()
+	close(h.donec)
+	h.log.Info("cluster host stopped")
+}
+
+// runOps runs the ops already waiting, without blocking.
+func (h *Host) runOps() {
+	for {
+		select {
+		case o := <-h.ops:
+			o.done <- o.fn()
+		default:
+			return
+		}
+	}
+}
+
+func (h *Host) markDirty(g *Group) {
+	if !g.dirty && !g.removed {
+		g.dirty = true
+		h.dirty = append(h.dirty, g)
+	}
+}
+
+// register puts a prepared group into the loop.
+func (h *Host) register(g *Group) {
+	h.running[g.id] = g
+	h.m.groups.Add(1)
+	h.ticking[g] = struct{}{}
+	h.markDirty(g)
+	h.maybeCampaign(g)
+	h.maybeRecovered(g)
+}
+
+// unregister takes a group out of the loop and fails its proposals with err.
+func (h *Host) unregister(g *Group, err error) {
+	if g.removed {
+		return
+	}
+	g.removed = true
+	delete(h.running, g.id)
+	delete(h.ticking, g)
+	h.m.groups.Add(-1)
+	g.close(err)
+	g.leader.Store(0)
+	if !g.isRecovered() {
+		g.recoverErr = err
+		close(g.recovered)
+	}
+}
+
+func (g *Group) isRecovered() bool {
+	select {
+	case <-g.recovered:
+		return true
+	default:
+		return false
+	}
+}
+
+func (h *Host) tick() {
+	for g := range h.ticking {
+		g.rn.Tick()
+		h.markDirty(g)
+	}
+}
+
+func (h *Host) takeIncoming() {
+	h.inMu.Lock()
+	in := h.incoming
+	h.incoming = nil
+	h.inMu.Unlock()
+	for _, im := range in {
+		g := h.running[im.group]
+		if g == nil {
+			continue
+		}
+		if err := g.rn.Step(im.msg); err != nil {
+			h.log.Debug("raft message refused", zap.Uint64("group", g.id), zap.Error(err))
+		}
+		h.markDirty(g)
+	}
+}
+
+func (h *Host) takeProposals() {
+	h.inMu.Lock()
+	gs := h.proposers
+	h.proposers = h.spare[:0]
+	h.inMu.Unlock()
+	for _, g := range gs {
+		if g.removed || g.lead == raft.None {
+			// No leader to take them: they stay queued (g.queued stays set)
+			// until one is known, see noteSoftState.
+			continue
+		}
+		props := g.takeProposals(h.propBuf[:0])
+		if len(props) == 0 {
+			continue
+		}
+		ents := make([]*raftpb.Entry, len(props))
+		for i, p := range props {
+			ents[i] = &raftpb.Entry{Data: p.data}
+		}
+		err := g.rn.Step(&raftpb.Message{
+			Type:    raftpb.MsgProp.Enum(),
+			From:    new(h.cfg.NodeID),
+			Entries: ents,
+		})
+		if err != nil {
+			h.m.dropped.Add(uint64(len(props)))
+			err = fmt.Errorf("%w: %w", ErrDropped, err)
+			for _, p := range props {
+				p.fail(err)
+			}
+		} else {
+			for _, p := range props {
+				g.inflight[p.seq] = p
+			}
+		}
+		clear(props)
+		h.propBuf = props[:0]
+		h.markDirty(g)
+	}
+	clear(gs)
+	h.spare = gs[:0]
+}
+
+// cycle handles the Ready of every dirty group: one batch, one fsync.
+func (h *Host) cycle() error {
+	dirty := h.dirty
+	h.dirty = nil
+	readies := h.readies[:0]
+	for _, g := range dirty {
+		g.dirty = false
+		if g.removed || !g.rn.HasReady() {
+			continue
+		}
+		readies = append(readies, groupReady{g: g, rd: g.rn.Ready()})
+	}
+	defer func() {
+		clear(readies)
+		h.readies = readies[:0]
+	}()
+	if len(readies) == 0 {
+		return nil
+	}
+	h.m.cycles.Add(1)
+
+	b := h.eng.NewBatch()
+	defer b.Close()
+	sync, entries := false, 0
+	for _, r := range readies {
+		rd, rl := &r.rd, r.g.log
+		if !raft.IsEmptySnap(rd.Snapshot) {
+			if err := rl.ApplySnapshot(b, rd.Snapshot); err != nil {
+				return fmt.Errorf("group %d: write snapshot: %w", r.g.id, err)
+			}
+		}
+		if len(rd.Entries) > 0 {
+			if err := rl.Append(b, rd.Entries); err != nil {
+				return fmt.Errorf("group %d: append: %w", r.g.id, err)
+			}
+			entries += len(rd.Entries)
+		}
+		if !raft.IsEmptyHardState(rd.HardState) {
+			if err := rl.SetHardState(b, rd.HardState); err != nil {
+				return fmt.Errorf("group %d: write hard state: %w", r.g.id, err)
+			}
+		}
+		sync = sync || rd.MustSync
+	}
+	if b.Len() > 0 {
+		if err := b.Commit(sync); err != nil {
+			return fmt.Errorf("commit ready batch: %w", err)
+		}
+		h.m.entriesWritten.Add(uint64(entries))
+		if sync {
+			h.m.fsyncs.Add(1)
+			h.m.syncedEntries.Add(uint64(entries))
+		}
+	}
+
+	for _, r := range readies {
+		if len(r.rd.Messages) > 0 {
+			h.cfg.Transport.Send(r.g.id, r.rd.Messages)
+		}
+	}
+
+	var snaps []*Group
+	for _, r := range readies {
+		g := r.g
+		if r.rd.SoftState != nil {
+			h.noteSoftState(g, r.rd.SoftState)
+		}
+		if err := h.apply(g, &r.rd); err != nil {
+			return err
+		}
+		g.rn.Advance(r.rd)
+		h.markDirty(g)
+		h.maybeCampaign(g)
+		h.maybeRecovered(g)
+		if g.applied-g.snapIndex >= h.cfg.SnapshotEntries {
+			snaps = append(snaps, g)
+		}
+	}
+	if len(snaps) > 0 {
+		if err := h.snapshot(snaps); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// noteSoftState follows leadership: in-flight proposals fail when the
+// leader changes, queued ones go to raft once a leader is known, and a lone
+// voter stops ticking while it leads.
+func (h *Host) noteSoftState(g *Group, ss *raft.SoftState) {
+	if ss.Lead == g.lead {
+		return
+	}
+	prev := g.lead
+	g.lead = ss.Lead
+	g.leader.Store(ss.Lead)
+	if prev != raft.None && len(g.inflight) > 0 {
+		h.m.dropped.Add(uint64(len(g.inflight)))
+		g.failInflight(fmt.Errorf("%w: leader changed from %d to %d", ErrDropped, prev, ss.Lead))
+	}
+	if ss.Lead != raft.None && g.queued.Load() {
+		h.inMu.Lock()
+		h.proposers = append(h.proposers, g)
+		h.inMu.Unlock()
+		h.poke()
+	}
+	if g.singleVoter && ss.Lead == h.cfg.NodeID {
+		delete(h.ticking, g)
+	} else if !g.removed {
+		h.ticking[g] = struct{}{}
+	}
+	if ss.Lead == h.cfg.NodeID {
+		h.log.Debug("group leader", zap.Uint64("group", g.id))
+	}
+}
+
+// apply applies a Ready's snapshot and committed entries to the state
+// machine and completes their proposals.
+func (h *Host) apply(g *Group, rd *raft.Ready) error {
+	if !raft.IsEmptySnap(rd.Snapshot) {
+		meta := rd.Snapshot.GetMetadata()
+		if err := g.sm.Restore(rd.Snapshot.GetData()); err != nil {
+			return fmt.Errorf("group %d: restore snapshot at %d: %w", g.id, meta.GetIndex(), err)
+		}
+		g.applied = meta.GetIndex()
+		g.snapIndex = g.applied
+		g.confState = meta.GetConfState()
+	}
+	self := h.cfg.NodeID
+	for _, e := range rd.CommittedEntries {
+		idx := e.GetIndex()
+		if idx <= g.applied {
+			continue
+		}
+		switch e.GetType() {
+		case raftpb.EntryNormal:
+			if len(e.GetData()) == 0 {
+				break // a new leader's empty entry
+			}
+			node, seq, data, ok := decodeEntry(e.GetData())
+			if !ok {
+				h.log.Error("entry not written by a cluster host; skipped",
+					zap.Uint64("group", g.id), zap.Uint64("index", idx))
+				break
+			}
+			result := g.sm.Apply(idx, data)
+			if node == self {
+				if p := g.inflight[seq]; p != nil {
+					delete(g.inflight, seq)
+					if p.cb != nil {
+						p.cb(result, nil)
+					}
+				}
+			}
+		case raftpb.EntryConfChange:
+			var cc raftpb.ConfChange
+			if err := proto.Unmarshal(e.GetData(), &cc); err != nil {
+				return fmt.Errorf("group %d: conf change at %d: %w", g.id, idx, err)
+			}
+			g.confState = g.rn.ApplyConfChange(&cc)
+		case raftpb.EntryConfChangeV2:
+			var cc raftpb.ConfChangeV2
+			if err := proto.Unmarshal(e.GetData(), &cc); err != nil {
+				return fmt.Errorf("group %d: conf change at %d: %w", g.id, idx, err)
+			}
+			g.confState = g.rn.ApplyConfChange(&cc)
+		}
+		g.applied = idx
+		h.m.applied.Add(1)
+	}
+	g.appliedAt.Store(g.applied)
+	return nil
+}
+
+// maybeCampaign makes a lone voter campaign as soon as raft lets it: once
+// the entries committed at start (conf changes among them) are applied.
+func (h *Host) maybeCampaign(g *Group) {
+	if !g.campaignPending || g.applied < g.campaignAt {
+		return
+	}
+	g.campaignPending = false
+	if err := g.rn.Campaign(); err != nil {
+		h.log.Warn("campaign", zap.Uint64("group", g.id), zap.Error(err))
+	}
+	h.markDirty(g)
+}
+
+func (h *Host) maybeRecovered(g *Group) {
+	if g.applied >= g.recoverAt && !g.isRecovered() {
+		close(g.recovered)
+	}
+}
+
+// snapshot takes a state-machine snapshot of each group and compacts its
+// log, all in one batch. The batch needs no fsync: if a crash loses it, the
+// log it would have compacted is still there.
+func (h *Host) snapshot(gs []*Group) error {
+	b := h.eng.NewBatch()
+	defer b.Close()
+	for _, g := range gs {
+		data, err := g.sm.Snapshot()
+		if err != nil {
+			// The log still holds everything: try again after more entries.
+			h.log.Error("state machine snapshot failed", zap.Uint64("group", g.id), zap.Error(err))
+			g.snapIndex = g.applied
+			continue
+		}
+		if err := g.log.CreateSnapshot(b, g.applied, g.confState, data); err != nil {
+			return fmt.Errorf("group %d: create snapshot at %d: %w", g.id, g.applied, err)
+		}
+		compactTo := g.applied
+		if h.cfg.SnapshotCatchUpEntries < compactTo {
+			compactTo -= h.cfg.SnapshotCatchUpEntries
+		} else {
+			compactTo = 0
+		}
+		if compactTo > 0 {
+			if err := g.log.Compact(b, compactTo); err != nil && !errors.Is(err, raft.ErrCompacted) {
+				return fmt.Errorf("group %d: compact to %d: %w", g.id, compactTo, err)
+			}
+		}
+		if err := g.log.SetApplied(b, g.applied); err != nil {
+			return fmt.Errorf("group %d: record applied %d: %w", g.id, g.applied, err)
+		}
+		g.snapIndex = g.applied
+		h.m.snapshots.Add(1)
+	}
+	if err := b.Commit(false); err != nil {
+		return fmt.Errorf("commit snapshot batch: %w", err)
+	}
+	return nil
+}

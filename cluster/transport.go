@@ -1,0 +1,96 @@
+package cluster
+
+import (
+	"sync"
+
+	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+)
+
+// Transport carries a group's raft messages to other nodes. The host calls
+// Send from its loop goroutine, so Send must not block: a transport queues
+// (or drops: raft retransmits) and writes on its own goroutines. The
+// receiving side hands each message to the destination host's Receive.
+//
+// The three-node milestone puts the peer connection here: one TCP (or TLS)
+// connection per peer multiplexing every group (DESIGN.md §5), coalescing
+// heartbeats. Messages to this node itself never reach the transport: raft
+// delivers those internally.
+type Transport interface {
+	Send(group uint64, msgs []*raftpb.Message)
+}
+
+// NopTransport drops every message. It is the transport of a single node,
+// whose groups have no other voter to address.
+type NopTransport struct{}
+
+// Send drops msgs.
+func (NopTransport) Send(uint64, []*raftpb.Message) {}
+
+// LocalNetwork connects hosts in one process, for tests of several nodes
+// without sockets: each host's Config.Transport is net.Transport(its id), and
+// Attach registers the host to receive. Messages to a node not attached (or
+// cut off with Isolate) are dropped, as a network would.
+type LocalNetwork struct {
+	mu       sync.Mutex
+	hosts    map[uint64]*Host
+	isolated map[uint64]bool
+}
+
+// NewLocalNetwork returns an empty network.
+func NewLocalNetwork() *LocalNetwork {
+	return &LocalNetwork{hosts: make(map[uint64]*Host), isolated: make(map[uint64]bool)}
+}
+
+// Attach makes h receive the messages addressed to its node id.
+func (n *LocalNetwork) Attach(h *Host) {
+	n.mu.Lock()
+	n.hosts[h.cfg.NodeID] = h
+	n.mu.Unlock()
+}
+
+// Detach stops delivering to node id.
+func (n *LocalNetwork) Detach(id uint64) {
+	n.mu.Lock()
+	delete(n.hosts, id)
+	n.mu.Unlock()
+}
+
+// Isolate drops every message to or from node id while on is true.
+func (n *LocalNetwork) Isolate(id uint64, on bool) {
+	n.mu.Lock()
+	n.isolated[id] = on
+	n.mu.Unlock()
+}
+
+// Transport is the Transport of node from.
+func (n *LocalNetwork) Transport(from uint64) Transport {
+	return localTransport{n: n, from: from}
+}
+
+type localTransport struct {
+	n    *LocalNetwork
+	from uint64
+}
+
+func (t localTransport) Send(group uint64, msgs []*raftpb.Message) {
+	t.n.mu.Lock()
+	if t.n.isolated[t.from] {
+		t.n.mu.Unlock()
+		return
+	}
+	byDest := make(map[*Host][]*raftpb.Message)
+	for _, m := range msgs {
+		h := t.n.hosts[m.GetTo()]
+		if h == nil || t.n.isolated[m.GetTo()] {
+			continue
+		}
+		// A clone, as a wire would make: the sender's raft keeps the
+		// entries it sent in its own log.
+		byDest[h] = append(byDest[h], proto.Clone(m).(*raftpb.Message))
+	}
+	t.n.mu.Unlock()
+	for h, ms := range byDest {
+		h.Receive(group, ms)
+	}
+}
