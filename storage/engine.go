@@ -103,7 +103,8 @@ type Metrics struct {
 
 	WriteStalled bool   // a write stall is in progress
 	DiskLow      bool   // AlarmDiskLow is active
-	DiskUsage    uint64 // bytes Pebble's files use on disk
+	DiskUsage    uint64 // bytes Pebble's files use on disk, obsolete ones not yet deleted included
+	LiveBytes    uint64 // bytes of live sstables and blob files: what the data needs once obsolete files are gone
 	WALBytes     uint64 // bytes written to the write-ahead log
 }
 
@@ -408,6 +409,7 @@ func (e *Engine) Metrics() Metrics {
 	}
 	if pm := e.db.Metrics(); pm != nil {
 		m.DiskUsage = pm.DiskSpaceUsage()
+		m.LiveBytes = pm.Table.Local.LiveSize + pm.BlobFiles.Local.LiveSize
 		m.WALBytes = pm.WAL.BytesWritten
 	}
 	return m

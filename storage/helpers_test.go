@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"go.etcd.io/raft/v3/raftpb"
@@ -115,3 +116,6 @@ func mustErr(t testing.TB, err, want error) {
 		t.Fatalf("error = %v, want %v", err, want)
 	}
 }
+
+// testTimeout bounds anything a test waits on; tests never assert durations.
+const testTimeout = 60 * time.Second
