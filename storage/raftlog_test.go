@@ -108,7 +108,9 @@ func TestStorageContract(t *testing.T) {
 					if _, err := ms.CreateSnapshot(idx, &raftpb.ConfState{Voters: []uint64{1}}, []byte("x")); err != nil {
 						t.Fatal(err)
 					}
-					write(t, e, func(b *Batch) error { return l.CreateSnapshot(b, idx, &raftpb.ConfState{Voters: []uint64{1}}, []byte("x")) })
+					write(t, e, func(b *Batch) error {
+						return l.CreateSnapshot(b, idx, &raftpb.ConfState{Voters: []uint64{1}}, []byte("x"))
+					})
 				}
 				snap, _ = ms.Snapshot()
 				if c := snap.GetMetadata().GetIndex(); c >= first && rng.IntN(2) == 0 {
