@@ -32,6 +32,28 @@
 // ahead of the disk; every RaftLog it touched then fails all further calls
 // with ErrLogFailed, and the group must be reopened from disk (a new Engine).
 //
+// # Using it from a Ready loop
+//
+// go.etcd.io/raft/v3 v3.7.0's raftpb types are protobuf-go messages (pointer
+// fields, not copyable), so the API takes and returns pointers: Append takes
+// Ready.Entries as they are, SetHardState takes Ready.HardState. One cycle:
+//
+//	b := engine.NewBatch()
+//	for each group with a Ready rd:
+//		if !raft.IsEmptySnap(rd.Snapshot) { log.ApplySnapshot(b, rd.Snapshot) }
+//		log.Append(b, rd.Entries)
+//		if !raft.IsEmptyHardState(rd.HardState) { log.SetHardState(b, rd.HardState) }
+//	b.Commit(anyMustSync) // one fsync for every group
+//	b.Close()
+//	then send messages, apply rd.CommittedEntries (SetApplied in a later batch), Advance.
+//
+// A new group is bootstrapped as raft recommends: ApplySnapshot of a snapshot
+// at index 1, term 1, carrying the initial ConfState. On restart,
+// raft.Config.Applied can be RaftLog.Applied(). Snapshots: CreateSnapshot at
+// an applied index, then Compact at or below it (Compact refuses to remove
+// entries no snapshot covers). For one group, commit batches in the order
+// they were written (one batch per Ready cycle does that by itself).
+//
 // # Concurrency
 //
 // Engine and RaftLog are safe for concurrent use; a Batch is not (build and
