@@ -108,6 +108,7 @@ func writeResult(w io.Writer, r *Result, asJSON bool) error {
 	if asJSON {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
+		enc.SetEscapeHTML(false)
 		if err := enc.Encode(r); err != nil {
 			return fmt.Errorf("encode json: %w", err)
 		}
