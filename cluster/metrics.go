@@ -24,6 +24,9 @@ type Metrics struct {
 	// Snapshots counts state-machine snapshots taken (each with a log
 	// compaction).
 	Snapshots uint64
+	// SnapshotsReceived counts snapshots installed from a leader (a
+	// follower too far behind the leader's compacted log).
+	SnapshotsReceived uint64
 }
 
 type counters struct {
@@ -35,19 +38,21 @@ type counters struct {
 	applied        atomic.Uint64
 	dropped        atomic.Uint64
 	snapshots      atomic.Uint64
+	received       atomic.Uint64
 }
 
 // Metrics returns a snapshot of the host's counters.
 func (h *Host) Metrics() Metrics {
 	m := Metrics{
-		Groups:         int(h.m.groups.Load()),
-		ReadyCycles:    h.m.cycles.Load(),
-		Fsyncs:         h.m.fsyncs.Load(),
-		EntriesWritten: h.m.entriesWritten.Load(),
-		Proposals:      h.proposals.Load(),
-		Applied:        h.m.applied.Load(),
-		Dropped:        h.m.dropped.Load(),
-		Snapshots:      h.m.snapshots.Load(),
+		Groups:            int(h.m.groups.Load()),
+		ReadyCycles:       h.m.cycles.Load(),
+		Fsyncs:            h.m.fsyncs.Load(),
+		EntriesWritten:    h.m.entriesWritten.Load(),
+		Proposals:         h.proposals.Load(),
+		Applied:           h.m.applied.Load(),
+		Dropped:           h.m.dropped.Load(),
+		Snapshots:         h.m.snapshots.Load(),
+		SnapshotsReceived: h.m.received.Load(),
 	}
 	if m.Fsyncs > 0 {
 		m.EntriesPerFsync = float64(h.m.syncedEntries.Load()) / float64(m.Fsyncs)

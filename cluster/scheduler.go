@@ -364,6 +364,7 @@ func (h *Host) apply(g *Group, rd *raft.Ready) error {
 		g.applied = meta.GetIndex()
 		g.snapIndex = g.applied
 		g.confState = meta.GetConfState()
+		h.m.received.Add(1)
 	}
 	self := h.cfg.NodeID
 	for _, e := range rd.CommittedEntries {
