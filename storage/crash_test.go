@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"math/rand/v2"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -94,8 +95,12 @@ func TestCrashKeepsEverySyncedEntry(t *testing.T) {
 	}()
 	defer func() { close(stop); wg.Wait() }()
 
+	crashes := 12
+	if os.Getenv("PARLEY_TEST_LONG") != "" { // make test-long
+		crashes = 300
+	}
 	rng := rand.New(rand.NewPCG(3, 4))
-	for crash := 0; crash < 12; crash++ {
+	for crash := 0; crash < crashes; crash++ {
 		// Let the writer get a few commits further, then crash wherever it is.
 		for range 1 + rng.IntN(20) {
 			select {
