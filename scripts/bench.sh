@@ -149,7 +149,20 @@ fi
 if [ "$no_parley" = 0 ] && [ -z "$parley_url" ]; then
   pdir=$tmp/parley
   mkdir -p "$pdir"
-  if go build -o "$tmp/bin/parley" ./cmd/parley 2>"$pdir/build.log"; then
+  # Others may be mid-edit in this working tree: if it does not build, fall back to the last
+  # commit (exported with git archive, so the repository itself is left alone).
+  parley_src="working tree"
+  if ! go build -o "$tmp/bin/parley" ./cmd/parley 2>"$pdir/build.log"; then
+    log "parley does not build from the working tree; trying HEAD ($(git rev-parse --short HEAD))"
+    mkdir -p "$tmp/src"
+    git archive HEAD | tar -x -C "$tmp/src"
+    if (cd "$tmp/src" && go build -o "$tmp/bin/parley" ./cmd/parley) 2>>"$pdir/build.log"; then
+      parley_src="commit $(git rev-parse --short HEAD)"
+    else
+      rm -f "$tmp/bin/parley"
+    fi
+  fi
+  if [ -x "$tmp/bin/parley" ]; then
     pport=$(free_port)
     log "starting parley on 127.0.0.1:$pport"
     (
@@ -257,6 +270,7 @@ summary=$results/summary.md
 
 echo
 echo "machine: $(nproc) CPUs, $(free -g | awk '/^Mem:/ {print $2}') GiB RAM, $(go version | cut -d' ' -f3), RabbitMQ $rmq_version, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+[ -n "$parley_url" ] && echo "parley: ${parley_src:-$parley_url}"
 echo "runs: $repeats × $duration per scenario and broker, interleaved; raw results in $results"
 echo
 cat "$summary"
