@@ -20,8 +20,9 @@ type StateMachine interface {
 	// Apply applies the committed entry at index and returns the result
 	// handed to the proposer's future. It must be deterministic: every
 	// replica, and every replay after a restart, applies the same entries
-	// in the same order and must reach the same state. It must not retain
-	// data beyond the call without copying it.
+	// in the same order and must reach the same state. data is the log's
+	// own copy, never reused: it may be kept (a message body is stored once
+	// and shared), but never modified.
 	Apply(index uint64, data []byte) any
 	// Snapshot returns the state at the last applied index.
 	Snapshot() ([]byte, error)

@@ -129,12 +129,13 @@ func (h *Host) Stop() {
 	h.state = stateStopped
 	cancel := h.cancel
 	h.mu.Unlock()
-	if prev == stateNew {
+	switch {
+	case prev == stateNew:
 		close(h.donec)
-		return
+	case cancel != nil:
+		cancel()
+		<-h.donec
 	}
-	cancel()
-	<-h.donec
 }
 
 // Err is why the scheduler stopped on its own (a storage failure), or nil.
@@ -384,6 +385,11 @@ func (h *Host) Group(id uint64) *Group {
 // Transport calls it. It never blocks; messages for a group this host does
 // not run are dropped (raft retransmits).
 func (h *Host) Receive(group uint64, msgs []*raftpb.Message) {
+	select {
+	case <-h.donec:
+		return
+	default:
+	}
 	h.inMu.Lock()
 	for _, m := range msgs {
 		h.incoming = append(h.incoming, incomingMsg{group: group, msg: m})

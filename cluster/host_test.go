@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 )
@@ -294,5 +295,36 @@ func TestConfigValidation(t *testing.T) {
 		if _, err := NewHost(cfg, eng, nil); !errors.Is(err, ErrInvalidConfig) {
 			t.Errorf("NewHost(%+v): %v, want ErrInvalidConfig", cfg, err)
 		}
+	}
+}
+
+// TestIdleGroupsCostNothing: once every lone group leads and nothing is
+// proposed, ticks go by without ticking a group or running a Ready cycle.
+func TestIdleGroupsCostNothing(t *testing.T) {
+	ctx := testContext(t)
+	eng := openEngine(t, t.TempDir(), vfs.Default)
+	defer eng.Close()
+	h := startHost(t, Config{TickInterval: time.Millisecond}, eng)
+	defer h.Stop()
+	var groups []*Group
+	for i := range 200 {
+		groups = append(groups, addGroup(t, ctx, h, uint64(i+1), newKV()))
+	}
+	waitFor(t, ctx, "every group to lead", func() bool {
+		for _, g := range groups {
+			if !g.IsLeader() {
+				return false
+			}
+		}
+		return true
+	})
+	// Let the loop settle: the cycle that made the last leader may still
+	// be finishing.
+	waitFor(t, ctx, "a few ticks", func() bool { return h.Metrics().Ticks > 5 })
+	before := h.Metrics()
+	waitFor(t, ctx, "20 more ticks", func() bool { return h.Metrics().Ticks >= before.Ticks+20 })
+	after := h.Metrics()
+	if after.GroupTicks != before.GroupTicks || after.ReadyCycles != before.ReadyCycles {
+		t.Fatalf("idle groups did work: before %+v, after %+v", before, after)
 	}
 }

@@ -171,6 +171,8 @@ func (g *Group) isRecovered() bool {
 }
 
 func (h *Host) tick() {
+	h.m.ticks.Add(1)
+	h.m.groupTicks.Add(uint64(len(h.ticking)))
 	for g := range h.ticking {
 		g.rn.Tick()
 		h.markDirty(g)
