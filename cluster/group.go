@@ -56,6 +56,8 @@ type Group struct {
 	lead      uint64
 	applied   uint64
 	snapIndex uint64
+	// stable is the last index of the log known durable here.
+	stable    uint64
 	confState *raftpb.ConfState
 	// campaignAt is the commit index at start: once it is applied (no conf
 	// change left to apply), a single-voter group campaigns.

@@ -47,12 +47,13 @@ type Host struct {
 	ops       chan *op
 
 	// ---- loop-owned ----
-	running map[uint64]*Group
-	ticking map[*Group]struct{}
-	dirty   []*Group
-	spare   []*Group
-	propBuf []*proposal
-	readies []groupReady
+	running    map[uint64]*Group
+	ticking    map[*Group]struct{}
+	dirty      []*Group
+	dirtySpare []*Group
+	spare      []*Group
+	propBuf    []*proposal
+	readies    []groupReady
 
 	m counters
 }
@@ -297,6 +298,7 @@ func (h *Host) prepare(g *Group) error {
 	}
 	g.rn = rn
 	g.log = rl
+	g.stable = last // what the engine recovered is on disk
 	g.singleVoter = len(h.cfg.Peers) == 1
 	g.campaignAt = rn.BasicStatus().HardState.GetCommit()
 	g.campaignPending = g.singleVoter
