@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -289,3 +290,10 @@ func equalStrings(a, b []string) bool {
 
 // quiet waits quietPeriod, to give something that should not happen the time to happen.
 func quiet() { time.Sleep(quietPeriod) }
+
+// ctxTimeout is a context bounded by waitTimeout, cancelled at cleanup.
+func ctxTimeout(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	t.Cleanup(cancel)
+	return ctx
+}
