@@ -140,7 +140,7 @@ func (v *VHost) DeleteQueue(name string, ifUnused, ifEmpty bool, owner uint64) (
 		return 0, meta.Errorf(meta.PreconditionFailed, "queue '%s' in vhost '%s' in use", name, v.name)
 	}
 	if ifEmpty && q.Len() > 0 {
-		return 0, meta.Errorf(meta.PreconditionFailed, "queue '%s' in vhost '%s' is not empty", name, v.name)
+		return 0, meta.Errorf(meta.PreconditionFailed, "queue '%s' in vhost '%s' not empty", name, v.name)
 	}
 	return v.deleteQueueLocked(q)
 }
