@@ -186,6 +186,9 @@ func (h *Host) AddGroup(ctx context.Context, id uint64, sm StateMachine) (*Group
 	if sm == nil {
 		return nil, fmt.Errorf("add group %d: nil state machine", id)
 	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("add group %d: %w", id, err)
+	}
 	g := &Group{
 		id:        id,
 		host:      h,
