@@ -151,7 +151,8 @@ if [ "$no_parley" = 0 ] && [ -z "$parley_url" ]; then
   mkdir -p "$pdir"
   # Others may be mid-edit in this working tree: if it does not build, fall back to the last
   # commit (exported with git archive, so the repository itself is left alone).
-  parley_src="working tree"
+  parley_src="working tree at $(git rev-parse --short HEAD)"
+  [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] && parley_src+=" with uncommitted changes"
   if ! go build -o "$tmp/bin/parley" ./cmd/parley 2>"$pdir/build.log"; then
     log "parley does not build from the working tree; trying HEAD ($(git rev-parse --short HEAD))"
     mkdir -p "$tmp/src"
@@ -194,6 +195,7 @@ scenarios=(
   "amqp-fanout-1to4-autoack|both|-producers 1 -consumers 4 -fanout 4 -size 1024 -autoack"
   "amqp-4p4c-transient-autoack|both|-producers 4 -consumers 4 -queues 1 -size 1024 -autoack"
   "amqp-1p1c-latency-2k-per-s|both|-producers 1 -consumers 1 -size 1024 -rate 2000 -prefetch 256"
+  "amqp-1p1c-persistent-latency-2k-per-s|both|-producers 1 -consumers 1 -size 1024 -rate 2000 -persistent -durable -confirm 256 -prefetch 256"
   "mqtt-qos1-1p1c|n/a|"
   "stomp-1p1c|n/a|"
   "idle-connections|n/a|"
