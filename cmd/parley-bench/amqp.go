@@ -381,19 +381,28 @@ func (p *producer) run(ctx context.Context, cfg amqpConfig, exchange, key string
 		mode = amqp.Persistent
 	}
 	perProducerRate := cfg.Rate / float64(cfg.Producers)
-	begin := time.Now()
+	begin := clk.now()
 	var pubErr error
 	for seq := uint64(0); quota == 0 || seq < quota; seq++ {
 		if stop.Load() || ctx.Err() != nil {
 			break
 		}
+		sent := int64(-1)
 		if perProducerRate > 0 {
 			// Pace against a schedule rather than sleeping a fixed gap, so sleep overshoot
-			// does not accumulate into a lower rate than asked for.
-			due := begin.Add(time.Duration(float64(seq) / perProducerRate * float64(time.Second)))
-			if d := time.Until(due); d > 0 {
-				time.Sleep(d)
+			// does not accumulate into a lower rate than asked for. The message is stamped
+			// with its scheduled time, not the moment it left: a broker that stalls the
+			// publisher (flow control, a full socket) then shows up in the latency of every
+			// message held back, instead of being hidden (coordinated omission).
+			due := begin + int64(float64(seq)/perProducerRate*float64(time.Second))
+			// Short naps, so a low rate still notices the end of the run promptly.
+			for d := time.Duration(due - clk.now()); d > 0 && !stop.Load() && ctx.Err() == nil; d = time.Duration(due - clk.now()) {
+				time.Sleep(min(d, 100*time.Millisecond))
 			}
+			if stop.Load() || ctx.Err() != nil {
+				break
+			}
+			sent = due
 		}
 		if window != nil {
 			select {
@@ -404,7 +413,10 @@ func (p *producer) run(ctx context.Context, cfg amqpConfig, exchange, key string
 				break
 			}
 		}
-		stamp(body, p.id, seq, clk.now())
+		if sent < 0 {
+			sent = clk.now()
+		}
+		stamp(body, p.id, seq, sent)
 		err := ch.PublishWithContext(ctx, exchange, key, false, false, amqp.Publishing{
 			DeliveryMode: mode,
 			Body:         body,
