@@ -66,10 +66,23 @@ const (
 	stateStopped
 )
 
+// incomingMsg is a message from a peer, or (msg nil) a transport's report
+// about peer `to`.
 type incomingMsg struct {
-	group uint64
-	msg   *raftpb.Message
+	group  uint64
+	msg    *raftpb.Message
+	to     uint64
+	report report
 }
+
+type report int
+
+const (
+	reportNone report = iota
+	reportUnreachable
+	reportSnapshotFinished
+	reportSnapshotFailed
+)
 
 // op is a function the loop runs between two Ready cycles, for callers that
 // need the loop's state (registering or removing a group).
@@ -399,6 +412,36 @@ func (h *Host) Receive(group uint64, msgs []*raftpb.Message) {
 	for _, m := range msgs {
 		h.incoming = append(h.incoming, incomingMsg{group: group, msg: m})
 	}
+	h.inMu.Unlock()
+	h.poke()
+}
+
+// ReportUnreachable tells group's raft that the last message to node to
+// could not be delivered, so the leader probes instead of streaming to it.
+// The Transport calls it; it never blocks.
+func (h *Host) ReportUnreachable(group, to uint64) {
+	h.enqueueReport(incomingMsg{group: group, to: to, report: reportUnreachable})
+}
+
+// ReportSnapshot tells group's raft whether the snapshot it sent to node to
+// was delivered. A transport must report every MsgSnap it carries, or drops:
+// until it does, the leader sends that follower nothing else.
+func (h *Host) ReportSnapshot(group, to uint64, failed bool) {
+	r := reportSnapshotFinished
+	if failed {
+		r = reportSnapshotFailed
+	}
+	h.enqueueReport(incomingMsg{group: group, to: to, report: r})
+}
+
+func (h *Host) enqueueReport(im incomingMsg) {
+	select {
+	case <-h.donec:
+		return
+	default:
+	}
+	h.inMu.Lock()
+	h.incoming = append(h.incoming, im)
 	h.inMu.Unlock()
 	h.poke()
 }

@@ -194,6 +194,18 @@ func (h *Host) takeIncoming() {
 		if g == nil {
 			continue
 		}
+		switch im.report {
+		case reportUnreachable:
+			g.rn.ReportUnreachable(im.to)
+		case reportSnapshotFinished:
+			g.rn.ReportSnapshot(im.to, raft.SnapshotFinish)
+		case reportSnapshotFailed:
+			g.rn.ReportSnapshot(im.to, raft.SnapshotFailure)
+		}
+		if im.msg == nil {
+			h.markDirty(g)
+			continue
+		}
 		if err := g.rn.Step(im.msg); err != nil {
 			h.log.Debug("raft message refused", zap.Uint64("group", g.id), zap.Error(err))
 		}
