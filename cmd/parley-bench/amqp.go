@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -37,6 +38,19 @@ func runAMQP(args []string, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
 
+	if cfg.CPUProfile != "" {
+		f, err := os.Create(cfg.CPUProfile)
+		if err != nil {
+			fmt.Fprintf(stderr, "parley-bench amqp: -cpuprofile: %v\n", err)
+			return exitUsage
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintf(stderr, "parley-bench amqp: -cpuprofile: %v\n", err)
+			return exitFailed
+		}
+		defer pprof.StopCPUProfile()
+	}
 	res, err := benchAMQP(ctx, cfg, stderr)
 	if res != nil {
 		if werr := writeResult(stdout, res, cfg.JSON); werr != nil {

@@ -33,6 +33,7 @@ type amqpConfig struct {
 	Timeout     time.Duration
 	Progress    time.Duration
 	JSON        bool
+	CPUProfile  string
 }
 
 var errUsage = errors.New("usage")
@@ -62,6 +63,7 @@ func parseAMQPFlags(args []string, stderr io.Writer) (amqpConfig, error) {
 	fs.DurationVar(&c.Timeout, "timeout", 0, "hard bound on the whole run (default: duration + drain + 30s, or 10m with -count only)")
 	fs.DurationVar(&c.Progress, "progress", time.Second, "progress line interval on stderr (0 = quiet)")
 	fs.BoolVar(&c.JSON, "json", false, "print the result as JSON instead of a table")
+	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "write the load generator's own CPU profile here, to see whether it is the bottleneck")
 	if err := fs.Parse(args); err != nil {
 		return c, fmt.Errorf("%w: %v", errUsage, err)
 	}
