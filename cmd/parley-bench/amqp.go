@@ -292,7 +292,11 @@ func benchAMQP(ctx context.Context, cfg amqpConfig, stderr io.Writer) (*Result, 
 		timedOut = true
 	}
 	stopPublishing.Store(true)
-	<-prodDone // producers bound their own confirm wait by -drain and ctx
+	// Producers bound their own confirm wait by -drain and ctx, but a publish blocked in a
+	// socket write (a broker that stopped reading) ignores both; then give up on them.
+	if !waitBounded(ctx, prodDone) {
+		return nil, fmt.Errorf("producers still blocked %v after the run's deadline: broker not reading?", stuckGrace)
+	}
 	publishEnd := clk.now()
 
 	// Drain: wait until every queue delivered what it is owed, while it keeps making progress.
@@ -316,11 +320,35 @@ func benchAMQP(ctx context.Context, cfg amqpConfig, stderr io.Writer) (*Result, 
 		timedOut = drain(ctx, cfg.Drain, trackers, owedTotal)
 	}
 	stopConsumers()
-	consWG.Wait()
+	consDone := make(chan struct{})
+	go func() { consWG.Wait(); close(consDone) }()
+	if !waitBounded(ctx, consDone) {
+		return nil, fmt.Errorf("consumers still blocked %v after the run's deadline", stuckGrace)
+	}
 	close(progressDone)
 	progressWG.Wait()
 
 	return buildResult(cfg, clk, start, publishEnd, producers, consumers, trackers, owed, timedOut), nil
+}
+
+// stuckGrace is how long past the run's deadline goroutines may take to finish before the
+// run is abandoned, so -timeout bounds the process even when a socket write never returns.
+const stuckGrace = 5 * time.Second
+
+// waitBounded waits for done; once ctx has ended it waits at most stuckGrace more. It
+// reports whether done closed.
+func waitBounded(ctx context.Context, done <-chan struct{}) bool {
+	select {
+	case <-done:
+		return true
+	case <-ctx.Done():
+	}
+	select {
+	case <-done:
+		return true
+	case <-time.After(stuckGrace):
+		return false
+	}
 }
 
 // drain waits until the trackers have delivered owed distinct messages in total, giving up
