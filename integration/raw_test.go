@@ -541,3 +541,45 @@ func TestNotImplemented(t *testing.T) {
 		})
 	}
 }
+
+// Heartbeats from the server: with heartbeat 1 negotiated the server sends heartbeat frames,
+// and a client that sends nothing is disconnected after missing them.
+func TestRawHeartbeatTimeout(t *testing.T) {
+	t.Parallel()
+	s := StartParley(t)
+	c := rawDialNoHandshake(t, s)
+	c.write([]byte("AMQP\x00\x00\x09\x01"))
+	if m, err := c.readMethod(); err != nil || m.class != 10 || m.method != 10 {
+		t.Fatalf("connection.start: %v", err)
+	}
+	c.write(methodFrame(0, 10, 11, u32(0), shortstr("PLAIN"), longstr("\x00guest\x00guest"), shortstr("en_US")))
+	if m, err := c.readMethod(); err != nil || m.class != 10 || m.method != 30 {
+		t.Fatalf("connection.tune: %v", err)
+	}
+	c.write(methodFrame(0, 10, 31, u16(2047), u32(131072), u16(1)))
+	c.write(methodFrame(0, 10, 40, shortstr("/"), shortstr(""), []byte{0}))
+	if m, err := c.readMethod(); err != nil || m.class != 10 || m.method != 41 {
+		t.Fatalf("connection.open-ok: %v", err)
+	}
+	heartbeats := 0
+	for {
+		f, err := c.readFrame()
+		if err != nil {
+			if heartbeats == 0 {
+				t.Fatalf("disconnected (%v) without a heartbeat frame first", err)
+			}
+			if !errors.Is(err, io.EOF) && !isReset(err) {
+				t.Fatalf("want the server to close a silent connection, got %v", err)
+			}
+			return
+		}
+		switch {
+		case f.typ == 8 && f.channel == 0 && len(f.payload) == 0:
+			heartbeats++
+		case f.typ == 1 && len(f.payload) >= 4 && binary.BigEndian.Uint16(f.payload) == 10 && binary.BigEndian.Uint16(f.payload[2:]) == 50:
+			t.Logf("server sent connection.close %v before closing", rawMethod{class: 10, method: 50, args: f.payload[4:]}.asClose())
+		default:
+			t.Fatalf("unexpected frame type %d on channel %d", f.typ, f.channel)
+		}
+	}
+}
