@@ -20,8 +20,9 @@ type StateMachine interface {
 	// Apply applies the committed entry at index and returns the result
 	// handed to the proposer's future. It must be deterministic: every
 	// replica, and every replay after a restart, applies the same entries
-	// in the same order and must reach the same state. It must not retain
-	// data beyond the call without copying it.
+	// in the same order and must reach the same state. data is the log's
+	// own copy, never reused: it may be kept (a message body is stored once
+	// and shared), but never modified.
 	Apply(index uint64, data []byte) any
 	// Snapshot returns the state at the last applied index.
 	Snapshot() ([]byte, error)
@@ -55,6 +56,8 @@ type Group struct {
 	lead      uint64
 	applied   uint64
 	snapIndex uint64
+	// stable is the last index of the log known durable here.
+	stable    uint64
 	confState *raftpb.ConfState
 	// campaignAt is the commit index at start: once it is applied (no conf
 	// change left to apply), a single-voter group campaigns.

@@ -47,12 +47,13 @@ type Host struct {
 	ops       chan *op
 
 	// ---- loop-owned ----
-	running map[uint64]*Group
-	ticking map[*Group]struct{}
-	dirty   []*Group
-	spare   []*Group
-	propBuf []*proposal
-	readies []groupReady
+	running    map[uint64]*Group
+	ticking    map[*Group]struct{}
+	dirty      []*Group
+	dirtySpare []*Group
+	spare      []*Group
+	propBuf    []*proposal
+	readies    []groupReady
 
 	m counters
 }
@@ -65,10 +66,23 @@ const (
 	stateStopped
 )
 
+// incomingMsg is a message from a peer, or (msg nil) a transport's report
+// about peer `to`.
 type incomingMsg struct {
-	group uint64
-	msg   *raftpb.Message
+	group  uint64
+	msg    *raftpb.Message
+	to     uint64
+	report report
 }
+
+type report int
+
+const (
+	reportNone report = iota
+	reportUnreachable
+	reportSnapshotFinished
+	reportSnapshotFailed
+)
 
 // op is a function the loop runs between two Ready cycles, for callers that
 // need the loop's state (registering or removing a group).
@@ -129,12 +143,13 @@ func (h *Host) Stop() {
 	h.state = stateStopped
 	cancel := h.cancel
 	h.mu.Unlock()
-	if prev == stateNew {
+	switch {
+	case prev == stateNew:
 		close(h.donec)
-		return
+	case cancel != nil:
+		cancel()
+		<-h.donec
 	}
-	cancel()
-	<-h.donec
 }
 
 // Err is why the scheduler stopped on its own (a storage failure), or nil.
@@ -183,6 +198,9 @@ func (h *Host) stoppedErr() error {
 func (h *Host) AddGroup(ctx context.Context, id uint64, sm StateMachine) (*Group, error) {
 	if sm == nil {
 		return nil, fmt.Errorf("add group %d: nil state machine", id)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("add group %d: %w", id, err)
 	}
 	g := &Group{
 		id:        id,
@@ -296,6 +314,7 @@ func (h *Host) prepare(g *Group) error {
 	}
 	g.rn = rn
 	g.log = rl
+	g.stable = last // what the engine recovered is on disk
 	g.singleVoter = len(h.cfg.Peers) == 1
 	g.campaignAt = rn.BasicStatus().HardState.GetCommit()
 	g.campaignPending = g.singleVoter
@@ -384,10 +403,45 @@ func (h *Host) Group(id uint64) *Group {
 // Transport calls it. It never blocks; messages for a group this host does
 // not run are dropped (raft retransmits).
 func (h *Host) Receive(group uint64, msgs []*raftpb.Message) {
+	select {
+	case <-h.donec:
+		return
+	default:
+	}
 	h.inMu.Lock()
 	for _, m := range msgs {
 		h.incoming = append(h.incoming, incomingMsg{group: group, msg: m})
 	}
+	h.inMu.Unlock()
+	h.poke()
+}
+
+// ReportUnreachable tells group's raft that the last message to node to
+// could not be delivered, so the leader probes instead of streaming to it.
+// The Transport calls it; it never blocks.
+func (h *Host) ReportUnreachable(group, to uint64) {
+	h.enqueueReport(incomingMsg{group: group, to: to, report: reportUnreachable})
+}
+
+// ReportSnapshot tells group's raft whether the snapshot it sent to node to
+// was delivered. A transport must report every MsgSnap it carries, or drops:
+// until it does, the leader sends that follower nothing else.
+func (h *Host) ReportSnapshot(group, to uint64, failed bool) {
+	r := reportSnapshotFinished
+	if failed {
+		r = reportSnapshotFailed
+	}
+	h.enqueueReport(incomingMsg{group: group, to: to, report: r})
+}
+
+func (h *Host) enqueueReport(im incomingMsg) {
+	select {
+	case <-h.donec:
+		return
+	default:
+	}
+	h.inMu.Lock()
+	h.incoming = append(h.incoming, im)
 	h.inMu.Unlock()
 	h.poke()
 }

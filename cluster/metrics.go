@@ -6,6 +6,9 @@ import "sync/atomic"
 type Metrics struct {
 	// Groups is the number of running groups.
 	Groups int
+	// Ticks counts the scheduler's ticks; GroupTicks the raft ticks it
+	// handed to groups (an idle lone leader is not ticked).
+	Ticks, GroupTicks uint64
 	// ReadyCycles counts scheduler cycles that handled at least one Ready.
 	ReadyCycles uint64
 	// Fsyncs counts batches committed with sync.
@@ -32,6 +35,8 @@ type Metrics struct {
 type counters struct {
 	groups         atomic.Int64
 	cycles         atomic.Uint64
+	groupTicks     atomic.Uint64
+	ticks          atomic.Uint64
 	fsyncs         atomic.Uint64
 	syncedEntries  atomic.Uint64
 	entriesWritten atomic.Uint64
@@ -45,6 +50,8 @@ type counters struct {
 func (h *Host) Metrics() Metrics {
 	m := Metrics{
 		Groups:            int(h.m.groups.Load()),
+		Ticks:             h.m.ticks.Load(),
+		GroupTicks:        h.m.groupTicks.Load(),
 		ReadyCycles:       h.m.cycles.Load(),
 		Fsyncs:            h.m.fsyncs.Load(),
 		EntriesWritten:    h.m.entriesWritten.Load(),

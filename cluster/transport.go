@@ -10,7 +10,9 @@ import (
 // Transport carries a group's raft messages to other nodes. The host calls
 // Send from its loop goroutine, so Send must not block: a transport queues
 // (or drops: raft retransmits) and writes on its own goroutines. The
-// receiving side hands each message to the destination host's Receive.
+// receiving side hands each message to the destination host's Receive. The
+// sending side reports back to its host: ReportUnreachable when a peer
+// cannot be reached, and ReportSnapshot for every MsgSnap, delivered or not.
 //
 // The three-node milestone puts the peer connection here: one TCP (or TLS)
 // connection per peer multiplexing every group (DESIGN.md §5), coalescing
@@ -75,22 +77,37 @@ type localTransport struct {
 
 func (t localTransport) Send(group uint64, msgs []*raftpb.Message) {
 	t.n.mu.Lock()
-	if t.n.isolated[t.from] {
-		t.n.mu.Unlock()
-		return
-	}
+	self := t.n.hosts[t.from]
+	cut := t.n.isolated[t.from]
 	byDest := make(map[*Host][]*raftpb.Message)
+	var lost, snapsSent []uint64
 	for _, m := range msgs {
 		h := t.n.hosts[m.GetTo()]
-		if h == nil || t.n.isolated[m.GetTo()] {
+		if cut || h == nil || t.n.isolated[m.GetTo()] {
+			lost = append(lost, m.GetTo())
+			if m.GetType() == raftpb.MsgSnap && self != nil {
+				self.ReportSnapshot(group, m.GetTo(), true)
+			}
 			continue
 		}
 		// A clone, as a wire would make: the sender's raft keeps the
 		// entries it sent in its own log.
 		byDest[h] = append(byDest[h], proto.Clone(m).(*raftpb.Message))
+		if m.GetType() == raftpb.MsgSnap {
+			snapsSent = append(snapsSent, m.GetTo())
+		}
 	}
 	t.n.mu.Unlock()
 	for h, ms := range byDest {
 		h.Receive(group, ms)
+	}
+	if self == nil {
+		return
+	}
+	for _, to := range snapsSent {
+		self.ReportSnapshot(group, to, false)
+	}
+	for _, to := range lost {
+		self.ReportUnreachable(group, to)
 	}
 }

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -289,3 +290,30 @@ func equalStrings(a, b []string) bool {
 
 // quiet waits quietPeriod, to give something that should not happen the time to happen.
 func quiet() { time.Sleep(quietPeriod) }
+
+// ctxTimeout is a context bounded by waitTimeout, cancelled at cleanup.
+func ctxTimeout(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// publishConfirmed publishes msgs on ch, which it puts into confirm mode, and waits for each ack,
+// so the messages are
+// in their queues when it returns.
+func publishConfirmed(t testing.TB, ch *amqp.Channel, exchange, key string, msgs ...amqp.Publishing) {
+	t.Helper()
+	if err := ch.Confirm(false); err != nil {
+		t.Fatalf("confirm.select: %v", err)
+	}
+	for _, m := range msgs {
+		dc, err := ch.PublishWithDeferredConfirm(exchange, key, false, false, m)
+		if err != nil {
+			t.Fatalf("publish: %v", err)
+		}
+		ok, err := dc.WaitContext(ctxTimeout(t))
+		if err != nil || !ok {
+			t.Fatalf("publish confirm: ack=%v err=%v", ok, err)
+		}
+	}
+}

@@ -149,7 +149,21 @@ fi
 if [ "$no_parley" = 0 ] && [ -z "$parley_url" ]; then
   pdir=$tmp/parley
   mkdir -p "$pdir"
-  if go build -o "$tmp/bin/parley" ./cmd/parley 2>"$pdir/build.log"; then
+  # Others may be mid-edit in this working tree: if it does not build, fall back to the last
+  # commit (exported with git archive, so the repository itself is left alone).
+  parley_src="working tree at $(git rev-parse --short HEAD)"
+  [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] && parley_src+=" with uncommitted changes"
+  if ! go build -o "$tmp/bin/parley" ./cmd/parley 2>"$pdir/build.log"; then
+    log "parley does not build from the working tree; trying HEAD ($(git rev-parse --short HEAD))"
+    mkdir -p "$tmp/src"
+    git archive HEAD | tar -x -C "$tmp/src"
+    if (cd "$tmp/src" && go build -o "$tmp/bin/parley" ./cmd/parley) 2>>"$pdir/build.log"; then
+      parley_src="commit $(git rev-parse --short HEAD)"
+    else
+      rm -f "$tmp/bin/parley"
+    fi
+  fi
+  if [ -x "$tmp/bin/parley" ]; then
     pport=$(free_port)
     log "starting parley on 127.0.0.1:$pport"
     (
@@ -181,6 +195,7 @@ scenarios=(
   "amqp-fanout-1to4-autoack|both|-producers 1 -consumers 4 -fanout 4 -size 1024 -autoack"
   "amqp-4p4c-transient-autoack|both|-producers 4 -consumers 4 -queues 1 -size 1024 -autoack"
   "amqp-1p1c-latency-2k-per-s|both|-producers 1 -consumers 1 -size 1024 -rate 2000 -prefetch 256"
+  "amqp-1p1c-persistent-latency-2k-per-s|both|-producers 1 -consumers 1 -size 1024 -rate 2000 -persistent -durable -confirm 256 -prefetch 256"
   "mqtt-qos1-1p1c|n/a|"
   "stomp-1p1c|n/a|"
   "idle-connections|n/a|"
@@ -224,19 +239,21 @@ stats() { sort -g | awk '{v[NR]=$1} END {if (NR==0) {print "-"; exit}
   m = (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2; printf "%.0f %.0f %.0f\n", m, v[1], v[NR]}'; }
 col() { awk -F'\t' -v n="$1" -v b="$2" -v c="$3" '$1==n && $2==b && $10!="failed" {print $c}' "$runs"; }
 
+ratio_of() { awk -v a="$1" -v b="$2" 'BEGIN {if (a != "-" && b != "-" && b+0 > 0) printf "%.2f×", a/b; else print "n/a"}'; }
+
 summary=$results/summary.md
 {
-  echo "| scenario | broker | out msg/s median (min–max) | in msg/s median | p99 latency ms (median) | lost / dup (all runs) | runs ok | Parley / RabbitMQ (out) |"
-  echo "|---|---|---|---|---|---|---|---|"
+  echo "| scenario | broker | out msg/s median (min–max) | in msg/s median | p99 latency ms (median) | lost / dup (all runs) | runs ok | Parley / RabbitMQ out msg/s | Parley / RabbitMQ p99 |"
+  echo "|---|---|---|---|---|---|---|---|---|"
   for entry in "${scenarios[@]}"; do
     IFS='|' read -r name which _ <<<"$entry"
     echo "$name" | grep -qE -- "$filter" || continue
-    if [ "$which" = n/a ]; then echo "| $name | both | n/a | n/a | n/a | n/a | 0 | n/a |"; continue; fi
+    if [ "$which" = n/a ]; then echo "| $name | both | n/a | n/a | n/a | n/a | 0 | n/a | n/a |"; continue; fi
     rmq_median=
     for b in rabbitmq parley; do
       if [ "$b" = parley ] && { [ "$which" = rabbitmq ] || [ -z "$parley_url" ]; }; then
         reason="n/a"; [ "$which" = rabbitmq ] && reason="n/a (RabbitMQ only)"
-        echo "| $name | parley | $reason | | | | | n/a |"; continue
+        echo "| $name | parley | $reason | | | | | n/a | n/a |"; continue
       fi
       read -r omed omin omax <<<"$(col "$name" "$b" 5 | stats) "
       read -r imed _ _ <<<"$(col "$name" "$b" 4 | stats) "
@@ -246,17 +263,20 @@ summary=$results/summary.md
       ok=$(awk -F'\t' -v n="$name" -v b="$b" '$1==n && $2==b && $10=="ok" {c++} END {print c+0}' "$runs")
       total=$(awk -F'\t' -v n="$name" -v b="$b" '$1==n && $2==b {c++} END {print c+0}' "$runs")
       p99ms=-; [ "${p99:--}" != - ] && p99ms=$(awk -v v="$p99" 'BEGIN {printf "%.1f", v/1000}')
-      ratio=
-      if [ "$b" = rabbitmq ]; then rmq_median=${omed:-}; else
-        ratio=$(awk -v p="${omed:-0}" -v r="${rmq_median:-0}" 'BEGIN {if (r+0 > 0 && p != "-") printf "%.2f×", p/r; else print "n/a"}')
+      ratio= lratio=
+      if [ "$b" = rabbitmq ]; then rmq_median=${omed:-} rmq_p99=${p99:-}; else
+        # Throughput: above 1 means Parley is faster. Latency: below 1 means Parley is faster.
+        ratio=$(ratio_of "${omed:--}" "${rmq_median:--}")
+        lratio=$(ratio_of "${p99:--}" "${rmq_p99:--}")
       fi
-      echo "| $name | $b | ${omed:--} (${omin:--}–${omax:--}) | ${imed:--} | $p99ms | $lost / $dup | $ok/$total | $ratio |"
+      echo "| $name | $b | ${omed:--} (${omin:--}–${omax:--}) | ${imed:--} | $p99ms | $lost / $dup | $ok/$total | $ratio | $lratio |"
     done
   done
 } >"$summary"
 
 echo
 echo "machine: $(nproc) CPUs, $(free -g | awk '/^Mem:/ {print $2}') GiB RAM, $(go version | cut -d' ' -f3), RabbitMQ $rmq_version, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+[ -n "$parley_url" ] && echo "parley: ${parley_src:-$parley_url}"
 echo "runs: $repeats × $duration per scenario and broker, interleaved; raw results in $results"
 echo
 cat "$summary"

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -37,6 +38,19 @@ func runAMQP(args []string, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
 
+	if cfg.CPUProfile != "" {
+		f, err := os.Create(cfg.CPUProfile)
+		if err != nil {
+			fmt.Fprintf(stderr, "parley-bench amqp: -cpuprofile: %v\n", err)
+			return exitUsage
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintf(stderr, "parley-bench amqp: -cpuprofile: %v\n", err)
+			return exitFailed
+		}
+		defer pprof.StopCPUProfile()
+	}
 	res, err := benchAMQP(ctx, cfg, stderr)
 	if res != nil {
 		if werr := writeResult(stdout, res, cfg.JSON); werr != nil {
@@ -278,7 +292,11 @@ func benchAMQP(ctx context.Context, cfg amqpConfig, stderr io.Writer) (*Result, 
 		timedOut = true
 	}
 	stopPublishing.Store(true)
-	<-prodDone // producers bound their own confirm wait by -drain and ctx
+	// Producers bound their own confirm wait by -drain and ctx, but a publish blocked in a
+	// socket write (a broker that stopped reading) ignores both; then give up on them.
+	if !waitBounded(ctx, prodDone) {
+		return nil, fmt.Errorf("producers still blocked %v after the run's deadline: broker not reading?", stuckGrace)
+	}
 	publishEnd := clk.now()
 
 	// Drain: wait until every queue delivered what it is owed, while it keeps making progress.
@@ -302,11 +320,35 @@ func benchAMQP(ctx context.Context, cfg amqpConfig, stderr io.Writer) (*Result, 
 		timedOut = drain(ctx, cfg.Drain, trackers, owedTotal)
 	}
 	stopConsumers()
-	consWG.Wait()
+	consDone := make(chan struct{})
+	go func() { consWG.Wait(); close(consDone) }()
+	if !waitBounded(ctx, consDone) {
+		return nil, fmt.Errorf("consumers still blocked %v after the run's deadline", stuckGrace)
+	}
 	close(progressDone)
 	progressWG.Wait()
 
 	return buildResult(cfg, clk, start, publishEnd, producers, consumers, trackers, owed, timedOut), nil
+}
+
+// stuckGrace is how long past the run's deadline goroutines may take to finish before the
+// run is abandoned, so -timeout bounds the process even when a socket write never returns.
+const stuckGrace = 5 * time.Second
+
+// waitBounded waits for done; once ctx has ended it waits at most stuckGrace more. It
+// reports whether done closed.
+func waitBounded(ctx context.Context, done <-chan struct{}) bool {
+	select {
+	case <-done:
+		return true
+	case <-ctx.Done():
+	}
+	select {
+	case <-done:
+		return true
+	case <-time.After(stuckGrace):
+		return false
+	}
 }
 
 // drain waits until the trackers have delivered owed distinct messages in total, giving up
@@ -381,19 +423,28 @@ func (p *producer) run(ctx context.Context, cfg amqpConfig, exchange, key string
 		mode = amqp.Persistent
 	}
 	perProducerRate := cfg.Rate / float64(cfg.Producers)
-	begin := time.Now()
+	begin := clk.now()
 	var pubErr error
 	for seq := uint64(0); quota == 0 || seq < quota; seq++ {
 		if stop.Load() || ctx.Err() != nil {
 			break
 		}
+		sent := int64(-1)
 		if perProducerRate > 0 {
 			// Pace against a schedule rather than sleeping a fixed gap, so sleep overshoot
-			// does not accumulate into a lower rate than asked for.
-			due := begin.Add(time.Duration(float64(seq) / perProducerRate * float64(time.Second)))
-			if d := time.Until(due); d > 0 {
-				time.Sleep(d)
+			// does not accumulate into a lower rate than asked for. The message is stamped
+			// with its scheduled time, not the moment it left: a broker that stalls the
+			// publisher (flow control, a full socket) then shows up in the latency of every
+			// message held back, instead of being hidden (coordinated omission).
+			due := begin + int64(float64(seq)/perProducerRate*float64(time.Second))
+			// Short naps, so a low rate still notices the end of the run promptly.
+			for d := time.Duration(due - clk.now()); d > 0 && !stop.Load() && ctx.Err() == nil; d = time.Duration(due - clk.now()) {
+				time.Sleep(min(d, 100*time.Millisecond))
 			}
+			if stop.Load() || ctx.Err() != nil {
+				break
+			}
+			sent = due
 		}
 		if window != nil {
 			select {
@@ -404,7 +455,10 @@ func (p *producer) run(ctx context.Context, cfg amqpConfig, exchange, key string
 				break
 			}
 		}
-		stamp(body, p.id, seq, clk.now())
+		if sent < 0 {
+			sent = clk.now()
+		}
+		stamp(body, p.id, seq, sent)
 		err := ch.PublishWithContext(ctx, exchange, key, false, false, amqp.Publishing{
 			DeliveryMode: mode,
 			Body:         body,

@@ -33,6 +33,7 @@ type amqpConfig struct {
 	Timeout     time.Duration
 	Progress    time.Duration
 	JSON        bool
+	CPUProfile  string
 }
 
 var errUsage = errors.New("usage")
@@ -57,11 +58,12 @@ func parseAMQPFlags(args []string, stderr io.Writer) (amqpConfig, error) {
 	fs.IntVar(&c.MultipleAck, "multiple-ack", 1, "manual ack: ack every Nth delivery with multiple=true")
 	fs.DurationVar(&c.Duration, "duration", 0, "how long to publish (default 10s unless -count is given)")
 	fs.Uint64Var(&c.Count, "count", 0, "total messages to publish over all producers (0 = until -duration)")
-	fs.Float64Var(&c.Rate, "rate", 0, "total publish rate limit in msgs/s over all producers (0 = as fast as possible)")
+	fs.Float64Var(&c.Rate, "rate", 0, "total publish rate in msgs/s over all producers, latency measured from each message's scheduled send time (0 = as fast as possible)")
 	fs.DurationVar(&c.Drain, "drain", 10*time.Second, "after publishing, wait this long without progress for consumers to catch up")
 	fs.DurationVar(&c.Timeout, "timeout", 0, "hard bound on the whole run (default: duration + drain + 30s, or 10m with -count only)")
 	fs.DurationVar(&c.Progress, "progress", time.Second, "progress line interval on stderr (0 = quiet)")
 	fs.BoolVar(&c.JSON, "json", false, "print the result as JSON instead of a table")
+	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "write the load generator's own CPU profile here, to see whether it is the bottleneck")
 	if err := fs.Parse(args); err != nil {
 		return c, fmt.Errorf("%w: %v", errUsage, err)
 	}

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs what integration/ needs on a Debian machine, idempotently: python3-pika (for
+# integration/python), amqp-tools (rabbitmq-c's command-line tools), nodejs and npm when no node
+# is on the PATH, and integration/node's packages from its package-lock.json.
+# Runs as root without a terminal (CI); as another user it uses sudo when it must install.
+# `make test` calls it.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+need=()
+for pkg in python3-pika amqp-tools; do
+	if ! dpkg -s "$pkg" >/dev/null 2>&1; then
+		need+=("$pkg")
+	fi
+done
+if ! command -v node >/dev/null 2>&1; then
+	need+=(nodejs)
+fi
+if ! command -v npm >/dev/null 2>&1; then
+	need+=(npm)
+fi
+
+if ((${#need[@]} > 0)); then
+	sudo=()
+	if [ "$(id -u)" -ne 0 ]; then
+		sudo=(sudo -n)
+	fi
+	echo "install-test-deps: installing ${need[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	"${sudo[@]}" apt-get update -q
+	"${sudo[@]}" apt-get install -y -q --no-install-recommends "${need[@]}"
+fi
+
+# npm ci installs exactly the lock file's versions; a stamp of the lock file it installed from
+# lets a second run skip it.
+lock=integration/node/package-lock.json
+stamp=integration/node/node_modules/.parley-lock.sha256
+want=$(sha256sum "$lock" | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+	echo "install-test-deps: npm ci in integration/node"
+	(cd integration/node && npm ci --no-audit --no-fund --loglevel=error)
+	echo "$want" >"$stamp"
+fi
+echo "install-test-deps: ok"
