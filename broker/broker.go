@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"crypto/rand"
 	"fmt"
 	"sync"
@@ -10,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/parleymq/parley/broker/meta"
+	"github.com/parleymq/parley/cluster"
 )
 
 // Config holds the core's tunables. The zero value is not useful; start from DefaultConfig.
@@ -19,6 +21,9 @@ type Config struct {
 	QueueInbox int
 	// Now returns the current time. Tests may replace it; default time.Now.
 	Now func() time.Time
+	// Host runs the raft groups that keep durable metadata and durable queues. Nil keeps
+	// everything in memory (unit tests); cmd/parley always sets it.
+	Host *cluster.Host
 }
 
 // DefaultConfig returns the defaults documented on each Config field.
@@ -36,6 +41,11 @@ type Broker struct {
 	mu   sync.Mutex
 	meta *meta.State
 
+	// Durable metadata (group 0), when cfg.Host is set. lastMeta is what group 0 holds.
+	metaLog   *metaLog
+	metaGroup *cluster.Group
+	lastMeta  []byte
+
 	vhosts atomic.Pointer[map[string]*VHost]
 
 	nextConsumer   atomic.Uint64
@@ -44,8 +54,9 @@ type Broker struct {
 	closed atomic.Bool
 }
 
-// New builds a broker with the default vhost "/" and its predeclared exchanges.
-func New(log *zap.Logger, cfg Config) *Broker {
+// New builds a broker with the default vhost "/" and its predeclared exchanges. With a Host it
+// first recovers the durable metadata and queues from storage.
+func New(log *zap.Logger, cfg Config) (*Broker, error) {
 	def := DefaultConfig()
 	if cfg.QueueInbox <= 0 {
 		cfg.QueueInbox = def.QueueInbox
@@ -57,9 +68,15 @@ func New(log *zap.Logger, cfg Config) *Broker {
 	m := map[string]*VHost{}
 	b.vhosts.Store(&m)
 	b.mu.Lock()
+	defer b.mu.Unlock()
 	b.syncVHostsLocked()
-	b.mu.Unlock()
-	return b
+	if cfg.Host != nil {
+		if err := b.recoverDurable(context.Background()); err != nil {
+			b.closeQueuesLocked()
+			return nil, err
+		}
+	}
+	return b, nil
 }
 
 // Close stops every queue goroutine. Consumers are not notified: their connections are closing too.
@@ -67,6 +84,12 @@ func (b *Broker) Close() {
 	if b.closed.Swap(true) {
 		return
 	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.closeQueuesLocked()
+}
+
+func (b *Broker) closeQueuesLocked() {
 	for _, v := range *b.vhosts.Load() {
 		for _, q := range v.queueMap() {
 			q.stop()
@@ -91,7 +114,7 @@ func (b *Broker) AddVHost(name string) error {
 		return fmt.Errorf("add vhost %q: %w", name, err)
 	}
 	b.syncVHostsLocked()
-	return nil
+	return b.persistMetaLocked()
 }
 
 // syncVHostsLocked makes the vhost map match the metadata. b.mu held.

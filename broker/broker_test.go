@@ -66,7 +66,10 @@ func (s *sink) wait(t *testing.T, n int) []queue.Delivery {
 
 func newVHost(t *testing.T) *VHost {
 	t.Helper()
-	b := New(zap.NewNop(), DefaultConfig())
+	b, err := New(zap.NewNop(), DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(b.Close)
 	v, ok := b.VHost("/")
 	if !ok {

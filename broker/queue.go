@@ -8,6 +8,7 @@ import (
 	"github.com/parleymq/parley/broker/message"
 	"github.com/parleymq/parley/broker/meta"
 	"github.com/parleymq/parley/broker/queue"
+	"github.com/parleymq/parley/cluster"
 )
 
 // Consumer receives a queue's deliveries. Its methods are called from the queue's goroutine and
@@ -82,7 +83,13 @@ type Queue struct {
 	lastUsed  atomic.Int64 // unix ms, for x-expires
 	expires   int64        // x-expires in ms; 0 = never
 
+	// Durable queues only: the queue's raft group and its state machine.
+	group *cluster.Group
+	log   *queueLog
+
 	// Owned by the goroutine.
+	waiting   []*pendingPublish // durable: publishes in order, waiting for the log
+	entryBuf  []byte
 	sm        *queue.Queue
 	out       queue.Output
 	sinks     map[queue.ConsumerID]Consumer
@@ -93,7 +100,18 @@ type Queue struct {
 	deadAwake bool
 }
 
-func newQueue(v *VHost, def meta.QueueDef, cfg queue.Config) *Queue {
+// queueConfig parses a declaration's arguments into the state machine's configuration.
+func queueConfig(def meta.QueueDef) (queue.Config, error) {
+	cfg, err := queue.ConfigFromArgs(def.Name, def.Args)
+	if err != nil {
+		return cfg, meta.Errorf(meta.PreconditionFailed, "%s", err.Error())
+	}
+	return cfg, nil
+}
+
+// newQueue starts a queue's goroutine. A durable queue comes with its recovered log, whose live
+// messages it takes back first, in log order.
+func newQueue(v *VHost, def meta.QueueDef, cfg queue.Config, g *cluster.Group, l *queueLog) *Queue {
 	q := &Queue{
 		v:     v,
 		def:   def,
@@ -103,10 +121,21 @@ func newQueue(v *VHost, def meta.QueueDef, cfg queue.Config) *Queue {
 		done:  make(chan struct{}),
 		sm:    queue.New(cfg),
 		sinks: map[queue.ConsumerID]Consumer{},
+		group: g,
+		log:   l,
 	}
 	// Publish may deliver by itself (TTL 0, length limits): it must see the same gate as Drain.
 	q.sm.SetGate(q.allow)
 	q.expires = argInt(def.Args, "x-expires")
+	if l != nil {
+		// AddGroup has replayed the log; the host's loop does not touch live until the queue
+		// proposes, which it has not yet.
+		for _, ref := range l.liveRefs() {
+			lm := l.live[ref]
+			q.sm.Recover(lm.at, lm.m, ref)
+		}
+		q.ready.Store(int64(q.sm.Len()))
+	}
 	q.touch()
 	go q.run()
 	return q
@@ -311,6 +340,10 @@ func (q *Queue) apply(c command) bool {
 	now := q.v.b.now()
 	switch c.kind {
 	case cmdPublish:
+		if q.group != nil && (c.msg.Persistent() || len(q.waiting) > 0) {
+			q.publishDurable(now, c.msg, c.confirm)
+			break
+		}
 		ok := q.sm.Publish(now, c.msg, &q.out)
 		if c.confirm != nil {
 			c.confirm.done(ok)
@@ -344,7 +377,7 @@ func (q *Queue) apply(c command) bool {
 		d, ok := q.sm.Get(now, c.noAck, &q.out)
 		c.reply <- result{d: d, ok: ok, n: q.sm.Len()}
 	case cmdPurge:
-		c.reply <- result{n: q.sm.Purge()}
+		c.reply <- result{n: q.sm.Purge(&q.out)}
 	case cmdDelete:
 		n := q.sm.Len()
 		if !c.silent {
@@ -365,6 +398,7 @@ func (q *Queue) drain() {
 		q.deleting = true
 		go q.v.deleteQueueIf(q)
 	}
+	q.takeLogged(now)
 	q.sm.Drain(now, q.allow, &q.out)
 	for _, d := range q.out.Deliveries {
 		if s, ok := q.sinks[d.Consumer]; ok {
@@ -377,6 +411,10 @@ func (q *Queue) drain() {
 		}
 		m, ex, rk := queue.DeadLetterMessage(dl, q.def.Name, now, q.cfg)
 		q.deadLetter(m, ex, rk)
+	}
+	if q.group != nil && len(q.out.Removed) > 0 {
+		// Fire and forget: a crash before this commits only redelivers (at least once).
+		_ = q.group.ProposeAsync(removeEntry(q.out.Removed), nil)
 	}
 	q.out.Reset()
 	q.ready.Store(int64(q.sm.Len()))
@@ -417,5 +455,65 @@ func (q *Queue) forwardDead() {
 		for _, m := range batch {
 			_, _ = q.v.Publish(m, nil, &s)
 		}
+	}
+}
+
+// publishDurable puts a publish in the durable queue's FIFO. A persistent message is written to
+// the log first; a transient one only waits for those ahead of it, so the queue keeps the order
+// of publishes.
+func (q *Queue) publishDurable(now int64, m *message.Message, t *confirmTracker) {
+	p := &pendingPublish{m: m, confirm: t}
+	if m.Persistent() {
+		entry, err := q.log.enqueueEntry(q.entryBuf, now, m)
+		if err == nil {
+			q.entryBuf = entry[:0]
+			p.logged = true
+			err = q.group.ProposeAsync(entry, func(res any, err error) {
+				if err == nil {
+					if e, ok := res.(error); ok {
+						err = e
+					} else {
+						p.ref, _ = res.(uint64)
+					}
+				}
+				p.err = err
+				p.done.Store(true)
+				q.Kick()
+			})
+		}
+		if err != nil {
+			p.err = err
+			p.done.Store(true)
+		}
+	} else {
+		p.done.Store(true)
+	}
+	q.waiting = append(q.waiting, p)
+}
+
+// takeLogged moves the FIFO's head into the queue while the log has answered for it: only a
+// committed (fsynced) message may be delivered or confirmed.
+func (q *Queue) takeLogged(now int64) {
+	n := 0
+	for _, p := range q.waiting {
+		if !p.done.Load() {
+			break
+		}
+		n++
+		if p.err != nil {
+			q.v.b.log.Warn("persistent message not stored; publisher gets a nack")
+			if p.confirm != nil {
+				p.confirm.done(false)
+			}
+			continue
+		}
+		ok := q.sm.PublishRef(now, p.m, p.ref, &q.out)
+		if p.confirm != nil {
+			p.confirm.done(ok)
+		}
+	}
+	if n > 0 {
+		clear(q.waiting[:n])
+		q.waiting = q.waiting[n:]
 	}
 }

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -67,7 +68,7 @@ func (v *VHost) DeclareExchange(d meta.ExchangeDef, passive bool) error {
 		return err
 	}
 	v.publishRouterLocked()
-	return nil
+	return v.b.persistMetaLocked()
 }
 
 // DeleteExchange deletes an exchange and its bindings.
@@ -78,7 +79,7 @@ func (v *VHost) DeleteExchange(name string, ifUnused bool) error {
 		return err
 	}
 	v.publishRouterLocked()
-	return nil
+	return v.b.persistMetaLocked()
 }
 
 // QueueStatus is what queue.declare-ok reports.
@@ -103,13 +104,12 @@ func (v *VHost) DeclareQueue(d meta.QueueDef, passive bool) (QueueStatus, error)
 	}
 	q, ok := v.queue(def.Name)
 	if created || !ok {
-		cfg, err := queue.ConfigFromArgs(def.Name, def.Args)
+		q, err = v.startQueue(context.Background(), def)
 		if err != nil {
 			// meta validated the arguments already; a failure here is a mismatch between the two.
 			_, _ = v.b.meta.DeleteQueue(v.name, def.Name, def.Owner)
-			return QueueStatus{}, meta.Errorf(meta.PreconditionFailed, "%s", err.Error())
+			return QueueStatus{}, err
 		}
-		q = newQueue(v, def, cfg)
 		next := make(map[string]*Queue, len(v.queueMap())+1)
 		for k, e := range v.queueMap() {
 			next[k] = e
@@ -117,6 +117,11 @@ func (v *VHost) DeclareQueue(d meta.QueueDef, passive bool) (QueueStatus, error)
 		next[def.Name] = q
 		v.queues.Store(&next)
 		v.publishRouterLocked()
+		if def.Durable {
+			if err := v.b.persistMetaLocked(); err != nil {
+				return QueueStatus{}, err
+			}
+		}
 	} else if err := v.checkOwner(q, d.Owner); err != nil {
 		return QueueStatus{}, err
 	}
@@ -158,7 +163,12 @@ func (v *VHost) deleteQueueLocked(q *Queue) (int, error) {
 	}
 	v.queues.Store(&next)
 	v.publishRouterLocked()
-	return q.delete(), nil
+	n := q.delete()
+	v.stopQueueGroup(q)
+	if q.def.Durable {
+		return n, v.b.persistMetaLocked()
+	}
+	return n, nil
 }
 
 // deleteQueueIf deletes q if it is still the queue of that name; used by auto-delete and
@@ -192,7 +202,7 @@ func (v *VHost) Bind(b meta.BindingDef, owner uint64) error {
 		return err
 	}
 	v.publishRouterLocked()
-	return nil
+	return v.b.persistMetaLocked()
 }
 
 // Unbind removes a binding.
@@ -204,7 +214,7 @@ func (v *VHost) Unbind(b meta.BindingDef, owner uint64) error {
 		return err
 	}
 	v.publishRouterLocked()
-	return nil
+	return v.b.persistMetaLocked()
 }
 
 // ConnectionClosed deletes the exclusive queues the connection owned.

@@ -47,6 +47,7 @@ type mconsumer struct {
 
 func propertyRun(t *testing.T, seed uint64, steps int) {
 	rng := rand.New(rand.NewPCG(seed, 7))
+	removed := map[uint64]int{} // reference -> times reported in Output.Removed
 	cfg := cfgDefault()
 	cfg.HasDeadLetterExchange = rng.IntN(4) != 0
 	if rng.IntN(2) == 0 {
@@ -155,7 +156,7 @@ func propertyRun(t *testing.T, seed uint64, steps int) {
 			msgs = append(msgs, mm)
 			byMsg[m] = mm
 			published = m
-			if !q.Publish(now, m, &out) {
+			if !q.PublishRef(now, m, uint64(mm.seq)+1, &out) {
 				mm.state = mGone
 				refused = m
 			}
@@ -239,7 +240,7 @@ func propertyRun(t *testing.T, seed uint64, steps int) {
 				delivered = append(delivered, byMsg[d.Msg])
 			}
 		case op < 94: // purge
-			n := q.Purge()
+			n := q.Purge(&out)
 			want := 0
 			for _, m := range msgs {
 				if m.state == mReady {
@@ -276,6 +277,9 @@ func propertyRun(t *testing.T, seed uint64, steps int) {
 		if cfg.HasDeadLetterExchange && len(settledDiscard) > 0 {
 			fail(step, "discarded messages not dead-lettered")
 		}
+		for _, ref := range out.Removed {
+			removed[ref]++
+		}
 		out.Reset()
 		// Drops without a dead-letter exchange are invisible: reconcile through the counts.
 		ready, bytes, unacked := 0, int64(0), 0
@@ -307,6 +311,13 @@ func propertyRun(t *testing.T, seed uint64, steps int) {
 		}
 		if q.Len() != ready || q.Bytes() != bytes || q.Unacked() != unacked {
 			fail(step, "queue says ready=%d bytes=%d unacked=%d, model %d %d %d", q.Len(), q.Bytes(), q.Unacked(), ready, bytes, unacked)
+		}
+		// Every message that left for good is reported removed exactly once, and no other.
+		for _, m := range msgs {
+			n := removed[uint64(m.seq)+1]
+			if (m.state == mGone && n != 1) || (m.state != mGone && n != 0) {
+				fail(step, "message %s in state %d reported removed %d times", m.m.Properties.MessageID, m.state, n)
+			}
 		}
 		if q.ConsumerCount() != len(consumers) {
 			fail(step, "consumer count %d, want %d", q.ConsumerCount(), len(consumers))

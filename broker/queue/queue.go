@@ -68,6 +68,11 @@ type DeadLetter struct {
 type Output struct {
 	Deliveries  []Delivery
 	DeadLetters []DeadLetter
+	// Removed lists the references (see PublishRef) of messages that left the queue for good:
+	// acknowledged, discarded or dead-lettered, expired, dropped by a length limit, purged,
+	// delivered to a no-ack consumer or taken by a no-ack basic.get, or refused at publish.
+	// A durable queue logs them so its log can forget those messages. Requeues are not removals.
+	Removed []uint64
 }
 
 // Reset empties the output, keeping its buffers, and drops its references to messages.
@@ -76,6 +81,7 @@ func (o *Output) Reset() {
 	o.Deliveries = o.Deliveries[:0]
 	clear(o.DeadLetters)
 	o.DeadLetters = o.DeadLetters[:0]
+	o.Removed = o.Removed[:0]
 }
 
 // Outcome is how a delivery is settled.
@@ -110,6 +116,7 @@ type entry struct {
 	expiry    int64  // Unix ms at which the message expires; noExpiry for none
 	prio      uint8  // clamped priority level
 	delivered bool   // handed out before: the next delivery is a redelivery
+	ref       uint64 // the driver's reference (PublishRef); 0 for none
 }
 
 // pending is an outstanding delivery, awaiting settlement.
@@ -191,7 +198,7 @@ func (q *Queue) SetConfig(now int64, cfg Config, out *Output) {
 	q.cfg = cfg
 	if cfg.Overflow == DropHead {
 		for q.ready > 0 && q.overLimit() {
-			q.deadLetter(out, q.popReady().msg, MaxLen)
+			q.deadLetter(out, q.popReady(), MaxLen)
 		}
 	}
 	q.deliver(now, q.gate, out)
@@ -221,18 +228,28 @@ func (q *Queue) ConsumerCount() int { return len(q.consumers) }
 // delivery step itself, with the gate the driver last gave to Drain; the limit then sees the
 // same ready count as RabbitMQ's would.
 func (q *Queue) Publish(now int64, m *message.Message, out *Output) bool {
+	return q.PublishRef(now, m, 0, out)
+}
+
+// PublishRef is Publish with the driver's reference for the message, non-zero: a durable
+// queue's log index of the message's enqueue entry. The reference comes back in
+// Output.Removed when the message leaves the queue for good (also when Publish refuses it).
+func (q *Queue) PublishRef(now int64, m *message.Message, ref uint64, out *Output) bool {
 	limited := q.cfg.MaxLength >= 0 || q.cfg.MaxLengthBytes >= 0
 	size := int64(m.Size())
 	if limited && q.cfg.Overflow != DropHead && q.wouldOverflow(size) {
 		q.deliver(now, q.gate, out)
 		if q.wouldOverflow(size) {
+			e := entry{msg: m, ref: ref}
 			if q.cfg.Overflow == RejectPublishDLX {
-				q.deadLetter(out, m, MaxLen)
+				q.deadLetter(out, e, MaxLen)
+			} else {
+				q.gone(out, e)
 			}
 			return false
 		}
 	}
-	e := entry{msg: m, seq: q.nextSeq, expiry: q.expiryOf(now, m)}
+	e := entry{msg: m, seq: q.nextSeq, expiry: q.expiryOf(now, m), ref: ref}
 	q.nextSeq++
 	if q.cfg.MaxPriority > 0 && m.Properties.Flags&message.FlagPriority != 0 {
 		e.prio = min(m.Properties.Priority, q.cfg.MaxPriority)
@@ -244,10 +261,23 @@ func (q *Queue) Publish(now int64, m *message.Message, out *Output) bool {
 	if limited && q.cfg.Overflow == DropHead && q.overLimit() {
 		q.deliver(now, q.gate, out)
 		for q.ready > 0 && q.overLimit() {
-			q.deadLetter(out, q.popReady().msg, MaxLen)
+			q.deadLetter(out, q.popReady(), MaxLen)
 		}
 	}
 	return true
+}
+
+// Recover puts back a message found in a durable queue's log after a restart: at the tail,
+// with its reference, its TTL counted from enqueuedAt, and marked redelivered (it may have been
+// delivered before the restart, and AMQP allows the flag on a message that was not). It never
+// refuses and never delivers by itself: the driver runs Drain.
+func (q *Queue) Recover(enqueuedAt int64, m *message.Message, ref uint64) {
+	e := entry{msg: m, seq: q.nextSeq, expiry: q.expiryOf(enqueuedAt, m), delivered: true, ref: ref}
+	q.nextSeq++
+	if q.cfg.MaxPriority > 0 && m.Properties.Flags&message.FlagPriority != 0 {
+		e.prio = min(m.Properties.Priority, q.cfg.MaxPriority)
+	}
+	q.pushReady(e)
 }
 
 // wouldOverflow is rabbit_amqqueue_process:will_overflow: would one more message of size
@@ -324,9 +354,18 @@ func (q *Queue) popLevel(l int) entry {
 // priority level. RabbitMQ's priority queue drops from there too (rabbit_priority_queue:drop).
 func (q *Queue) popReady() entry { return q.popLevel(q.top()) }
 
-func (q *Queue) deadLetter(out *Output, m *message.Message, r Reason) {
+// deadLetter removes e for good, dead-lettering it when the queue has a dead-letter exchange.
+func (q *Queue) deadLetter(out *Output, e entry, r Reason) {
 	if q.cfg.HasDeadLetterExchange {
-		out.DeadLetters = append(out.DeadLetters, DeadLetter{Msg: m, Reason: r})
+		out.DeadLetters = append(out.DeadLetters, DeadLetter{Msg: e.msg, Reason: r})
+	}
+	q.gone(out, e)
+}
+
+// gone records that e left the queue for good.
+func (q *Queue) gone(out *Output, e entry) {
+	if e.ref != 0 {
+		out.Removed = append(out.Removed, e.ref)
 	}
 }
 
@@ -343,7 +382,7 @@ func (q *Queue) expireHeads(now int64, out *Output) {
 				if e.expiry > now || (q.sparing && e.seq == q.spareSeq) {
 					break
 				}
-				q.deadLetter(out, q.popLevel(l).msg, Expired)
+				q.deadLetter(out, q.popLevel(l), Expired)
 			}
 		}
 	}
@@ -452,6 +491,8 @@ func (q *Queue) hand(e entry, c *consumer, out *Output) Delivery {
 	}
 	if !noAck {
 		q.track(e, c, d.ID)
+	} else {
+		q.gone(out, e)
 	}
 	return d
 }
@@ -479,16 +520,22 @@ func (q *Queue) Get(now int64, noAck bool, out *Output) (Delivery, bool) {
 	q.nextID++
 	if !noAck {
 		q.track(e, nil, d.ID)
+	} else {
+		q.gone(out, e)
 	}
 	return d, true
 }
 
 // Purge is queue.purge: it removes the ready messages, not the unacknowledged ones, without
 // dead-lettering them, and returns how many it removed.
-func (q *Queue) Purge() int {
+func (q *Queue) Purge(out *Output) int {
 	n := q.ready
 	for l := range q.levels {
-		q.levels[l].clear()
+		r := &q.levels[l]
+		for i := 0; i < r.len(); i++ {
+			q.gone(out, *r.at(i))
+		}
+		r.clear()
 	}
 	q.nonEmpty = [4]uint64{}
 	q.ready, q.bytes, q.withTTL = 0, 0, 0
@@ -639,7 +686,9 @@ func (q *Queue) Settle(now int64, ids []DeliveryID, o Outcome, out *Output) erro
 		case Requeue:
 			req = append(req, p.e)
 		case Discard:
-			q.deadLetter(out, p.e.msg, Rejected)
+			q.deadLetter(out, p.e, Rejected)
+		default:
+			q.gone(out, p.e)
 		}
 		p.e = entry{}
 	}
@@ -655,7 +704,7 @@ func (q *Queue) Settle(now int64, ids []DeliveryID, o Outcome, out *Output) erro
 		// rabbit_amqqueue_process:requeue_and_run applies drop-head after a requeue too.
 		if q.cfg.Overflow == DropHead {
 			for q.ready > 0 && q.overLimit() {
-				q.deadLetter(out, q.popReady().msg, MaxLen)
+				q.deadLetter(out, q.popReady(), MaxLen)
 			}
 		}
 	}

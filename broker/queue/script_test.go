@@ -158,7 +158,7 @@ func (s *script) run(f []string) string {
 		cfg.MaxLength = num("n")
 		s.q.SetConfig(s.now, cfg, &s.out)
 	case "purge":
-		res = append(res, strconv.Itoa(s.q.Purge()))
+		res = append(res, strconv.Itoa(s.q.Purge(&s.out)))
 	case "state":
 		res = append(res, fmt.Sprintf("ready=%d bytes=%d unacked=%d consumers=%d", s.q.Len(), s.q.Bytes(), s.q.Unacked(), s.q.ConsumerCount()))
 	case "expiry":

@@ -6,12 +6,11 @@ import (
 	"fmt"
 	"math"
 	"slices"
-	"time"
 
 	"github.com/parleymq/parley/broker/message"
 )
 
-// Snapshot format, version 1. Everything is a uvarint unless said otherwise; strings and
+// Snapshot format, version 2. Everything is a uvarint unless said otherwise; strings and
 // byte strings are a uvarint length and the bytes; signed numbers are zig-zag varints.
 //
 //	"PQS" 1
@@ -20,14 +19,13 @@ import (
 //	groups:    n, then per group prio next members (n, ids in round-robin order)
 //	ready:     n levels, then per level: level entries (n, entry...)
 //	pending:   n, then per delivery: id consumer(0 = basic.get) entry
-//	entry:     seq expiry(varint) prio delivered(0/1) message
-//	message:   exchange routing-key flags(uint16) present properties in flag order, headers as a table, body
-//	table:     n, then per key (sorted) key value; value: a type byte then its encoding
+//	entry:     seq expiry(varint) prio delivered(0/1) ref message
+//	message:   message.AppendBinary
 //
 // Settled deliveries (tombstones) and the scratch state are not saved: a restored queue
 // behaves exactly as the one snapshotted, not byte for byte the same in memory.
 
-var snapshotMagic = []byte("PQS\x01")
+var snapshotMagic = []byte("PQS\x02")
 
 // ErrSnapshot is the sentinel for a snapshot that cannot be written or read.
 var ErrSnapshot = errors.New("queue snapshot")
@@ -239,127 +237,10 @@ func (w *snapWriter) entry(e *entry) {
 	w.int(e.expiry)
 	w.u8(e.prio)
 	w.bool(e.delivered)
-	w.message(e.msg)
-}
-
-func (w *snapWriter) message(m *message.Message) {
-	w.str(m.Exchange)
-	w.str(m.RoutingKey)
-	p := &m.Properties
-	w.u16(p.Flags)
-	if p.Flags&message.FlagContentType != 0 {
-		w.str(p.ContentType)
-	}
-	if p.Flags&message.FlagContentEncoding != 0 {
-		w.str(p.ContentEncoding)
-	}
-	if p.Flags&message.FlagHeaders != 0 {
-		w.table(p.Headers)
-	}
-	if p.Flags&message.FlagDeliveryMode != 0 {
-		w.u8(p.DeliveryMode)
-	}
-	if p.Flags&message.FlagPriority != 0 {
-		w.u8(p.Priority)
-	}
-	if p.Flags&message.FlagCorrelationID != 0 {
-		w.str(p.CorrelationID)
-	}
-	if p.Flags&message.FlagReplyTo != 0 {
-		w.str(p.ReplyTo)
-	}
-	if p.Flags&message.FlagExpiration != 0 {
-		w.str(p.Expiration)
-	}
-	if p.Flags&message.FlagMessageID != 0 {
-		w.str(p.MessageID)
-	}
-	if p.Flags&message.FlagTimestamp != 0 {
-		w.int(p.Timestamp)
-	}
-	if p.Flags&message.FlagType != 0 {
-		w.str(p.Type)
-	}
-	if p.Flags&message.FlagUserID != 0 {
-		w.str(p.UserID)
-	}
-	if p.Flags&message.FlagAppID != 0 {
-		w.str(p.AppID)
-	}
-	w.bytes(m.Body)
-}
-
-// Value type tags: RabbitMQ's field-table codes, so a snapshot is readable with the spec.
-func (w *snapWriter) table(t message.Table) {
-	keys := make([]string, 0, len(t))
-	for k := range t {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	w.uint(uint64(len(keys)))
-	for _, k := range keys {
-		w.str(k)
-		w.value(t[k])
-	}
-}
-
-func (w *snapWriter) value(v any) {
-	switch x := v.(type) {
-	case bool:
-		w.u8('t')
-		w.bool(x)
-	case int8:
-		w.u8('b')
-		w.int(int64(x))
-	case uint8:
-		w.u8('B')
-		w.uint(uint64(x))
-	case int16:
-		w.u8('s')
-		w.int(int64(x))
-	case uint16:
-		w.u8('u')
-		w.uint(uint64(x))
-	case int32:
-		w.u8('I')
-		w.int(int64(x))
-	case uint32:
-		w.u8('i')
-		w.uint(uint64(x))
-	case int64:
-		w.u8('l')
-		w.int(x)
-	case float32:
-		w.u8('f')
-		w.f64(float64(x))
-	case float64:
-		w.u8('d')
-		w.f64(x)
-	case string:
-		w.u8('S')
-		w.str(x)
-	case []byte:
-		w.u8('x')
-		w.bytes(x)
-	case []any:
-		w.u8('A')
-		w.uint(uint64(len(x)))
-		for _, e := range x {
-			w.value(e)
-		}
-	case time.Time:
-		w.u8('T')
-		w.int(x.Unix())
-	case message.Table:
-		w.u8('F')
-		w.table(x)
-	case nil:
-		w.u8('V')
-	default:
-		if w.err == nil {
-			w.err = fmt.Errorf("header value of type %T", v)
-		}
-		w.u8('V')
+	w.uint(e.ref)
+	var err error
+	if w.b, err = message.AppendBinary(w.b, e.msg); err != nil && w.err == nil {
+		w.err = err
 	}
 }
 
@@ -444,116 +325,16 @@ func (r *snapReader) f64() float64 {
 }
 
 func (r *snapReader) entry() entry {
-	e := entry{seq: r.uint(), expiry: r.int(), prio: r.u8(), delivered: r.u8() != 0}
-	e.msg = r.message()
+	// A corrupt entry still gets a message, so restore can finish its pass before failing.
+	e := entry{seq: r.uint(), expiry: r.int(), prio: r.u8(), delivered: r.u8() != 0, ref: r.uint(), msg: &message.Message{}}
+	if r.err != nil {
+		return e
+	}
+	m, rest, err := message.DecodeBinary(r.b)
+	if err != nil {
+		r.fail("message")
+		return e
+	}
+	e.msg, r.b = m, rest
 	return e
-}
-
-func (r *snapReader) message() *message.Message {
-	m := &message.Message{Exchange: r.str(), RoutingKey: r.str()}
-	p := &m.Properties
-	p.Flags = r.u16()
-	if p.Flags&message.FlagContentType != 0 {
-		p.ContentType = r.str()
-	}
-	if p.Flags&message.FlagContentEncoding != 0 {
-		p.ContentEncoding = r.str()
-	}
-	if p.Flags&message.FlagHeaders != 0 {
-		p.Headers = r.table(0)
-	}
-	if p.Flags&message.FlagDeliveryMode != 0 {
-		p.DeliveryMode = r.u8()
-	}
-	if p.Flags&message.FlagPriority != 0 {
-		p.Priority = r.u8()
-	}
-	if p.Flags&message.FlagCorrelationID != 0 {
-		p.CorrelationID = r.str()
-	}
-	if p.Flags&message.FlagReplyTo != 0 {
-		p.ReplyTo = r.str()
-	}
-	if p.Flags&message.FlagExpiration != 0 {
-		p.Expiration = r.str()
-	}
-	if p.Flags&message.FlagMessageID != 0 {
-		p.MessageID = r.str()
-	}
-	if p.Flags&message.FlagTimestamp != 0 {
-		p.Timestamp = r.int()
-	}
-	if p.Flags&message.FlagType != 0 {
-		p.Type = r.str()
-	}
-	if p.Flags&message.FlagUserID != 0 {
-		p.UserID = r.str()
-	}
-	if p.Flags&message.FlagAppID != 0 {
-		p.AppID = r.str()
-	}
-	m.Body = r.bytes()
-	return m
-}
-
-// maxDepth bounds nesting of tables and arrays in a corrupt snapshot.
-const maxDepth = 64
-
-func (r *snapReader) table(depth int) message.Table {
-	n := r.count()
-	t := make(message.Table, n)
-	for ; n > 0 && r.err == nil; n-- {
-		k := r.str()
-		t[k] = r.value(depth + 1)
-	}
-	return t
-}
-
-func (r *snapReader) value(depth int) any {
-	if depth > maxDepth {
-		r.fail("nesting")
-		return nil
-	}
-	switch tag := r.u8(); tag {
-	case 't':
-		return r.u8() != 0
-	case 'b':
-		return int8(r.int())
-	case 'B':
-		return uint8(r.uint())
-	case 's':
-		return int16(r.int())
-	case 'u':
-		return uint16(r.uint())
-	case 'I':
-		return int32(r.int())
-	case 'i':
-		return uint32(r.uint())
-	case 'l':
-		return r.int()
-	case 'f':
-		return float32(r.f64())
-	case 'd':
-		return r.f64()
-	case 'S':
-		return r.str()
-	case 'x':
-		return r.bytes()
-	case 'A':
-		n := r.count()
-		a := make([]any, 0, n)
-		for ; n > 0 && r.err == nil; n-- {
-			a = append(a, r.value(depth+1))
-		}
-		return a
-	case 'T':
-		return time.Unix(r.int(), 0).UTC()
-	case 'F':
-		return r.table(depth)
-	case 'V':
-		return nil
-	default:
-		r.fail("value type")
-		return nil
-	}
 }

@@ -58,7 +58,7 @@ func (d *driver) step(rng *rand.Rand, now int64) string {
 		}
 	case 9:
 		if rng.IntN(10) == 0 {
-			fmt.Fprint(&b, "purge ", d.q.Purge())
+			fmt.Fprint(&b, "purge ", d.q.Purge(&d.out))
 		}
 	}
 	for _, del := range d.out.Deliveries {

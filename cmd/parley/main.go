@@ -17,8 +17,10 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/parleymq/parley/broker"
+	"github.com/parleymq/parley/cluster"
 	"github.com/parleymq/parley/protocol/amqp091"
 	"github.com/parleymq/parley/protocol/auth"
+	"github.com/parleymq/parley/storage"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -73,7 +75,32 @@ func run(cfg Config) error {
 		}
 	}
 
-	core := broker.New(log.Named("broker"), broker.DefaultConfig())
+	// A single node is a cluster of one (DESIGN.md §5): the same host runs its groups.
+	eng, err := storage.Open(cfg.DataDir, storage.DefaultOptions(), log.Named("storage"))
+	if err != nil {
+		if errors.Is(err, storage.ErrLocked) || errors.Is(err, storage.ErrUnknownFormat) {
+			return fmt.Errorf("%w: data_dir %q: %v", errUsage, cfg.DataDir, err)
+		}
+		return fmt.Errorf("open data dir: %w", err)
+	}
+	defer func() { _ = eng.Close() }()
+	host, err := cluster.NewHost(cluster.Config{NodeID: 1, Peers: map[uint64]string{1: cfg.Cluster}}, eng, log.Named("cluster"))
+	if err != nil {
+		return fmt.Errorf("cluster host: %w", err)
+	}
+	hostCtx, stopHost := context.WithCancel(context.Background())
+	defer stopHost()
+	if err := host.Start(hostCtx); err != nil {
+		return fmt.Errorf("cluster host: %w", err)
+	}
+	defer host.Stop()
+
+	bcfg := broker.DefaultConfig()
+	bcfg.Host = host
+	core, err := broker.New(log.Named("broker"), bcfg)
+	if err != nil {
+		return fmt.Errorf("recover: %w", err)
+	}
 	defer core.Close()
 
 	acfg := amqp091.DefaultConfig()

@@ -19,7 +19,10 @@ import (
 func FuzzConnection(f *testing.F) {
 	core, logs := observer.New(zap.ErrorLevel)
 	log := zap.New(core)
-	b := broker.New(log, broker.DefaultConfig())
+	b, err := broker.New(log, broker.DefaultConfig())
+	if err != nil {
+		f.Fatal(err)
+	}
 	s := NewServer(DefaultConfig(), b, auth.DefaultStore(), log)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

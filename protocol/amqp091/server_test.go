@@ -18,7 +18,10 @@ import (
 func testServer(t testing.TB, mutate ...func(*Config)) (string, *Server) {
 	t.Helper()
 	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
-	b := broker.New(log, broker.DefaultConfig())
+	b, err := broker.New(log, broker.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
 	cfg := DefaultConfig()
 	for _, f := range mutate {
 		f(&cfg)

@@ -1,0 +1,323 @@
+package broker
+
+// Durability. With Config.Host set, the broker keeps what must survive a restart in raft groups
+// run by that host (DESIGN.md §4–5):
+//
+//   - Group 0 holds the durable metadata. Each change that alters it appends the whole durable
+//     metadata (meta.State.Snapshot) as one entry: metadata changes are rare and small, and a
+//     follower or a restart needs nothing but the last entry. The cost is O(durable metadata) per
+//     change, which is fine for hundreds of durable queues and is the first thing to replace
+//     (with commands) when MQTT sessions bring tens of thousands.
+//   - Each durable queue has its own group. Its log is the message store: an enqueue entry carries
+//     the whole encoded message (written once, fsynced with everything else of that Ready cycle);
+//     a remove entry lists the references of messages that left the queue for good (acked,
+//     discarded, expired, dropped, purged). The reference of a message is the log index of its
+//     enqueue entry. queueLog is the state machine: the set of live messages, which is what a
+//     snapshot holds and what a restart gives back to the queue.
+//
+// Only persistent messages (delivery-mode 2) in durable queues go through the log; transient
+// messages in a durable queue wait in the same FIFO behind persistent ones still being written,
+// so a queue keeps the publish order, and are gone after a restart, as in RabbitMQ.
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"github.com/parleymq/parley/broker/message"
+	"github.com/parleymq/parley/broker/meta"
+	"github.com/parleymq/parley/cluster"
+)
+
+// metaGroup is the raft group of the durable metadata.
+const metaGroup = 0
+
+// Log entry kinds of a durable queue's group.
+const (
+	entryEnqueue byte = 1 // token(8) enqueuedAt(8) message
+	entryRemove  byte = 2 // uvarint refs
+)
+
+// errCorruptEntry reports a log entry the queue cannot parse.
+var errCorruptEntry = errors.New("corrupt queue log entry")
+
+// queueGroupID gives a durable queue a stable raft group id derived from its vhost and name, so
+// a restart finds the same group without storing a mapping. Group 0 is the metadata's; the top
+// bit keeps queue groups clear of it and of ids a later placement scheme may hand out.
+func queueGroupID(vhost, name string) uint64 {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(vhost))
+	_, _ = h.Write([]byte{0})
+	_, _ = h.Write([]byte(name))
+	return h.Sum64() | 1<<63
+}
+
+// metaLog is group 0's state machine: the last durable metadata written.
+type metaLog struct {
+	mu   sync.Mutex // Apply and Snapshot run on the host's loop; New reads after recovery
+	data []byte
+}
+
+func (l *metaLog) Apply(_ uint64, data []byte) any {
+	l.mu.Lock()
+	l.data = bytes.Clone(data)
+	l.mu.Unlock()
+	return nil
+}
+
+func (l *metaLog) Snapshot() ([]byte, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return bytes.Clone(l.data), nil
+}
+
+func (l *metaLog) Restore(data []byte) error {
+	l.mu.Lock()
+	l.data = bytes.Clone(data)
+	l.mu.Unlock()
+	return nil
+}
+
+// recoverDurable starts group 0, restores the durable metadata and starts a group and a queue
+// for each durable queue, with the messages its log still holds.
+func (b *Broker) recoverDurable(ctx context.Context) error {
+	b.metaLog = &metaLog{}
+	g, err := b.cfg.Host.AddGroup(ctx, metaGroup, b.metaLog)
+	if err != nil {
+		return fmt.Errorf("recover metadata group: %w", err)
+	}
+	b.metaGroup = g
+	data, _ := b.metaLog.Snapshot()
+	if len(data) > 0 {
+		st, err := meta.Restore(data)
+		if err != nil {
+			return fmt.Errorf("recover metadata: %w", err)
+		}
+		b.meta = st
+		b.lastMeta = data
+	}
+	b.syncVHostsLocked()
+	for _, v := range *b.vhosts.Load() {
+		next := map[string]*Queue{}
+		for _, def := range b.meta.Queues(v.name) {
+			q, err := v.startQueue(ctx, def)
+			if err != nil {
+				return err
+			}
+			next[def.Name] = q
+		}
+		v.queues.Store(&next)
+		v.publishRouterLocked()
+	}
+	return nil
+}
+
+// persistMetaLocked writes the durable metadata to group 0 if it changed, and waits until it is
+// committed. b.mu held. Transient changes leave the snapshot as it was and cost no write.
+func (b *Broker) persistMetaLocked() error {
+	if b.metaGroup == nil {
+		return nil
+	}
+	snap, err := b.meta.Snapshot()
+	if err != nil {
+		return meta.Errorf(meta.InternalError, "cannot store metadata: %v", err)
+	}
+	if bytes.Equal(snap, b.lastMeta) {
+		return nil
+	}
+	f, err := b.metaGroup.Propose(context.Background(), snap)
+	if err == nil {
+		_, err = f.Wait(context.Background())
+	}
+	if err != nil {
+		b.log.Error("metadata not stored")
+		return meta.Errorf(meta.InternalError, "cannot store metadata: %v", err)
+	}
+	b.lastMeta = snap
+	return nil
+}
+
+// queueLog is a durable queue's state machine: the live messages by reference.
+type queueLog struct {
+	// mu guards pending: the queue goroutine adds, the host's loop takes.
+	mu        sync.Mutex
+	pending   map[uint64]*message.Message
+	nextToken uint64
+
+	live map[uint64]liveMessage // owned by the host's loop (Apply, Snapshot, Restore)
+}
+
+type liveMessage struct {
+	at int64 // enqueue time, unix ms: TTL counts from it
+	m  *message.Message
+}
+
+func newQueueLog() *queueLog {
+	return &queueLog{pending: map[uint64]*message.Message{}, live: map[uint64]liveMessage{}}
+}
+
+// enqueueEntry encodes m for the log and remembers it under a token, so that Apply on this node
+// takes the message itself instead of decoding its own bytes again.
+func (l *queueLog) enqueueEntry(buf []byte, at int64, m *message.Message) ([]byte, error) {
+	l.mu.Lock()
+	l.nextToken++
+	token := l.nextToken
+	l.pending[token] = m
+	l.mu.Unlock()
+	buf = append(buf[:0], entryEnqueue)
+	buf = binary.BigEndian.AppendUint64(buf, token)
+	buf = binary.BigEndian.AppendUint64(buf, uint64(at))
+	buf, err := message.AppendBinary(buf, m)
+	if err != nil {
+		l.mu.Lock()
+		delete(l.pending, token)
+		l.mu.Unlock()
+		return nil, err
+	}
+	return buf, nil
+}
+
+func removeEntry(refs []uint64) []byte {
+	buf := make([]byte, 1, 1+len(refs)*4)
+	buf[0] = entryRemove
+	for _, r := range refs {
+		buf = binary.AppendUvarint(buf, r)
+	}
+	return buf
+}
+
+// Apply returns the message's reference (its index) for an enqueue entry, or an error.
+func (l *queueLog) Apply(index uint64, data []byte) any {
+	if len(data) == 0 {
+		return errCorruptEntry
+	}
+	switch data[0] {
+	case entryEnqueue:
+		if len(data) < 17 {
+			return errCorruptEntry
+		}
+		token := binary.BigEndian.Uint64(data[1:9])
+		at := int64(binary.BigEndian.Uint64(data[9:17]))
+		l.mu.Lock()
+		m := l.pending[token]
+		delete(l.pending, token)
+		l.mu.Unlock()
+		if m == nil {
+			// Replay after a restart (or, later, an entry another node proposed).
+			dm, _, err := message.DecodeBinary(bytes.Clone(data[17:]))
+			if err != nil {
+				return fmt.Errorf("%w: %v", errCorruptEntry, err)
+			}
+			m = dm
+		}
+		l.live[index] = liveMessage{at: at, m: m}
+		return index
+	case entryRemove:
+		rest := data[1:]
+		for len(rest) > 0 {
+			r, n := binary.Uvarint(rest)
+			if n <= 0 {
+				return errCorruptEntry
+			}
+			delete(l.live, r)
+			rest = rest[n:]
+		}
+		return nil
+	}
+	return errCorruptEntry
+}
+
+// Snapshot encodes the live messages: ref, enqueue time, message.
+func (l *queueLog) Snapshot() ([]byte, error) {
+	var buf []byte
+	for _, ref := range l.liveRefs() {
+		lm := l.live[ref]
+		buf = binary.AppendUvarint(buf, ref)
+		buf = binary.AppendVarint(buf, lm.at)
+		var err error
+		if buf, err = message.AppendBinary(buf, lm.m); err != nil {
+			return nil, fmt.Errorf("snapshot message %d: %w", ref, err)
+		}
+	}
+	return buf, nil
+}
+
+func (l *queueLog) Restore(data []byte) error {
+	live := map[uint64]liveMessage{}
+	data = bytes.Clone(data)
+	for len(data) > 0 {
+		ref, n := binary.Uvarint(data)
+		if n <= 0 {
+			return errCorruptEntry
+		}
+		data = data[n:]
+		at, n := binary.Varint(data)
+		if n <= 0 {
+			return errCorruptEntry
+		}
+		m, rest, err := message.DecodeBinary(data[n:])
+		if err != nil {
+			return fmt.Errorf("%w: %v", errCorruptEntry, err)
+		}
+		live[ref] = liveMessage{at: at, m: m}
+		data = rest
+	}
+	l.live = live
+	return nil
+}
+
+// liveRefs lists the live references in log order, the queue's order.
+func (l *queueLog) liveRefs() []uint64 {
+	refs := make([]uint64, 0, len(l.live))
+	for r := range l.live {
+		refs = append(refs, r)
+	}
+	slices.Sort(refs)
+	return refs
+}
+
+// pendingPublish is a message waiting in a durable queue's FIFO for its enqueue entry to commit
+// (or, for a transient message, for the persistent ones ahead of it).
+type pendingPublish struct {
+	m       *message.Message
+	confirm *confirmTracker
+	logged  bool        // went through the log
+	done    atomic.Bool // the log answered (set by the host's loop)
+	ref     uint64      // valid once done
+	err     error       // valid once done
+}
+
+// startQueue creates a queue; a durable one gets its raft group, recovered from storage if it
+// has one, and its live messages back in log order. b.mu held.
+func (v *VHost) startQueue(ctx context.Context, def meta.QueueDef) (*Queue, error) {
+	cfg, err := queueConfig(def)
+	if err != nil {
+		return nil, err
+	}
+	host := v.b.cfg.Host
+	if !def.Durable || host == nil {
+		return newQueue(v, def, cfg, nil, nil), nil
+	}
+	l := newQueueLog()
+	g, err := host.AddGroup(ctx, queueGroupID(v.name, def.Name), l)
+	if err != nil {
+		return nil, meta.Errorf(meta.InternalError, "cannot start queue '%s' in vhost '%s': %v", def.Name, v.name, err)
+	}
+	return newQueue(v, def, cfg, g, l), nil
+}
+
+// stopQueueGroup destroys a deleted durable queue's log. b.mu held.
+func (v *VHost) stopQueueGroup(q *Queue) {
+	if q.group == nil {
+		return
+	}
+	if err := v.b.cfg.Host.RemoveGroup(context.Background(), q.group.ID()); err != nil && !errors.Is(err, cluster.ErrStopped) {
+		v.b.log.Warn("removing a deleted queue's log failed")
+	}
+}
