@@ -424,6 +424,7 @@ func (p *producer) run(ctx context.Context, cfg amqpConfig, exchange, key string
 	}
 	perProducerRate := cfg.Rate / float64(cfg.Producers)
 	begin := clk.now()
+	var woke int64 // clock time the producer last woke from pacing
 	var pubErr error
 	for seq := uint64(0); quota == 0 || seq < quota; seq++ {
 		if stop.Load() || ctx.Err() != nil {
@@ -432,19 +433,26 @@ func (p *producer) run(ctx context.Context, cfg amqpConfig, exchange, key string
 		sent := int64(-1)
 		if perProducerRate > 0 {
 			// Pace against a schedule rather than sleeping a fixed gap, so sleep overshoot
-			// does not accumulate into a lower rate than asked for. The message is stamped
-			// with its scheduled time, not the moment it left: a broker that stalls the
-			// publisher (flow control, a full socket) then shows up in the latency of every
-			// message held back, instead of being hidden (coordinated omission).
+			// does not accumulate into a lower rate than asked for. A message is stamped with
+			// its scheduled time, not the moment it left, so a broker that stalls the publisher
+			// (flow control, a full socket, a slow confirm window) shows up in the latency of
+			// every message it held back instead of being hidden (coordinated omission). Our
+			// own oversleeping is not the broker's doing, though: a message is never stamped
+			// earlier than the end of the last nap.
 			due := begin + int64(float64(seq)/perProducerRate*float64(time.Second))
+			slept := false
 			// Short naps, so a low rate still notices the end of the run promptly.
 			for d := time.Duration(due - clk.now()); d > 0 && !stop.Load() && ctx.Err() == nil; d = time.Duration(due - clk.now()) {
 				time.Sleep(min(d, 100*time.Millisecond))
+				slept = true
 			}
 			if stop.Load() || ctx.Err() != nil {
 				break
 			}
-			sent = due
+			if slept {
+				woke = clk.now()
+			}
+			sent = max(due, woke)
 		}
 		if window != nil {
 			select {
