@@ -303,6 +303,7 @@ func TestChannelErrors(t *testing.T) {
 				publish(t, ch, "", q, text("m"))
 				d := consume(t, ch, q, "", false, nil)
 				m := recv(t, d)
+				closed := ch.NotifyClose(make(chan *amqp.Error, 1))
 				if err := ch.Ack(m.DeliveryTag, false); err != nil {
 					return err
 				}
@@ -310,16 +311,15 @@ func TestChannelErrors(t *testing.T) {
 					return err
 				}
 				// The ack has no reply: the error arrives as a channel.close.
-				_, err := ch.QueueDeclarePassive(q, false, false, false, false, nil)
-				return err
+				return waitChannelClose(t, closed)
 			}},
 		{"ack unknown tag", amqp.PreconditionFailed, "PRECONDITION_FAILED - unknown delivery tag 42",
 			func(ch *amqp.Channel) error {
+				closed := ch.NotifyClose(make(chan *amqp.Error, 1))
 				if err := ch.Ack(42, false); err != nil {
 					return err
 				}
-				_, err := ch.QueueDeclarePassive(q, false, false, false, false, nil)
-				return err
+				return waitChannelClose(t, closed)
 			}},
 		{"headers x-match invalid", amqp.PreconditionFailed,
 			"PRECONDITION_FAILED - Invalid x-match field value <<\"sometimes\">>; expected all, any, all-with-x, or any-with-x",

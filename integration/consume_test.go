@@ -52,7 +52,7 @@ func TestConsumeOrderAndTags(t *testing.T) {
 	if err := ch.Ack(5, true); err != nil {
 		t.Fatal(err)
 	}
-	waitMessageCount(t, ch, q, 0)
+	expectNothingLeft(t, s, ch, q)
 }
 
 // Consumers of equal priority on one queue take turns.
@@ -205,7 +205,7 @@ func TestNackMultipleRequeue(t *testing.T) {
 		t.Fatal(err)
 	}
 	expectNoDelivery(t, d)
-	waitMessageCount(t, ch, q, 0)
+	expectNothingLeft(t, s, ch, q)
 }
 
 func TestRejectRequeue(t *testing.T) {
@@ -229,7 +229,7 @@ func TestRejectRequeue(t *testing.T) {
 		t.Fatal(err)
 	}
 	expectNoDelivery(t, d)
-	waitMessageCount(t, ch, q, 0)
+	expectNothingLeft(t, s, ch, q)
 }
 
 // basic.recover(requeue=true) puts every unacked message of the channel back.
@@ -253,7 +253,7 @@ func TestRecoverRequeue(t *testing.T) {
 	if err := ch.Ack(re[1].DeliveryTag, true); err != nil {
 		t.Fatal(err)
 	}
-	waitMessageCount(t, ch, q, 0)
+	expectNothingLeft(t, s, ch, q)
 }
 
 // basic.get answers get-ok with the count of messages left, or get-empty.

@@ -317,3 +317,17 @@ func publishConfirmed(t testing.TB, ch *amqp.Channel, exchange, key string, msgs
 		}
 	}
 }
+
+// expectNothingLeft closes ch (so that anything it left unacked goes back to q) and checks,
+// after quietPeriod, that q holds no message: every delivery on ch was really acked or dropped.
+func expectNothingLeft(t testing.TB, s *Server, ch *amqp.Channel, q string) {
+	t.Helper()
+	if err := ch.Close(); err != nil {
+		t.Fatalf("channel.close: %v", err)
+	}
+	quiet()
+	ch2 := channel(t, dial(t, s))
+	if n := messageCount(t, ch2, q); n != 0 {
+		t.Fatalf("queue %s holds %d messages after the channel closed; acks or drops were lost", q, n)
+	}
+}
