@@ -205,7 +205,7 @@ brokers=(rabbitmq)
 [ -n "$parley_url" ] && brokers+=(parley)
 url_of() { if [ "$1" = parley ]; then echo "$parley_url"; else echo "$rmq_url"; fi; }
 
-# One line per run: scenario broker rep in out p99_us lost dup redelivered status
+# One line per run: scenario broker rep in out p99_us lost dup redelivered status p50_us
 runs=$results/runs.tsv
 : >"$runs"
 for entry in "${scenarios[@]}"; do
@@ -224,9 +224,9 @@ for entry in "${scenarios[@]}"; do
         [ "$(jq -r '.timed_out' "$out")" = true ] && status=timeout
         jq -r --arg n "$name" --arg b "$b" --arg r "$rep" --arg s "$status" \
           '[$n, $b, $r, .in_msgs_per_sec, .out_msgs_per_sec, .latency_us.p99, .accounting.lost,
-            .accounting.duplicates, .accounting.redelivered, $s] | @tsv' "$out" >>"$runs"
+            .accounting.duplicates, .accounting.redelivered, $s, .latency_us.p50] | @tsv' "$out" >>"$runs"
       else
-        printf '%s\t%s\t%s\t0\t0\t0\t0\t0\t0\tfailed\n' "$name" "$b" "$rep" >>"$runs"
+        printf '%s\t%s\t%s\t0\t0\t0\t0\t0\t0\tfailed\t0\n' "$name" "$b" "$rep" >>"$runs"
         log "$name $b run $rep failed:"; tail -5 "$results/$name.$b.$rep.log" >&2
       fi
     done
@@ -239,11 +239,12 @@ stats() { sort -g | awk '{v[NR]=$1} END {if (NR==0) {print "-"; exit}
   m = (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2; printf "%.0f %.0f %.0f\n", m, v[1], v[NR]}'; }
 col() { awk -F'\t' -v n="$1" -v b="$2" -v c="$3" '$1==n && $2==b && $10!="failed" {print $c}' "$runs"; }
 
+ms() { if [ "${1:--}" = - ]; then echo -; else awk -v v="$1" 'BEGIN {printf "%.1f", v/1000}'; fi; }
 ratio_of() { awk -v a="$1" -v b="$2" 'BEGIN {if (a != "-" && b != "-" && b+0 > 0) printf "%.2f×", a/b; else print "n/a"}'; }
 
 summary=$results/summary.md
 {
-  echo "| scenario | broker | out msg/s median (min–max) | in msg/s median | p99 latency ms (median) | lost / dup (all runs) | runs ok | Parley / RabbitMQ out msg/s | Parley / RabbitMQ p99 |"
+  echo "| scenario | broker | out msg/s median (min–max) | in msg/s median | p50 / p99 latency ms (medians) | lost / dup (all runs) | runs ok | Parley / RabbitMQ out msg/s | Parley / RabbitMQ p99 |"
   echo "|---|---|---|---|---|---|---|---|---|"
   for entry in "${scenarios[@]}"; do
     IFS='|' read -r name which _ <<<"$entry"
@@ -258,11 +259,12 @@ summary=$results/summary.md
       read -r omed omin omax <<<"$(col "$name" "$b" 5 | stats) "
       read -r imed _ _ <<<"$(col "$name" "$b" 4 | stats) "
       read -r p99 _ _ <<<"$(col "$name" "$b" 6 | stats) "
+      read -r p50 _ _ <<<"$(col "$name" "$b" 11 | stats) "
       lost=$(awk -F'\t' -v n="$name" -v b="$b" '$1==n && $2==b {s+=$7} END {print s+0}' "$runs")
       dup=$(awk -F'\t' -v n="$name" -v b="$b" '$1==n && $2==b {s+=$8} END {print s+0}' "$runs")
       ok=$(awk -F'\t' -v n="$name" -v b="$b" '$1==n && $2==b && $10=="ok" {c++} END {print c+0}' "$runs")
       total=$(awk -F'\t' -v n="$name" -v b="$b" '$1==n && $2==b {c++} END {print c+0}' "$runs")
-      p99ms=-; [ "${p99:--}" != - ] && p99ms=$(awk -v v="$p99" 'BEGIN {printf "%.1f", v/1000}')
+      p99ms="$(ms "${p50:-}") / $(ms "${p99:-}")"
       ratio= lratio=
       if [ "$b" = rabbitmq ]; then rmq_median=${omed:-} rmq_p99=${p99:-}; else
         # Throughput: above 1 means Parley is faster. Latency: below 1 means Parley is faster.
