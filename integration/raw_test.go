@@ -583,3 +583,87 @@ func TestRawHeartbeatTimeout(t *testing.T) {
 		}
 	}
 }
+
+// 502 SYNTAX_ERROR is what RabbitMQ raises for a SASL PLAIN response that is not
+// "\0user\0password" (rabbit_auth_mechanism_plain's protocol_error). It raises it while the
+// connection is still starting, so nothing reaches the wire: the error is only logged and the
+// socket is dropped without a connection.close, even with authentication_failure_close.
+func TestRawMalformedPlainResponse(t *testing.T) {
+	t.Parallel()
+	s := StartParley(t)
+	c := rawDialNoHandshake(t, s)
+	c.write([]byte("AMQP\x00\x00\x09\x01"))
+	if m, err := c.readMethod(); err != nil || m.class != 10 || m.method != 10 {
+		t.Fatalf("connection.start: %v", err)
+	}
+	capTable := cat(shortstr("authentication_failure_close"), []byte{'t', 1})
+	props := cat(shortstr("capabilities"), []byte{'F'}, u32(uint32(len(capTable))), capTable)
+	c.write(methodFrame(0, 10, 11, u32(uint32(len(props))), props, shortstr("PLAIN"), longstr("no-nul-here"), shortstr("en_US")))
+	c.expectEOF()
+}
+
+// Publisher confirms as they are on the wire: every sequence number is confirmed exactly once,
+// individually or by a basic.ack with multiple=true covering it (AMQP 0-9-1 ext: confirms).
+func TestRawConfirmsCoverEverySequenceNumber(t *testing.T) {
+	t.Parallel()
+	s := StartParley(t)
+	q := Name(t, "q")
+	cleanupQueue(t, s, q)
+	c := rawDial(t, s)
+	c.openChannel(1)
+	c.write(methodFrame(1, 50, 10, u16(0), shortstr(q), []byte{0}, u32(0))) // queue.declare
+	if m, err := c.readMethod(); err != nil || m.class != 50 || m.method != 11 {
+		t.Fatalf("queue.declare-ok: %d.%d %v", m.class, m.method, err)
+	}
+	c.write(methodFrame(1, 85, 10, []byte{0})) // confirm.select
+	if m, err := c.readMethod(); err != nil || m.class != 85 || m.method != 11 {
+		t.Fatalf("confirm.select-ok: %d.%d %v", m.class, m.method, err)
+	}
+	const n = 200
+	var batch []byte
+	for i := 0; i < n; i++ {
+		body := []byte(fmt.Sprintf("m%d", i))
+		batch = append(batch, methodFrame(1, 60, 40, u16(0), shortstr(""), shortstr(q), []byte{0})...)
+		batch = append(batch, frame(2, 1, cat(u16(60), u16(0), u64(uint64(len(body))), u16(0)))...)
+		batch = append(batch, frame(3, 1, body)...)
+	}
+	c.write(batch)
+	confirmed := make([]bool, n+1)
+	highest, multiples := uint64(0), 0
+	for highest < n {
+		m, err := c.readMethod()
+		if err != nil {
+			t.Fatalf("after %d confirms: %v", highest, err)
+		}
+		if m.class != 60 || m.method != 80 || len(m.args) != 9 {
+			t.Fatalf("got %d.%d %v, want basic.ack", m.class, m.method, m.asClose())
+		}
+		tag, multiple := binary.BigEndian.Uint64(m.args), m.args[8]&1 == 1
+		if tag == 0 || tag > n {
+			t.Fatalf("basic.ack for sequence number %d; only 1..%d were published", tag, n)
+		}
+		from := tag
+		if multiple {
+			multiples++
+			from = 1
+		}
+		for i := from; i <= tag; i++ {
+			if confirmed[i] && !multiple {
+				t.Fatalf("sequence number %d confirmed twice", i)
+			}
+			if multiple && i > highest && confirmed[i] {
+				t.Fatalf("basic.ack multiple=true up to %d covers %d, already confirmed singly", tag, i)
+			}
+			confirmed[i] = true
+		}
+		if tag > highest {
+			highest = tag
+		}
+	}
+	for i := 1; i <= n; i++ {
+		if !confirmed[i] {
+			t.Fatalf("sequence number %d never confirmed", i)
+		}
+	}
+	t.Logf("%d publishes confirmed, %d of the acks with multiple=true", n, multiples)
+}
