@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -278,9 +279,29 @@ func (q *Queue) delete() int {
 	return r.n
 }
 
-// stop ends the goroutine without notifying consumers (broker shutdown).
+// stop ends the goroutine without notifying consumers (broker shutdown). A durable queue then
+// waits (bounded) until its log has every removal it proposed, so a clean stop redelivers
+// nothing that was acknowledged: entries commit in order, so an empty entry proposed last
+// is a barrier.
 func (q *Queue) stop() {
-	q.send(command{kind: cmdDelete, silent: true, reply: make(chan result, 1)})
+	q.call(command{kind: cmdDelete, silent: true})
+	if q.group == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if f, err := q.group.Propose(ctx, removeEntry(nil)); err == nil {
+		_, _ = f.Wait(ctx)
+	}
+}
+
+// logRemoved proposes the removal of the messages that left the queue for good. It does not
+// wait: a crash before it commits only redelivers them (at least once).
+func (q *Queue) logRemoved() {
+	if q.group != nil && len(q.out.Removed) > 0 {
+		_ = q.group.ProposeAsync(removeEntry(q.out.Removed), nil)
+		q.out.Removed = q.out.Removed[:0]
+	}
 }
 
 // run is the queue's goroutine: it owns q.sm.
@@ -379,6 +400,7 @@ func (q *Queue) apply(c command) bool {
 	case cmdPurge:
 		c.reply <- result{n: q.sm.Purge(&q.out)}
 	case cmdDelete:
+		q.logRemoved()
 		n := q.sm.Len()
 		if !c.silent {
 			for _, s := range q.sinks {
@@ -412,10 +434,7 @@ func (q *Queue) drain() {
 		m, ex, rk := queue.DeadLetterMessage(dl, q.def.Name, now, q.cfg)
 		q.deadLetter(m, ex, rk)
 	}
-	if q.group != nil && len(q.out.Removed) > 0 {
-		// Fire and forget: a crash before this commits only redelivers (at least once).
-		_ = q.group.ProposeAsync(removeEntry(q.out.Removed), nil)
-	}
+	q.logRemoved()
 	q.out.Reset()
 	q.ready.Store(int64(q.sm.Len()))
 	q.consumers.Store(int64(q.sm.ConsumerCount()))

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"reflect"
 	"slices"
 	"time"
 )
@@ -16,11 +17,16 @@ import (
 //	message: exchange routing-key flags(uint16 BE) present properties in flag order, headers as a table, body
 //	table:   n, then per key (sorted) key value; value: RabbitMQ's field-table type byte, then its encoding
 //
-// Keys are sorted so the same message always encodes to the same bytes.
+// Values by type byte: 't' one byte 0/1; 'b' 's' 'I' 'l' signed varint; 'B' 'u' 'i' uvarint;
+// 'f' 'd' float64 bits (uint64 BE, a float32 widened exactly); 'D' scale byte, signed varint;
+// 'S' 'x' string; 'A' n, then n values; 'T' signed varint of Unix seconds; 'F' table; 'V' nothing.
+//
+// Keys are sorted so the same message always encodes to the same bytes. The encoding is
+// stored (log entries, snapshots): change it only with a new snapshot or entry version.
 
 var (
-	// ErrUnsupportedValue: a header value of a Go type the encoding does not know (the AMQP
-	// decimal, which the core never interprets, among them).
+	// ErrUnsupportedValue: a header value of a Go type the encoding does not know (one not
+	// listed on Table).
 	ErrUnsupportedValue = errors.New("message: unsupported header value")
 	// ErrCorrupt: bytes that are not a message's encoding.
 	ErrCorrupt = errors.New("message: corrupt encoding")
@@ -37,7 +43,10 @@ func AppendBinary(dst []byte, m *Message) ([]byte, error) {
 }
 
 // DecodeBinary decodes one message from the front of b and returns the bytes after it. The
-// body and byte-string values are copies: the message does not keep b.
+// message's Body aliases b (no copy: a log replay decodes every message once): the caller owns
+// b and must never modify or reuse it while the message lives. Strings and byte-string header
+// values are copies. Malformed input gives an error wrapping ErrCorrupt, never a panic, and
+// allocates at most a small multiple of len(b).
 func DecodeBinary(b []byte) (*Message, []byte, error) {
 	r := binReader{b: b}
 	m := r.message()
@@ -258,14 +267,41 @@ func (w *binWriter) value(v any) {
 	case Table:
 		w.u8('F')
 		w.table(x)
+	case Decimal:
+		w.decimal(x)
 	case nil:
 		w.u8('V')
 	default:
+		if d, ok := decimalOf(v); ok {
+			w.decimal(d)
+			return
+		}
 		if w.err == nil {
 			w.err = fmt.Errorf("%w: %T", ErrUnsupportedValue, v)
 		}
 		w.u8('V')
 	}
+}
+
+func (w *binWriter) decimal(d Decimal) {
+	w.u8('D')
+	w.u8(d.Scale)
+	w.int(int64(d.Value))
+}
+
+// decimalOf recognises another package's decimal type: a struct with exactly the fields
+// Scale uint8 and Value int32, in that order (the AMQP codec's; broker must not import it).
+func decimalOf(v any) (Decimal, bool) {
+	rv := reflect.ValueOf(v)
+	if rv.Kind() != reflect.Struct || rv.NumField() != 2 {
+		return Decimal{}, false
+	}
+	t := rv.Type()
+	s, val := t.Field(0), t.Field(1)
+	if s.Name != "Scale" || s.Type.Kind() != reflect.Uint8 || val.Name != "Value" || val.Type.Kind() != reflect.Int32 {
+		return Decimal{}, false
+	}
+	return Decimal{Scale: uint8(rv.Field(0).Uint()), Value: int32(rv.Field(1).Int())}, true
 }
 
 func (r *binReader) message() *Message {
@@ -311,16 +347,22 @@ func (r *binReader) message() *Message {
 	if p.Flags&FlagAppID != 0 {
 		p.AppID = r.str()
 	}
-	m.Body = r.bytes()
+	if n := r.count(); n > 0 {
+		m.Body = r.raw(n)
+	}
 	return m
 }
 
-// maxDepth bounds nesting of tables and arrays in a corrupt snapshot.
+// maxDepth bounds nesting of tables and arrays in corrupt input.
 const maxDepth = 64
+
+// maxPresize bounds the room made ahead for a table's or an array's elements: a corrupt count
+// is bounded only by the bytes left, and every nesting level could claim it again.
+const maxPresize = 64
 
 func (r *binReader) table(depth int) Table {
 	n := r.count()
-	t := make(Table, n)
+	t := make(Table, min(n, maxPresize))
 	for ; n > 0 && r.err == nil; n-- {
 		k := r.str()
 		t[k] = r.value(depth + 1)
@@ -360,11 +402,13 @@ func (r *binReader) value(depth int) any {
 		return r.bytes()
 	case 'A':
 		n := r.count()
-		a := make([]any, 0, n)
+		a := make([]any, 0, min(n, maxPresize))
 		for ; n > 0 && r.err == nil; n-- {
 			a = append(a, r.value(depth+1))
 		}
 		return a
+	case 'D':
+		return Decimal{Scale: r.u8(), Value: int32(r.int())}
 	case 'T':
 		return time.Unix(r.int(), 0).UTC()
 	case 'F':

@@ -3,9 +3,18 @@ package message
 // Table is an AMQP field table. Values have these Go types, matching RabbitMQ's field-table
 // type codes: bool, int8, uint8, int16, uint16, int32, uint32, int64, float32, float64,
 // string (long string 'S'), []byte (byte array 'x'), []any (array 'A'), time.Time
-// (timestamp 'T'), map[string]any (nested table 'F'), nil (void 'V'), and the AMQP codec's
-// own decimal type ('D'), which the core compares but never interprets.
+// (timestamp 'T'), map[string]any (nested table 'F'), nil (void 'V'), and a decimal ('D'):
+// Decimal, or the AMQP codec's own decimal type, which the core compares but never interprets.
 type Table = map[string]any
+
+// Decimal is an AMQP decimal field value ('D'): Value × 10^-Scale. The core never interprets
+// it. AppendBinary also accepts any other struct type with exactly the fields Scale uint8 and
+// Value int32 (such as the AMQP codec's own), and DecodeBinary always gives a Decimal, so an
+// adapter that has its own decimal type converts a Decimal back when it encodes headers.
+type Decimal struct {
+	Scale uint8
+	Value int32
+}
 
 // Property flags: which of the basic properties are present. The bit values are the AMQP
 // 0-9-1 basic content-header property flags, so an adapter can pass them straight through.

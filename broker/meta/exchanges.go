@@ -40,6 +40,10 @@ func (s *State) DeclareExchange(d ExchangeDef, passive bool) (ExchangeDef, error
 		return x, nil
 	}
 	if _, ok := exchange.ParseType(d.Type); !ok {
+		// RabbitMQ: an x- type names a plugin that is not enabled; anything else is invalid.
+		if strings.HasPrefix(d.Type, "x-") {
+			return ExchangeDef{}, Errorf(CommandInvalid, "unknown exchange type '%s'", d.Type)
+		}
 		return ExchangeDef{}, Errorf(CommandInvalid, "invalid exchange type '%s'", d.Type)
 	}
 	if d.Name == "" {

@@ -4,8 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"math"
-	"slices"
 
 	"github.com/parleymq/parley/broker/message"
 )
@@ -31,8 +29,7 @@ var snapshotMagic = []byte("PQS\x02")
 var ErrSnapshot = errors.New("queue snapshot")
 
 // Snapshot encodes the queue's state: its messages, outstanding deliveries and consumers.
-// It fails only for a header value of a type this package does not know (such as the AMQP
-// decimal, which the core never interprets).
+// It fails only for a header value of a type message.AppendBinary does not know.
 func (q *Queue) Snapshot() ([]byte, error) {
 	w := &snapWriter{b: append([]byte(nil), snapshotMagic...)}
 	w.uint(q.nextSeq)
@@ -100,7 +97,8 @@ func (q *Queue) Snapshot() ([]byte, error) {
 
 // Restore rebuilds a queue from a Snapshot. cfg is the queue's configuration now (it is not
 // part of the snapshot, since policies may have changed it); messages at priority levels
-// above a lowered x-max-priority are clamped to the top level.
+// above a lowered x-max-priority are clamped to the top level. The restored messages' bodies
+// alias data (see message.DecodeBinary): the caller must not modify or reuse it.
 func Restore(cfg Config, data []byte) (*Queue, error) {
 	q := New(cfg)
 	if err := q.restore(data); err != nil {
@@ -111,7 +109,7 @@ func Restore(cfg Config, data []byte) (*Queue, error) {
 
 func (q *Queue) restore(data []byte) error {
 	if len(data) < len(snapshotMagic) || string(data[:len(snapshotMagic)]) != string(snapshotMagic) {
-		return errors.New("not a version 1 queue snapshot")
+		return errors.New("not a version 2 queue snapshot")
 	}
 	r := &snapReader{b: data[len(snapshotMagic):]}
 	q.nextSeq = r.uint()
@@ -217,13 +215,9 @@ type snapWriter struct {
 	err error
 }
 
-func (w *snapWriter) uint(v uint64)  { w.b = binary.AppendUvarint(w.b, v) }
-func (w *snapWriter) int(v int64)    { w.b = binary.AppendVarint(w.b, v) }
-func (w *snapWriter) str(s string)   { w.uint(uint64(len(s))); w.b = append(w.b, s...) }
-func (w *snapWriter) bytes(s []byte) { w.uint(uint64(len(s))); w.b = append(w.b, s...) }
-func (w *snapWriter) u8(v uint8)     { w.b = append(w.b, v) }
-func (w *snapWriter) u16(v uint16)   { w.b = binary.BigEndian.AppendUint16(w.b, v) }
-func (w *snapWriter) f64(v float64)  { w.b = binary.BigEndian.AppendUint64(w.b, math.Float64bits(v)) }
+func (w *snapWriter) uint(v uint64) { w.b = binary.AppendUvarint(w.b, v) }
+func (w *snapWriter) int(v int64)   { w.b = binary.AppendVarint(w.b, v) }
+func (w *snapWriter) u8(v uint8)    { w.b = append(w.b, v) }
 func (w *snapWriter) bool(v bool) {
 	if v {
 		w.u8(1)
@@ -297,31 +291,12 @@ func (r *snapReader) raw(n int) []byte {
 	return v
 }
 
-func (r *snapReader) str() string   { return string(r.raw(r.count())) }
-func (r *snapReader) bytes() []byte { return slices.Clone(r.raw(r.count())) }
-
 func (r *snapReader) u8() uint8 {
 	b := r.raw(1)
 	if b == nil {
 		return 0
 	}
 	return b[0]
-}
-
-func (r *snapReader) u16() uint16 {
-	b := r.raw(2)
-	if b == nil {
-		return 0
-	}
-	return binary.BigEndian.Uint16(b)
-}
-
-func (r *snapReader) f64() float64 {
-	b := r.raw(8)
-	if b == nil {
-		return 0
-	}
-	return math.Float64frombits(binary.BigEndian.Uint64(b))
 }
 
 func (r *snapReader) entry() entry {

@@ -6,6 +6,8 @@ import (
 	"io"
 	"net"
 	"runtime/debug"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,6 +22,10 @@ import (
 // closeOkWait bounds how long a connection waits for connection.close-ok after sending
 // connection.close. RabbitMQ waits up to 30s (?CLOSING_TIMEOUT) or the heartbeat timeout.
 const closeOkWait = 10 * time.Second
+
+// frameErrorDrain is how long a connection that sent a malformed frame is read (and its input
+// thrown away) after connection.close, so the close reaches the client before the socket goes.
+const frameErrorDrain = 500 * time.Millisecond
 
 // conn is one AMQP connection. Its fields are owned by the reader goroutine (serve) unless
 // noted; the writer goroutine owns the socket's write side.
@@ -181,18 +187,15 @@ func (c *conn) loop() {
 	}
 }
 
-// readFailed handles a read error: a framing error gets connection.close 501 (and the socket is
-// closed without waiting: we have lost sync, as RabbitMQ's fatal_frame_error); anything else
+// readFailed handles a read error: a framing error gets connection.close 501 and no more
+// frames are read (we have lost sync, as RabbitMQ's fatal_frame_error); anything else
 // (EOF, reset, missed heartbeats) just ends the connection.
 func (c *conn) readFailed(err error) {
 	var text string
+	var fe *wire.FrameError
 	switch {
-	case errors.Is(err, wire.ErrFrameTooLarge):
-		text = "frame too large: " + err.Error()
-	case errors.Is(err, wire.ErrBadFrameEnd):
-		text = "invalid frame end marker: " + err.Error()
-	case errors.Is(err, wire.ErrUnknownFrameType):
-		text = "unknown frame type: " + err.Error()
+	case errors.As(err, &fe):
+		text = rabbitFrameErrorText(fe)
 	default:
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() && !c.closing.Load() {
@@ -204,6 +207,12 @@ func (c *conn) readFailed(err error) {
 	}
 	if !c.closing.Load() {
 		c.sendClose(newError(frameError, "%s", text))
+		// The stream is out of sync, but closing now with unread input makes the kernel reset
+		// the connection, and the client may lose the close we just sent. Swallow what is
+		// still coming until the client hangs up or the close-ok wait (the read deadline)
+		// runs out, bounded in time and bytes.
+		_ = c.nc.SetReadDeadline(time.Now().Add(frameErrorDrain))
+		_, _ = io.CopyN(io.Discard, c.nc, 4<<20)
 	}
 }
 
@@ -302,9 +311,10 @@ func (c *conn) frame(f wire.Frame) error {
 			return newError(channelError, "expected 'channel.open'").withMethod(m.ClassID(), m.MethodID())
 		}
 		// RabbitMQ counts open channels against channel_max (rabbit_reader:create_channel).
+		// RabbitMQ raises it from the reader, not from the channel: class and method ids 0.
 		if c.channelMax != 0 && len(c.channels) >= int(c.channelMax) {
 			return newError(notAllowed, "number of channels opened (%d) has reached the negotiated channel_max (%d)",
-				len(c.channels), c.channelMax).withMethod(m.ClassID(), m.MethodID())
+				len(c.channels), c.channelMax)
 		}
 		ch = newChannel(c, f.Channel)
 		c.channels[f.Channel] = ch
@@ -425,4 +435,42 @@ func (c *conn) kickAll() {
 	for _, q := range qs {
 		q.Kick()
 	}
+}
+
+// rabbitFrameErrorText words a framing error as RabbitMQ's reader does
+// (rabbit_reader: "type ~tp, all octets = ~tp: ~tp"), Erlang term formatting included, so
+// clients and tools that match on it see the same text.
+func rabbitFrameErrorText(fe *wire.FrameError) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "type %d, all octets = <<", fe.Type)
+	for i, o := range fe.Payload {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(strconv.Itoa(int(o)))
+	}
+	b.WriteString(">>: ")
+	switch {
+	case errors.Is(fe, wire.ErrFrameTooLarge):
+		b.WriteString(erlangTuple(b.Len(), "frame_too_large", int(fe.Size), int(fe.Limit)))
+	case errors.Is(fe, wire.ErrBadFrameEnd):
+		b.WriteString(erlangTuple(b.Len(), "invalid_frame_end_marker", int(fe.End)))
+	default:
+		b.WriteString("unknown_frame")
+	}
+	return b.String()
+}
+
+// erlangTuple prints {atom,N,...} as Erlang's ~p does at column col: on one line when it fits
+// the 80-column line, otherwise one element per line, aligned after the brace.
+func erlangTuple(col int, atom string, ns ...int) string {
+	elems := []string{atom}
+	for _, n := range ns {
+		elems = append(elems, strconv.Itoa(n))
+	}
+	one := "{" + strings.Join(elems, ",") + "}"
+	if col+len(one) < 79 {
+		return one
+	}
+	return "{" + strings.Join(elems, ",\n"+strings.Repeat(" ", col+1)) + "}"
 }

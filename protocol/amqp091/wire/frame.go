@@ -2,6 +2,7 @@ package wire
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -86,15 +87,15 @@ func (r *Reader) ReadFrame() (Frame, error) {
 	switch f.Type {
 	case FrameMethod, FrameHeader, FrameBody, FrameHeartbeat:
 	default:
-		return Frame{}, fmt.Errorf("frame type %d on channel %d: %w", f.Type, f.Channel, ErrUnknownFrameType)
+		return Frame{}, &FrameError{Type: f.Type, Channel: f.Channel, Err: ErrUnknownFrameType}
 	}
 	limit := uint64(MaxFrameSize)
 	if r.frameMax != 0 && uint64(r.frameMax) < limit {
 		limit = uint64(r.frameMax)
 	}
 	if uint64(size)+frameOverhead > limit {
-		return Frame{}, fmt.Errorf("frame of %d octets on channel %d exceeds frame-max %d: %w",
-			uint64(size)+frameOverhead, f.Channel, limit, ErrFrameTooLarge)
+		return Frame{}, &FrameError{Type: f.Type, Channel: f.Channel, Size: size,
+			Limit: uint32(limit - frameOverhead), Err: ErrFrameTooLarge}
 	}
 	if _, err := r.br.Discard(7); err != nil {
 		return Frame{}, fmt.Errorf("read frame header: %w", err)
@@ -119,8 +120,8 @@ func (r *Reader) ReadFrame() (Frame, error) {
 		}
 	}
 	if whole[size] != FrameEnd {
-		return Frame{}, fmt.Errorf("frame type %d on channel %d ends with 0x%02x: %w",
-			f.Type, f.Channel, whole[size], ErrBadFrameEnd)
+		return Frame{}, &FrameError{Type: f.Type, Channel: f.Channel, Size: size,
+			Payload: bytes.Clone(whole[:size]), End: whole[size], Err: ErrBadFrameEnd}
 	}
 	f.Payload = whole[:size:size]
 	return f, nil
@@ -194,3 +195,30 @@ func AppendContent(dst []byte, channel uint16, m Method, p *Properties, body []b
 	}
 	return dst
 }
+
+// FrameError is a framing error with what RabbitMQ reports of it: the frame's type, the
+// payload octets read (for a bad frame end), and for an oversized frame its payload size and the
+// largest payload allowed (frame-max minus the 8 octets of framing). It wraps ErrFrameTooLarge,
+// ErrBadFrameEnd or ErrUnknownFrameType.
+type FrameError struct {
+	Type    uint8
+	Channel uint16
+	Size    uint32
+	Limit   uint32
+	Payload []byte
+	End     byte
+	Err     error
+}
+
+func (e *FrameError) Error() string {
+	switch e.Err {
+	case ErrFrameTooLarge:
+		return fmt.Sprintf("frame type %d on channel %d: payload of %d octets over the limit of %d: %v",
+			e.Type, e.Channel, e.Size, e.Limit, e.Err)
+	case ErrBadFrameEnd:
+		return fmt.Sprintf("frame type %d on channel %d ends with 0x%02x: %v", e.Type, e.Channel, e.End, e.Err)
+	}
+	return fmt.Sprintf("frame type %d on channel %d: %v", e.Type, e.Channel, e.Err)
+}
+
+func (e *FrameError) Unwrap() error { return e.Err }
