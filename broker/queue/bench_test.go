@@ -14,12 +14,14 @@ func BenchmarkPublishDrainAck(b *testing.B) {
 		batch     int
 		consumers int
 		cfg       func(*Config)
+		refs      bool // PublishRef, as a durable queue: every ack reports a reference
 	}{
-		{"batch1", 1, 1, nil},
-		{"batch64", 64, 1, nil},
-		{"batch64/4consumers", 64, 4, nil},
-		{"batch64/ttl", 64, 1, func(c *Config) { c.MessageTTL = 60000 }},
-		{"batch64/priority", 64, 1, func(c *Config) { c.MaxPriority = 10 }},
+		{"batch1", 1, 1, nil, false},
+		{"batch64", 64, 1, nil, false},
+		{"batch64/4consumers", 64, 4, nil, false},
+		{"batch64/ttl", 64, 1, func(c *Config) { c.MessageTTL = 60000 }, false},
+		{"batch64/priority", 64, 1, func(c *Config) { c.MaxPriority = 10 }, false},
+		{"batch64/refs", 64, 1, nil, true},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			cfg := cfgDefault()
@@ -34,13 +36,18 @@ func BenchmarkPublishDrainAck(b *testing.B) {
 			}
 			m := &message.Message{Body: make([]byte, 64)}
 			var out Output
+			out.Removed = make([]uint64, 0, bc.batch)
 			ids := make([]DeliveryID, 0, bc.batch)
 			allow := func(ConsumerID) bool { return true }
 			b.ReportAllocs()
 			b.ResetTimer()
 			for n := 0; n < b.N; n += bc.batch {
 				for i := 0; i < bc.batch; i++ {
-					q.Publish(int64(n), m, &out)
+					if bc.refs {
+						q.PublishRef(int64(n), m, uint64(n+i+1), &out)
+					} else {
+						q.Publish(int64(n), m, &out)
+					}
 				}
 				q.Drain(int64(n), allow, &out)
 				ids = ids[:0]
