@@ -241,10 +241,13 @@ func benchAMQP(ctx context.Context, cfg amqpConfig, stderr io.Writer) (*Result, 
 		}
 	}
 
+	// Producers connect first too, and all start on one signal, so connection set-up is
+	// outside the measured window and -duration is publishing time.
 	producers := make([]*producer, cfg.Producers)
 	var stopPublishing atomic.Bool
 	var prodWG sync.WaitGroup
-	start := clk.now()
+	prodReady := make(chan error, cfg.Producers)
+	startSignal := make(chan struct{})
 	for i := range producers {
 		p := &producer{id: uint32(i), queue: i % len(topo.queues)}
 		producers[i] = p
@@ -262,9 +265,27 @@ func benchAMQP(ctx context.Context, cfg amqpConfig, stderr io.Writer) (*Result, 
 		prodWG.Add(1)
 		go func() {
 			defer prodWG.Done()
-			p.err = p.run(ctx, cfg, exchange, key, quota, &stopPublishing, clk)
+			p.err = p.run(ctx, cfg, exchange, key, quota, &stopPublishing, clk, prodReady, startSignal)
 		}()
 	}
+	for range producers {
+		var err error
+		select {
+		case err = <-prodReady:
+		case <-ctx.Done():
+			err = fmt.Errorf("waiting for producers to connect: %w", ctx.Err())
+		}
+		if err != nil {
+			stopPublishing.Store(true)
+			close(startSignal)
+			stopConsumers()
+			prodWG.Wait()
+			consWG.Wait()
+			return nil, err
+		}
+	}
+	start := clk.now()
+	close(startSignal)
 
 	prodDone := make(chan struct{})
 	go func() { prodWG.Wait(); close(prodDone) }()
@@ -379,7 +400,16 @@ func drain(ctx context.Context, idle time.Duration, trackers []*Tracker, owed ui
 	return false
 }
 
-func (p *producer) run(ctx context.Context, cfg amqpConfig, exchange, key string, quota uint64, stop *atomic.Bool, clk clock) error {
+// run sets up the connection and channel, reports on ready, waits for start, and publishes
+// until told to stop. A set-up failure is reported on ready instead.
+func (p *producer) run(ctx context.Context, cfg amqpConfig, exchange, key string, quota uint64, stop *atomic.Bool, clk clock,
+	ready chan<- error, start <-chan struct{}) (err error) {
+	reported := false
+	defer func() {
+		if !reported {
+			ready <- err
+		}
+	}()
 	conn, err := dial(cfg, fmt.Sprintf("parley-bench producer %d", p.id))
 	if err != nil {
 		return err
@@ -415,6 +445,13 @@ func (p *producer) run(ctx context.Context, cfg amqpConfig, exchange, key string
 				<-window
 			}
 		}()
+	}
+
+	reported = true
+	ready <- nil
+	select {
+	case <-start:
+	case <-ctx.Done():
 	}
 
 	body := newBody(cfg.Size)
