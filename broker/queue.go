@@ -90,6 +90,7 @@ type Queue struct {
 
 	// Owned by the goroutine.
 	waiting   []*pendingPublish // durable: publishes in order, waiting for the log
+	confirms  []pendingConfirm  // answered at the end of the batch, once the counters are current
 	entryBuf  []byte
 	sm        *queue.Queue
 	out       queue.Output
@@ -140,6 +141,12 @@ func newQueue(v *VHost, def meta.QueueDef, cfg queue.Config, g *cluster.Group, l
 	q.touch()
 	go q.run()
 	return q
+}
+
+// pendingConfirm is a publisher confirm decided during a batch.
+type pendingConfirm struct {
+	t  *confirmTracker
+	ok bool
 }
 
 // argInt reads an integer queue argument, 0 when absent.
@@ -234,9 +241,14 @@ func (q *Queue) Consume(o ConsumeOptions, c Consumer) (queue.ConsumerID, error) 
 }
 
 // Cancel removes a consumer (basic.cancel) and returns once the queue has done so: no delivery
-// to it starts after Cancel returns. Its unacked deliveries stay unacked.
+// to it starts after Cancel returns. Its unacked deliveries stay unacked. An auto-delete queue
+// that lost its last consumer is deleted before Cancel returns, as RabbitMQ does before
+// basic.cancel-ok.
 func (q *Queue) Cancel(id queue.ConsumerID) {
-	q.call(command{kind: cmdCancel, spec: queue.ConsumerSpec{ID: id}})
+	r, ok := q.call(command{kind: cmdCancel, spec: queue.ConsumerSpec{ID: id}})
+	if ok && r.ok {
+		q.v.deleteQueueIf(q)
+	}
 }
 
 // Settle acks, requeues or discards deliveries. Settling on a deleted queue does nothing.
@@ -367,7 +379,7 @@ func (q *Queue) apply(c command) bool {
 		}
 		ok := q.sm.Publish(now, c.msg, &q.out)
 		if c.confirm != nil {
-			c.confirm.done(ok)
+			q.confirms = append(q.confirms, pendingConfirm{c.confirm, ok})
 		}
 	case cmdSettle:
 		// Unknown ids are the adapter's bug or a race with a requeue on close; nothing to undo.
@@ -382,17 +394,19 @@ func (q *Queue) apply(c command) bool {
 		}
 		c.reply <- result{err: err}
 	case cmdCancel:
+		del := false
 		if _, ok := q.sinks[c.spec.ID]; ok {
 			q.sm.RemoveConsumer(c.spec.ID)
 			delete(q.sinks, c.spec.ID)
 			q.lastUsed.Store(now)
 			if q.def.AutoDelete && len(q.sinks) == 0 && q.hadUser && !q.deleting {
+				// The caller deletes it: this goroutine must not wait on Broker.mu.
 				q.deleting = true
-				go q.v.deleteQueueIf(q)
+				del = true
 			}
 		}
 		if c.reply != nil {
-			c.reply <- result{}
+			c.reply <- result{ok: del}
 		}
 	case cmdGet:
 		d, ok := q.sm.Get(now, c.noAck, &q.out)
@@ -401,6 +415,17 @@ func (q *Queue) apply(c command) bool {
 		c.reply <- result{n: q.sm.Purge(&q.out)}
 	case cmdDelete:
 		q.logRemoved()
+		// Publishers still waiting hear back: RabbitMQ confirms what reached a deleted queue.
+		for _, c := range q.confirms {
+			c.t.done(c.ok)
+		}
+		q.confirms = nil
+		for _, p := range q.waiting {
+			if p.confirm != nil {
+				p.confirm.done(true)
+			}
+		}
+		q.waiting = nil
 		n := q.sm.Len()
 		if !c.silent {
 			for _, s := range q.sinks {
@@ -438,6 +463,13 @@ func (q *Queue) drain() {
 	q.out.Reset()
 	q.ready.Store(int64(q.sm.Len()))
 	q.consumers.Store(int64(q.sm.ConsumerCount()))
+	// Confirms last: a publisher that hears back (tx.commit-ok, basic.ack) and then asks for
+	// the message count sees its messages counted.
+	for i, c := range q.confirms {
+		c.t.done(c.ok)
+		q.confirms[i] = pendingConfirm{}
+	}
+	q.confirms = q.confirms[:0]
 }
 
 func (q *Queue) allow(id queue.ConsumerID) bool {
@@ -522,13 +554,13 @@ func (q *Queue) takeLogged(now int64) {
 		if p.err != nil {
 			q.v.b.log.Warn("persistent message not stored; publisher gets a nack")
 			if p.confirm != nil {
-				p.confirm.done(false)
+				q.confirms = append(q.confirms, pendingConfirm{p.confirm, false})
 			}
 			continue
 		}
 		ok := q.sm.PublishRef(now, p.m, p.ref, &q.out)
 		if p.confirm != nil {
-			p.confirm.done(ok)
+			q.confirms = append(q.confirms, pendingConfirm{p.confirm, ok})
 		}
 	}
 	if n > 0 {

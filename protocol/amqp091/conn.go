@@ -27,6 +27,9 @@ const closeOkWait = 10 * time.Second
 // thrown away) after connection.close, so the close reaches the client before the socket goes.
 const frameErrorDrain = 500 * time.Millisecond
 
+// clientCloseWait bounds how long a closed connection waits for the client to hang up.
+const clientCloseWait = time.Second
+
 // conn is one AMQP connection. Its fields are owned by the reader goroutine (serve) unless
 // noted; the writer goroutine owns the socket's write side.
 type conn struct {
@@ -134,6 +137,11 @@ func (c *conn) finish() {
 	case <-time.After(closeOkWait):
 		// The client is not reading; give up on what is left.
 	}
+	// After the close handshake the client closes the socket, as with RabbitMQ: closing ours
+	// first would make clients (amqp091-go) see EOF before they finish their own close and
+	// report an error. Wait briefly for the client's end of stream, throwing input away.
+	_ = c.nc.SetReadDeadline(time.Now().Add(clientCloseWait))
+	_, _ = io.CopyN(io.Discard, c.nc, 1<<20)
 	_ = c.nc.Close()
 	<-c.w.done
 	if c.opened.Load() {

@@ -35,8 +35,12 @@ func (k *consumer) Allow() bool {
 	}
 	ch := k.ch
 	if ch.c.w.overloaded() {
+		// Store, then look again: the writer drains, then reads starved, so one of us sees
+		// the other and no wake-up is lost.
 		ch.c.starved.Store(true)
-		return false
+		if ch.c.w.overloaded() {
+			return false
+		}
 	}
 	if k.noAck {
 		return true
@@ -48,7 +52,12 @@ func (k *consumer) Allow() bool {
 	for {
 		n := ch.inflight.Load()
 		if n >= limit {
+			// Store, then look again: releaseCredit lowers inflight, then reads starved, so
+			// either it kicks us or we see the credit it returned.
 			ch.starved.Store(true)
+			if ch.inflight.Load() < limit {
+				continue
+			}
 			return false
 		}
 		if ch.inflight.CompareAndSwap(n, n+1) {
