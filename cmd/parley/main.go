@@ -94,6 +94,11 @@ func run(cfg Config) error {
 		return fmt.Errorf("cluster host: %w", err)
 	}
 	defer host.Stop()
+	defer func() {
+		m := host.Metrics()
+		log.Info("group commit", zap.Uint64("fsyncs", m.Fsyncs), zap.Uint64("entries", m.EntriesWritten),
+			zap.Float64("entries_per_fsync", m.EntriesPerFsync), zap.Uint64("snapshots", m.Snapshots))
+	}()
 
 	bcfg := broker.DefaultConfig()
 	bcfg.Host = host
