@@ -64,7 +64,7 @@ type Options struct {
 	TailCacheBytes int
 
 	// MinFreeDiskBytes is the free space on the data directory's filesystem
-	// below which the engine raises AlarmDiskLow. Default: 1 GiB.
+	// below which the engine raises AlarmDiskLow. Default: 50 MB (RabbitMQ's disk_free_limit).
 	MinFreeDiskBytes uint64
 
 	// DiskCheckInterval is how often a background goroutine compares the
@@ -95,7 +95,7 @@ const (
 	DefaultBytesPerSync                = 512 << 10
 	DefaultValueSeparationMinSize      = 1 << 10
 	DefaultTailCacheBytes              = 1 << 20
-	DefaultMinFreeDiskBytes            = 1 << 30
+	DefaultMinFreeDiskBytes            = 50_000_000
 	DefaultDiskCheckInterval           = 10 * time.Second
 )
 

@@ -37,9 +37,18 @@ type Config struct {
 	Cluster    string `yaml:"cluster"`
 	Peers      string `yaml:"peers"`
 
-	TLS     TLSConfig    `yaml:"tls"`
-	AMQP091 AMQPConfig   `yaml:"amqp091"`
-	Users   []UserConfig `yaml:"users"`
+	Storage StorageConfig `yaml:"storage"`
+	TLS     TLSConfig     `yaml:"tls"`
+	AMQP091 AMQPConfig    `yaml:"amqp091"`
+	Users   []UserConfig  `yaml:"users"`
+}
+
+// StorageConfig tunes the data directory.
+type StorageConfig struct {
+	// DiskFreeLimit is the free space (bytes) below which publishers are blocked.
+	DiskFreeLimit uint64 `yaml:"disk_free_limit"`
+	// DiskCheckInterval is how often free space is checked.
+	DiskCheckInterval time.Duration `yaml:"disk_check_interval"`
 }
 
 // TLSConfig names the certificate for the TLS listeners.
@@ -85,6 +94,7 @@ func DefaultConfig() Config {
 		Prometheus: ":15692",
 		Cluster:    ":25672",
 		Peers:      "",
+		Storage:    StorageConfig{DiskFreeLimit: 50_000_000, DiskCheckInterval: 5 * time.Second},
 		AMQP091: AMQPConfig{
 			FrameMax:       131072,
 			ChannelMax:     2047,
@@ -200,6 +210,9 @@ func (c *Config) validate() error {
 	}
 	if c.DataDir == "" {
 		return fmt.Errorf("%w: data_dir is empty", errUsage)
+	}
+	if c.Storage.DiskCheckInterval <= 0 {
+		return fmt.Errorf("%w: storage.disk_check_interval %s: must be positive", errUsage, c.Storage.DiskCheckInterval)
 	}
 	if c.AMQP091.FrameMax != 0 && c.AMQP091.FrameMax < 4096 {
 		return fmt.Errorf("%w: amqp091.frame_max %d: below the AMQP minimum of 4096", errUsage, c.AMQP091.FrameMax)

@@ -76,7 +76,12 @@ func run(cfg Config) error {
 	}
 
 	// A single node is a cluster of one (DESIGN.md §5): the same host runs its groups.
-	eng, err := storage.Open(cfg.DataDir, storage.DefaultOptions(), log.Named("storage"))
+	alarms := newAlarms()
+	sopts := storage.DefaultOptions()
+	sopts.MinFreeDiskBytes = cfg.Storage.DiskFreeLimit
+	sopts.DiskCheckInterval = cfg.Storage.DiskCheckInterval
+	sopts.Alarm = alarms.set
+	eng, err := storage.Open(cfg.DataDir, sopts, log.Named("storage"))
 	if err != nil {
 		if errors.Is(err, storage.ErrLocked) || errors.Is(err, storage.ErrUnknownFormat) {
 			return fmt.Errorf("%w: data_dir %q: %v", errUsage, cfg.DataDir, err)
@@ -116,6 +121,8 @@ func run(cfg Config) error {
 	acfg.Version = version
 	amqpServer := amqp091.NewServer(acfg, core, users, log.Named("amqp"))
 	defer amqpServer.Close()
+	go alarms.run(log, amqpServer.SetBlocked)
+	defer alarms.stop()
 
 	var tlsConf *tls.Config
 	if cfg.TLS.CertFile != "" || cfg.TLS.KeyFile != "" {
