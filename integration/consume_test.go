@@ -243,6 +243,7 @@ func TestRecoverRequeue(t *testing.T) {
 	if err := ch.Ack(ms[0].DeliveryTag, false); err != nil {
 		t.Fatal(err)
 	}
+	//lint:ignore SA1019 basic.recover is what this test checks; clients still send it
 	if err := ch.Recover(true); err != nil {
 		t.Fatal(err)
 	}

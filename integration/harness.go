@@ -62,7 +62,6 @@ type Server struct {
 
 var (
 	buildOnce sync.Once
-	buildDir  string
 	buildPath string
 	buildErr  error
 )
@@ -76,7 +75,6 @@ func buildParley() (string, error) {
 			buildErr = err
 			return
 		}
-		buildDir = dir
 		buildPath = filepath.Join(dir, "parley")
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()

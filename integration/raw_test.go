@@ -259,20 +259,6 @@ func (c *rawConn) expectConnectionClose(code uint16, text string, class, method 
 	c.expectEOF()
 }
 
-// expectChannelClose reads until channel.close on channel id and checks it.
-func (c *rawConn) expectChannelClose(id, code uint16, text string, class, method uint16) {
-	c.t.Helper()
-	m, err := c.readMethod()
-	if err != nil {
-		c.t.Fatalf("want channel.close %d %q, got %v", code, text, err)
-	}
-	got := m.asClose()
-	want := closeInfo{code: code, text: text, class: class, method: method}
-	if got == nil || m.class != 20 || *got != want {
-		c.t.Fatalf("got %d.%d %v, want channel.close %v", m.class, m.method, got, want)
-	}
-}
-
 // expectEOF checks the server closes the socket without sending another method.
 func (c *rawConn) expectEOF() {
 	c.t.Helper()
@@ -530,6 +516,7 @@ func TestNotImplemented(t *testing.T) {
 			return ch.Publish("amq.direct", "k", false, true, text("x"))
 		}},
 		{"flow", "NOT_IMPLEMENTED - active=false", func(ch *amqp.Channel) error { return ch.Flow(false) }},
+		//lint:ignore SA1019 basic.recover is what this case checks
 		{"recover", "NOT_IMPLEMENTED - requeue=false", func(ch *amqp.Channel) error { return ch.Recover(false) }},
 	} {
 		c := dial(t, s)

@@ -2,7 +2,6 @@ package integration
 
 import (
 	"fmt"
-	"sort"
 	"strings"
 	"testing"
 
@@ -64,7 +63,7 @@ func TestDefaultExchange(t *testing.T) {
 	}
 	err := ch.QueueBind(q, "k", "", false, nil)
 	expectChannelClosed(t, c, ch, err, amqp.AccessRefused,
-		fmt.Sprintf("ACCESS_REFUSED - operation not permitted on the default exchange"))
+		"ACCESS_REFUSED - operation not permitted on the default exchange")
 }
 
 func TestDirectExchange(t *testing.T) {
@@ -582,10 +581,4 @@ func expectEmptyAfterQuiet(t testing.TB, ch *amqp.Channel, q string) {
 	if got := drain(t, ch, q); len(got) != 0 {
 		t.Fatalf("queue %s: got %v, want nothing", q, got)
 	}
-}
-
-func sorted(s []string) []string {
-	out := append([]string(nil), s...)
-	sort.Strings(out)
-	return out
 }
