@@ -13,10 +13,9 @@ build:
 run:
 	$(GO) run ./cmd/parley
 
-# Installs what the tests need (apt-get, npm ci), then runs every test, fuzz seeds included.
-test: test-deps
-	$(GO) vet $(PKGS)
-	bash scripts/check-imports.sh
+# Installs what the tests need (apt-get, npm ci), checks the code (make lint), then runs every
+# test, fuzz seed corpora included.
+test: test-deps lint
 	$(GO) test -count=1 -timeout 25m $(PKGS)
 
 test-deps:
