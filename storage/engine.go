@@ -262,6 +262,12 @@ func (e *Engine) pebbleOptions() *pebble.Options {
 		FormatMajorVersion: pebble.FormatNewest,
 		Logger:             pebbleLogger{e.log.Sugar()},
 	}
+	if !o.RecycleWAL {
+		po.Cleaner = noRecycleCleaner{}
+	}
+	if o.FlushDelayDeleteRange > 0 {
+		po.FlushDelayDeleteRange = o.FlushDelayDeleteRange
+	}
 	maxCompactions := o.MaxConcurrentCompactions
 	po.CompactionConcurrencyRange = func() (int, int) { return 1, maxCompactions }
 	if o.ValueSeparationMinSize > 0 {
@@ -305,6 +311,21 @@ func (e *Engine) pebbleOptions() *pebble.Options {
 	po.EventListener = &el
 	return po
 }
+
+// noRecycleCleaner deletes obsolete files, as Pebble's default cleaner does,
+// and also turns off Pebble's recycling of WAL files. Pebble recycles WAL
+// files unless its cleaner declares that it needs obsolete files' contents,
+// through an unexported method only pebble.ArchiveCleaner has; Pebble offers
+// no other switch. So the ArchiveCleaner is embedded one level deeper than the
+// DeleteCleaner: its marker method is promoted, while Clean and String come
+// from the DeleteCleaner (the shallower one wins). TestWALNotRecycled checks
+// that this still turns recycling off.
+type noRecycleCleaner struct {
+	pebble.DeleteCleaner
+	archiveMarker
+}
+
+type archiveMarker struct{ pebble.ArchiveCleaner }
 
 // pebbleLogger routes Pebble's few log lines into zap.
 type pebbleLogger struct{ s *zap.SugaredLogger }

@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -198,4 +199,46 @@ func TestClosedEngine(t *testing.T) {
 	b := e.NewBatch()
 	mustErr(t, b.Commit(true), ErrClosed)
 	b.Close()
+}
+
+// TestWALNotRecycled checks that obsolete WAL files are deleted rather than
+// kept for recycling (Options.RecycleWAL), and that with RecycleWAL Pebble
+// does keep them, so the test notices if the way recycling is turned off
+// (noRecycleCleaner) stops working with a newer Pebble.
+func TestWALNotRecycled(t *testing.T) {
+	for _, recycle := range []bool{false, true} {
+		t.Run(fmt.Sprintf("RecycleWAL=%v", recycle), func(t *testing.T) {
+			dir := t.TempDir()
+			opts := testOptions(nil)
+			opts.RecycleWAL = recycle
+			e := openEngine(t, dir, opts)
+			defer e.Close()
+			l := raftLog(t, e, 1)
+			// Several memtables' worth, so several WAL files become obsolete.
+			for i := uint64(1); i <= 4000; i += 100 {
+				appendEntries(t, e, l, entries(1, i, i+100, 1, 1024))
+				if err := e.db.Flush(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			m := e.db.Metrics()
+			var logs int
+			names, err := os.ReadDir(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, n := range names {
+				if strings.HasSuffix(n.Name(), ".log") {
+					logs++
+				}
+			}
+			t.Logf("WAL files on disk %d, of which recycled %d (%d bytes)", logs, m.WAL.ObsoleteFiles, m.WAL.ObsoletePhysicalSize)
+			if !recycle && (m.WAL.ObsoleteFiles != 0 || logs > 1) {
+				t.Fatalf("%d WAL files on disk, %d kept for recycling; want only the live one", logs, m.WAL.ObsoleteFiles)
+			}
+			if recycle && m.WAL.ObsoleteFiles == 0 {
+				t.Fatalf("RecycleWAL: no WAL file kept for recycling")
+			}
+		})
+	}
 }

@@ -56,6 +56,23 @@ type Options struct {
 	// value separation. Default: 1 KiB.
 	ValueSeparationMinSize int
 
+	// RecycleWAL keeps Pebble's recycling of write-ahead log files: up to
+	// MemTableStopWritesThreshold+1 obsolete WAL files, each up to about a
+	// memtable (64 MiB by default), are kept to be overwritten instead of
+	// deleted, which saves a little file-system metadata work per fsync but
+	// keeps up to ~350 MB on disk forever once a burst went through, whatever
+	// was acknowledged since. Default: false: obsolete WAL files are deleted,
+	// so the space a drained queue used comes back (DESIGN.md §4).
+	RecycleWAL bool
+
+	// FlushDelayDeleteRange is how long a memtable holding a range deletion
+	// (a compacted raft log) may wait before Pebble flushes it even though it
+	// is not full. Until it is flushed, neither the sstables and blob files
+	// the deletion covers nor the WAL behind the memtable can be removed, so
+	// on a quiet broker the space of the last burst would stay. Negative
+	// disables the forced flush. Default: 10 s.
+	FlushDelayDeleteRange time.Duration
+
 	// TailCacheBytes bounds the recent log entries each RaftLog keeps in
 	// memory so the leader's replication path and recent reads never touch
 	// Pebble. It is per group: the engine's worst case is groups × this.
@@ -95,6 +112,7 @@ const (
 	DefaultBytesPerSync                = 512 << 10
 	DefaultValueSeparationMinSize      = 1 << 10
 	DefaultTailCacheBytes              = 1 << 20
+	DefaultFlushDelayDeleteRange       = 10 * time.Second
 	DefaultMinFreeDiskBytes            = 50_000_000
 	DefaultDiskCheckInterval           = 10 * time.Second
 )
@@ -136,6 +154,9 @@ func (o *Options) ensureDefaults() {
 	}
 	if o.ValueSeparationMinSize == 0 {
 		o.ValueSeparationMinSize = DefaultValueSeparationMinSize
+	}
+	if o.FlushDelayDeleteRange == 0 {
+		o.FlushDelayDeleteRange = DefaultFlushDelayDeleteRange
 	}
 	if o.TailCacheBytes == 0 {
 		o.TailCacheBytes = DefaultTailCacheBytes
