@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"go.etcd.io/raft/v3/raftpb"
@@ -221,17 +222,25 @@ func TestWALNotRecycled(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			m := e.db.Metrics()
-			var logs int
-			names, err := os.ReadDir(dir)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, n := range names {
-				if strings.HasSuffix(n.Name(), ".log") {
-					logs++
+			countLogs := func() int {
+				names, err := os.ReadDir(dir)
+				if err != nil {
+					t.Fatal(err)
 				}
+				n := 0
+				for _, f := range names {
+					if strings.HasSuffix(f.Name(), ".log") {
+						n++
+					}
+				}
+				return n
 			}
+			// Pebble deletes obsolete files in the background: give it a bounded while.
+			logs := countLogs()
+			for deadline := time.Now().Add(10 * time.Second); !recycle && logs > 1 && time.Now().Before(deadline); logs = countLogs() {
+				time.Sleep(10 * time.Millisecond)
+			}
+			m := e.db.Metrics()
 			t.Logf("WAL files on disk %d, of which recycled %d (%d bytes)", logs, m.WAL.ObsoleteFiles, m.WAL.ObsoletePhysicalSize)
 			if !recycle && (m.WAL.ObsoleteFiles != 0 || logs > 1) {
 				t.Fatalf("%d WAL files on disk, %d kept for recycling; want only the live one", logs, m.WAL.ObsoleteFiles)
