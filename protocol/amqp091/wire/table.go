@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"reflect"
 	"slices"
 	"time"
 )
@@ -272,8 +273,27 @@ func appendValue(dst []byte, value any, lenient bool, depth int) ([]byte, error)
 	case nil:
 		return append(dst, 'V'), nil
 	}
+	// The core's own decimal type (broker/message.Decimal, which messages recovered from the
+	// log carry) has Decimal's shape; wire stays stdlib-only, so it is recognised by shape.
+	if d, ok := decimalShaped(value); ok {
+		return appendLong(append(dst, 'D', d.Scale), uint32(d.Value)), nil
+	}
 	if lenient {
 		return append(dst, 'V'), nil
 	}
 	return dst, fmt.Errorf("%T: %w", value, ErrUnsupportedType)
+}
+
+// decimalShaped converts a struct of exactly {Scale uint8; Value int32} to a Decimal.
+func decimalShaped(v any) (Decimal, bool) {
+	rv := reflect.ValueOf(v)
+	if rv.Kind() != reflect.Struct || rv.NumField() != 2 {
+		return Decimal{}, false
+	}
+	t := rv.Type()
+	if t.Field(0).Name != "Scale" || t.Field(0).Type.Kind() != reflect.Uint8 ||
+		t.Field(1).Name != "Value" || t.Field(1).Type.Kind() != reflect.Int32 {
+		return Decimal{}, false
+	}
+	return Decimal{Scale: uint8(rv.Field(0).Uint()), Value: int32(rv.Field(1).Int())}, true
 }

@@ -196,3 +196,26 @@ func TestReadTableDoesNotAlias(t *testing.T) {
 		t.Fatalf("table aliases its input: %v", tbl)
 	}
 }
+
+// A decimal of another package with Decimal's shape (the core's message.Decimal, carried by
+// messages recovered from the log) is written as a decimal, not dropped.
+func TestAppendTableDecimalShaped(t *testing.T) {
+	type coreDecimal struct {
+		Scale uint8
+		Value int32
+	}
+	want, err := AppendTable(nil, Table{"d": Decimal{Scale: 2, Value: -12345}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := AppendTable(nil, Table{"d": coreDecimal{Scale: 2, Value: -12345}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != string(want) {
+		t.Fatalf("decimal-shaped value encoded as %x, want %x", got, want)
+	}
+	if _, err := AppendTable(nil, Table{"x": struct{ A, B int }{}}); err == nil {
+		t.Fatal("a struct of another shape was accepted")
+	}
+}
