@@ -128,7 +128,7 @@ func newQueue(v *VHost, def meta.QueueDef, cfg queue.Config, g *cluster.Group, l
 	}
 	// Publish may deliver by itself (TTL 0, length limits): it must see the same gate as Drain.
 	q.sm.SetGate(q.allow)
-	q.expires = argInt(def.Args, "x-expires")
+	q.expires, _ = message.Int(def.Args["x-expires"])
 	if l != nil {
 		// AddGroup has replayed the log; the host's loop does not touch live until the queue
 		// proposes, which it has not yet.
@@ -147,29 +147,6 @@ func newQueue(v *VHost, def meta.QueueDef, cfg queue.Config, g *cluster.Group, l
 type pendingConfirm struct {
 	t  *confirmTracker
 	ok bool
-}
-
-// argInt reads an integer queue argument, 0 when absent.
-func argInt(args message.Table, key string) int64 {
-	switch x := args[key].(type) {
-	case int8:
-		return int64(x)
-	case int16:
-		return int64(x)
-	case int32:
-		return int64(x)
-	case int64:
-		return x
-	case int:
-		return int64(x)
-	case uint8:
-		return int64(x)
-	case uint16:
-		return int64(x)
-	case uint32:
-		return int64(x)
-	}
-	return 0
 }
 
 // Name is the queue's name.

@@ -87,12 +87,12 @@ var declareArgs = []declareArg{
 
 func erlangString(s string) string { return strconv.Quote(s) }
 
-func unacceptable(v any) string { return "{unacceptable_type," + typeName(v) + "}" }
+func unacceptable(v any) string { return "{unacceptable_type," + message.TypeName(v) + "}" }
 
 func checkInt(v any) (int64, string) {
-	i, ok := isIntegerArg(v)
+	i, ok := message.Int(v)
 	if !ok {
-		return 0, erlangString("expected integer, got " + typeName(v))
+		return 0, erlangString("expected integer, got " + message.TypeName(v))
 	}
 	return i, ""
 }
@@ -112,7 +112,7 @@ func checkPositiveInt(v any, args message.Table) string {
 	if e := checkNonNegInt(v, args); e != "" {
 		return e
 	}
-	if i, _ := isIntegerArg(v); i == 0 {
+	if i, _ := message.Int(v); i == 0 {
 		return "{value_zero,0}"
 	}
 	return ""
@@ -152,7 +152,7 @@ func checkMaxPriority(v any, args message.Table) string {
 	if e := checkNonNegInt(v, args); e != "" {
 		return e
 	}
-	if i, _ := isIntegerArg(v); i > 255 {
+	if i, _ := message.Int(v); i > 255 {
 		return "{max_value_exceeded," + strconv.FormatInt(i, 10) + "}"
 	}
 	return ""
@@ -205,7 +205,7 @@ func checkQueueVersion(v any, args message.Table) string {
 	if e := checkNonNegInt(v, args); e != "" {
 		return e
 	}
-	if i, _ := isIntegerArg(v); i != 1 && i != 2 {
+	if i, _ := message.Int(v); i != 1 && i != 2 {
 		return erlangString("unsupported queue version '" + strconv.FormatInt(i, 10) + "'")
 	}
 	return ""

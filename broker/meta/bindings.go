@@ -61,7 +61,7 @@ func validateHeadersBinding(args message.Table) error {
 	s, isStr := v.(string)
 	if !isStr {
 		return Errorf(PreconditionFailed, "Invalid x-match field type %s (value %s); expected longstr",
-			typeName(v), erlangValue(v))
+			message.TypeName(v), erlangValue(v))
 	}
 	switch s {
 	case "all", "any", "all-with-x", "any-with-x":

@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/parleymq/parley/broker/exchange"
+	"github.com/parleymq/parley/broker/message"
 )
 
 // putExchange stores d and tells the router.
@@ -58,7 +59,7 @@ func (s *State) DeclareExchange(d ExchangeDef, passive bool) (ExchangeDef, error
 	if ae, ok := d.Args["alternate-exchange"]; ok {
 		if _, isStr := ae.(string); !isStr {
 			return ExchangeDef{}, Errorf(PreconditionFailed, "invalid type '%s' for arg 'alternate-exchange' in %s",
-				typeName(ae), rs("exchange", d.Name, v.name))
+				message.TypeName(ae), rs("exchange", d.Name, v.name))
 		}
 	}
 	v.putExchange(d)
@@ -104,7 +105,7 @@ func argEquivalent(key, res string, cur, req map[string]any) error {
 	case !cok && !rok:
 		return nil
 	case cok && rok:
-		if typeName(cv) == typeName(rv) && exchange.TablesEqual(map[string]any{key: cv}, map[string]any{key: rv}) {
+		if message.TypeName(cv) == message.TypeName(rv) && exchange.TablesEqual(map[string]any{key: cv}, map[string]any{key: rv}) {
 			return nil
 		}
 		if typeClass(cv) == typeClass(rv) && erlangEqual(cv, rv) {

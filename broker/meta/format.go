@@ -11,50 +11,10 @@ import (
 	"github.com/parleymq/parley/broker/message"
 )
 
-// typeName is RabbitMQ's name for a field-table value's type (rabbit_binary_parser), which it
-// prints in reply texts ("of type 'signedint'").
-func typeName(v any) string {
-	switch v.(type) {
-	case string:
-		return "longstr"
-	case bool:
-		return "bool"
-	case int8:
-		return "byte"
-	case uint8:
-		return "unsignedbyte"
-	case int16:
-		return "short"
-	case uint16:
-		return "unsignedshort"
-	case int32:
-		return "signedint"
-	case uint32:
-		return "unsignedint"
-	case int64, int:
-		return "long"
-	case float32:
-		return "float"
-	case float64:
-		return "double"
-	case []byte:
-		return "binary"
-	case []any:
-		return "array"
-	case time.Time:
-		return "timestamp"
-	case message.Table:
-		return "table"
-	case nil:
-		return "void"
-	}
-	return "decimal" // the codec's own decimal type, the only other field type
-}
-
 // typeClass is rabbit_misc:type_class/1: argument equivalence treats all integer types alike
 // and both float types alike.
 func typeClass(v any) string {
-	switch t := typeName(v); t {
+	switch t := message.TypeName(v); t {
 	case "byte", "short", "signedint", "long", "decimal", "unsignedbyte", "unsignedshort", "unsignedint":
 		return "int"
 	case "float", "double":
@@ -62,29 +22,6 @@ func typeClass(v any) string {
 	default:
 		return t
 	}
-}
-
-// isIntegerArg is RabbitMQ's ?INTEGER_ARG_TYPES.
-func isIntegerArg(v any) (int64, bool) {
-	switch x := v.(type) {
-	case int8:
-		return int64(x), true
-	case uint8:
-		return int64(x), true
-	case int16:
-		return int64(x), true
-	case uint16:
-		return int64(x), true
-	case int32:
-		return int64(x), true
-	case uint32:
-		return int64(x), true
-	case int64:
-		return x, true
-	case int:
-		return int64(x), true
-	}
-	return 0, false
 }
 
 // erlangValue is how Erlang's ~p prints the value RabbitMQ holds for a field-table value.
@@ -107,7 +44,7 @@ func erlangValue(v any) string {
 	case []any:
 		parts := make([]string, len(x))
 		for i, e := range x {
-			parts[i] = "{" + typeName(e) + "," + erlangValue(e) + "}"
+			parts[i] = "{" + message.TypeName(e) + "," + erlangValue(e) + "}"
 		}
 		return "[" + strings.Join(parts, ",") + "]"
 	case message.Table:
@@ -118,11 +55,11 @@ func erlangValue(v any) string {
 		sort.Strings(keys)
 		parts := make([]string, len(keys))
 		for i, k := range keys {
-			parts[i] = "{" + erlangBinary(k) + "," + typeName(x[k]) + "," + erlangValue(x[k]) + "}"
+			parts[i] = "{" + erlangBinary(k) + "," + message.TypeName(x[k]) + "," + erlangValue(x[k]) + "}"
 		}
 		return "[" + strings.Join(parts, ",") + "]"
 	}
-	if i, ok := isIntegerArg(v); ok {
+	if i, ok := message.Int(v); ok {
 		return strconv.FormatInt(i, 10)
 	}
 	return fmt.Sprint(v)
@@ -175,7 +112,7 @@ func typedValText(v any, present bool) string {
 	default:
 		val = erlangValue(v)
 	}
-	return "the value '" + val + "' of type '" + typeName(v) + "'"
+	return "the value '" + val + "' of type '" + message.TypeName(v) + "'"
 }
 
 // erlangIdentical is Erlang's exact match (=:=) on the values RabbitMQ holds: long strings and
@@ -186,8 +123,8 @@ func erlangIdentical(a, b any) bool {
 	if aIsBin || bIsBin {
 		return aIsBin && bIsBin && as == bs
 	}
-	ai, aInt := isIntegerArg(a)
-	bi, bInt := isIntegerArg(b)
+	ai, aInt := message.Int(a)
+	bi, bInt := message.Int(b)
 	if aInt || bInt {
 		return aInt && bInt && ai == bi
 	}
@@ -202,8 +139,8 @@ func erlangIdentical(a, b any) bool {
 // erlangEqual is Erlang's == on RabbitMQ's values: like erlangIdentical, but integers and
 // floats compare by value.
 func erlangEqual(a, b any) bool {
-	ai, aInt := isIntegerArg(a)
-	bi, bInt := isIntegerArg(b)
+	ai, aInt := message.Int(a)
+	bi, bInt := message.Int(b)
 	af, aF := floatOf(a)
 	bf, bF := floatOf(b)
 	switch {

@@ -51,7 +51,7 @@ func (s *State) DeclareQueue(d QueueDef, passive bool) (q QueueDef, created bool
 	if dlx, ok := d.Args["x-dead-letter-exchange"]; ok {
 		if _, isStr := dlx.(string); !isStr {
 			return QueueDef{}, false, Errorf(PreconditionFailed,
-				"invalid type '%s' for arg 'x-dead-letter-exchange' in %s", typeName(dlx), res)
+				"invalid type '%s' for arg 'x-dead-letter-exchange' in %s", message.TypeName(dlx), res)
 		}
 	}
 	if err := checkDeclareArgs(res, d.Args); err != nil {

@@ -117,7 +117,7 @@ func ConfigFromArgs(name string, args message.Table) (Config, error) {
 	if v, present := args["x-overflow"]; present {
 		s, isStr := v.(string)
 		if !isStr {
-			return Config{}, argErr("x-overflow", fmt.Sprintf("{unacceptable_type,%s}", typeName(v)))
+			return Config{}, argErr("x-overflow", fmt.Sprintf("{unacceptable_type,%s}", message.TypeName(v)))
 		}
 		switch s {
 		case "drop-head":
@@ -134,14 +134,14 @@ func ConfigFromArgs(name string, args message.Table) (Config, error) {
 		s, isStr := v.(string)
 		if !isStr {
 			// RabbitMQ words this one differently: "invalid type 'signedint' for arg ...".
-			return Config{}, argErr("x-dead-letter-exchange", fmt.Sprintf("{unacceptable_type,%s}", typeName(v)))
+			return Config{}, argErr("x-dead-letter-exchange", fmt.Sprintf("{unacceptable_type,%s}", message.TypeName(v)))
 		}
 		cfg.DeadLetterExchange, cfg.HasDeadLetterExchange = s, true
 	}
 	if v, present := args["x-dead-letter-routing-key"]; present {
 		s, isStr := v.(string)
 		if !isStr {
-			return Config{}, argErr("x-dead-letter-routing-key", fmt.Sprintf("{unacceptable_type,%s}", typeName(v)))
+			return Config{}, argErr("x-dead-letter-routing-key", fmt.Sprintf("{unacceptable_type,%s}", message.TypeName(v)))
 		}
 		if !cfg.HasDeadLetterExchange {
 			return Config{}, argErr("x-dead-letter-routing-key", "routing_key_but_no_dlx_defined")
@@ -151,7 +151,7 @@ func ConfigFromArgs(name string, args message.Table) (Config, error) {
 	if v, present := args["x-single-active-consumer"]; present {
 		b, isBool := v.(bool)
 		if !isBool {
-			return Config{}, argErr("x-single-active-consumer", fmt.Sprintf("{unacceptable_type,%s}", typeName(v)))
+			return Config{}, argErr("x-single-active-consumer", fmt.Sprintf("{unacceptable_type,%s}", message.TypeName(v)))
 		}
 		cfg.SingleActiveConsumer = b
 	}
@@ -160,60 +160,8 @@ func ConfigFromArgs(name string, args message.Table) (Config, error) {
 
 // intArg accepts every AMQP integer field type, as RabbitMQ does.
 func intArg(v any) (int64, error) {
-	switch n := v.(type) {
-	case int8:
-		return int64(n), nil
-	case uint8:
-		return int64(n), nil
-	case int16:
-		return int64(n), nil
-	case uint16:
-		return int64(n), nil
-	case int32:
-		return int64(n), nil
-	case uint32:
-		return int64(n), nil
-	case int64:
+	if n, ok := message.Int(v); ok {
 		return n, nil
-	case int:
-		return int64(n), nil
 	}
-	return 0, fmt.Errorf("\"expected integer, got %s\"", typeName(v))
-}
-
-// typeName is RabbitMQ's name for a field-table value's type, as it appears in its errors.
-func typeName(v any) string {
-	switch v.(type) {
-	case bool:
-		return "bool"
-	case int8:
-		return "byte"
-	case uint8:
-		return "unsignedbyte"
-	case int16:
-		return "short"
-	case uint16:
-		return "unsignedshort"
-	case int32:
-		return "signedint"
-	case uint32:
-		return "unsignedint"
-	case int64, int:
-		return "long"
-	case float32:
-		return "float"
-	case float64:
-		return "double"
-	case string:
-		return "longstr"
-	case []byte:
-		return "binary"
-	case []any:
-		return "array"
-	case message.Table:
-		return "table"
-	case nil:
-		return "void"
-	}
-	return "timestamp"
+	return 0, fmt.Errorf("\"expected integer, got %s\"", message.TypeName(v))
 }
