@@ -37,10 +37,11 @@ type Config struct {
 	Cluster    string `yaml:"cluster"`
 	Peers      string `yaml:"peers"`
 
-	Storage StorageConfig `yaml:"storage"`
-	TLS     TLSConfig     `yaml:"tls"`
-	AMQP091 AMQPConfig    `yaml:"amqp091"`
-	Users   []UserConfig  `yaml:"users"`
+	Storage      StorageConfig `yaml:"storage"`
+	TLS          TLSConfig     `yaml:"tls"`
+	AMQP091      AMQPConfig    `yaml:"amqp091"`
+	STOMPOptions STOMPConfig   `yaml:"stomp_options"`
+	Users        []UserConfig  `yaml:"users"`
 }
 
 // StorageConfig tunes the data directory.
@@ -64,6 +65,15 @@ type AMQPConfig struct {
 	ChannelMax     uint16        `yaml:"channel_max"`
 	Heartbeat      time.Duration `yaml:"heartbeat"`
 	MaxMessageSize uint64        `yaml:"max_message_size"`
+}
+
+// STOMPConfig tunes the STOMP listeners (TCP, TLS and WebSocket).
+type STOMPConfig struct {
+	MaxHeaderBytes int    `yaml:"max_header_bytes"`
+	MaxHeaders     int    `yaml:"max_headers"`
+	MaxBody        int    `yaml:"max_body"`
+	DefaultUser    string `yaml:"default_user"`
+	DefaultPass    string `yaml:"default_pass"`
 }
 
 // UserConfig declares a user. With no users configured, parley has guest/guest, which may
@@ -100,6 +110,13 @@ func DefaultConfig() Config {
 			ChannelMax:     2047,
 			Heartbeat:      60 * time.Second,
 			MaxMessageSize: 128 << 20,
+		},
+		STOMPOptions: STOMPConfig{
+			MaxHeaderBytes: 102400,
+			MaxHeaders:     1000,
+			MaxBody:        128 << 20,
+			DefaultUser:    "guest",
+			DefaultPass:    "guest",
 		},
 		Users: []UserConfig{{Name: "guest", Password: "guest", Tags: []string{"administrator"}, LoopbackOnly: true}},
 	}
@@ -216,6 +233,9 @@ func (c *Config) validate() error {
 	}
 	if c.AMQP091.FrameMax != 0 && c.AMQP091.FrameMax < 4096 {
 		return fmt.Errorf("%w: amqp091.frame_max %d: below the AMQP minimum of 4096", errUsage, c.AMQP091.FrameMax)
+	}
+	if c.STOMPOptions.MaxHeaderBytes <= 0 || c.STOMPOptions.MaxHeaders <= 0 || c.STOMPOptions.MaxBody <= 0 {
+		return fmt.Errorf("%w: stomp_options: max_header_bytes, max_headers and max_body must be positive", errUsage)
 	}
 	for _, u := range c.Users {
 		if u.Name == "" {

@@ -20,6 +20,8 @@ import (
 	"github.com/parleymq/parley/cluster"
 	"github.com/parleymq/parley/protocol/amqp091"
 	"github.com/parleymq/parley/protocol/auth"
+	"github.com/parleymq/parley/protocol/stomp"
+	"github.com/parleymq/parley/protocol/stomp/wire"
 	"github.com/parleymq/parley/storage"
 )
 
@@ -124,6 +126,17 @@ func run(cfg Config) error {
 	go alarms.run(log, amqpServer.SetBlocked)
 	defer alarms.stop()
 
+	scfg := stomp.DefaultConfig()
+	scfg.Limits = wire.Limits{
+		MaxHeaderBytes: cfg.STOMPOptions.MaxHeaderBytes,
+		MaxHeaders:     cfg.STOMPOptions.MaxHeaders,
+		MaxBody:        cfg.STOMPOptions.MaxBody,
+	}
+	scfg.DefaultUser, scfg.DefaultPass = cfg.STOMPOptions.DefaultUser, cfg.STOMPOptions.DefaultPass
+	scfg.Version = version
+	stompServer := stomp.NewServer(scfg, core, users, log.Named("stomp"))
+	defer stompServer.Close()
+
 	var tlsConf *tls.Config
 	if cfg.TLS.CertFile != "" || cfg.TLS.KeyFile != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
@@ -140,7 +153,7 @@ func run(cfg Config) error {
 			_ = ln.Close()
 		}
 	}()
-	serve := func(name, addr string, useTLS bool) error {
+	serve := func(name, addr string, useTLS bool, srv func(net.Listener) error) error {
 		if addr == "off" {
 			return nil
 		}
@@ -157,17 +170,25 @@ func run(cfg Config) error {
 		}
 		listeners = append(listeners, ln)
 		log.Info("listening", zap.String("listener", name), zap.String("addr", ln.Addr().String()))
-		go func() { errc <- amqpServer.Serve(ln) }()
+		go func() { errc <- srv(ln) }()
 		return nil
 	}
-	if err := serve("amqp", cfg.AMQP, false); err != nil {
-		return err
-	}
-	if err := serve("amqps", cfg.AMQPS, true); err != nil {
-		return err
+	for _, l := range []struct {
+		name, addr string
+		tls        bool
+		srv        func(net.Listener) error
+	}{
+		{"stomp", cfg.STOMP, false, stompServer.Serve},
+		{"stomps", cfg.STOMPS, true, stompServer.Serve},
+		{"amqp", cfg.AMQP, false, amqpServer.Serve},
+		{"amqps", cfg.AMQPS, true, amqpServer.Serve},
+	} {
+		if err := serve(l.name, l.addr, l.tls, l.srv); err != nil {
+			return err
+		}
 	}
 	for _, l := range []struct{ name, addr string }{
-		{"mqtt", cfg.MQTT}, {"mqtts", cfg.MQTTS}, {"stomp", cfg.STOMP}, {"stomps", cfg.STOMPS},
+		{"mqtt", cfg.MQTT}, {"mqtts", cfg.MQTTS},
 		{"http", cfg.HTTP}, {"ws-stomp", cfg.WSStomp}, {"ws-mqtt", cfg.WSMQTT}, {"ws", cfg.WS},
 		{"prometheus", cfg.Prometheus}, {"cluster", cfg.Cluster},
 	} {

@@ -1,0 +1,134 @@
+package stomp
+
+import (
+	"errors"
+	"net"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/parleymq/parley/broker"
+	"github.com/parleymq/parley/protocol/auth"
+)
+
+// Server accepts STOMP connections and serves them against one broker.
+type Server struct {
+	cfg   Config
+	b     *broker.Broker
+	users *auth.Store
+	log   *zap.Logger
+
+	mu        sync.Mutex
+	conns     map[*conn]struct{}
+	listeners map[net.Listener]struct{}
+	closed    bool
+	wg        sync.WaitGroup
+}
+
+// NewServer builds a server. log must not be nil.
+func NewServer(cfg Config, b *broker.Broker, users *auth.Store, log *zap.Logger) *Server {
+	return &Server{
+		cfg:       cfg.withDefaults(),
+		b:         b,
+		users:     users,
+		log:       log,
+		conns:     map[*conn]struct{}{},
+		listeners: map[net.Listener]struct{}{},
+	}
+}
+
+// Serve accepts connections on ln until ln is closed (or the server is), then returns nil.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+	}()
+	var backoff time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) || s.isClosed() {
+				return nil
+			}
+			// EMFILE and friends are transient: back off and keep accepting.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.log.Warn("accept failed; retrying", zap.Error(err), zap.Duration("backoff", backoff))
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		go func() { _ = s.ServeConn(nc, false) }()
+	}
+}
+
+// ServeConn serves one STOMP connection on the calling goroutine until it ends, then closes
+// nc. With framed, every frame (and heart-beat) is written by its own nc.Write call: over
+// WebSocket each write is one message, and STOMP over WebSocket wants one frame per message.
+func (s *Server) ServeConn(nc net.Conn, framed bool) error {
+	c := newConn(s, nc, framed)
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		_ = nc.Close()
+		return nil
+	}
+	s.conns[c] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+		s.wg.Done()
+	}()
+	c.serve()
+	return nil
+}
+
+func (s *Server) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// shutdownWait bounds how long Close waits for connections to end.
+const shutdownWait = 5 * time.Second
+
+// Close stops accepting, sends every client an ERROR frame saying the broker is shutting
+// down, and closes their connections.
+func (s *Server) Close() {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.closed = true
+	for ln := range s.listeners {
+		_ = ln.Close()
+	}
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		// RabbitMQ's STOMP reader on shutdown: amqp_death with CONNECTION_FORCED.
+		c.fail(&stompError{msg: "connection_forced", detail: "broker forced connection closure with reason 'shutdown'"})
+	}
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(shutdownWait):
+		s.log.Warn("STOMP connections still open after shutdown wait; abandoning them")
+	}
+}
