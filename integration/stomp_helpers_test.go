@@ -181,3 +181,13 @@ func (c *rawSTOMP) expectClosed() {
 		}
 	}
 }
+
+// writeConfig writes a parley configuration file for the test and returns its path.
+func writeConfig(t testing.TB, yaml string) string {
+	t.Helper()
+	p := t.TempDir() + "/parley.yaml"
+	if err := os.WriteFile(p, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
