@@ -7,8 +7,9 @@
 // Transport seam through which a group's messages reach its peers.
 //
 // A single node is a cluster of one: the same Host, the same loop, a group
-// whose only voter is this node. The three-node milestone adds a networked
-// Transport and membership to this Host; nothing here assumes one node
+// whose only voter is this node. With peers, TCPTransport (tcp.go, framing in
+// wire.go) carries every group's raft messages over one connection per pair
+// of nodes; membership changes are still to come. Nothing here assumes one node
 // except the shortcuts that are explicitly conditioned on a group having a
 // single voter (campaign at once, skip ticking an idle leader).
 //

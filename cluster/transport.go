@@ -14,10 +14,9 @@ import (
 // sending side reports back to its host: ReportUnreachable when a peer
 // cannot be reached, and ReportSnapshot for every MsgSnap, delivered or not.
 //
-// The three-node milestone puts the peer connection here: one TCP (or TLS)
-// connection per peer multiplexing every group (DESIGN.md §5), coalescing
-// heartbeats. Messages to this node itself never reach the transport: raft
-// delivers those internally.
+// TCPTransport (tcp.go) is the networked one: one TCP connection per peer
+// multiplexing every group (DESIGN.md §5). Messages to this node itself never
+// reach the transport: raft delivers those internally.
 type Transport interface {
 	Send(group uint64, msgs []*raftpb.Message)
 }

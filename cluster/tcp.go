@@ -1,0 +1,533 @@
+package cluster
+
+// TCPTransport: the networked Transport (DESIGN.md §5).
+//
+// One TCP connection per pair of nodes carries every group's raft messages in both directions
+// (frames of wire.go). The node with the lower id dials; the other accepts, so the two never
+// race to open two connections. Each peer has a bounded queue of outgoing batches and one
+// writer goroutine that coalesces whatever is queued into one buffered write and flushes when
+// the queue is empty. Send never blocks the host's loop: when a peer's queue is full, or the
+// peer is unreachable, the batch is dropped and the host is told (ReportUnreachable, and
+// ReportSnapshot failure for a snapshot), because raft tolerates lost messages and retransmits;
+// a stalled peer must not stall every other group of the node.
+//
+// A lost connection is re-dialled with a capped exponential backoff. The first frame each way is
+// a hello naming the node and what it advertises (its client listener addresses), which
+// cmd/parley uses to send clients to the node that serves them.
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.etcd.io/raft/v3/raftpb"
+	"go.uber.org/zap"
+)
+
+// TCPConfig configures a TCPTransport.
+type TCPConfig struct {
+	// NodeID is this node's raft id.
+	NodeID uint64
+	// Listener accepts the peers' connections. If nil, Listen is listened on.
+	Listener net.Listener
+	// Listen is the cluster address to listen on (host:port) when Listener is nil.
+	Listen string
+	// Peers maps every node id to its cluster address; this node's own entry is ignored.
+	Peers map[uint64]string
+	// Meta is what this node advertises to its peers in its hello (e.g. "amqp" -> address).
+	Meta map[string]string
+	// QueueLen bounds the batches queued for one peer; more are dropped. Default 4096.
+	QueueLen int
+	// MaxFrame bounds a frame read from a peer. Default DefaultMaxFrame.
+	MaxFrame int
+	// DialTimeout bounds one dial and one hello exchange. Default 2s.
+	DialTimeout time.Duration
+	// MaxBackoff caps the wait between two dials of an unreachable peer. Default 1s.
+	MaxBackoff time.Duration
+}
+
+// TCPTransport carries raft messages over TCP. Create it with NewTCPTransport, give it to the
+// host's Config, then Start it with that host.
+type TCPTransport struct {
+	cfg   TCPConfig
+	log   *zap.Logger
+	ln    net.Listener
+	host  atomic.Pointer[Host]
+	peers map[uint64]*peer
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	closed bool
+}
+
+// PeerStatus is what the transport knows of one peer.
+type PeerStatus struct {
+	ID        uint64
+	Addr      string
+	Connected bool
+	// Meta is what the peer advertised in its last hello.
+	Meta map[string]string
+	// Dropped counts messages to the peer dropped (queue full or peer unreachable).
+	Dropped uint64
+	// Sent counts messages written to the peer.
+	Sent uint64
+}
+
+type outBatch struct {
+	group uint64
+	msgs  []*raftpb.Message
+}
+
+type peer struct {
+	id   uint64
+	addr string
+	t    *TCPTransport
+	out  chan outBatch
+	// accepted hands the writer a connection the listener accepted from this peer.
+	accepted chan *bufConn
+	// next is a connection accepted while the writer still served an older one.
+	next *bufConn
+
+	mu        sync.Mutex
+	meta      map[string]string
+	connected atomic.Bool
+	dropped   atomic.Uint64
+	sent      atomic.Uint64
+}
+
+// NewTCPTransport listens on the cluster address; it sends nothing until Start.
+func NewTCPTransport(cfg TCPConfig, log *zap.Logger) (*TCPTransport, error) {
+	if cfg.NodeID == 0 {
+		return nil, fmt.Errorf("%w: transport NodeID must not be 0", ErrInvalidConfig)
+	}
+	if cfg.QueueLen <= 0 {
+		cfg.QueueLen = 4096
+	}
+	if cfg.MaxFrame <= 0 {
+		cfg.MaxFrame = DefaultMaxFrame
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = 2 * time.Second
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = time.Second
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	ln := cfg.Listener
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", cfg.Listen); err != nil {
+			return nil, fmt.Errorf("cluster listen %s: %w", cfg.Listen, err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t := &TCPTransport{
+		cfg:    cfg,
+		log:    log.With(zap.Uint64("node", cfg.NodeID)),
+		ln:     ln,
+		peers:  make(map[uint64]*peer),
+		ctx:    ctx,
+		cancel: cancel,
+		conns:  make(map[net.Conn]struct{}),
+	}
+	for id, addr := range cfg.Peers {
+		if id == cfg.NodeID {
+			continue
+		}
+		if id == 0 {
+			cancel()
+			_ = ln.Close()
+			return nil, fmt.Errorf("%w: peer id 0", ErrInvalidConfig)
+		}
+		t.peers[id] = &peer{
+			id: id, addr: addr, t: t,
+			out:      make(chan outBatch, cfg.QueueLen),
+			accepted: make(chan *bufConn, 1),
+		}
+	}
+	return t, nil
+}
+
+// Addr is the address the transport listens on.
+func (t *TCPTransport) Addr() net.Addr { return t.ln.Addr() }
+
+// Start delivers received messages to h and starts connecting to the peers.
+func (t *TCPTransport) Start(h *Host) {
+	t.host.Store(h)
+	t.wg.Add(1)
+	go t.acceptLoop()
+	for _, p := range t.peers {
+		t.wg.Add(1)
+		go p.run()
+	}
+}
+
+// Close stops listening, closes every connection and waits for the transport's goroutines.
+func (t *TCPTransport) Close() {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return
+	}
+	t.closed = true
+	for c := range t.conns {
+		_ = c.Close()
+	}
+	t.mu.Unlock()
+	t.cancel()
+	_ = t.ln.Close()
+	t.wg.Wait()
+}
+
+// Peers reports every peer, by id.
+func (t *TCPTransport) Peers() []PeerStatus {
+	ids := slices.Sorted(maps.Keys(t.peers))
+	out := make([]PeerStatus, 0, len(ids))
+	for _, id := range ids {
+		p := t.peers[id]
+		p.mu.Lock()
+		meta := maps.Clone(p.meta)
+		p.mu.Unlock()
+		out = append(out, PeerStatus{
+			ID: id, Addr: p.addr, Connected: p.connected.Load(), Meta: meta,
+			Dropped: p.dropped.Load(), Sent: p.sent.Load(),
+		})
+	}
+	return out
+}
+
+// Send queues msgs for their destinations; it never blocks (see the file comment).
+func (t *TCPTransport) Send(group uint64, msgs []*raftpb.Message) {
+	var byPeer map[*peer][]*raftpb.Message
+	for _, m := range msgs {
+		p := t.peers[m.GetTo()]
+		if p == nil {
+			continue // not a node of the cluster: nothing to tell raft
+		}
+		if byPeer == nil {
+			byPeer = make(map[*peer][]*raftpb.Message, len(t.peers))
+		}
+		byPeer[p] = append(byPeer[p], m)
+	}
+	for p, ms := range byPeer {
+		select {
+		case p.out <- outBatch{group: group, msgs: ms}:
+		default:
+			p.drop(outBatch{group: group, msgs: ms})
+		}
+	}
+}
+
+// drop tells the host that a batch will not reach the peer.
+func (p *peer) drop(b outBatch) {
+	p.dropped.Add(uint64(len(b.msgs)))
+	h := p.t.host.Load()
+	if h == nil {
+		return
+	}
+	h.ReportUnreachable(b.group, p.id)
+	for _, m := range b.msgs {
+		if m.GetType() == raftpb.MsgSnap {
+			h.ReportSnapshot(b.group, p.id, true)
+		}
+	}
+}
+
+func (t *TCPTransport) track(c net.Conn) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		_ = c.Close()
+		return false
+	}
+	t.conns[c] = struct{}{}
+	return true
+}
+
+func (t *TCPTransport) untrack(c net.Conn) {
+	_ = c.Close()
+	t.mu.Lock()
+	delete(t.conns, c)
+	t.mu.Unlock()
+}
+
+func (t *TCPTransport) hello() []byte {
+	return appendHello(nil, hello{node: t.cfg.NodeID, meta: t.cfg.Meta})
+}
+
+// exchangeHello writes our hello and reads the peer's, within the dial timeout.
+func (t *TCPTransport) exchangeHello(c net.Conn, br *bufio.Reader) (hello, error) {
+	_ = c.SetDeadline(time.Now().Add(t.cfg.DialTimeout))
+	defer func() { _ = c.SetDeadline(time.Time{}) }()
+	if _, err := c.Write(t.hello()); err != nil {
+		return hello{}, fmt.Errorf("write hello: %w", err)
+	}
+	kind, body, err := readFrame(br, t.cfg.MaxFrame)
+	if err != nil {
+		return hello{}, fmt.Errorf("read hello: %w", err)
+	}
+	if kind != kindHello {
+		return hello{}, fmt.Errorf("%w: frame kind %d before hello", ErrBadFrame, kind)
+	}
+	return decodeHello(body)
+}
+
+func (t *TCPTransport) acceptLoop() {
+	defer t.wg.Done()
+	for {
+		c, err := t.ln.Accept()
+		if err != nil {
+			if t.ctx.Err() == nil {
+				t.log.Warn("cluster accept failed; no longer accepting peers", zap.Error(err))
+			}
+			return
+		}
+		if !t.track(c) {
+			return
+		}
+		t.wg.Add(1)
+		go func() {
+			defer t.wg.Done()
+			br := bufio.NewReaderSize(c, 64<<10)
+			h, err := t.exchangeHello(c, br)
+			if err != nil {
+				t.log.Warn("cluster connection refused", zap.Stringer("from", c.RemoteAddr()), zap.Error(err))
+				t.untrack(c)
+				return
+			}
+			p := t.peers[h.node]
+			if p == nil || h.node > t.cfg.NodeID {
+				// Unknown node, or one we dial ourselves: two connections for one pair
+				// would race, so the lower id always dials.
+				t.log.Warn("cluster connection refused: not a peer that dials this node",
+					zap.Uint64("peer", h.node), zap.Stringer("from", c.RemoteAddr()))
+				t.untrack(c)
+				return
+			}
+			p.setMeta(h.meta)
+			// Replace a connection the writer has not picked up yet.
+			select {
+			case old := <-p.accepted:
+				t.untrack(old.Conn)
+			default:
+			}
+			p.accepted <- &bufConn{Conn: c, br: br}
+		}()
+	}
+}
+
+// bufConn keeps the reader that already buffered bytes after the hello.
+type bufConn struct {
+	net.Conn
+	br *bufio.Reader
+}
+
+func (p *peer) setMeta(m map[string]string) {
+	p.mu.Lock()
+	p.meta = m
+	p.mu.Unlock()
+}
+
+// run is the peer's writer: it obtains a connection (dialling or accepting), writes batches
+// until it fails, and starts over.
+func (p *peer) run() {
+	defer p.t.wg.Done()
+	backoff := 50 * time.Millisecond
+	for {
+		c := p.connect(&backoff)
+		if c == nil {
+			return
+		}
+		p.connected.Store(true)
+		p.t.log.Info("cluster peer connected", zap.Uint64("peer", p.id), zap.String("addr", p.addr))
+		err := p.serve(c)
+		p.connected.Store(false)
+		p.t.untrack(c.Conn)
+		if p.t.ctx.Err() != nil {
+			return
+		}
+		p.t.log.Warn("cluster peer connection lost", zap.Uint64("peer", p.id), zap.Error(err))
+	}
+}
+
+// connect returns a connection with hellos exchanged, or nil when the transport closes. While
+// it has none, queued batches are dropped and reported: the peer is unreachable.
+func (p *peer) connect(backoff *time.Duration) *bufConn {
+	if c := p.next; c != nil {
+		p.next = nil
+		return c
+	}
+	dials := p.id > p.t.cfg.NodeID
+	for {
+		if dials {
+			if c := p.dial(); c != nil {
+				*backoff = 50 * time.Millisecond
+				return c
+			}
+		}
+		var retry <-chan time.Time
+		var timer *time.Timer
+		if dials {
+			timer = time.NewTimer(*backoff)
+			retry = timer.C
+			*backoff = min(*backoff*2, p.t.cfg.MaxBackoff)
+		}
+		if c := p.waitAccepted(retry); c != nil || !dials || p.t.ctx.Err() != nil {
+			if timer != nil {
+				timer.Stop()
+			}
+			return c
+		}
+	}
+}
+
+// waitAccepted drops queued batches until a connection is accepted from the peer (returned),
+// retry fires or the transport closes (nil).
+func (p *peer) waitAccepted(retry <-chan time.Time) *bufConn {
+	for {
+		select {
+		case <-p.t.ctx.Done():
+			return nil
+		case b := <-p.out:
+			p.drop(b)
+		case c := <-p.accepted:
+			return c
+		case <-retry:
+			return nil
+		}
+	}
+}
+
+func (p *peer) dial() *bufConn {
+	d := net.Dialer{Timeout: p.t.cfg.DialTimeout}
+	c, err := d.DialContext(p.t.ctx, "tcp", p.addr)
+	if err != nil {
+		p.t.log.Debug("cluster dial failed", zap.Uint64("peer", p.id), zap.Error(err))
+		return nil
+	}
+	if !p.t.track(c) {
+		return nil
+	}
+	br := bufio.NewReaderSize(c, 64<<10)
+	h, err := p.t.exchangeHello(c, br)
+	if err == nil && h.node != p.id {
+		err = fmt.Errorf("%s answered as node %d", p.addr, h.node)
+	}
+	if err != nil {
+		p.t.log.Warn("cluster handshake failed", zap.Uint64("peer", p.id), zap.Error(err))
+		p.t.untrack(c)
+		return nil
+	}
+	p.setMeta(h.meta)
+	return &bufConn{Conn: c, br: br}
+}
+
+// serve reads and writes c until either side fails.
+func (p *peer) serve(c *bufConn) error {
+	readErr := make(chan error, 1)
+	go func() { readErr <- p.read(c) }()
+	bw := bufio.NewWriterSize(c.Conn, 256<<10)
+	var buf []byte
+	var written []outBatch
+	fail := func(err error) error {
+		for _, b := range written {
+			p.drop(b)
+		}
+		_ = c.Close()
+		<-readErr
+		return err
+	}
+	for {
+		var b outBatch
+		select {
+		case <-p.t.ctx.Done():
+			return fail(p.t.ctx.Err())
+		case err := <-readErr:
+			readErr <- err
+			return fail(err)
+		case nc := <-p.accepted:
+			// The peer reconnected (it restarted): this connection is stale.
+			p.next = nc
+			return fail(errors.New("replaced by a new connection from the peer"))
+		case b = <-p.out:
+		}
+		// Coalesce everything queued into one flush.
+		written = written[:0]
+		for {
+			var err error
+			if buf, err = appendMessages(buf[:0], b.group, b.msgs); err != nil {
+				p.t.log.Error("raft message not encodable; dropped", zap.Uint64("group", b.group), zap.Error(err))
+				p.drop(b)
+			} else {
+				written = append(written, b)
+				if _, err := bw.Write(buf); err != nil {
+					return fail(fmt.Errorf("write: %w", err))
+				}
+			}
+			if len(buf) > 1<<20 {
+				buf = nil // do not keep a snapshot-sized buffer
+			}
+			select {
+			case b = <-p.out:
+				continue
+			default:
+			}
+			break
+		}
+		if err := bw.Flush(); err != nil {
+			return fail(fmt.Errorf("write: %w", err))
+		}
+		h := p.t.host.Load()
+		for _, b := range written {
+			p.sent.Add(uint64(len(b.msgs)))
+			for _, m := range b.msgs {
+				if m.GetType() == raftpb.MsgSnap && h != nil {
+					h.ReportSnapshot(b.group, p.id, false)
+				}
+			}
+		}
+		written = written[:0]
+	}
+}
+
+// read hands every frame from the peer to the host until the connection fails.
+func (p *peer) read(c *bufConn) error {
+	for {
+		kind, body, err := readFrame(c.br, p.t.cfg.MaxFrame)
+		if err != nil {
+			return err
+		}
+		if kind != kindMessages {
+			return fmt.Errorf("%w: unexpected frame kind %d", ErrBadFrame, kind)
+		}
+		group, msgs, err := decodeMessages(body)
+		if err != nil {
+			return err
+		}
+		self := p.t.cfg.NodeID
+		keep := msgs[:0]
+		for _, m := range msgs {
+			if m.GetTo() == self && m.GetFrom() == p.id {
+				keep = append(keep, m)
+			}
+		}
+		if len(keep) != len(msgs) {
+			return errors.New("peer sent messages not from itself or not to this node")
+		}
+		if h := p.t.host.Load(); h != nil && len(keep) > 0 {
+			h.Receive(group, keep)
+		}
+	}
+}
