@@ -31,7 +31,8 @@ type ConsumerSpec struct {
 type Delivery struct {
 	ID          DeliveryID
 	Consumer    ConsumerID // 0 for basic.get
-	Msg         *message.Message
+	Msg         *message.Message // nil when the queue keeps only a stub: the driver loads it by Ref
+	Ref         uint64           // the driver's reference (PublishRef); 0 for none
 	Redelivered bool
 }
 
@@ -59,7 +60,8 @@ func (r Reason) String() string {
 // DeadLetter is a message leaving the queue to be republished to its dead-letter exchange;
 // DeadLetterMessage builds what is republished.
 type DeadLetter struct {
-	Msg    *message.Message
+	Msg    *message.Message // nil for a stub: the driver loads it by Ref
+	Ref    uint64
 	Reason Reason
 }
 
@@ -111,12 +113,37 @@ const noExpiry = math.MaxInt64
 
 // entry is a message in the queue, ready or outstanding. It is stored by value.
 type entry struct {
-	msg       *message.Message
-	seq       uint64 // publish order: where a requeued message goes back
-	expiry    int64  // Unix ms at which the message expires; noExpiry for none
-	prio      uint8  // clamped priority level
-	delivered bool   // handed out before: the next delivery is a redelivery
-	ref       uint64 // the driver's reference (PublishRef); 0 for none
+	msg       *message.Message // nil for a stub: the body is the driver's, under ref
+	seq       uint64           // publish order: where a requeued message goes back
+	expiry    int64            // Unix ms at which the message expires; noExpiry for none
+	ref       uint64           // the driver's reference (PublishRef); 0 for none
+	size      uint32           // body size, what x-max-length-bytes counts
+	prio      uint8            // clamped priority level
+	delivered bool             // handed out before: the next delivery is a redelivery
+}
+
+// Stub is what the queue needs to know of a message whose body it does not hold: a durable
+// queue's driver keeps the bodies of a deep queue in its log and loads them when delivered.
+type Stub struct {
+	Size     uint32
+	Priority uint8
+	HasPrio  bool  // the message has a priority property
+	TTL      int64 // the expiration property in ms; -1 for none
+}
+
+// StubOf is m's stub.
+func StubOf(m *message.Message) Stub {
+	s := Stub{Size: uint32(m.Size()), TTL: -1}
+	if m.Properties.Flags&message.FlagPriority != 0 {
+		s.Priority, s.HasPrio = m.Properties.Priority, true
+	}
+	if m.Properties.Flags&message.FlagExpiration != 0 {
+		// The adapter refuses malformed expiration strings at publish, so one here is ignored.
+		if v, err := strconv.ParseInt(m.Properties.Expiration, 10, 64); err == nil && v >= 0 {
+			s.TTL = v
+		}
+	}
+	return s
 }
 
 // pending is an outstanding delivery, awaiting settlement.
@@ -176,6 +203,10 @@ type Queue struct {
 	round     uint64      // delivery step counter, for consumer.skip
 	gate      func(ConsumerID) bool
 
+	// bodyWindow: a message with a reference published while the ready messages hold this many
+	// body bytes or more is kept as a stub (see SetBodyWindow). Negative: keep every body.
+	bodyWindow int64
+
 	// Scratch buffers reused by Settle.
 	scratchIdx []int
 	scratchReq []entry
@@ -183,8 +214,16 @@ type Queue struct {
 
 // New returns an empty queue.
 func New(cfg Config) *Queue {
-	return &Queue{cfg: cfg, levels: make([]ring[entry], int(cfg.MaxPriority)+1), nextID: 1}
+	return &Queue{cfg: cfg, levels: make([]ring[entry], int(cfg.MaxPriority)+1), nextID: 1, bodyWindow: -1}
 }
+
+// SetBodyWindow bounds the memory a deep queue spends on bodies. A message published with a
+// reference (one the driver can load back, from a durable queue's log) while the ready
+// messages already hold n body bytes or more is kept as a stub: deliveries and dead letters of
+// it carry Msg nil and its Ref, and the driver loads the body. So the head of the queue, which
+// consumers take next, stays in memory, and a backlog behind it costs a few dozen bytes a
+// message. Negative n (the default) keeps every body.
+func (q *Queue) SetBodyWindow(n int64) { q.bodyWindow = n }
 
 // Config returns the queue's configuration.
 func (q *Queue) Config() Config { return q.cfg }
@@ -240,7 +279,7 @@ func (q *Queue) PublishRef(now int64, m *message.Message, ref uint64, out *Outpu
 	if limited && q.cfg.Overflow != DropHead && q.wouldOverflow(size) {
 		q.deliver(now, q.gate, out)
 		if q.wouldOverflow(size) {
-			e := entry{msg: m, ref: ref}
+			e := entry{msg: m, ref: ref, size: uint32(size)}
 			if q.cfg.Overflow == RejectPublishDLX {
 				q.deadLetter(out, e, MaxLen)
 			} else {
@@ -249,10 +288,9 @@ func (q *Queue) PublishRef(now int64, m *message.Message, ref uint64, out *Outpu
 			return false
 		}
 	}
-	e := entry{msg: m, seq: q.nextSeq, expiry: q.expiryOf(now, m), ref: ref}
-	q.nextSeq++
-	if q.cfg.MaxPriority > 0 && m.Properties.Flags&message.FlagPriority != 0 {
-		e.prio = min(m.Properties.Priority, q.cfg.MaxPriority)
+	e := q.newEntry(now, StubOf(m), ref)
+	if ref == 0 || q.bodyWindow < 0 || q.bytes < q.bodyWindow {
+		e.msg = m
 	}
 	q.pushReady(e)
 	if e.expiry <= now {
@@ -272,12 +310,27 @@ func (q *Queue) PublishRef(now int64, m *message.Message, ref uint64, out *Outpu
 // delivered before the restart, and AMQP allows the flag on a message that was not). It never
 // refuses and never delivers by itself: the driver runs Drain.
 func (q *Queue) Recover(enqueuedAt int64, m *message.Message, ref uint64) {
-	e := entry{msg: m, seq: q.nextSeq, expiry: q.expiryOf(enqueuedAt, m), delivered: true, ref: ref}
-	q.nextSeq++
-	if q.cfg.MaxPriority > 0 && m.Properties.Flags&message.FlagPriority != 0 {
-		e.prio = min(m.Properties.Priority, q.cfg.MaxPriority)
-	}
+	e := q.newEntry(enqueuedAt, StubOf(m), ref)
+	e.msg, e.delivered = m, true
 	q.pushReady(e)
+}
+
+// RecoverStub is Recover for a message the driver keeps the body of (ref non-zero): the queue
+// holds only its stub and deliveries of it carry Msg nil.
+func (q *Queue) RecoverStub(enqueuedAt int64, s Stub, ref uint64) {
+	e := q.newEntry(enqueuedAt, s, ref)
+	e.delivered = true
+	q.pushReady(e)
+}
+
+// newEntry is the entry of a message published (or first enqueued) at now, without its body.
+func (q *Queue) newEntry(now int64, s Stub, ref uint64) entry {
+	e := entry{seq: q.nextSeq, expiry: q.expiryOf(now, s.TTL), ref: ref, size: s.Size}
+	q.nextSeq++
+	if q.cfg.MaxPriority > 0 && s.HasPrio {
+		e.prio = min(s.Priority, q.cfg.MaxPriority)
+	}
+	return e
 }
 
 // wouldOverflow is rabbit_amqqueue_process:will_overflow: would one more message of size
@@ -293,14 +346,12 @@ func (q *Queue) overLimit() bool {
 }
 
 // expiryOf is when a message published now expires: the lower of x-message-ttl and the
-// message's expiration property (https://www.rabbitmq.com/docs/ttl#per-message-ttl-in-publishers).
-// The adapter refuses malformed expiration strings at publish, so one here is ignored.
-func (q *Queue) expiryOf(now int64, m *message.Message) int64 {
+// message's expiration property, msgTTL (-1 for none)
+// (https://www.rabbitmq.com/docs/ttl#per-message-ttl-in-publishers).
+func (q *Queue) expiryOf(now int64, msgTTL int64) int64 {
 	ttl := q.cfg.MessageTTL
-	if m.Properties.Flags&message.FlagExpiration != 0 {
-		if v, err := strconv.ParseInt(m.Properties.Expiration, 10, 64); err == nil && v >= 0 && (ttl < 0 || v < ttl) {
-			ttl = v
-		}
+	if msgTTL >= 0 && (ttl < 0 || msgTTL < ttl) {
+		ttl = msgTTL
 	}
 	if ttl < 0 || ttl > noExpiry-now {
 		return noExpiry
@@ -319,7 +370,7 @@ func (q *Queue) pushReady(e entry) {
 
 func (q *Queue) countIn(e entry) {
 	q.ready++
-	q.bytes += int64(e.msg.Size())
+	q.bytes += int64(e.size)
 	if e.expiry != noExpiry {
 		q.withTTL++
 	}
@@ -343,7 +394,7 @@ func (q *Queue) popLevel(l int) entry {
 		q.nonEmpty[l>>6] &^= 1 << (l & 63)
 	}
 	q.ready--
-	q.bytes -= int64(e.msg.Size())
+	q.bytes -= int64(e.size)
 	if e.expiry != noExpiry {
 		q.withTTL--
 	}
@@ -357,7 +408,7 @@ func (q *Queue) popReady() entry { return q.popLevel(q.top()) }
 // deadLetter removes e for good, dead-lettering it when the queue has a dead-letter exchange.
 func (q *Queue) deadLetter(out *Output, e entry, r Reason) {
 	if q.cfg.HasDeadLetterExchange {
-		out.DeadLetters = append(out.DeadLetters, DeadLetter{Msg: e.msg, Reason: r})
+		out.DeadLetters = append(out.DeadLetters, DeadLetter{Msg: e.msg, Ref: e.ref, Reason: r})
 	}
 	q.gone(out, e)
 }
@@ -481,7 +532,7 @@ func (q *Queue) pick(allow func(ConsumerID) bool) *consumer {
 
 // hand delivers e to c (nil: basic.get) and returns the delivery.
 func (q *Queue) hand(e entry, c *consumer, out *Output) Delivery {
-	d := Delivery{ID: q.nextID, Msg: e.msg, Redelivered: e.delivered}
+	d := Delivery{ID: q.nextID, Msg: e.msg, Ref: e.ref, Redelivered: e.delivered}
 	q.nextID++
 	noAck := true
 	if c != nil {
@@ -516,7 +567,7 @@ func (q *Queue) Get(now int64, noAck bool, out *Output) (Delivery, bool) {
 		return Delivery{}, false
 	}
 	e := q.popReady()
-	d := Delivery{ID: q.nextID, Msg: e.msg, Redelivered: e.delivered}
+	d := Delivery{ID: q.nextID, Msg: e.msg, Ref: e.ref, Redelivered: e.delivered}
 	q.nextID++
 	if !noAck {
 		q.track(e, nil, d.ID)

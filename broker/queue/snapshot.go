@@ -8,22 +8,22 @@ import (
 	"github.com/parleymq/parley/broker/message"
 )
 
-// Snapshot format, version 2. Everything is a uvarint unless said otherwise; strings and
+// Snapshot format, version 3. Everything is a uvarint unless said otherwise; strings and
 // byte strings are a uvarint length and the bytes; signed numbers are zig-zag varints.
 //
-//	"PQS" 1
+//	"PQS" 3
 //	nextSeq nextID
 //	consumers: n, then per consumer (registration order) id prefetch flags(1 noack, 2 exclusive) priority
 //	groups:    n, then per group prio next members (n, ids in round-robin order)
 //	ready:     n levels, then per level: level entries (n, entry...)
 //	pending:   n, then per delivery: id consumer(0 = basic.get) entry
-//	entry:     seq expiry(varint) prio delivered(0/1) ref message
+//	entry:     seq expiry(varint) prio flags(1 delivered, 2 stub) ref size, then unless a stub message
 //	message:   message.AppendBinary
 //
 // Settled deliveries (tombstones) and the scratch state are not saved: a restored queue
 // behaves exactly as the one snapshotted, not byte for byte the same in memory.
 
-var snapshotMagic = []byte("PQS\x02")
+var snapshotMagic = []byte("PQS\x03")
 
 // ErrSnapshot is the sentinel for a snapshot that cannot be written or read.
 var ErrSnapshot = errors.New("queue snapshot")
@@ -218,20 +218,24 @@ type snapWriter struct {
 func (w *snapWriter) uint(v uint64) { w.b = binary.AppendUvarint(w.b, v) }
 func (w *snapWriter) int(v int64)   { w.b = binary.AppendVarint(w.b, v) }
 func (w *snapWriter) u8(v uint8)    { w.b = append(w.b, v) }
-func (w *snapWriter) bool(v bool) {
-	if v {
-		w.u8(1)
-	} else {
-		w.u8(0)
-	}
-}
 
 func (w *snapWriter) entry(e *entry) {
 	w.uint(e.seq)
 	w.int(e.expiry)
 	w.u8(e.prio)
-	w.bool(e.delivered)
+	var flags uint8
+	if e.delivered {
+		flags |= 1
+	}
+	if e.msg == nil {
+		flags |= 2
+	}
+	w.u8(flags)
 	w.uint(e.ref)
+	w.uint(uint64(e.size))
+	if e.msg == nil {
+		return
+	}
 	var err error
 	if w.b, err = message.AppendBinary(w.b, e.msg); err != nil && w.err == nil {
 		w.err = err
@@ -301,13 +305,25 @@ func (r *snapReader) u8() uint8 {
 
 func (r *snapReader) entry() entry {
 	// A corrupt entry still gets a message, so restore can finish its pass before failing.
-	e := entry{seq: r.uint(), expiry: r.int(), prio: r.u8(), delivered: r.u8() != 0, ref: r.uint(), msg: &message.Message{}}
-	if r.err != nil {
+	e := entry{seq: r.uint(), expiry: r.int(), prio: r.u8()}
+	flags := r.u8()
+	e.delivered = flags&1 != 0
+	e.ref = r.uint()
+	size := r.uint()
+	e.size = uint32(size)
+	if size > 1<<32-1 || flags&^3 != 0 || (flags&2 != 0 && e.ref == 0) {
+		r.fail("entry")
+	}
+	if r.err != nil || flags&2 != 0 {
 		return e
 	}
 	m, rest, err := message.DecodeBinary(r.b)
 	if err != nil {
 		r.fail("message")
+		return e
+	}
+	if m.Size() != int(size) {
+		r.fail("message size")
 		return e
 	}
 	e.msg, r.b = m, rest

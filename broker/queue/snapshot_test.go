@@ -62,15 +62,23 @@ func (d *driver) step(rng *rand.Rand, now int64) string {
 		}
 	}
 	for _, del := range d.out.Deliveries {
-		fmt.Fprintf(&b, " %d:%d:%s:%v", del.Consumer, del.ID, del.Msg.Body, del.Redelivered)
+		fmt.Fprintf(&b, " %d:%d:%s:%v", del.Consumer, del.ID, bodyOrRef(del.Msg, del.Ref), del.Redelivered)
 		d.ids = append(d.ids, del.ID)
 	}
 	for _, dl := range d.out.DeadLetters {
-		fmt.Fprintf(&b, " dl:%s:%s", dl.Msg.Body, dl.Reason)
+		fmt.Fprintf(&b, " dl:%s:%s", bodyOrRef(dl.Msg, dl.Ref), dl.Reason)
 	}
 	d.out.Reset()
 	fmt.Fprintf(&b, " | %d %d %d %d", d.q.Len(), d.q.Bytes(), d.q.Unacked(), d.q.ConsumerCount())
 	return b.String()
+}
+
+// bodyOrRef renders a delivered message: its body, or the reference of a stub.
+func bodyOrRef(m *message.Message, ref uint64) string {
+	if m == nil {
+		return fmt.Sprintf("ref#%d", ref)
+	}
+	return string(m.Body)
 }
 
 // TestSnapshotRestore: a restored queue snapshots to the same bytes and then behaves
@@ -193,6 +201,13 @@ func FuzzRestore(f *testing.F) {
 	f.Add(snap)
 	empty, _ := New(cfgDefault()).Snapshot()
 	f.Add(empty)
+	deep := New(cfgDefault())
+	deep.SetBodyWindow(1)
+	for i := uint64(1); i <= 3; i++ {
+		deep.PublishRef(0, &message.Message{Body: []byte("yz")}, i, &out)
+	}
+	deepSnap, _ := deep.Snapshot()
+	f.Add(deepSnap)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg := cfgDefault()
 		cfg.MaxPriority = 2
