@@ -30,7 +30,7 @@ type ConsumerSpec struct {
 // Delivery is one message handed out, to a consumer or to basic.get (Consumer 0).
 type Delivery struct {
 	ID          DeliveryID
-	Consumer    ConsumerID // 0 for basic.get
+	Consumer    ConsumerID       // 0 for basic.get
 	Msg         *message.Message // nil when the queue keeps only a stub: the driver loads it by Ref
 	Ref         uint64           // the driver's reference (PublishRef); 0 for none
 	Redelivered bool
