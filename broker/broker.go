@@ -21,6 +21,10 @@ type Config struct {
 	QueueInbox int
 	// Now returns the current time. Tests may replace it; default time.Now.
 	Now func() time.Time
+	// QueueBodyWindow is how many body bytes of ready persistent messages a durable queue keeps
+	// in memory; the bodies of a backlog behind them stay in the queue's log and are read back
+	// when delivered. Default 4 MiB.
+	QueueBodyWindow int64
 	// Host runs the raft groups that keep durable metadata and durable queues. Nil keeps
 	// everything in memory (unit tests); cmd/parley always sets it.
 	Host *cluster.Host
@@ -28,7 +32,7 @@ type Config struct {
 
 // DefaultConfig returns the defaults documented on each Config field.
 func DefaultConfig() Config {
-	return Config{QueueInbox: 4096, Now: time.Now}
+	return Config{QueueInbox: 4096, QueueBodyWindow: 4 << 20, Now: time.Now}
 }
 
 // Broker is the core of one node.

@@ -12,8 +12,9 @@ package broker
 //     the whole encoded message (written once, fsynced with everything else of that Ready cycle);
 //     a remove entry lists the references of messages that left the queue for good (acked,
 //     discarded, expired, dropped, purged). The reference of a message is the log index of its
-//     enqueue entry. queueLog is the state machine: the set of live messages, which is what a
-//     snapshot holds and what a restart gives back to the queue.
+//     enqueue entry. queueLog (queuelog.go) is the state machine: a record per live message,
+//     which is what a snapshot holds and what a restart gives back to the queue; the bodies stay
+//     in the log and are read back when delivered, so a deep queue costs little memory.
 //
 // Only persistent messages (delivery-mode 2) in durable queues go through the log; transient
 // messages in a durable queue wait in the same FIFO behind persistent ones still being written,
@@ -22,11 +23,9 @@ package broker
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -141,145 +140,6 @@ func (b *Broker) persistMetaLocked() error {
 	}
 	b.lastMeta = snap
 	return nil
-}
-
-// queueLog is a durable queue's state machine: the live messages by reference.
-type queueLog struct {
-	// mu guards pending: the queue goroutine adds, the host's loop takes.
-	mu        sync.Mutex
-	pending   map[uint64]*message.Message
-	nextToken uint64
-
-	live map[uint64]liveMessage // owned by the host's loop (Apply, Snapshot, Restore)
-}
-
-type liveMessage struct {
-	at int64 // enqueue time, unix ms: TTL counts from it
-	m  *message.Message
-}
-
-func newQueueLog() *queueLog {
-	return &queueLog{pending: map[uint64]*message.Message{}, live: map[uint64]liveMessage{}}
-}
-
-// enqueueEntry encodes m for the log and remembers it under a token, so that Apply on this node
-// takes the message itself instead of decoding its own bytes again.
-func (l *queueLog) enqueueEntry(buf []byte, at int64, m *message.Message) ([]byte, error) {
-	l.mu.Lock()
-	l.nextToken++
-	token := l.nextToken
-	l.pending[token] = m
-	l.mu.Unlock()
-	buf = append(buf[:0], entryEnqueue)
-	buf = binary.BigEndian.AppendUint64(buf, token)
-	buf = binary.BigEndian.AppendUint64(buf, uint64(at))
-	buf, err := message.AppendBinary(buf, m)
-	if err != nil {
-		l.mu.Lock()
-		delete(l.pending, token)
-		l.mu.Unlock()
-		return nil, err
-	}
-	return buf, nil
-}
-
-func removeEntry(refs []uint64) []byte {
-	buf := make([]byte, 1, 1+len(refs)*4)
-	buf[0] = entryRemove
-	for _, r := range refs {
-		buf = binary.AppendUvarint(buf, r)
-	}
-	return buf
-}
-
-// Apply returns the message's reference (its index) for an enqueue entry, or an error.
-func (l *queueLog) Apply(index uint64, data []byte) any {
-	if len(data) == 0 {
-		return errCorruptEntry
-	}
-	switch data[0] {
-	case entryEnqueue:
-		if len(data) < 17 {
-			return errCorruptEntry
-		}
-		token := binary.BigEndian.Uint64(data[1:9])
-		at := int64(binary.BigEndian.Uint64(data[9:17]))
-		l.mu.Lock()
-		m := l.pending[token]
-		delete(l.pending, token)
-		l.mu.Unlock()
-		if m == nil {
-			// Replay after a restart (or, later, an entry another node proposed).
-			dm, _, err := message.DecodeBinary(bytes.Clone(data[17:]))
-			if err != nil {
-				return fmt.Errorf("%w: %v", errCorruptEntry, err)
-			}
-			m = dm
-		}
-		l.live[index] = liveMessage{at: at, m: m}
-		return index
-	case entryRemove:
-		rest := data[1:]
-		for len(rest) > 0 {
-			r, n := binary.Uvarint(rest)
-			if n <= 0 {
-				return errCorruptEntry
-			}
-			delete(l.live, r)
-			rest = rest[n:]
-		}
-		return nil
-	}
-	return errCorruptEntry
-}
-
-// Snapshot encodes the live messages: ref, enqueue time, message.
-func (l *queueLog) Snapshot() ([]byte, error) {
-	var buf []byte
-	for _, ref := range l.liveRefs() {
-		lm := l.live[ref]
-		buf = binary.AppendUvarint(buf, ref)
-		buf = binary.AppendVarint(buf, lm.at)
-		var err error
-		if buf, err = message.AppendBinary(buf, lm.m); err != nil {
-			return nil, fmt.Errorf("snapshot message %d: %w", ref, err)
-		}
-	}
-	return buf, nil
-}
-
-func (l *queueLog) Restore(data []byte) error {
-	live := map[uint64]liveMessage{}
-	data = bytes.Clone(data)
-	for len(data) > 0 {
-		ref, n := binary.Uvarint(data)
-		if n <= 0 {
-			return errCorruptEntry
-		}
-		data = data[n:]
-		at, n := binary.Varint(data)
-		if n <= 0 {
-			return errCorruptEntry
-		}
-		m, rest, err := message.DecodeBinary(data[n:])
-		if err != nil {
-			return fmt.Errorf("%w: %v", errCorruptEntry, err)
-		}
-		live[ref] = liveMessage{at: at, m: m}
-		data = rest
-	}
-	l.live = live
-	return nil
-}
-
-// liveRefs lists the live references in log order, the queue's order.
-func (l *queueLog) liveRefs() []uint64 {
-	refs := make([]uint64, 0, len(l.live))
-	for r := range l.live {
-		refs = append(refs, r)
-	}
-	slices.Sort(refs)
-	return refs
 }
 
 // pendingPublish is a message waiting in a durable queue's FIFO for its enqueue entry to commit

@@ -23,7 +23,7 @@ type node struct {
 	stop context.CancelFunc
 }
 
-func openNode(t *testing.T, dir string) *node {
+func openNode(t *testing.T, dir string, opts ...func(*Config)) *node {
 	t.Helper()
 	eng, err := storage.Open(dir, storage.DefaultOptions(), zap.NewNop())
 	if err != nil {
@@ -39,6 +39,9 @@ func openNode(t *testing.T, dir string) *node {
 	}
 	cfg := DefaultConfig()
 	cfg.Host = host
+	for _, o := range opts {
+		o(&cfg)
+	}
 	b, err := New(zap.NewNop(), cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -92,6 +92,7 @@ type Queue struct {
 	waiting   []*pendingPublish // durable: publishes in order, waiting for the log
 	confirms  []pendingConfirm  // answered at the end of the batch, once the counters are current
 	entryBuf  []byte
+	bodies    map[uint64]*message.Message // durable: bodies read ahead from the log, by ref
 	sm        *queue.Queue
 	out       queue.Output
 	sinks     map[queue.ConsumerID]Consumer
@@ -132,10 +133,8 @@ func newQueue(v *VHost, def meta.QueueDef, cfg queue.Config, g *cluster.Group, l
 	if l != nil {
 		// AddGroup has replayed the log; the host's loop does not touch live until the queue
 		// proposes, which it has not yet.
-		for _, ref := range l.liveRefs() {
-			lm := l.live[ref]
-			q.sm.Recover(lm.at, lm.m, ref)
-		}
+		l.recover(q.sm)
+		q.sm.SetBodyWindow(v.b.cfg.QueueBodyWindow)
 		q.ready.Store(int64(q.sm.Len()))
 	}
 	q.touch()
@@ -387,9 +386,13 @@ func (q *Queue) apply(c command) bool {
 		}
 	case cmdGet:
 		d, ok := q.sm.Get(now, c.noAck, &q.out)
+		if ok && d.Msg == nil {
+			d.Msg = q.loadBody(d.Ref)
+		}
 		c.reply <- result{d: d, ok: ok, n: q.sm.Len()}
 	case cmdPurge:
 		c.reply <- result{n: q.sm.Purge(&q.out)}
+		q.bodies = nil
 	case cmdDelete:
 		q.logRemoved()
 		// Publishers still waiting hear back: RabbitMQ confirms what reached a deleted queue.
@@ -425,6 +428,9 @@ func (q *Queue) drain() {
 	q.takeLogged(now)
 	q.sm.Drain(now, q.allow, &q.out)
 	for _, d := range q.out.Deliveries {
+		if d.Msg == nil {
+			d.Msg = q.loadBody(d.Ref)
+		}
 		if s, ok := q.sinks[d.Consumer]; ok {
 			s.Deliver(q, d)
 		}
@@ -432,6 +438,9 @@ func (q *Queue) drain() {
 	for _, dl := range q.out.DeadLetters {
 		if !q.cfg.HasDeadLetterExchange {
 			continue
+		}
+		if dl.Msg == nil {
+			dl.Msg = q.loadBody(dl.Ref)
 		}
 		m, ex, rk := queue.DeadLetterMessage(dl, q.def.Name, now, q.cfg)
 		q.deadLetter(m, ex, rk)

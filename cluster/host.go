@@ -269,6 +269,9 @@ func (h *Host) prepare(g *Group) error {
 	if err != nil {
 		return fmt.Errorf("read raft state: %w", err)
 	}
+	if k, ok := g.sm.(LogKeeper); ok {
+		k.AttachLog(LogReader{log: rl})
+	}
 	snap, err := rl.Snapshot()
 	if err != nil {
 		return fmt.Errorf("read snapshot: %w", err)

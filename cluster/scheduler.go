@@ -520,6 +520,11 @@ func (h *Host) snapshot(gs []*Group) error {
 		} else {
 			compactTo = 0
 		}
+		if k, ok := g.sm.(LogKeeper); ok {
+			if keep := k.KeepFrom(); keep > 0 && compactTo >= keep {
+				compactTo = keep - 1
+			}
+		}
 		if compactTo > 0 {
 			if err := g.log.Compact(b, compactTo); err != nil && !errors.Is(err, raft.ErrCompacted) {
 				return fmt.Errorf("group %d: compact to %d: %w", g.id, compactTo, err)

@@ -53,7 +53,7 @@ var (
 // format, and FormatVersion the content this build writes and accepts.
 const (
 	FormatFile    = "FORMAT"
-	FormatVersion = "parley-data 1"
+	FormatVersion = "parley-data 2" // 2: durable queue snapshots keep bodies in the log
 )
 
 // lockFile is Pebble's own lock file name (dir/LOCK): Pebble takes an fcntl

@@ -29,12 +29,12 @@ func TestOpenWritesFormat(t *testing.T) {
 
 func TestOpenRefusesUnknownFormat(t *testing.T) {
 	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, FormatFile), []byte("parley-data 2\n"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, FormatFile), []byte("parley-data 99\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	_, err := Open(dir, testOptions(nil), nil)
 	mustErr(t, err, ErrUnknownFormat)
-	if !strings.Contains(err.Error(), "parley-data 2") {
+	if !strings.Contains(err.Error(), "parley-data 99") {
 		t.Fatalf("error does not say what it found: %v", err)
 	}
 

@@ -1,0 +1,461 @@
+package broker
+
+// A durable queue's log is its message store (DESIGN.md §4), and a queue may be a million
+// messages deep with no consumer. So neither the queue nor its log's state machine holds a
+// backlog's bodies in memory, and a snapshot does not copy them:
+//
+//   - queueLog, the group's state machine, keeps a compact record per live message (reference,
+//     enqueue time, size, priority, TTL: what the queue state machine needs to recover it) in a
+//     slice sorted by reference. A snapshot is those records. It implements cluster.LogKeeper:
+//     the host compacts the log no further than the oldest live message, whose enqueue entry
+//     still holds its body.
+//   - The queue state machine keeps the bodies of its head (broker Config.QueueBodyWindow bytes
+//     of ready messages) and stubs for the rest; Queue.loadBody reads a stub's body back from
+//     the log when it is delivered, a run of entries at a time.
+//   - A few messages stuck at the head (unacknowledged, or requeued over and over) must not pin
+//     the log: when a snapshot finds live messages that are few and far apart from the rest, it
+//     copies their bodies into itself ("inline"), keeps them in memory, and lets the log be
+//     compacted past them. The budget for that is small (inlineMax*), and the choice is made
+//     only when it frees more log than it copies.
+//
+// Memory per message in a deep durable queue is then about 80 bytes (this record and the
+// queue's entry), whatever the body size; a restart reads the records from the snapshot and
+// replays at most the entries since, and reads no body until it delivers it.
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+
+	"github.com/parleymq/parley/broker/message"
+	"github.com/parleymq/parley/broker/queue"
+	"github.com/parleymq/parley/cluster"
+	"go.uber.org/zap"
+)
+
+// Bounds of what one snapshot copies into itself to unpin the log.
+const (
+	inlineMaxMessages = 1024
+	inlineMaxBytes    = 8 << 20
+)
+
+// queueLogMagic starts a queue log snapshot; the last byte is its version.
+var queueLogMagic = []byte("PQL\x01")
+
+// queueLog is a durable queue's state machine: the live messages by reference.
+type queueLog struct {
+	// mu guards pending (the queue goroutine adds, the host's loop takes) and inline (the
+	// host's loop changes it, the queue goroutine reads it).
+	mu        sync.Mutex
+	pending   map[uint64]*message.Message
+	nextToken uint64
+	inline    map[uint64]*message.Message
+
+	reader cluster.LogReader // set by AttachLog, before anything is applied
+
+	// Owned by the host's loop (Apply, Snapshot, Restore, KeepFrom), and read by the queue
+	// when it starts, before it proposes anything.
+	live     []liveRecord // sorted by ref; removed records stay as tombstones until compacted
+	removed  int          // tombstones in live
+	floor    uint64       // the log is compacted below it: live messages below it are inline
+	keepFrom uint64       // what the last snapshot needs the log to keep
+	applied  uint64
+}
+
+// liveRecord is what a restart needs of a live message to put it back in its queue.
+type liveRecord struct {
+	ref  uint64 // the log index of its enqueue entry
+	at   int64  // enqueue time, unix ms: TTL counts from it
+	ttl  int64  // the expiration property in ms, -1 for none
+	size uint32
+	prio uint8 // priority+1; 0 for none
+	gone bool
+}
+
+func (r *liveRecord) stub() queue.Stub {
+	return queue.Stub{Size: r.size, Priority: r.prio - 1, HasPrio: r.prio != 0, TTL: r.ttl}
+}
+
+func newQueueLog() *queueLog {
+	return &queueLog{pending: map[uint64]*message.Message{}, inline: map[uint64]*message.Message{}}
+}
+
+// AttachLog implements cluster.LogKeeper.
+func (l *queueLog) AttachLog(r cluster.LogReader) { l.reader = r }
+
+// KeepFrom implements cluster.LogKeeper.
+func (l *queueLog) KeepFrom() uint64 { return l.keepFrom }
+
+// enqueueEntry encodes m for the log and remembers it under a token, so that Apply on this node
+// takes the message itself instead of decoding its own bytes again.
+func (l *queueLog) enqueueEntry(buf []byte, at int64, m *message.Message) ([]byte, error) {
+	l.mu.Lock()
+	l.nextToken++
+	token := l.nextToken
+	l.pending[token] = m
+	l.mu.Unlock()
+	buf = append(buf[:0], entryEnqueue)
+	buf = binary.BigEndian.AppendUint64(buf, token)
+	buf = binary.BigEndian.AppendUint64(buf, uint64(at))
+	buf, err := message.AppendBinary(buf, m)
+	if err != nil {
+		l.mu.Lock()
+		delete(l.pending, token)
+		l.mu.Unlock()
+		return nil, err
+	}
+	return buf, nil
+}
+
+// decodeEnqueue reads an enqueue entry: its enqueue time and message.
+func decodeEnqueue(data []byte) (at int64, m *message.Message, err error) {
+	if len(data) < 17 || data[0] != entryEnqueue {
+		return 0, nil, errCorruptEntry
+	}
+	m, _, err = message.DecodeBinary(data[17:])
+	if err != nil {
+		return 0, nil, fmt.Errorf("%w: %v", errCorruptEntry, err)
+	}
+	return int64(binary.BigEndian.Uint64(data[9:17])), m, nil
+}
+
+func removeEntry(refs []uint64) []byte {
+	buf := make([]byte, 1, 1+len(refs)*4)
+	buf[0] = entryRemove
+	for _, r := range refs {
+		buf = binary.AppendUvarint(buf, r)
+	}
+	return buf
+}
+
+func recordOf(ref uint64, at int64, m *message.Message) liveRecord {
+	s := queue.StubOf(m)
+	r := liveRecord{ref: ref, at: at, ttl: s.TTL, size: s.Size}
+	if s.HasPrio {
+		r.prio = s.Priority + 1
+	}
+	return r
+}
+
+// Apply returns the message's reference (its index) for an enqueue entry, or an error.
+func (l *queueLog) Apply(index uint64, data []byte) any {
+	l.applied = index
+	if len(data) == 0 {
+		return errCorruptEntry
+	}
+	switch data[0] {
+	case entryEnqueue:
+		if len(data) < 17 {
+			return errCorruptEntry
+		}
+		token := binary.BigEndian.Uint64(data[1:9])
+		at := int64(binary.BigEndian.Uint64(data[9:17]))
+		l.mu.Lock()
+		m := l.pending[token]
+		delete(l.pending, token)
+		l.mu.Unlock()
+		if m == nil {
+			// Replay after a restart (or, later, an entry another node proposed).
+			var err error
+			if _, m, err = decodeEnqueue(data); err != nil {
+				return err
+			}
+		}
+		l.live = append(l.live, recordOf(index, at, m))
+		return index
+	case entryRemove:
+		rest := data[1:]
+		for len(rest) > 0 {
+			r, n := binary.Uvarint(rest)
+			if n <= 0 {
+				return errCorruptEntry
+			}
+			l.remove(r)
+			rest = rest[n:]
+		}
+		l.compactLive()
+		return nil
+	}
+	return errCorruptEntry
+}
+
+// remove marks the record of ref gone; an unknown ref is ignored (removed twice after a
+// crash replayed a removal, or never live).
+func (l *queueLog) remove(ref uint64) {
+	i, ok := slices.BinarySearchFunc(l.live, ref, func(r liveRecord, ref uint64) int {
+		return cmpUint(r.ref, ref)
+	})
+	if !ok || l.live[i].gone {
+		return
+	}
+	l.live[i].gone = true
+	l.removed++
+	if ref < l.floor {
+		l.mu.Lock()
+		delete(l.inline, ref)
+		l.mu.Unlock()
+	}
+}
+
+// compactLive drops the tombstones once they are half the slice.
+func (l *queueLog) compactLive() {
+	if l.removed < 64 || l.removed*2 < len(l.live) {
+		return
+	}
+	l.live = slices.DeleteFunc(l.live, func(r liveRecord) bool { return r.gone })
+	l.removed = 0
+	if cap(l.live) > 4*len(l.live)+64 {
+		l.live = slices.Clip(slices.Clone(l.live))
+	}
+}
+
+func cmpUint(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// Snapshot encodes the live records, the bodies of those below the new floor, and the floor:
+//
+//	"PQL" 1, floor, n, then per record: ref delta, at (varint), ttl (varint), size, prio,
+//	inline (0/1), and if inline the message (message.AppendBinary).
+func (l *queueLog) Snapshot() ([]byte, error) {
+	live := l.live[:0:0]
+	for _, r := range l.live {
+		if !r.gone {
+			live = append(live, r)
+		}
+	}
+	floor, err := l.chooseFloor(live)
+	if err != nil {
+		return nil, err
+	}
+	buf := append([]byte(nil), queueLogMagic...)
+	buf = binary.AppendUvarint(buf, floor)
+	buf = binary.AppendUvarint(buf, uint64(len(live)))
+	var prev uint64
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, r := range live {
+		buf = binary.AppendUvarint(buf, r.ref-prev)
+		prev = r.ref
+		buf = binary.AppendVarint(buf, r.at)
+		buf = binary.AppendVarint(buf, r.ttl)
+		buf = binary.AppendUvarint(buf, uint64(r.size))
+		buf = append(buf, r.prio)
+		if r.ref >= floor {
+			buf = append(buf, 0)
+			continue
+		}
+		buf = append(buf, 1)
+		if buf, err = message.AppendBinary(buf, l.inline[r.ref]); err != nil {
+			return nil, fmt.Errorf("snapshot message %d: %w", r.ref, err)
+		}
+	}
+	l.floor, l.keepFrom = floor, floor
+	return buf, nil
+}
+
+// chooseFloor picks the index below which the log may go. Below the current floor every live
+// message is inline already. Above it, making the first j live messages inline moves the floor
+// to the (j+1)th, at the cost of copying j bodies into every snapshot from now on; it is done
+// for the j that frees the most log, counting a copied body as four entries, within the
+// inline budget. The bodies of newly inline messages are read from the log into l.inline.
+func (l *queueLog) chooseFloor(live []liveRecord) (uint64, error) {
+	first := 0
+	for first < len(live) && live[first].ref < l.floor {
+		first++
+	}
+	floorAt := func(j int) uint64 {
+		if first+j < len(live) {
+			return live[first+j].ref
+		}
+		return l.applied + 1
+	}
+	best, bestScore := 0, int64(floorAt(0))
+	var size int64
+	for j := 1; j <= inlineMaxMessages && first+j <= len(live); j++ {
+		if size += int64(live[first+j-1].size); size > inlineMaxBytes {
+			break
+		}
+		if s := int64(floorAt(j)) - 4*int64(j); s > bestScore {
+			best, bestScore = j, s
+		}
+	}
+	for _, r := range live[first : first+best] {
+		m, err := l.readBody(r.ref)
+		if err != nil {
+			return 0, err
+		}
+		l.mu.Lock()
+		l.inline[r.ref] = m
+		l.mu.Unlock()
+	}
+	return max(floorAt(best), l.floor), nil
+}
+
+// readBody reads the message of the enqueue entry at ref from the log.
+func (l *queueLog) readBody(ref uint64) (*message.Message, error) {
+	var m *message.Message
+	var derr error
+	if _, err := l.reader.Read(ref, ref+1, 1, func(_ uint64, data []byte) {
+		_, m, derr = decodeEnqueue(data)
+	}); err != nil {
+		return nil, fmt.Errorf("read message %d: %w", ref, err)
+	}
+	if derr != nil {
+		return nil, fmt.Errorf("read message %d: %w", ref, derr)
+	}
+	if m == nil {
+		return nil, fmt.Errorf("read message %d: %w", ref, errCorruptEntry)
+	}
+	return m, nil
+}
+
+// errOldSnapshot: a snapshot of the format before stubs; the data directory's FORMAT version
+// keeps such a directory from being opened at all.
+var errOldSnapshot = errors.New("queue log snapshot of an unknown format")
+
+func (l *queueLog) Restore(data []byte) error {
+	if !bytes.HasPrefix(data, queueLogMagic) {
+		return errOldSnapshot
+	}
+	data = data[len(queueLogMagic):]
+	next := func() (uint64, bool) {
+		v, n := binary.Uvarint(data)
+		if n <= 0 {
+			return 0, false
+		}
+		data = data[n:]
+		return v, true
+	}
+	nextInt := func() (int64, bool) {
+		v, n := binary.Varint(data)
+		if n <= 0 {
+			return 0, false
+		}
+		data = data[n:]
+		return v, true
+	}
+	floor, ok1 := next()
+	count, ok2 := next()
+	if !ok1 || !ok2 || count > uint64(len(data)) {
+		return errCorruptEntry
+	}
+	live := make([]liveRecord, 0, count)
+	inline := map[uint64]*message.Message{}
+	var ref uint64
+	for range count {
+		d, ok1 := next()
+		at, ok2 := nextInt()
+		ttl, ok3 := nextInt()
+		size, ok4 := next()
+		if !ok1 || !ok2 || !ok3 || !ok4 || len(data) < 2 || size > 1<<32-1 {
+			return errCorruptEntry
+		}
+		ref += d
+		r := liveRecord{ref: ref, at: at, ttl: ttl, size: uint32(size), prio: data[0]}
+		isInline := data[1]
+		data = data[2:]
+		if isInline == 1 {
+			m, rest, err := message.DecodeBinary(data)
+			if err != nil {
+				return fmt.Errorf("%w: %v", errCorruptEntry, err)
+			}
+			inline[ref], data = m, rest
+		}
+		live = append(live, r)
+	}
+	if len(data) != 0 {
+		return errCorruptEntry
+	}
+	l.mu.Lock()
+	l.inline = inline
+	l.mu.Unlock()
+	l.live, l.removed, l.floor, l.keepFrom = live, 0, floor, floor
+	return nil
+}
+
+// recover puts the live messages back into a queue's state machine, in log order: inline ones
+// with their bodies, the rest as stubs. Called before the queue proposes anything.
+func (l *queueLog) recover(sm *queue.Queue) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i := range l.live {
+		r := &l.live[i]
+		if r.gone {
+			continue
+		}
+		if m := l.inline[r.ref]; m != nil {
+			sm.Recover(r.at, m, r.ref)
+		} else {
+			sm.RecoverStub(r.at, r.stub(), r.ref)
+		}
+	}
+}
+
+// inlineBody is the body of a live message the log no longer holds, or nil.
+func (l *queueLog) inlineBody(ref uint64) *message.Message {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.inline[ref]
+}
+
+// Reading a deep queue's bodies back: a consumer catching up on a backlog reads its log a run
+// of entries at a time, and keeps what it read ahead until delivered.
+const (
+	readAheadEntries = 256
+	readAheadBytes   = 1 << 20
+	bodyCacheMax     = 1024
+)
+
+// loadBody returns the message of the stub with reference ref: from the bodies read ahead, from
+// the snapshot's inline copy if the log was compacted past it, or from the log. It runs on the
+// queue's goroutine.
+func (q *Queue) loadBody(ref uint64) *message.Message {
+	if m, ok := q.bodies[ref]; ok {
+		delete(q.bodies, ref)
+		return m
+	}
+	if m := q.log.inlineBody(ref); m != nil {
+		return m
+	}
+	if q.bodies == nil || len(q.bodies) >= bodyCacheMax {
+		q.bodies = make(map[uint64]*message.Message, readAheadEntries)
+	}
+	var found *message.Message
+	var derr error
+	_, err := q.log.reader.Read(ref, ref+readAheadEntries, readAheadBytes, func(i uint64, data []byte) {
+		if len(data) == 0 || data[0] != entryEnqueue {
+			return
+		}
+		_, m, err := decodeEnqueue(data)
+		switch {
+		case i == ref:
+			found, derr = m, err
+		case err == nil:
+			q.bodies[i] = m
+		}
+	})
+	if found != nil {
+		return found
+	}
+	if m := q.log.inlineBody(ref); m != nil {
+		return m // made inline and compacted away while we read
+	}
+	if err == nil {
+		err = derr
+	}
+	// The log lost a committed entry: storage has failed or been tampered with. The delivery
+	// goes out empty rather than stalling the queue behind it.
+	q.v.b.log.Error("message body missing from the queue's log",
+		zap.String("queue", q.def.Name), zap.String("vhost", q.v.name), zap.Uint64("ref", ref), zap.Error(err))
+	return &message.Message{}
+}
