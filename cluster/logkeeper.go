@@ -38,6 +38,11 @@ type LogKeeper interface {
 	// KeepFrom is the lowest index the state machine will still read back,
 	// as of the Snapshot just taken; 0 when it needs no entry.
 	KeepFrom() uint64
+	// SnapshotInterval is how many entries the state machine would like
+	// applied between two snapshots, when its snapshots are large; the host
+	// takes the larger of it and Config.SnapshotEntries. A longer interval
+	// makes a restart replay more entries.
+	SnapshotInterval() uint64
 }
 
 // LogReader reads back entries of a group's log, from any goroutine.

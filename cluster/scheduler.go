@@ -370,7 +370,7 @@ func (h *Host) cycle() error {
 		h.markDirty(g)
 		h.maybeCampaign(g)
 		h.maybeRecovered(g)
-		if g.applied-g.snapIndex >= h.cfg.SnapshotEntries {
+		if g.applied-g.snapIndex >= h.snapshotEvery(g) {
 			snaps = append(snaps, g)
 		}
 	}
@@ -495,6 +495,15 @@ func (h *Host) maybeRecovered(g *Group) {
 	if g.applied >= g.recoverAt && !g.isRecovered() {
 		close(g.recovered)
 	}
+}
+
+// snapshotEvery is how many entries g applies between two snapshots: SnapshotEntries, or more
+// for a LogKeeper whose snapshot is large, so that snapshots cost a bounded share of the log.
+func (h *Host) snapshotEvery(g *Group) uint64 {
+	if k, ok := g.sm.(LogKeeper); ok {
+		return max(h.cfg.SnapshotEntries, k.SnapshotInterval())
+	}
+	return h.cfg.SnapshotEntries
 }
 
 // snapshot takes a state-machine snapshot of each group and compacts its

@@ -293,6 +293,16 @@ func (s *Server) Running() bool {
 	}
 }
 
+// Pid is the process id of the running broker process (0 for an external broker).
+func (s *Server) Pid() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil || s.cmd.Process == nil {
+		return 0
+	}
+	return s.cmd.Process.Pid
+}
+
 // LogPath is the file the process writes its log to ("" for an external broker).
 func (s *Server) LogPath() string { return s.logPath }
 
