@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs what integration/ needs on a Debian machine, idempotently: python3-pika (for
-# integration/python), amqp-tools (rabbitmq-c's command-line tools), nodejs and npm when no node
-# is on the PATH, and integration/node's packages from its package-lock.json.
+# Installs what integration/ needs on a Debian machine, idempotently: python3-pika and
+# python3-stomp (for integration/python), amqp-tools (rabbitmq-c's command-line tools), chromium
+# (the browser tests), nodejs and npm when no node is on the PATH, and the npm packages of
+# integration/node and integration/browser from their package-lock.json.
 # Runs as root without a terminal (CI); as another user it uses sudo when it must install.
 # `make test` calls it.
 set -euo pipefail
@@ -9,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pkg in python3-pika amqp-tools; do
+for pkg in python3-pika python3-stomp amqp-tools chromium; do
 	if ! dpkg -s "$pkg" >/dev/null 2>&1; then
 		need+=("$pkg")
 	fi
@@ -34,12 +35,14 @@ fi
 
 # npm ci installs exactly the lock file's versions; a stamp of the lock file it installed from
 # lets a second run skip it.
-lock=integration/node/package-lock.json
-stamp=integration/node/node_modules/.parley-lock.sha256
-want=$(sha256sum "$lock" | cut -d' ' -f1)
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-	echo "install-test-deps: npm ci in integration/node"
-	(cd integration/node && npm ci --no-audit --no-fund --loglevel=error)
-	echo "$want" >"$stamp"
-fi
+for dir in integration/node integration/browser; do
+	lock=$dir/package-lock.json
+	stamp=$dir/node_modules/.parley-lock.sha256
+	want=$(sha256sum "$lock" | cut -d' ' -f1)
+	if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+		echo "install-test-deps: npm ci in $dir"
+		(cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+		echo "$want" >"$stamp"
+	fi
+done
 echo "install-test-deps: ok"

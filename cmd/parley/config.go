@@ -37,6 +37,12 @@ type Config struct {
 	Cluster    string `yaml:"cluster"`
 	Peers      string `yaml:"peers"`
 
+	// WSAllowedOrigins are the browser Origins (host patterns) the WebSocket listeners accept
+	// besides the request's own host.
+	WSAllowedOrigins []string `yaml:"ws_allowed_origins"`
+	// WSTLS serves the WebSocket listeners over TLS (wss://) with tls.cert_file.
+	WSTLS bool `yaml:"ws_tls"`
+
 	Storage      StorageConfig `yaml:"storage"`
 	TLS          TLSConfig     `yaml:"tls"`
 	AMQP091      AMQPConfig    `yaml:"amqp091"`
@@ -104,7 +110,9 @@ func DefaultConfig() Config {
 		Prometheus: ":15692",
 		Cluster:    ":25672",
 		Peers:      "",
-		Storage:    StorageConfig{DiskFreeLimit: 50_000_000, DiskCheckInterval: 5 * time.Second},
+
+		WSAllowedOrigins: []string{},
+		Storage:          StorageConfig{DiskFreeLimit: 50_000_000, DiskCheckInterval: 5 * time.Second},
 		AMQP091: AMQPConfig{
 			FrameMax:       131072,
 			ChannelMax:     2047,

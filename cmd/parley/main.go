@@ -22,6 +22,7 @@ import (
 	"github.com/parleymq/parley/protocol/auth"
 	"github.com/parleymq/parley/protocol/stomp"
 	"github.com/parleymq/parley/protocol/stomp/wire"
+	"github.com/parleymq/parley/protocol/websocket"
 	"github.com/parleymq/parley/storage"
 )
 
@@ -146,7 +147,7 @@ func run(cfg Config) error {
 		tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
 
-	errc := make(chan error, 4)
+	errc := make(chan error, 16)
 	var listeners []net.Listener
 	defer func() {
 		for _, ln := range listeners {
@@ -173,11 +174,28 @@ func run(cfg Config) error {
 		go func() { errc <- srv(ln) }()
 		return nil
 	}
+	// WebSocket: STOMP (one frame per text message) on ws_stomp, and every protocol we have by
+	// subprotocol on ws; each listener is its own gateway so a client without a subprotocol
+	// gets the listener's protocol (as RabbitMQ's Web-STOMP and Web-MQTT serve it).
+	stompWS := func(c net.Conn) { _ = stompServer.ServeConn(c, true) }
+	stompRoutes := []websocket.Route{
+		{Subprotocol: "v12.stomp", Handler: stompWS},
+		{Subprotocol: "v11.stomp", Handler: stompWS},
+		{Subprotocol: "v10.stomp", Handler: stompWS},
+	}
+	wsCfg := websocket.Config{AllowedOrigins: cfg.WSAllowedOrigins}
+	wsStomp := websocket.New(websocket.Config{AllowedOrigins: cfg.WSAllowedOrigins, Fallback: "v12.stomp"}, log.Named("ws-stomp"), stompRoutes...)
+	defer wsStomp.Close()
+	wsAll := websocket.New(wsCfg, log.Named("ws"), stompRoutes...)
+	defer wsAll.Close()
+
 	for _, l := range []struct {
 		name, addr string
 		tls        bool
 		srv        func(net.Listener) error
 	}{
+		{"ws-stomp", cfg.WSStomp, cfg.WSTLS, wsStomp.Serve},
+		{"ws", cfg.WS, cfg.WSTLS, wsAll.Serve},
 		{"stomp", cfg.STOMP, false, stompServer.Serve},
 		{"stomps", cfg.STOMPS, true, stompServer.Serve},
 		{"amqp", cfg.AMQP, false, amqpServer.Serve},
@@ -189,7 +207,7 @@ func run(cfg Config) error {
 	}
 	for _, l := range []struct{ name, addr string }{
 		{"mqtt", cfg.MQTT}, {"mqtts", cfg.MQTTS},
-		{"http", cfg.HTTP}, {"ws-stomp", cfg.WSStomp}, {"ws-mqtt", cfg.WSMQTT}, {"ws", cfg.WS},
+		{"http", cfg.HTTP}, {"ws-mqtt", cfg.WSMQTT},
 		{"prometheus", cfg.Prometheus}, {"cluster", cfg.Cluster},
 	} {
 		if l.addr != "off" {
