@@ -21,7 +21,7 @@ type Route struct {
 	Subprotocol string
 	// Binary selects binary WebSocket messages (MQTT); false is text messages (STOMP, as
 	// RabbitMQ's Web-STOMP sends by default and stomp.js expects).
-	Binary bool
+	Binary  bool
 	Handler Handler
 }
 
