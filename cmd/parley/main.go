@@ -124,8 +124,6 @@ func run(cfg Config) error {
 	acfg.Version = version
 	amqpServer := amqp091.NewServer(acfg, core, users, log.Named("amqp"))
 	defer amqpServer.Close()
-	go alarms.run(log, amqpServer.SetBlocked)
-	defer alarms.stop()
 
 	scfg := stomp.DefaultConfig()
 	scfg.Limits = wire.Limits{
@@ -137,6 +135,11 @@ func run(cfg Config) error {
 	scfg.Version = version
 	stompServer := stomp.NewServer(scfg, core, users, log.Named("stomp"))
 	defer stompServer.Close()
+	go alarms.run(log, func(reason string, blocked bool) {
+		amqpServer.SetBlocked(reason, blocked)
+		stompServer.SetBlocked(reason, blocked)
+	})
+	defer alarms.stop()
 
 	var tlsConf *tls.Config
 	if cfg.TLS.CertFile != "" || cfg.TLS.KeyFile != "" {

@@ -149,6 +149,9 @@ func (c *conn) serve() {
 		if f == nil {
 			continue // a heart-beat
 		}
+		if f.Command == frame.SEND || f.Command == frame.COMMIT {
+			c.waitUnblocked()
+		}
 		if err := c.frame(f); err != nil {
 			se := asStompError(err)
 			if se.receiptID == "" {
@@ -165,6 +168,25 @@ func (c *conn) serve() {
 		if !c.connected.Load() {
 			return // DISCONNECT
 		}
+	}
+}
+
+// waitUnblocked holds the reader while a resource alarm is on.
+func (c *conn) waitUnblocked() {
+	ch := c.s.unblockedChan()
+	select {
+	case <-ch:
+		return
+	default:
+	}
+	// No read deadline while held: missing heart-beats are our doing, not the client's.
+	_ = c.nc.SetReadDeadline(time.Time{})
+	select {
+	case <-ch:
+	case <-c.failed:
+	}
+	if c.recvBeat > 0 {
+		_ = c.nc.SetReadDeadline(time.Now().Add(2 * c.recvBeat))
 	}
 }
 

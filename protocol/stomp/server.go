@@ -24,18 +24,51 @@ type Server struct {
 	listeners map[net.Listener]struct{}
 	closed    bool
 	wg        sync.WaitGroup
+
+	blocked   bool
+	unblocked chan struct{} // closed while not blocked; replaced when a block starts
 }
 
 // NewServer builds a server. log must not be nil.
 func NewServer(cfg Config, b *broker.Broker, users *auth.Store, log *zap.Logger) *Server {
-	return &Server{
+	s := &Server{
 		cfg:       cfg.withDefaults(),
 		b:         b,
 		users:     users,
 		log:       log,
 		conns:     map[*conn]struct{}{},
 		listeners: map[net.Listener]struct{}{},
+		unblocked: make(chan struct{}),
 	}
+	close(s.unblocked)
+	return s
+}
+
+// SetBlocked raises or clears a resource alarm (disk space). While blocked, a connection that
+// sends a SEND (or COMMITs one) stops being read before handling it, as RabbitMQ's STOMP
+// reader does, so the publisher is held by TCP back-pressure and nothing is lost. STOMP has no
+// frame to tell the client why.
+func (s *Server) SetBlocked(reason string, blocked bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.blocked == blocked {
+		return
+	}
+	s.blocked = blocked
+	if blocked {
+		s.unblocked = make(chan struct{})
+		s.log.Warn("STOMP publishers blocked", zap.String("reason", reason))
+	} else {
+		close(s.unblocked)
+		s.log.Info("STOMP publishers unblocked")
+	}
+}
+
+// unblockedChan returns a channel closed when no alarm is on.
+func (s *Server) unblockedChan() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.unblocked
 }
 
 // Serve accepts connections on ln until ln is closed (or the server is), then returns nil.
