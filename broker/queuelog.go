@@ -227,10 +227,8 @@ func cmpUint(a, b uint64) int {
 	return 0
 }
 
-// Snapshot encodes the live records, the bodies of those below the new floor, and the floor:
-//
-//	"PQL" 1, floor, n, then per record: ref delta, at (varint), ttl (varint), size, prio,
-//	inline (0/1), and if inline the message (message.AppendBinary).
+// Snapshot encodes the live records, with the bodies of those below the new floor (see
+// encodeSnapshot), and moves the floor.
 func (l *queueLog) Snapshot() ([]byte, error) {
 	l.compactLive()
 	live := l.live
@@ -241,13 +239,49 @@ func (l *queueLog) Snapshot() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	buf, err := encodeSnapshot(floor, live, func(ref uint64) (*message.Message, error) {
+		if m := l.inline[ref]; m != nil {
+			return m, nil
+		}
+		return nil, fmt.Errorf("inline message %d: %w", ref, errCorruptEntry)
+	})
+	if err != nil {
+		return nil, err
+	}
+	l.floor, l.keepFrom = floor, floor
+	return buf, nil
+}
+
+// TransferSnapshot turns a snapshot this node took at index into one that stands on its own,
+// for a node that installs it with no log below index: every body the snapshot left in the log
+// is read from this node's log (which keeps them, from the snapshot's floor on) and copied in.
+// The node installing it holds those bodies in memory until they are consumed.
+func (l *queueLog) TransferSnapshot(data []byte, index uint64) ([]byte, error) {
+	snap, err := decodeSnapshot(data)
+	if err != nil {
+		return nil, err
+	}
+	return encodeSnapshot(index+1, snap.live, func(ref uint64) (*message.Message, error) {
+		if m := snap.inline[ref]; m != nil {
+			return m, nil
+		}
+		return l.readBody(ref)
+	})
+}
+
+// encodeSnapshot writes a queue log snapshot: the floor, then the live records, each with its
+// message if it lies below the floor (inline), which body gives:
+//
+//	"PQL" 1, floor, n, then per record: ref delta, at (varint), ttl (varint), size, prio,
+//	inline (0/1), and if inline the message (message.AppendBinary).
+func encodeSnapshot(floor uint64, live []liveRecord, body func(ref uint64) (*message.Message, error)) ([]byte, error) {
 	buf := make([]byte, 0, len(queueLogMagic)+20+len(live)*12)
 	buf = append(buf, queueLogMagic...)
 	buf = binary.AppendUvarint(buf, floor)
 	buf = binary.AppendUvarint(buf, uint64(len(live)))
 	var prev uint64
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	for _, r := range live {
 		buf = binary.AppendUvarint(buf, r.ref-prev)
 		prev = r.ref
@@ -260,11 +294,14 @@ func (l *queueLog) Snapshot() ([]byte, error) {
 			continue
 		}
 		buf = append(buf, 1)
-		if buf, err = message.AppendBinary(buf, l.inline[r.ref]); err != nil {
+		m, err := body(r.ref)
+		if err != nil {
+			return nil, fmt.Errorf("snapshot message %d: %w", r.ref, err)
+		}
+		if buf, err = message.AppendBinary(buf, m); err != nil {
 			return nil, fmt.Errorf("snapshot message %d: %w", r.ref, err)
 		}
 	}
-	l.floor, l.keepFrom = floor, floor
 	return buf, nil
 }
 
@@ -329,8 +366,29 @@ func (l *queueLog) readBody(ref uint64) (*message.Message, error) {
 var errOldSnapshot = errors.New("queue log snapshot of an unknown format")
 
 func (l *queueLog) Restore(data []byte) error {
+	snap, err := decodeSnapshot(data)
+	if err != nil {
+		return err
+	}
+	l.mu.Lock()
+	l.inline = snap.inline
+	l.mu.Unlock()
+	l.live, l.removed, l.floor, l.keepFrom = snap.live, 0, snap.floor, snap.floor
+	return nil
+}
+
+// queueLogSnapshot is a decoded snapshot.
+type queueLogSnapshot struct {
+	floor  uint64
+	live   []liveRecord
+	inline map[uint64]*message.Message
+}
+
+// decodeSnapshot reads what encodeSnapshot wrote.
+func decodeSnapshot(data []byte) (queueLogSnapshot, error) {
+	var snap queueLogSnapshot
 	if !bytes.HasPrefix(data, queueLogMagic) {
-		return errOldSnapshot
+		return snap, errOldSnapshot
 	}
 	data = data[len(queueLogMagic):]
 	next := func() (uint64, bool) {
@@ -352,7 +410,7 @@ func (l *queueLog) Restore(data []byte) error {
 	floor, ok1 := next()
 	count, ok2 := next()
 	if !ok1 || !ok2 || count > uint64(len(data)) {
-		return errCorruptEntry
+		return snap, errCorruptEntry
 	}
 	live := make([]liveRecord, 0, count)
 	inline := map[uint64]*message.Message{}
@@ -362,30 +420,32 @@ func (l *queueLog) Restore(data []byte) error {
 		at, ok2 := nextInt()
 		ttl, ok3 := nextInt()
 		size, ok4 := next()
-		if !ok1 || !ok2 || !ok3 || !ok4 || len(data) < 2 || size > 1<<32-1 {
-			return errCorruptEntry
+		if !ok1 || !ok2 || !ok3 || !ok4 || len(data) < 2 || size > 1<<32-1 || (d == 0 && len(live) > 0) {
+			return snap, errCorruptEntry
 		}
 		ref += d
 		r := liveRecord{ref: ref, at: at, ttl: ttl, size: uint32(size), prio: data[0]}
 		isInline := data[1]
 		data = data[2:]
-		if isInline == 1 {
+		switch {
+		case isInline == 0 && ref < floor:
+			return snap, fmt.Errorf("%w: message %d below the floor %d without its body", errCorruptEntry, ref, floor)
+		case isInline == 0:
+		case isInline == 1:
 			m, rest, err := message.DecodeBinary(data)
 			if err != nil {
-				return fmt.Errorf("%w: %v", errCorruptEntry, err)
+				return snap, fmt.Errorf("%w: %v", errCorruptEntry, err)
 			}
 			inline[ref], data = m, rest
+		default:
+			return snap, errCorruptEntry
 		}
 		live = append(live, r)
 	}
 	if len(data) != 0 {
-		return errCorruptEntry
+		return snap, errCorruptEntry
 	}
-	l.mu.Lock()
-	l.inline = inline
-	l.mu.Unlock()
-	l.live, l.removed, l.floor, l.keepFrom = live, 0, floor, floor
-	return nil
+	return queueLogSnapshot{floor: floor, live: live, inline: inline}, nil
 }
 
 // recover puts the live messages back into a queue's state machine, in log order: inline ones

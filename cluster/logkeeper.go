@@ -4,10 +4,10 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/parleymq/parley/storage"
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
-
-	"github.com/parleymq/parley/storage"
+	"go.uber.org/zap"
 )
 
 // ErrCompacted is returned by LogReader.Read for an index the log no longer
@@ -27,9 +27,9 @@ var ErrCompacted = errors.New("cluster: log entry compacted")
 // entries into the snapshot (and keeping them elsewhere) lets the log shrink
 // past them, so they do not pin it.
 //
-// A snapshot sent to another node carries only what Snapshot returned, not the
-// kept entries: a follower installing it lacks them. Until the transport sends
-// kept entries along, a LogKeeper must not rely on a follower having them.
+// A snapshot sent to another node must stand on its own: the node installing
+// it has no log below it. So before the host sends one, TransferSnapshot turns
+// the stored snapshot into one that includes what it left in the log.
 type LogKeeper interface {
 	StateMachine
 	// AttachLog hands over a reader of the group's log, once, before Restore
@@ -43,6 +43,42 @@ type LogKeeper interface {
 	// takes the larger of it and Config.SnapshotEntries. A longer interval
 	// makes a restart replay more entries.
 	SnapshotInterval() uint64
+	// TransferSnapshot returns the snapshot data taken at index, as stored,
+	// completed with whatever of the log below index it relies on, for a
+	// node that installs it with no log of its own. It runs on the host's
+	// loop and may read the log.
+	TransferSnapshot(data []byte, index uint64) ([]byte, error)
+}
+
+// transferSnapshots completes the snapshots of a LogKeeper's outgoing MsgSnap
+// messages (see LogKeeper.TransferSnapshot) and returns the messages to send.
+// A snapshot that cannot be completed is not sent, and raft hears that the
+// send failed, so it tries again later.
+func (h *Host) transferSnapshots(g *Group, msgs []*raftpb.Message) []*raftpb.Message {
+	k, ok := g.sm.(LogKeeper)
+	if !ok {
+		return msgs
+	}
+	out := msgs[:0]
+	for _, m := range msgs {
+		snap := m.GetSnapshot()
+		if m.GetType() != raftpb.MsgSnap || snap == nil {
+			out = append(out, m)
+			continue
+		}
+		data, err := k.TransferSnapshot(snap.GetData(), snap.GetMetadata().GetIndex())
+		if err != nil {
+			h.log.Error("snapshot for a follower cannot be completed; not sent",
+				zap.Uint64("group", g.id), zap.Uint64("to", m.GetTo()), zap.Error(err))
+			g.rn.ReportSnapshot(m.GetTo(), raft.SnapshotFailure)
+			continue
+		}
+		// A new Snapshot, not a change to the one raft read from storage; the
+		// message itself is ours once raft has handed it out.
+		m.Snapshot = &raftpb.Snapshot{Data: data, Metadata: snap.GetMetadata()}
+		out = append(out, m)
+	}
+	return out
 }
 
 // LogReader reads back entries of a group's log, from any goroutine.

@@ -1,11 +1,13 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 )
@@ -13,15 +15,30 @@ import (
 // keeper is a kv that needs the log from keep on, and reads entries back through its reader.
 type keeper struct {
 	*kv
-	reader   LogReader
-	attached bool
-	keep     atomic.Uint64
-	interval uint64
+	reader      LogReader
+	attached    bool
+	keep        atomic.Uint64
+	interval    uint64
+	transferred atomic.Int32 // snapshots installed from another node
 }
 
 func (k *keeper) AttachLog(r LogReader)    { k.reader, k.attached = r, true }
 func (k *keeper) KeepFrom() uint64         { return k.keep.Load() }
 func (k *keeper) SnapshotInterval() uint64 { return k.interval }
+
+// TransferSnapshot marks the snapshot, so Restore can tell one that came from another node.
+func (k *keeper) TransferSnapshot(data []byte, index uint64) ([]byte, error) {
+	return append(fmt.Appendf(nil, "xfer@%d:", index), data...), nil
+}
+
+func (k *keeper) Restore(data []byte) error {
+	if rest, ok := bytes.CutPrefix(data, []byte("xfer@")); ok {
+		_, after, _ := bytes.Cut(rest, []byte(":"))
+		k.transferred.Add(1)
+		data = after
+	}
+	return k.kv.Restore(data)
+}
 func (k *keeper) read(i uint64) (string, error) {
 	var got string
 	_, err := k.reader.Read(i, i+1, 1, func(_ uint64, data []byte) { got = string(data) })
@@ -95,5 +112,55 @@ func TestLogKeeperSnapshotInterval(t *testing.T) {
 	}
 	if n := h.Metrics().Snapshots; n != 0 {
 		t.Fatalf("%d snapshots in 100 entries with an interval of 1000", n)
+	}
+}
+
+// A follower that fell behind the compacted log gets the leader's snapshot as TransferSnapshot
+// completed it, never the stored one.
+func TestLogKeeperSnapshotToFollowerIsTransferred(t *testing.T) {
+	ctx := testContext(t)
+	net := NewLocalNetwork()
+	peers := map[uint64]string{1: "n1", 2: "n2", 3: "n3"}
+	hosts := map[uint64]*Host{}
+	sms := map[uint64]*keeper{}
+	groups := map[uint64]*Group{}
+	for id := range peers {
+		eng := openEngine(t, t.TempDir(), vfs.Default)
+		t.Cleanup(func() { _ = eng.Close() })
+		h := startHost(t, Config{NodeID: id, Peers: peers, Transport: net.Transport(id),
+			TickInterval: 5 * time.Millisecond, SnapshotEntries: 20, SnapshotCatchUpEntries: 1}, eng)
+		net.Attach(h)
+		hosts[id] = h
+		sms[id] = &keeper{kv: newKV()}
+		groups[id] = addGroup(t, ctx, h, 100, sms[id])
+	}
+	t.Cleanup(func() {
+		for _, h := range hosts {
+			h.Stop()
+		}
+	})
+	var lead uint64
+	waitFor(t, ctx, "a leader", func() bool {
+		lead = groups[1].Leader()
+		return lead != 0 && groups[lead].IsLeader()
+	})
+	behind := lead%3 + 1
+	net.Isolate(behind, true)
+	for i := range 80 {
+		f, err := groups[lead].Propose(ctx, fmt.Appendf(nil, "k%d=v", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.Wait(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	net.Isolate(behind, false)
+	waitFor(t, ctx, "the follower to catch up", func() bool {
+		v, _ := sms[behind].get("k79")
+		return v == "v"
+	})
+	if sms[behind].transferred.Load() == 0 {
+		t.Fatal("the follower caught up without a transferred snapshot")
 	}
 }

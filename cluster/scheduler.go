@@ -348,7 +348,7 @@ func (h *Host) cycle() error {
 
 	for _, r := range readies {
 		if len(r.rd.Messages) > 0 {
-			h.cfg.Transport.Send(r.g.id, r.rd.Messages)
+			h.cfg.Transport.Send(r.g.id, h.transferSnapshots(r.g, r.rd.Messages))
 		}
 	}
 
