@@ -47,7 +47,20 @@ type Config struct {
 	TLS          TLSConfig     `yaml:"tls"`
 	AMQP091      AMQPConfig    `yaml:"amqp091"`
 	STOMPOptions STOMPConfig   `yaml:"stomp_options"`
+	MQTTOptions  MQTTConfig    `yaml:"mqtt_options"`
 	Users        []UserConfig  `yaml:"users"`
+}
+
+// MQTTConfig tunes the MQTT listeners (protocol/mqtt.Config documents each field).
+type MQTTConfig struct {
+	Exchange         string        `yaml:"exchange"`
+	VHost            string        `yaml:"vhost"`
+	MaxPacketSize    uint32        `yaml:"max_packet_size"`
+	MaxInflight      uint16        `yaml:"max_inflight"`
+	ReceiveMaximum   uint16        `yaml:"receive_maximum"`
+	AllowAnonymous   bool          `yaml:"allow_anonymous"`
+	MaxKeepAlive     time.Duration `yaml:"max_keep_alive"`
+	MaxSessionExpiry time.Duration `yaml:"max_session_expiry"`
 }
 
 // StorageConfig tunes the data directory.
@@ -125,6 +138,14 @@ func DefaultConfig() Config {
 			MaxBody:        128 << 20,
 			DefaultUser:    "guest",
 			DefaultPass:    "guest",
+		},
+		MQTTOptions: MQTTConfig{
+			Exchange:       "amq.topic",
+			VHost:          "/",
+			MaxPacketSize:  16 << 20,
+			MaxInflight:    1024,
+			ReceiveMaximum: 1024,
+			AllowAnonymous: true,
 		},
 		Users: []UserConfig{{Name: "guest", Password: "guest", Tags: []string{"administrator"}, LoopbackOnly: true}},
 	}
@@ -244,6 +265,24 @@ func (c *Config) validate() error {
 	}
 	if c.STOMPOptions.MaxHeaderBytes <= 0 || c.STOMPOptions.MaxHeaders <= 0 || c.STOMPOptions.MaxBody <= 0 {
 		return fmt.Errorf("%w: stomp_options: max_header_bytes, max_headers and max_body must be positive", errUsage)
+	}
+	if c.MQTTOptions.Exchange == "" {
+		return fmt.Errorf("%w: mqtt_options.exchange is empty", errUsage)
+	}
+	if c.MQTTOptions.MaxPacketSize == 0 {
+		return fmt.Errorf("%w: mqtt_options.max_packet_size 0: must be positive (MQTT packets are never unbounded)", errUsage)
+	}
+	if c.MQTTOptions.MaxPacketSize > 268435455+5 {
+		return fmt.Errorf("%w: mqtt_options.max_packet_size %d: above MQTT's largest packet (256 MiB)", errUsage, c.MQTTOptions.MaxPacketSize)
+	}
+	if c.MQTTOptions.MaxInflight == 0 || c.MQTTOptions.ReceiveMaximum == 0 {
+		return fmt.Errorf("%w: mqtt_options.max_inflight and receive_maximum must be positive", errUsage)
+	}
+	if c.MQTTOptions.MaxKeepAlive < 0 || c.MQTTOptions.MaxKeepAlive > 65535*time.Second {
+		return fmt.Errorf("%w: mqtt_options.max_keep_alive %s: want 0s to 65535s", errUsage, c.MQTTOptions.MaxKeepAlive)
+	}
+	if c.MQTTOptions.MaxSessionExpiry < 0 || c.MQTTOptions.MaxSessionExpiry > 4294967295*time.Second {
+		return fmt.Errorf("%w: mqtt_options.max_session_expiry %s: out of range", errUsage, c.MQTTOptions.MaxSessionExpiry)
 	}
 	for _, u := range c.Users {
 		if u.Name == "" {

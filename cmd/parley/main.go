@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -20,6 +21,7 @@ import (
 	"github.com/parleymq/parley/cluster"
 	"github.com/parleymq/parley/protocol/amqp091"
 	"github.com/parleymq/parley/protocol/auth"
+	"github.com/parleymq/parley/protocol/mqtt"
 	"github.com/parleymq/parley/protocol/stomp"
 	"github.com/parleymq/parley/protocol/stomp/wire"
 	"github.com/parleymq/parley/protocol/websocket"
@@ -141,6 +143,18 @@ func run(cfg Config) error {
 	})
 	defer alarms.stop()
 
+	mcfg := mqtt.DefaultConfig()
+	mcfg.Exchange = cfg.MQTTOptions.Exchange
+	mcfg.VHost = cfg.MQTTOptions.VHost
+	mcfg.MaxPacketSize = cfg.MQTTOptions.MaxPacketSize
+	mcfg.MaxInflight = cfg.MQTTOptions.MaxInflight
+	mcfg.ReceiveMaximum = cfg.MQTTOptions.ReceiveMaximum
+	mcfg.AllowAnonymous = &cfg.MQTTOptions.AllowAnonymous
+	mcfg.MaxKeepAlive = uint16(cfg.MQTTOptions.MaxKeepAlive / time.Second)
+	mcfg.MaxSessionExpiry = uint32(cfg.MQTTOptions.MaxSessionExpiry / time.Second)
+	mqttServer := mqtt.NewServer(mcfg, core, users, log.Named("mqtt"))
+	defer mqttServer.Close()
+
 	var tlsConf *tls.Config
 	if cfg.TLS.CertFile != "" || cfg.TLS.KeyFile != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
@@ -189,15 +203,24 @@ func run(cfg Config) error {
 	wsCfg := websocket.Config{AllowedOrigins: cfg.WSAllowedOrigins}
 	wsStomp := websocket.New(websocket.Config{AllowedOrigins: cfg.WSAllowedOrigins, Fallback: "v12.stomp"}, log.Named("ws-stomp"), stompRoutes...)
 	defer wsStomp.Close()
-	wsAll := websocket.New(wsCfg, log.Named("ws"), stompRoutes...)
+	// MQTT over WebSocket: binary messages carrying the MQTT byte stream, subprotocol "mqtt"
+	// (Web-MQTT on ws_mqtt; clients asking for no subprotocol get MQTT there).
+	mqttRoute := websocket.Route{Subprotocol: "mqtt", Binary: true, Handler: func(c net.Conn) { _ = mqttServer.ServeConn(c) }}
+	wsMQTT := websocket.New(websocket.Config{AllowedOrigins: cfg.WSAllowedOrigins, Fallback: "mqtt"}, log.Named("ws-mqtt"), mqttRoute)
+	defer wsMQTT.Close()
+	wsAll := websocket.New(wsCfg, log.Named("ws"), append(stompRoutes, mqttRoute)...)
 	defer wsAll.Close()
 
+	// AMQP last: its port accepting is what tells tests and scripts the node is up.
 	for _, l := range []struct {
 		name, addr string
 		tls        bool
 		srv        func(net.Listener) error
 	}{
+		{"mqtt", cfg.MQTT, false, mqttServer.Serve},
+		{"mqtts", cfg.MQTTS, true, mqttServer.Serve},
 		{"ws-stomp", cfg.WSStomp, cfg.WSTLS, wsStomp.Serve},
+		{"ws-mqtt", cfg.WSMQTT, cfg.WSTLS, wsMQTT.Serve},
 		{"ws", cfg.WS, cfg.WSTLS, wsAll.Serve},
 		{"stomp", cfg.STOMP, false, stompServer.Serve},
 		{"stomps", cfg.STOMPS, true, stompServer.Serve},
@@ -209,8 +232,7 @@ func run(cfg Config) error {
 		}
 	}
 	for _, l := range []struct{ name, addr string }{
-		{"mqtt", cfg.MQTT}, {"mqtts", cfg.MQTTS},
-		{"http", cfg.HTTP}, {"ws-mqtt", cfg.WSMQTT},
+		{"http", cfg.HTTP},
 		{"prometheus", cfg.Prometheus}, {"cluster", cfg.Cluster},
 	} {
 		if l.addr != "off" {

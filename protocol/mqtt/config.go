@@ -1,0 +1,83 @@
+package mqtt
+
+// Config holds the MQTT listener's tunables. Start from DefaultConfig; a zero field means its
+// default.
+type Config struct {
+	// Exchange is the topic exchange MQTT topics map onto. Default "amq.topic" (RabbitMQ's
+	// mqtt.exchange).
+	Exchange string
+	// VHost is the virtual host MQTT clients use. Default "/" (RabbitMQ's mqtt.vhost).
+	VHost string
+	// MaxPacketSize is the largest packet accepted, advertised in CONNACK (MQTT 5). A larger
+	// packet closes the connection. Default 16 MiB; never unbounded.
+	MaxPacketSize uint32
+	// MaxInflight bounds the QoS 1/2 deliveries a connection may have unacknowledged: the
+	// consumer's credit is the client's receive maximum (MQTT 5) capped by this, or this for
+	// MQTT 3.1.1, which has no receive maximum. Default 1024.
+	MaxInflight uint16
+	// ReceiveMaximum is the number of QoS 1/2 publishes a client may have unacknowledged
+	// towards the server, advertised in CONNACK (MQTT 5). Default 1024.
+	ReceiveMaximum uint16
+	// AllowAnonymous lets a client without a user name log in as guest/guest (RabbitMQ's
+	// mqtt.allow_anonymous with its default_user). Default true; guest is loopback-only.
+	AllowAnonymous *bool
+	// AnonymousUser and AnonymousPassword are the credentials an anonymous client logs in
+	// with. Default guest/guest.
+	AnonymousUser, AnonymousPassword string
+	// MaxKeepAlive caps the keep-alive a client asks for; when it asks for more (or for none)
+	// the server's value is sent back in CONNACK (MQTT 5 server keep-alive). 0 = accept the
+	// client's. Default 0.
+	MaxKeepAlive uint16
+	// MaxSessionExpiry caps an MQTT 5 session expiry interval, in seconds. Default 0 = no cap
+	// beyond the protocol's.
+	MaxSessionExpiry uint32
+}
+
+// Defaults.
+const (
+	defaultExchange      = "amq.topic"
+	defaultMaxPacketSize = 16 << 20
+	defaultMaxInflight   = 1024
+	defaultReceiveMax    = 1024
+)
+
+// DefaultConfig returns the defaults documented on each Config field.
+func DefaultConfig() Config {
+	yes := true
+	return Config{
+		Exchange:          defaultExchange,
+		VHost:             "/",
+		MaxPacketSize:     defaultMaxPacketSize,
+		MaxInflight:       defaultMaxInflight,
+		ReceiveMaximum:    defaultReceiveMax,
+		AllowAnonymous:    &yes,
+		AnonymousUser:     "guest",
+		AnonymousPassword: "guest",
+	}
+}
+
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	if c.Exchange == "" {
+		c.Exchange = d.Exchange
+	}
+	if c.VHost == "" {
+		c.VHost = d.VHost
+	}
+	if c.MaxPacketSize == 0 {
+		c.MaxPacketSize = d.MaxPacketSize
+	}
+	if c.MaxInflight == 0 {
+		c.MaxInflight = d.MaxInflight
+	}
+	if c.ReceiveMaximum == 0 {
+		c.ReceiveMaximum = d.ReceiveMaximum
+	}
+	if c.AllowAnonymous == nil {
+		c.AllowAnonymous = d.AllowAnonymous
+	}
+	if c.AnonymousUser == "" {
+		c.AnonymousUser, c.AnonymousPassword = d.AnonymousUser, d.AnonymousPassword
+	}
+	return c
+}

@@ -1,0 +1,27 @@
+// Package mqtt serves MQTT 3.1, 3.1.1 and 5.0 clients against Parley's core.
+//
+// github.com/mochi-mqtt/server/v2 owns the wire and the live connection: packet decoding and
+// encoding, CONNECT validation, keep-alive, topic aliases on the way in, the inbound QoS 2
+// handshake and session take-over of a live connection. Parley's core owns everything that
+// must outlive a connection. A mochi Hook (Bridge, in hook.go) joins the two:
+//
+//   - A PUBLISH is turned into a core message on the exchange amq.topic (configurable) with
+//     the topic as routing key ('/' and '.' swapped, as RabbitMQ's MQTT plugin does) and
+//     published; the client's reader waits for the core to accept it before mochi sends
+//     PUBACK or PUBREC. mochi's own fan-out never runs: every publish is marked "ignore".
+//   - A session is a queue, mqtt.s.<client-id>: durable for a persistent session (clean
+//     session false, or an MQTT 5 session expiry), transient otherwise. Each subscription is
+//     a binding of that queue to amq.topic ('+' -> '*', '#' -> '#'), with the subscription's
+//     options (QoS, identifier, no-local, retain-as-published) in the binding's arguments so a
+//     durable session's subscriptions survive a restart with the metadata.
+//     $share/<group>/<filter> is one queue, mqtt.share.<group>.<filter>, with a consumer per
+//     subscribed client (competing consumers).
+//   - Each connection consumes its queues as a broker.Consumer whose credit is the client's
+//     receive maximum. Deliveries go out through the session's writer goroutine with our own
+//     packet identifiers; PUBACK (QoS 1) and PUBREC (QoS 2) settle the delivery in the core,
+//     PUBCOMP releases the identifier. Unsettled deliveries go back to the queue when the
+//     connection ends and come again (DUP set) to the session's next connection.
+//
+// The Server's Serve accepts on a listener; ServeConn serves one already accepted connection
+// (the WebSocket gateway hands over connections for the "mqtt" subprotocol this way).
+package mqtt

@@ -1,0 +1,352 @@
+package mqtt
+
+import (
+	"errors"
+	"sort"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/parleymq/parley/broker"
+	"github.com/parleymq/parley/broker/exchange"
+	"github.com/parleymq/parley/broker/queue"
+)
+
+func destQueue(name string) exchange.Dest { return exchange.Dest{Name: name} }
+
+// consumer is a session's broker.Consumer on one queue: the session queue, or a shared
+// subscription group's queue. Its methods run on the queue's goroutine and never block.
+type consumer struct {
+	x   *session
+	q   *broker.Queue
+	id  queue.ConsumerID
+	sub *subscription // shared subscriptions: the subscription this consumer serves
+
+	active    bool // guarded by x.mu
+	cancelled bool // guarded by x.mu
+	// reserved counts credit taken by Allow and not yet passed to Deliver (queue goroutine only).
+	reserved int
+}
+
+func (c *consumer) consume() error {
+	c.x.mu.Lock()
+	c.active = true
+	c.x.mu.Unlock()
+	id, err := c.q.Consume(broker.ConsumeOptions{}, c)
+	if err != nil {
+		c.x.mu.Lock()
+		c.active = false
+		c.x.mu.Unlock()
+		return err
+	}
+	c.x.mu.Lock()
+	c.id = id
+	c.x.mu.Unlock()
+	return nil
+}
+
+// cancel stops the consumer; its unacknowledged deliveries stay with the session until the
+// connection closes or the client acknowledges them.
+func (c *consumer) cancel() {
+	c.x.mu.Lock()
+	if c.cancelled || !c.active {
+		c.cancelled = true
+		c.x.mu.Unlock()
+		return
+	}
+	c.cancelled = true
+	id := c.id
+	c.x.mu.Unlock()
+	if id != 0 {
+		c.q.Cancel(id)
+	}
+}
+
+// Allow takes one unit of the connection's credit (the receive maximum) [MQTT-3.3.4-9].
+func (c *consumer) Allow() bool {
+	x := c.x
+	for {
+		n := x.used.Load()
+		if n >= x.limit {
+			// Store, then look again: release lowers used, then reads starved.
+			x.starved.Store(true)
+			if x.used.Load() < x.limit {
+				continue
+			}
+			return false
+		}
+		if x.used.CompareAndSwap(n, n+1) {
+			c.reserved++
+			return true
+		}
+	}
+}
+
+// Deliver queues the delivery for the session's writer.
+func (c *consumer) Deliver(q *broker.Queue, d queue.Delivery) {
+	credit := c.reserved > 0
+	if credit {
+		c.reserved--
+	}
+	x := c.x
+	x.mu.Lock()
+	if x.closed || c.cancelled {
+		x.mu.Unlock()
+		if credit {
+			x.release(1)
+		}
+		if q != nil {
+			// Not from this goroutine: Settle may wait on this queue's inbox.
+			go q.Settle([]queue.DeliveryID{d.ID}, queue.Requeue)
+		}
+		return
+	}
+	x.pending = append(x.pending, outDelivery{c: c, d: d, credit: credit})
+	x.mu.Unlock()
+	select {
+	case x.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Cancelled: the queue was deleted (a clean session took the client id over, or an
+// administrator deleted it).
+func (c *consumer) Cancelled(*broker.Queue) {
+	c.x.mu.Lock()
+	c.cancelled = true
+	c.x.mu.Unlock()
+}
+
+// release returns credit and wakes the queues that ran out of it.
+func (x *session) release(n int32) {
+	x.used.Add(-n)
+	if x.starved.Swap(false) {
+		x.mu.Lock()
+		qs := make([]*broker.Queue, 0, 2)
+		if x.main != nil {
+			qs = append(qs, x.main.q)
+		}
+		for _, s := range x.subs {
+			if s.shared != nil {
+				qs = append(qs, s.shared.q)
+			}
+		}
+		x.mu.Unlock()
+		for _, q := range qs {
+			q.Kick()
+		}
+	}
+}
+
+// writeLoop writes deliveries to the client. It is the only goroutine that writes PUBLISH
+// packets, so a slow client holds up nothing but itself: the core keeps what credit does not
+// let through.
+func (x *session) writeLoop() {
+	defer x.wg.Done()
+	acks := map[*broker.Queue][]queue.DeliveryID{}
+	for {
+		select {
+		case <-x.wake:
+		case <-x.done:
+			return
+		}
+		for {
+			x.mu.Lock()
+			batch := x.pending
+			x.pending = nil
+			x.mu.Unlock()
+			if len(batch) == 0 {
+				break
+			}
+			var freed int32
+			for _, p := range batch {
+				if done := x.write(p); done {
+					acks[p.c.q] = append(acks[p.c.q], p.d.ID)
+					if p.credit {
+						freed++
+					}
+				}
+			}
+			for q, ids := range acks {
+				q.Settle(ids, queue.Ack)
+				delete(acks, q)
+			}
+			if freed > 0 {
+				x.release(freed)
+			}
+		}
+	}
+}
+
+// write sends one delivery. done reports that it needs no acknowledgement from the client
+// (QoS 0, or nothing to send) and the caller settles it now.
+func (x *session) write(p outDelivery) (done bool) {
+	pk, ok := x.packetFor(p)
+	if !ok {
+		return true
+	}
+	if pk.FixedHeader.Qos == 0 {
+		_ = x.cl.WritePacket(pk)
+		return true
+	}
+	x.mu.Lock()
+	if x.closed {
+		x.mu.Unlock()
+		go p.c.q.Settle([]queue.DeliveryID{p.d.ID}, queue.Requeue)
+		if p.credit {
+			x.release(1)
+		}
+		return false
+	}
+	id := x.nextPacketID()
+	x.inflight[id] = &outMsg{c: p.c, d: p.d.ID, qos: pk.FixedHeader.Qos, credit: p.credit}
+	x.mu.Unlock()
+	pk.PacketID = id
+	if err := x.cl.WritePacket(pk); errors.Is(err, packets.ErrPacketTooLarge) {
+		// Larger than the client's maximum packet size: discarded as if delivered
+		// [MQTT-3.1.2-25].
+		x.mu.Lock()
+		delete(x.inflight, id)
+		x.mu.Unlock()
+		return true
+	}
+	return false
+}
+
+// nextPacketID returns an identifier not in flight. x.mu held. Credit bounds the in-flight
+// count well below 65535, so the search ends.
+func (x *session) nextPacketID() uint16 {
+	for {
+		x.nextID++
+		if x.nextID == 0 {
+			x.nextID = 1
+		}
+		if _, busy := x.inflight[x.nextID]; !busy {
+			return x.nextID
+		}
+	}
+}
+
+// packetFor builds the PUBLISH for a delivery: the QoS is the lower of the publish QoS and
+// the highest QoS of the matching subscriptions [MQTT-3.8.4-8]; MQTT 5 gets the identifiers of
+// every matching subscription [MQTT-3.3.4-3]. ok is false when nothing should be sent (no
+// subscription matches any more, or no-local).
+func (x *session) packetFor(p outDelivery) (packets.Packet, bool) {
+	m := p.d.Msg
+	topic := RoutingKeyToTopic(m.RoutingKey)
+	in := inboundInfo(m)
+	var qos byte
+	var ids []int
+	matched, rap := false, false
+	x.mu.Lock()
+	if p.c.sub != nil {
+		s := p.c.sub
+		matched, qos, rap = true, s.qos, false
+		if s.id > 0 {
+			ids = append(ids, s.id)
+		}
+	} else {
+		for _, s := range x.subs {
+			if s.shared != nil || !matchFilter(s.match, topic) {
+				continue
+			}
+			if s.noLocal && in.origin == x.clientID {
+				continue // [MQTT-3.8.3-3]
+			}
+			matched = true
+			qos = max(qos, s.qos)
+			rap = rap || s.rap
+			if s.id > 0 {
+				ids = append(ids, s.id)
+			}
+		}
+	}
+	x.mu.Unlock()
+	if !matched {
+		return packets.Packet{}, false
+	}
+	qos = min(qos, in.qos)
+	pk := packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: qos, Dup: qos > 0 && p.d.Redelivered},
+		TopicName:   topic,
+		Payload:     m.Body,
+	}
+	if rap && in.retain {
+		pk.FixedHeader.Retain = true // [MQTT-3.3.1-13]
+	}
+	if x.version == 5 {
+		outboundProperties(&pk.Properties, m)
+		if len(ids) > 0 {
+			sort.Ints(ids)
+			pk.Properties.SubscriptionIdentifier = ids
+		}
+		if x.cl.Properties.Props.TopicAliasMaximum > 0 {
+			alias, exists := x.cl.State.TopicAliases.Outbound.Set(topic)
+			if alias > 0 {
+				pk.Properties.TopicAlias, pk.Properties.TopicAliasFlag = alias, true
+				if exists {
+					pk.TopicName = ""
+				}
+			}
+		}
+	}
+	return pk, true
+}
+
+// acknowledged handles PUBACK, PUBREC and PUBCOMP for Parley's deliveries.
+func (x *session) acknowledged(pk packets.Packet) {
+	x.mu.Lock()
+	m, ok := x.inflight[pk.PacketID]
+	if !ok {
+		x.mu.Unlock()
+		if pk.FixedHeader.Type == packets.Pubrec {
+			// [MQTT-4.3.3-?]: an unknown identifier still gets PUBREL, with 0x92 in MQTT 5.
+			_ = x.cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrel, Qos: 1},
+				PacketID: pk.PacketID, ReasonCode: packets.ErrPacketIdentifierNotFound.Code})
+		}
+		return
+	}
+	switch pk.FixedHeader.Type {
+	case packets.Puback:
+		delete(x.inflight, pk.PacketID)
+		x.mu.Unlock()
+		if m.c != nil {
+			m.c.q.Settle([]queue.DeliveryID{m.d}, queue.Ack)
+		}
+		if m.credit {
+			x.release(1)
+		}
+	case packets.Pubrec:
+		if m.released {
+			x.mu.Unlock()
+		} else if pk.ReasonCode >= packets.ErrUnspecifiedError.Code {
+			// The client refused it: the flow ends here [MQTT-4.3.3-4] and the message is
+			// not offered again.
+			delete(x.inflight, pk.PacketID)
+			x.mu.Unlock()
+			if m.c != nil {
+				m.c.q.Settle([]queue.DeliveryID{m.d}, queue.Discard)
+			}
+			if m.credit {
+				x.release(1)
+			}
+			return
+		} else {
+			m.released = true
+			x.mu.Unlock()
+			// The client has the message: settle it now, so it is never sent again; the
+			// identifier stays in flight until PUBCOMP.
+			if m.c != nil {
+				m.c.q.Settle([]queue.DeliveryID{m.d}, queue.Ack)
+			}
+		}
+		_ = x.cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrel, Qos: 1}, PacketID: pk.PacketID})
+	case packets.Pubcomp:
+		delete(x.inflight, pk.PacketID)
+		x.mu.Unlock()
+		if m.credit {
+			x.release(1)
+		}
+	default:
+		x.mu.Unlock()
+	}
+}

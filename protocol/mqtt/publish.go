@@ -1,0 +1,223 @@
+package mqtt
+
+import (
+	"fmt"
+	"strconv"
+	"unicode/utf8"
+
+	mochi "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"go.uber.org/zap"
+
+	"github.com/parleymq/parley/broker/message"
+)
+
+// Headers Parley adds to messages published over MQTT. x-mqtt-publish-qos is RabbitMQ's; it
+// gives the QoS an MQTT subscriber receives at most. The others let MQTT features work across
+// the core: no-local needs the publisher, retain-as-published the retain flag.
+const (
+	hdrPublishQoS = "x-mqtt-publish-qos"
+	hdrClientID   = "x-mqtt-client-id"
+	hdrRetain     = "x-mqtt-retain"
+	hdrPayloadFmt = "x-mqtt-payload-format"
+)
+
+// publish hands a PUBLISH to the core and, for QoS 1 and 2, waits until every queue it
+// reached has accepted it (persistent messages: written and fsynced). The reader waits, so
+// the client's next packet is read only after that: back-pressure per client.
+func (x *session) publish(pk packets.Packet) packets.Code {
+	m := x.messageFrom(pk)
+	if pk.FixedHeader.Qos == 0 {
+		if _, err := x.v.Publish(m, nil, &x.scratch); err != nil {
+			x.s.log.Info("mqtt publish refused", zap.String("client_id", x.clientID), zap.Error(err))
+			return packets.ErrImplementationSpecificError
+		}
+		return packets.CodeSuccess
+	}
+	res := make(chan bool, 1)
+	routed, err := x.v.Publish(m, func(ok bool) { res <- ok }, &x.scratch)
+	if err != nil {
+		x.s.log.Info("mqtt publish refused", zap.String("client_id", x.clientID), zap.Error(err))
+		return packets.ErrImplementationSpecificError
+	}
+	if !<-res {
+		// A queue refused it (x-overflow reject-publish) or the store failed.
+		return packets.ErrQuotaExceeded
+	}
+	if !routed {
+		return packets.CodeNoMatchingSubscribers
+	}
+	return packets.CodeSuccess
+}
+
+// refusePublish answers a publish the core did not take: MQTT 5 gets PUBACK or PUBREC with
+// the reason code [MQTT-3.4.2-1]; MQTT 3.1.1 has no negative acknowledgement, so the connection
+// is closed, which tells the client the message was not accepted. 0x10 (no matching
+// subscribers) is written here too: mochi's encoder drops a reason code below 0x80 unless the
+// packet has properties, so the reason string goes with it.
+func (x *session) refusePublish(pk packets.Packet, code packets.Code) {
+	if pk.FixedHeader.Qos == 0 {
+		return
+	}
+	if x.version < 5 && code.Code >= packets.ErrUnspecifiedError.Code {
+		x.cl.Stop(code)
+		return
+	}
+	t := byte(packets.Puback)
+	if pk.FixedHeader.Qos == 2 {
+		t = packets.Pubrec
+	}
+	_ = x.cl.WritePacket(packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: t},
+		PacketID:    pk.PacketID,
+		ReasonCode:  code.Code,
+		Properties:  packets.Properties{ReasonString: code.Reason},
+	})
+}
+
+// messageFrom maps a PUBLISH onto a core message (DESIGN.md §3): QoS 1 and 2 are persistent,
+// MQTT 5 properties become AMQP properties and headers.
+func (x *session) messageFrom(pk packets.Packet) *message.Message {
+	m := &message.Message{
+		Exchange:   x.s.cfg.Exchange,
+		RoutingKey: TopicToRoutingKey(pk.TopicName),
+		Body:       pk.Payload,
+	}
+	p := &m.Properties
+	p.Flags = message.FlagDeliveryMode | message.FlagHeaders
+	p.DeliveryMode = 1
+	if pk.FixedHeader.Qos > 0 {
+		p.DeliveryMode = 2
+	}
+	h := message.Table{hdrPublishQoS: uint8(pk.FixedHeader.Qos), hdrClientID: x.clientID}
+	if pk.FixedHeader.Retain {
+		h[hdrRetain] = true
+	}
+	p.Headers = h
+	if x.version == 5 {
+		inboundProperties(m, pk.Properties)
+	}
+	return m
+}
+
+// inboundProperties maps MQTT 5 properties onto AMQP properties.
+func inboundProperties(m *message.Message, pr packets.Properties) {
+	p := &m.Properties
+	for _, u := range pr.User {
+		p.Headers[u.Key] = u.Val // a repeated key keeps its last value
+	}
+	if pr.ContentType != "" {
+		p.Flags |= message.FlagContentType
+		p.ContentType = pr.ContentType
+	}
+	if pr.ResponseTopic != "" {
+		// The reply-to is the response topic as a routing key on the same exchange, so an
+		// AMQP responder publishes its answer to amq.topic with routing key = reply-to.
+		p.Flags |= message.FlagReplyTo
+		p.ReplyTo = TopicToRoutingKey(pr.ResponseTopic)
+	}
+	if len(pr.CorrelationData) > 0 {
+		p.Flags |= message.FlagCorrelationID
+		p.CorrelationID = string(pr.CorrelationData)
+	}
+	if pr.MessageExpiryInterval > 0 {
+		p.Flags |= message.FlagExpiration
+		p.Expiration = strconv.FormatUint(uint64(pr.MessageExpiryInterval)*1000, 10)
+	}
+	if pr.PayloadFormatFlag {
+		p.Headers[hdrPayloadFmt] = pr.PayloadFormat
+	}
+}
+
+// inbound is what a delivery carries about its MQTT origin.
+type inbound struct {
+	qos    byte
+	origin string
+	retain bool
+}
+
+// inboundInfo reads the publish QoS (a message from AMQP is QoS 1 when persistent, as in
+// RabbitMQ), the publishing client and the retain flag.
+func inboundInfo(m *message.Message) inbound {
+	var in inbound
+	h := m.Properties.Headers
+	if n, ok := message.Int(h[hdrPublishQoS]); ok && n >= 0 && n <= 2 {
+		in.qos = byte(n)
+	} else if m.Persistent() {
+		in.qos = 1
+	}
+	in.origin, _ = h[hdrClientID].(string)
+	in.retain, _ = h[hdrRetain].(bool)
+	return in
+}
+
+// outboundProperties maps AMQP properties onto MQTT 5 properties: headers other than Parley's
+// own become user properties.
+func outboundProperties(pr *packets.Properties, m *message.Message) {
+	p := &m.Properties
+	if p.Flags&message.FlagContentType != 0 {
+		pr.ContentType = p.ContentType
+	}
+	if p.Flags&message.FlagReplyTo != 0 && p.ReplyTo != "" {
+		pr.ResponseTopic = RoutingKeyToTopic(p.ReplyTo)
+	}
+	if p.Flags&message.FlagCorrelationID != 0 && p.CorrelationID != "" {
+		pr.CorrelationData = []byte(p.CorrelationID)
+	}
+	if p.Flags&message.FlagExpiration != 0 {
+		if ms, err := strconv.ParseUint(p.Expiration, 10, 64); err == nil && ms > 0 {
+			pr.MessageExpiryInterval = uint32(min((ms+999)/1000, 0xFFFFFFFF))
+		}
+	}
+	for k, v := range p.Headers {
+		switch k {
+		case hdrPublishQoS, hdrClientID, hdrRetain:
+			continue
+		case hdrPayloadFmt:
+			if b, ok := message.Int(v); ok {
+				pr.PayloadFormat, pr.PayloadFormatFlag = byte(b), true
+			}
+			continue
+		}
+		s, ok := headerString(v)
+		if ok {
+			pr.User = append(pr.User, packets.UserProperty{Key: k, Val: s})
+		}
+	}
+}
+
+// headerString renders a header value as a user property value; tables and arrays have no
+// faithful string form and are left out.
+func headerString(v any) (string, bool) {
+	switch x := v.(type) {
+	case string:
+		return x, true
+	case []byte:
+		if utf8.Valid(x) {
+			return string(x), true
+		}
+		return "", false
+	case bool, int8, uint8, int16, uint16, int32, uint32, int64, float32, float64:
+		return fmt.Sprint(x), true
+	}
+	return "", false
+}
+
+// willMessage is the will as a core message.
+func willMessage(exchange, clientID string, w mochi.Will) *message.Message {
+	m := &message.Message{Exchange: exchange, RoutingKey: TopicToRoutingKey(w.TopicName), Body: w.Payload}
+	p := &m.Properties
+	p.Flags = message.FlagDeliveryMode | message.FlagHeaders
+	p.DeliveryMode = 1
+	if w.Qos > 0 {
+		p.DeliveryMode = 2
+	}
+	p.Headers = message.Table{hdrPublishQoS: uint8(w.Qos), hdrClientID: clientID}
+	if w.Retain {
+		p.Headers[hdrRetain] = true
+	}
+	for _, u := range w.User {
+		p.Headers[u.Key] = u.Val
+	}
+	return m
+}

@@ -1,0 +1,212 @@
+package mqtt
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"sync"
+	"time"
+
+	mochi "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"go.uber.org/zap"
+
+	"github.com/parleymq/parley/broker"
+	"github.com/parleymq/parley/protocol/auth"
+)
+
+// listenerID is the name mochi records as every client's listener; Parley accepts the
+// connections itself and mochi's own listeners are never used.
+const listenerID = "parley"
+
+// Server serves MQTT connections against one broker.
+type Server struct {
+	cfg   Config
+	b     *broker.Broker
+	users *auth.Store
+	log   *zap.Logger
+	m     *mochi.Server
+
+	mu        sync.Mutex
+	sessions  map[*mochi.Client]*session
+	byConn    map[net.Conn]*session
+	listeners map[net.Listener]struct{}
+	// pubrels holds, per client id of a persistent session, the packet identifiers of QoS 2
+	// deliveries whose PUBREC came but whose PUBCOMP did not before the connection ended: the
+	// next connection sends PUBREL for them again [MQTT-4.4.0-1].
+	pubrels map[string][]uint16
+	// wills are delayed wills (MQTT 5 will delay interval) waiting to be published; a new
+	// connection with the same client id cancels its will [MQTT-3.1.3-9].
+	wills  map[string]*time.Timer
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// NewServer builds a server. log must not be nil.
+func NewServer(cfg Config, b *broker.Broker, users *auth.Store, log *zap.Logger) *Server {
+	cfg = cfg.withDefaults()
+	caps := mochi.NewDefaultServerCapabilities()
+	caps.MaximumPacketSize = cfg.MaxPacketSize
+	caps.ReceiveMaximum = cfg.ReceiveMaximum
+	// mochi trims a client's receive maximum to this; Parley applies its own cap (MaxInflight).
+	caps.MaximumInflight = math.MaxUint16
+	// The core expires messages; mochi must not drop in-flight state on its own clock.
+	caps.MaximumMessageExpiryInterval = 0
+	// mochi's per-client outbound channel is never used (Parley writes deliveries itself), so
+	// it costs nothing per connection.
+	caps.MaximumClientWritesPending = 1
+	// Acknowledgements must not echo the publish's properties back (mochi would, and with them
+	// write its 0x01 "granted QoS 1" as a PUBACK reason code).
+	caps.Compatibilities.NoInheritedPropertiesOnAck = true
+	if cfg.MaxSessionExpiry > 0 {
+		caps.MaximumSessionExpiryInterval = cfg.MaxSessionExpiry
+	}
+	opts := &mochi.Options{
+		Capabilities:             caps,
+		Logger:                   newSlog(log.Named("mochi")),
+		ClientNetReadBufferSize:  4096,
+		ClientNetWriteBufferSize: 4096,
+	}
+	s := &Server{
+		cfg:       cfg,
+		b:         b,
+		users:     users,
+		log:       log,
+		sessions:  map[*mochi.Client]*session{},
+		byConn:    map[net.Conn]*session{},
+		listeners: map[net.Listener]struct{}{},
+		pubrels:   map[string][]uint16{},
+		wills:     map[string]*time.Timer{},
+	}
+	s.m = mochi.New(opts)
+	// mochi's Serve is never called: its listeners, $SYS publisher and housekeeping loop (client
+	// expiry, delayed wills, retained expiry) are things the core does.
+	if err := s.m.AddHook(&bridge{s: s}, nil); err != nil {
+		panic(fmt.Sprintf("mqtt: adding the bridge hook: %v", err)) // only fails for a nil hook
+	}
+	return s
+}
+
+// Serve accepts connections on ln until ln is closed (or the server is), then returns nil.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+	}()
+	var backoff time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) || s.isClosed() {
+				return nil
+			}
+			// EMFILE and friends are transient: back off and keep serving the others.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.log.Warn("accept failed; retrying", zap.Error(err), zap.Duration("backoff", backoff))
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		go func() { _ = s.ServeConn(nc) }()
+	}
+}
+
+// ServeConn serves one MQTT connection that was accepted elsewhere (a TCP or TLS listener, or
+// the WebSocket gateway for the "mqtt" subprotocol, which passes a net.Conn carrying the binary
+// MQTT stream) until it ends, and closes it. The error says why the connection ended; a clean
+// DISCONNECT gives nil.
+func (s *Server) ServeConn(c net.Conn) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		_ = c.Close()
+		return net.ErrClosed
+	}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	defer s.wg.Done()
+	defer func() {
+		// A bug reached by one client's bytes must cost that client its connection, not the
+		// broker its process.
+		if r := recover(); r != nil {
+			s.log.Error("panic serving an mqtt connection; connection closed",
+				zap.String("remote", c.RemoteAddr().String()), zap.Any("panic", r), zap.Stack("stack"))
+			_ = c.Close()
+		}
+		// mochi calls OnDisconnect only for a connection that got as far as reading packets;
+		// one that failed in between (CONNACK not written, a panic) still has its session open.
+		s.mu.Lock()
+		sess := s.byConn[c]
+		if sess != nil {
+			delete(s.byConn, c)
+			delete(s.sessions, sess.cl)
+		}
+		s.mu.Unlock()
+		if sess != nil {
+			sess.close(errors.New("connection ended before the session was established"))
+		}
+	}()
+	err := s.m.EstablishConnection(listenerID, c)
+	if err != nil {
+		s.log.Debug("mqtt connection ended", zap.String("remote", c.RemoteAddr().String()), zap.Error(err))
+		return fmt.Errorf("mqtt connection: %w", err)
+	}
+	return nil
+}
+
+func (s *Server) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// Close stops accepting, disconnects every client (MQTT 5 clients get DISCONNECT with reason
+// 0x8B server shutting down) and waits, bounded, for their sessions to hand their unacknowledged
+// deliveries back to the core. Wills are not published for a shutdown.
+func (s *Server) Close() {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.closed = true
+	for ln := range s.listeners {
+		_ = ln.Close()
+	}
+	for _, t := range s.wills {
+		t.Stop()
+	}
+	s.mu.Unlock()
+	for _, cl := range s.m.Clients.GetAll() {
+		if cl.Properties.ProtocolVersion == 5 {
+			_ = s.m.DisconnectClient(cl, packets.ErrServerShuttingDown)
+		} else {
+			cl.Stop(packets.ErrServerShuttingDown)
+		}
+	}
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		s.log.Warn("mqtt connections still closing after 10s")
+	}
+}
+
+func (s *Server) session(cl *mochi.Client) *session {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sessions[cl]
+}

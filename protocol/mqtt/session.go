@@ -1,0 +1,470 @@
+package mqtt
+
+import (
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mochi "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"go.uber.org/zap"
+
+	"github.com/parleymq/parley/broker"
+	"github.com/parleymq/parley/broker/message"
+	"github.com/parleymq/parley/broker/meta"
+	"github.com/parleymq/parley/broker/queue"
+	"github.com/parleymq/parley/protocol/auth"
+)
+
+// Queue names. A session's queue is mqtt.s.<client-id> (DESIGN.md §3); a shared subscription
+// group's queue is mqtt.share.<group>.<filter>.
+const (
+	sessionQueuePrefix = "mqtt.s."
+	shareQueuePrefix   = "mqtt.share."
+)
+
+// Binding arguments that carry a subscription's options.
+const (
+	argFilter  = "x-mqtt-filter"
+	argQoS     = "x-mqtt-qos"
+	argSubID   = "x-mqtt-subscription-id"
+	argNoLocal = "x-mqtt-no-local"
+	argRAP     = "x-mqtt-retain-as-published"
+)
+
+// subscription is one MQTT subscription of a session.
+type subscription struct {
+	filter  string // as subscribed, $share/<group>/ prefix included for a shared one
+	match   string // the filter that topics are matched against
+	qos     byte
+	id      int // subscription identifier; 0 none
+	noLocal bool
+	rap     bool // retain as published
+
+	// Shared subscriptions only: the group's queue and this session's consumer on it.
+	shared *consumer
+	args   message.Table // the binding's arguments (non-shared)
+}
+
+// session is one connection's view of an MQTT session. The session itself (queue, bindings,
+// messages) lives in the core; this holds the live part: consumers, the writer, in-flight
+// packet identifiers.
+type session struct {
+	s          *Server
+	cl         *mochi.Client
+	clientID   string
+	user       string
+	v          *broker.VHost
+	version    byte
+	persistent bool
+	present    bool
+	q          *broker.Queue // the session queue
+	will       *mochi.Will
+	scratch    broker.PublishScratch // used by the reader goroutine only (publish)
+
+	// Outbound credit: deliveries handed over by the core and not yet settled count against
+	// limit (the client's receive maximum, capped by Config.MaxInflight).
+	limit   int32
+	used    atomic.Int32
+	starved atomic.Bool
+
+	mu       sync.Mutex
+	subs     map[string]*subscription // by filter as subscribed
+	refused  map[string]bool          // filters of the SUBSCRIBE being processed that failed
+	pending  []outDelivery            // handed over by the core, not yet written
+	inflight map[uint16]*outMsg       // written with QoS 1/2, not yet acknowledged
+	nextID   uint16
+	closed   bool
+	main     *consumer
+
+	wake chan struct{}
+	done chan struct{}
+	wg   sync.WaitGroup
+}
+
+type outDelivery struct {
+	c      *consumer
+	d      queue.Delivery
+	credit bool
+}
+
+type outMsg struct {
+	c        *consumer
+	d        queue.DeliveryID
+	qos      byte
+	released bool // QoS 2: PUBREC came, the core has settled it; waiting for PUBCOMP
+	credit   bool
+}
+
+// openSession finds or creates the client's session queue. A clean session (3.1.1 clean
+// session, MQTT 5 clean start) discards what was there [MQTT-3.1.2-4]; otherwise the
+// subscriptions of the existing session come back from its bindings.
+func (s *Server) openSession(cl *mochi.Client, pk packets.Packet, user string) (*session, error) {
+	v, ok := s.b.VHost(s.cfg.VHost)
+	if !ok {
+		return nil, errors.New("mqtt vhost does not exist")
+	}
+	version := cl.Properties.ProtocolVersion
+	var persistent bool
+	var expiry uint32
+	if version == 5 {
+		expiry = pk.Properties.SessionExpiryInterval
+		if s.cfg.MaxSessionExpiry > 0 && expiry > s.cfg.MaxSessionExpiry {
+			expiry = s.cfg.MaxSessionExpiry
+		}
+		persistent = expiry > 0
+	} else {
+		persistent = !pk.Connect.Clean
+	}
+	s.mu.Lock()
+	if t, ok := s.wills[cl.ID]; ok {
+		t.Stop() // [MQTT-3.1.3-9]
+		delete(s.wills, cl.ID)
+	}
+	if pk.Connect.Clean {
+		delete(s.pubrels, cl.ID)
+	}
+	s.mu.Unlock()
+
+	name := sessionQueuePrefix + cl.ID
+	if q, ok := v.LookupQueue(name); ok && (pk.Connect.Clean || q.Def().Durable != persistent) {
+		v.DeleteQueueIf(q)
+	}
+	_, existed := v.LookupQueue(name)
+	def := meta.QueueDef{Name: name, Durable: persistent}
+	if persistent && version == 5 && expiry != 0xFFFFFFFF {
+		// The core deletes a session nobody consumed from for its expiry interval (RabbitMQ
+		// does the same with x-expires).
+		def.Args = message.Table{"x-expires": int64(expiry) * 1000}
+	}
+	if _, err := v.DeclareQueue(def, false); err != nil {
+		var me *meta.Error
+		if !existed || !errors.As(err, &me) || me.Code != meta.PreconditionFailed {
+			return nil, err
+		}
+		// Same session, another expiry: keep the queue (and its messages) as it is.
+	}
+	q, ok := v.LookupQueue(name)
+	if !ok {
+		return nil, errors.New("session queue vanished while opening")
+	}
+	limit := int32(s.cfg.MaxInflight)
+	if version == 5 && cl.Properties.Props.ReceiveMaximum > 0 && int32(cl.Properties.Props.ReceiveMaximum) < limit {
+		limit = int32(cl.Properties.Props.ReceiveMaximum) // [MQTT-3.3.4-9]
+	}
+	sess := &session{
+		s: s, cl: cl, clientID: cl.ID, user: user, v: v, version: version,
+		persistent: persistent, present: existed && persistent, q: q,
+		limit: limit, subs: map[string]*subscription{}, refused: map[string]bool{},
+		inflight: map[uint16]*outMsg{},
+		wake:     make(chan struct{}, 1), done: make(chan struct{}),
+	}
+	if cl.Properties.Will.Flag != 0 {
+		w := cl.Properties.Will
+		sess.will = &w
+	}
+	for _, b := range v.QueueBindings(name) {
+		if b.Source != s.cfg.Exchange {
+			continue
+		}
+		if sub, ok := subscriptionFromArgs(b.Args); ok {
+			sess.subs[sub.filter] = sub
+		}
+	}
+	return sess, nil
+}
+
+func subscriptionFromArgs(args message.Table) (*subscription, bool) {
+	f, ok := args[argFilter].(string)
+	if !ok {
+		return nil, false
+	}
+	sub := &subscription{filter: f, match: f, args: args}
+	if n, ok := message.Int(args[argQoS]); ok && n >= 0 && n <= 2 {
+		sub.qos = byte(n)
+	}
+	if n, ok := message.Int(args[argSubID]); ok {
+		sub.id = int(n)
+	}
+	sub.noLocal, _ = args[argNoLocal].(bool)
+	sub.rap, _ = args[argRAP].(bool)
+	return sub, true
+}
+
+// start begins consuming the session queue, once the CONNACK has been sent.
+func (x *session) start() {
+	c := &consumer{x: x, q: x.q}
+	x.mu.Lock()
+	x.main = c
+	x.mu.Unlock()
+	x.wg.Add(1)
+	go x.writeLoop()
+	x.resendPubrels()
+	if err := c.consume(); err != nil {
+		x.s.log.Warn("mqtt session queue not consumed", zap.String("client_id", x.clientID), zap.Error(err))
+		x.cl.Stop(packets.ErrServerUnavailable)
+	}
+}
+
+// resendPubrels sends PUBREL again for QoS 2 deliveries a previous connection had not
+// completed [MQTT-4.4.0-1].
+func (x *session) resendPubrels() {
+	x.s.mu.Lock()
+	ids := x.s.pubrels[x.clientID]
+	delete(x.s.pubrels, x.clientID)
+	x.s.mu.Unlock()
+	for _, id := range ids {
+		x.mu.Lock()
+		x.inflight[id] = &outMsg{qos: 2, released: true}
+		x.mu.Unlock()
+		_ = x.cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrel, Qos: 1}, PacketID: id})
+	}
+}
+
+func (x *session) canPublish() bool {
+	return x.s.users.Check(x.user, x.v.Name(), auth.Write, "exchange", x.s.cfg.Exchange) == nil
+}
+
+// subscribeAllowed answers mochi's per-filter check during SUBSCRIBE: false for a filter that
+// subscribe could not bind (permissions or the core refused).
+func (x *session) subscribeAllowed(filter string) bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return !x.refused[filter]
+}
+
+func (x *session) canSubscribe() bool {
+	return x.s.users.Check(x.user, x.v.Name(), auth.Read, "exchange", x.s.cfg.Exchange) == nil
+}
+
+// subscribe binds each filter of a SUBSCRIBE. Filters that fail are remembered for
+// subscribeAllowed; mochi then answers them with 0x87 (MQTT 5) or 0x80 (3.1.1).
+func (x *session) subscribe(pk packets.Packet) {
+	allowed := x.canSubscribe()
+	for _, f := range pk.Filters {
+		if !mochi.IsValidFilter(f.Filter, false) || (f.NoLocal && isShared(f.Filter)) {
+			continue // mochi refuses these itself
+		}
+		var err error
+		if !allowed {
+			err = errors.New("read access to the exchange refused")
+		} else {
+			if f.Identifier == 0 && pk.Properties.SubscriptionIdentifier != nil && len(pk.Properties.SubscriptionIdentifier) > 0 {
+				f.Identifier = pk.Properties.SubscriptionIdentifier[0]
+			}
+			err = x.bind(f)
+		}
+		x.mu.Lock()
+		if err != nil {
+			x.refused[f.Filter] = true
+		} else {
+			delete(x.refused, f.Filter)
+		}
+		x.mu.Unlock()
+		if err != nil {
+			x.s.log.Info("mqtt subscription refused", zap.String("client_id", x.clientID),
+				zap.String("filter", f.Filter), zap.Error(err))
+		}
+	}
+}
+
+func isShared(filter string) bool { _, _, ok := splitShared(filter); return ok }
+
+// bind adds one subscription: a binding of the session queue, or a consumer on the shared
+// group's queue.
+func (x *session) bind(f packets.Subscription) error {
+	qos := min(f.Qos, 2)
+	if group, filter, ok := splitShared(f.Filter); ok {
+		return x.bindShared(f, group, filter, qos)
+	}
+	args := message.Table{argFilter: f.Filter, argQoS: int32(qos)}
+	if f.Identifier > 0 {
+		args[argSubID] = int32(f.Identifier)
+	}
+	if f.NoLocal {
+		args[argNoLocal] = true
+	}
+	if f.RetainAsPublished {
+		args[argRAP] = true
+	}
+	key := FilterToBindingKey(f.Filter)
+	if err := x.v.Bind(meta.BindingDef{Source: x.s.cfg.Exchange, Dest: destQueue(x.q.Name()), Key: key, Args: args}, 0); err != nil {
+		return err
+	}
+	sub := &subscription{filter: f.Filter, match: f.Filter, qos: qos, id: f.Identifier, noLocal: f.NoLocal,
+		rap: f.RetainAsPublished, args: args}
+	x.mu.Lock()
+	old := x.subs[f.Filter]
+	x.subs[f.Filter] = sub
+	x.mu.Unlock()
+	if old != nil && old.shared == nil && !sameArgs(old.args, args) {
+		// A new SUBSCRIBE for the same filter replaces the old subscription [MQTT-3.8.4-3];
+		// the new binding is in place first, so nothing published meanwhile is missed.
+		_ = x.v.Unbind(meta.BindingDef{Source: x.s.cfg.Exchange, Dest: destQueue(x.q.Name()), Key: key, Args: old.args}, 0)
+	}
+	return nil
+}
+
+func (x *session) bindShared(f packets.Subscription, group, filter string, qos byte) error {
+	x.mu.Lock()
+	old := x.subs[f.Filter]
+	x.mu.Unlock()
+	if old != nil && old.shared != nil {
+		old.qos, old.id = qos, f.Identifier
+		return nil
+	}
+	name := shareQueuePrefix + group + "." + filter
+	if _, err := x.v.DeclareQueue(meta.QueueDef{Name: name, Durable: false, AutoDelete: true}, false); err != nil {
+		return err
+	}
+	if err := x.v.Bind(meta.BindingDef{Source: x.s.cfg.Exchange, Dest: destQueue(name), Key: FilterToBindingKey(filter)}, 0); err != nil {
+		return err
+	}
+	q, ok := x.v.LookupQueue(name)
+	if !ok {
+		return errors.New("shared subscription queue vanished")
+	}
+	c := &consumer{x: x, q: q}
+	sub := &subscription{filter: f.Filter, match: filter, qos: qos, id: f.Identifier, shared: c}
+	c.sub = sub
+	x.mu.Lock()
+	x.subs[f.Filter] = sub
+	x.mu.Unlock()
+	return c.consume()
+}
+
+func sameArgs(a, b message.Table) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// subscribed ends a SUBSCRIBE's bookkeeping.
+func (x *session) subscribed(pk packets.Packet, _ []byte) {
+	x.mu.Lock()
+	for _, f := range pk.Filters {
+		delete(x.refused, f.Filter)
+	}
+	x.mu.Unlock()
+}
+
+// unsubscribe removes each filter's binding, or this session's consumer of a shared group.
+func (x *session) unsubscribe(pk packets.Packet) {
+	for _, f := range pk.Filters {
+		x.mu.Lock()
+		sub := x.subs[f.Filter]
+		delete(x.subs, f.Filter)
+		x.mu.Unlock()
+		if sub == nil {
+			continue
+		}
+		if sub.shared != nil {
+			sub.shared.cancel()
+			continue
+		}
+		err := x.v.Unbind(meta.BindingDef{Source: x.s.cfg.Exchange, Dest: destQueue(x.q.Name()),
+			Key: FilterToBindingKey(sub.filter), Args: sub.args}, 0)
+		if err != nil {
+			x.s.log.Info("mqtt unsubscribe", zap.String("client_id", x.clientID), zap.Error(err))
+		}
+	}
+}
+
+// close ends this connection's part of the session.
+func (x *session) close(cause error) {
+	x.mu.Lock()
+	if x.closed {
+		x.mu.Unlock()
+		return
+	}
+	x.closed = true
+	var consumers []*consumer
+	if x.main != nil {
+		consumers = append(consumers, x.main)
+	}
+	for _, sub := range x.subs {
+		if sub.shared != nil {
+			consumers = append(consumers, sub.shared)
+		}
+	}
+	x.mu.Unlock()
+	close(x.done)
+	// No delivery starts after Cancel returns; Deliver requeues what races with it.
+	for _, c := range consumers {
+		c.cancel()
+	}
+	x.wg.Wait()
+	x.mu.Lock()
+	back := map[*broker.Queue][]queue.DeliveryID{}
+	for _, p := range x.pending {
+		back[p.c.q] = append(back[p.c.q], p.d.ID)
+	}
+	x.pending = nil
+	var pubrels []uint16
+	for id, m := range x.inflight {
+		if m.released {
+			pubrels = append(pubrels, id)
+		} else if m.c != nil {
+			back[m.c.q] = append(back[m.c.q], m.d)
+		}
+	}
+	x.inflight = map[uint16]*outMsg{}
+	x.mu.Unlock()
+	for q, ids := range back {
+		q.Settle(ids, queue.Requeue)
+	}
+	s := x.s
+	if x.persistent {
+		if len(pubrels) > 0 {
+			s.mu.Lock()
+			s.pubrels[x.clientID] = pubrels
+			s.mu.Unlock()
+		}
+	} else {
+		x.v.DeleteQueueIf(x.q)
+	}
+	if cause != nil && x.will != nil && !s.isClosed() {
+		x.sendWill()
+	}
+}
+
+// sendWill publishes the will through the core, now or after the MQTT 5 will delay.
+func (x *session) sendWill() {
+	w := *x.will
+	s := x.s
+	publish := func() {
+		m := willMessage(s.cfg.Exchange, x.clientID, w)
+		if _, err := x.v.Publish(m, nil, nil); err != nil {
+			s.log.Info("mqtt will not published", zap.String("client_id", x.clientID), zap.Error(err))
+		}
+	}
+	if w.WillDelayInterval == 0 {
+		publish()
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if old, ok := s.wills[x.clientID]; ok {
+		old.Stop()
+	}
+	var t *time.Timer
+	t = time.AfterFunc(time.Duration(w.WillDelayInterval)*time.Second, func() {
+		s.mu.Lock()
+		cur := s.wills[x.clientID]
+		if cur == t {
+			delete(s.wills, x.clientID)
+		}
+		s.mu.Unlock()
+		if cur == t {
+			publish()
+		}
+	})
+	s.wills[x.clientID] = t
+}
