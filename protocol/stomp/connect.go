@@ -19,7 +19,11 @@ func (c *conn) connect(f *frame.Frame) error {
 	if !ok {
 		return errorf("Version mismatch", "Supported versions are 1.0,1.1,1.2\n")
 	}
+	// Under the writer's lock: other goroutines (shutdown's ERROR, deliveries, receipts) read
+	// the version while encoding, holding that lock.
+	c.w.mu.Lock()
 	c.version = v
+	c.w.mu.Unlock()
 	if v == wire.V10 {
 		// RabbitMQ trims 1.0 header values (rabbit_stomp_util:trim_headers).
 		for i := 0; i < f.Header.Len(); i++ {

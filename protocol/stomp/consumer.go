@@ -89,9 +89,9 @@ func (s *subscription) Deliver(q *broker.Queue, d queue.Delivery) {
 		c.unacked = append(c.unacked, pendingAck{tag: tag, q: q, id: d.ID, multi: s.mode == ackClient})
 	}
 	m := d.Msg
-	v := c.version
 	msgID := "T_" + s.id + "@@" + c.session + "@@" + strconv.FormatUint(tag, 10)
 	b := c.w.lock()
+	v := c.version
 	b = wire.AppendCommand(b, frame.MESSAGE)
 	b = wire.AppendHeader(b, frame.Subscription, s.id, v)
 	b = wire.AppendHeader(b, frame.Destination, formatDestination(m.Exchange, m.RoutingKey), v)
