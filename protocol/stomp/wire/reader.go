@@ -100,7 +100,8 @@ type Reader struct {
 	r       *bufio.Reader
 	lim     Limits
 	version Version
-	line    []byte // scratch for lines longer than the bufio buffer
+	line    []byte   // scratch for lines longer than the bufio buffer
+	entries []string // scratch: a frame's header names and values, copied into one Header
 }
 
 // NewReader reads frames from r with the given limits. Until SetVersion it escapes headers as
@@ -146,7 +147,8 @@ func (r *Reader) Read() (*frame.Frame, error) {
 	if err := checkCommand(cmdLine); err != nil {
 		return nil, err
 	}
-	f := &frame.Frame{Command: string(cmdLine), Header: frame.NewHeader()}
+	f := &frame.Frame{Command: internCommand(cmdLine)}
+	r.entries = r.entries[:0]
 	// CONNECT and CONNECTED frames are never escaped, so that 1.0 clients can read them
 	// (STOMP 1.2 §Value Encoding).
 	escaped := r.version != V10 && f.Command != frame.CONNECT && f.Command != frame.CONNECTED && f.Command != frame.STOMP
@@ -176,18 +178,25 @@ func (r *Reader) Read() (*frame.Frame, error) {
 			v = bytes.TrimLeft(v, " \t")
 		}
 		var ks, vs string
-		if escaped {
+		if escaped && bytes.IndexByte(k, '\\') >= 0 {
 			if ks, err = unescape(k, r.version); err != nil {
 				return nil, err
 			}
+		} else {
+			ks = internName(k)
+		}
+		if escaped {
 			if vs, err = unescape(v, r.version); err != nil {
 				return nil, err
 			}
 		} else {
-			ks, vs = string(k), string(v)
+			vs = string(v)
 		}
-		f.Header.Add(ks, vs)
+		r.entries = append(r.entries, ks, vs)
 	}
+	// One allocation of the exact size for every header.
+	f.Header = frame.NewHeader(r.entries...)
+	clear(r.entries)
 	body, err := r.readBody(f.Header)
 	if err != nil {
 		return nil, err
@@ -326,6 +335,81 @@ func unescape(b []byte, v Version) (string, error) {
 		}
 	}
 	return string(out), nil
+}
+
+// internCommand returns the command without allocating for the commands STOMP defines.
+func internCommand(b []byte) string {
+	switch string(b) {
+	case frame.SEND:
+		return frame.SEND
+	case frame.MESSAGE:
+		return frame.MESSAGE
+	case frame.ACK:
+		return frame.ACK
+	case frame.NACK:
+		return frame.NACK
+	case frame.SUBSCRIBE:
+		return frame.SUBSCRIBE
+	case frame.UNSUBSCRIBE:
+		return frame.UNSUBSCRIBE
+	case frame.RECEIPT:
+		return frame.RECEIPT
+	case frame.CONNECT:
+		return frame.CONNECT
+	case frame.STOMP:
+		return frame.STOMP
+	case frame.CONNECTED:
+		return frame.CONNECTED
+	case frame.BEGIN:
+		return frame.BEGIN
+	case frame.COMMIT:
+		return frame.COMMIT
+	case frame.ABORT:
+		return frame.ABORT
+	case frame.DISCONNECT:
+		return frame.DISCONNECT
+	case frame.ERROR:
+		return frame.ERROR
+	}
+	return string(b)
+}
+
+// internName returns the common header names without allocating (the compiler does not copy
+// b for a switch on string(b)); others are copied.
+func internName(b []byte) string {
+	switch string(b) {
+	case "destination":
+		return "destination"
+	case "content-length":
+		return "content-length"
+	case "content-type":
+		return "content-type"
+	case "receipt":
+		return "receipt"
+	case "id":
+		return "id"
+	case "ack":
+		return "ack"
+	case "subscription":
+		return "subscription"
+	case "message-id":
+		return "message-id"
+	case "transaction":
+		return "transaction"
+	case "persistent":
+		return "persistent"
+	case "redelivered":
+		return "redelivered"
+	case "reply-to":
+		return "reply-to"
+	case "correlation-id":
+		return "correlation-id"
+	case "priority":
+		return "priority"
+	case "expiration":
+		return "expiration"
+	}
+	return string(b)
 }
 
 func truncate(b []byte) string {
