@@ -185,19 +185,12 @@ func TestBrowserWebSTOMP(t *testing.T) {
 	}
 }
 
-// mqttOverWebSocket says whether cmd/parley wires an MQTT handler into the WebSocket gateway.
-// It does not yet: the MQTT listener (protocol/mqtt) is another change still on its way.
-const mqttOverWebSocket = false
-
 // TestBrowserWebMQTT: a page in headless Chromium using mqtt.js over Web-MQTT
 // (ws://127.0.0.1:PORT/ws, subprotocol mqtt) subscribes to a topic, receives what an
 // amqp091-go producer publishes to amq.topic (a/b <-> a.b), and publishes each message to a
 // topic an AMQP queue bound to amq.topic reads.
 func TestBrowserWebMQTT(t *testing.T) {
 	t.Parallel()
-	if !mqttOverWebSocket {
-		t.Skip("waits for the MQTT listener (protocol/mqtt) to land: the Web-MQTT listener has no MQTT handler yet")
-	}
 	needBrowser(t)
 	pages := servePages(t)
 	wsAddr := freeAddr(t)

@@ -36,7 +36,7 @@ func wsSTOMP(t *testing.T, url string, header http.Header, protos ...string) (*s
 
 // TestWebSocketGateway: Web-STOMP on its own port (with or without a subprotocol, as RabbitMQ's
 // Web-STOMP accepts) and on the shared --ws gateway (by subprotocol) reach the same core as
-// plain STOMP; a page from a foreign Origin is refused with 403, and a client offering only
+// plain STOMP; MQTT on the shared gateway answers CONNECT; a page from a foreign Origin is refused with 403, and a client offering only
 // subprotocols nobody serves is closed.
 func TestWebSocketGateway(t *testing.T) {
 	t.Parallel()
@@ -117,6 +117,25 @@ func TestWebSocketGateway(t *testing.T) {
 	if _, err := wsSTOMP(t, "ws://"+wsStomp+"/ws", h, "v12.stomp"); err != nil {
 		t.Fatalf("same-origin page refused: %v", err)
 	}
+	// MQTT on the shared gateway: subprotocol mqtt, binary messages; CONNECT gets CONNACK 0.
+	mq, _, err := websocket.Dial(ctx, "ws://"+wsAll+"/ws", &websocket.DialOptions{Subprotocols: []string{"mqtt"}})
+	if err != nil {
+		t.Fatalf("mqtt over the gateway: %v", err)
+	}
+	defer mq.CloseNow()
+	if mq.Subprotocol() != "mqtt" {
+		t.Fatalf("negotiated %q", mq.Subprotocol())
+	}
+	connect := []byte{0x10, 0, 0, 4, 'M', 'Q', 'T', 'T', 4, 0xC2, 0, 60, 0, 2, 'w', 's', 0, 5, 'g', 'u', 'e', 's', 't', 0, 5, 'g', 'u', 'e', 's', 't'}
+	connect[1] = byte(len(connect) - 2)
+	if err := mq.Write(ctx, websocket.MessageBinary, connect); err != nil {
+		t.Fatal(err)
+	}
+	typ, ack, err := mq.Read(ctx)
+	if err != nil || typ != websocket.MessageBinary || len(ack) != 4 || ack[0] != 0x20 || ack[3] != 0 {
+		t.Fatalf("CONNACK over the gateway: %v %v %x", err, typ, ack)
+	}
+
 	// The shared gateway has no default protocol: no subprotocol we serve, no session.
 	if _, err := wsSTOMP(t, "ws://"+wsAll+"/ws", nil, "nonsense"); err == nil {
 		t.Fatalf("gateway served a client that offered no known subprotocol")
