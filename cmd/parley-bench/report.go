@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"strings"
 	"text/tabwriter"
 	"time"
 )
@@ -16,9 +15,10 @@ type Result struct {
 	URL      string `json:"url"`
 	Shape    string `json:"shape"`
 	TimedOut bool   `json:"timed_out"` // the run hit -timeout or a signal; figures are partial
+	Confirms bool   `json:"confirms"`  // accepted means confirmed by the broker (AMQP confirms, MQTT PUBACK/PUBCOMP, STOMP RECEIPT)
 
-	Published   uint64 `json:"published"`   // basic.publish calls that succeeded
-	Confirmed   uint64 `json:"confirmed"`   // acked by the broker (confirms only)
+	Published   uint64 `json:"published"`   // publish calls that succeeded
+	Confirmed   uint64 `json:"confirmed"`   // confirmed by the broker (confirms only)
 	Nacked      uint64 `json:"nacked"`      // nacked by the broker (confirms only)
 	Unconfirmed uint64 `json:"unconfirmed"` // neither acked nor nacked by the end (confirms only)
 	Consumed    uint64 `json:"consumed"`    // deliveries, duplicates and redeliveries included
@@ -54,9 +54,10 @@ func summarise(h *Histogram) LatencySummary {
 	}
 }
 
-func buildResult(cfg amqpConfig, clk clock, start, publishEnd int64, producers []*producer, consumers []*consumer,
+func buildResult(pl plan, start, publishEnd int64, producers []*producer, consumers []*consumer,
 	trackers []*Tracker, owed []map[uint32]*seqSet, timedOut bool) *Result {
-	r := &Result{Mode: "amqp", Label: cfg.Label, URL: redactedURL(cfg.URL), Shape: cfg.shape(), TimedOut: timedOut}
+	cfg := pl.cfg
+	r := &Result{Mode: pl.mode, Label: cfg.Label, URL: redactedURL(cfg.URL), Shape: pl.shape, TimedOut: timedOut, Confirms: pl.confirms}
 	lastIn, lastOut := start, start
 	for _, p := range producers {
 		r.Published += p.published.Load()
@@ -67,7 +68,7 @@ func buildResult(cfg amqpConfig, clk clock, start, publishEnd int64, producers [
 			r.Errors = append(r.Errors, p.err.Error())
 		}
 	}
-	if cfg.Confirm > 0 {
+	if pl.confirms {
 		r.Unconfirmed = r.Published - r.Confirmed - r.Nacked
 	}
 	var h Histogram
@@ -82,12 +83,12 @@ func buildResult(cfg amqpConfig, clk clock, start, publishEnd int64, producers [
 	}
 	r.Latency = summarise(&h)
 	if len(consumers) > 0 {
-		for q, t := range trackers {
-			r.Accounting = r.Accounting.Add(t.Account(owed[q]))
+		for g, t := range trackers {
+			r.Accounting = r.Accounting.Add(t.Account(owed[g]))
 		}
 	}
 	accepted := r.Published
-	if cfg.Confirm > 0 {
+	if pl.confirms {
 		accepted = r.Confirmed
 	}
 	if lastIn == start {
@@ -117,7 +118,7 @@ func writeResult(w io.Writer, r *Result, asJSON bool) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "broker\tin msg/s\tout msg/s\tp50 µs\tp99 µs\tp99.9 µs\tmax µs\tpublished\tconfirmed\tconsumed\tlost\tdup\tredeliv\t")
 	confirmed := "-"
-	if strings.Contains(r.Shape, "confirm=") {
+	if r.Confirms {
 		confirmed = fmt.Sprint(r.Confirmed)
 	}
 	fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%d\t%s\t%d\t%d\t%d\t%d\t\n",
@@ -151,8 +152,8 @@ func writeResult(w io.Writer, r *Result, asJSON bool) error {
 
 // reportProgress prints one line per interval until done: rates over the last interval and
 // totals, so a stalled broker is visible while the run is still going.
-func reportProgress(w io.Writer, cfg amqpConfig, clk clock, start int64, producers []*producer, consumers []*consumer, done <-chan struct{}) {
-	tick := time.NewTicker(cfg.Progress)
+func reportProgress(w io.Writer, label string, interval time.Duration, clk clock, start int64, producers []*producer, consumers []*consumer, done <-chan struct{}) {
+	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	var prevIn, prevOut uint64
 	prevT := start
@@ -172,7 +173,7 @@ func reportProgress(w io.Writer, cfg amqpConfig, clk clock, start int64, produce
 		now := clk.now()
 		dt := time.Duration(now - prevT).Seconds()
 		fmt.Fprintf(w, "%s t=%5.1fs  in %8.0f/s  out %8.0f/s  published %d  consumed %d\n",
-			cfg.Label, time.Duration(now-start).Seconds(), float64(in-prevIn)/dt, float64(out-prevOut)/dt, in, out)
+			label, time.Duration(now-start).Seconds(), float64(in-prevIn)/dt, float64(out-prevOut)/dt, in, out)
 		prevIn, prevOut, prevT = in, out, now
 	}
 }
