@@ -4,9 +4,9 @@
 // persistence, confirms, acks, rates), the accounting of every message (lost, duplicated,
 // redelivered) and the end-to-end latency histogram; it owns no broker logic.
 //
-// Each protocol is a subcommand (`parley-bench amqp ...`). MQTT, STOMP and idle-connection
-// modes are reserved names that will land as subcommands of their own. Progress goes to
-// stderr, results to stdout as a table, or as JSON with -json.
+// Each protocol is a subcommand (`parley-bench amqp|mqtt|stomp|idle ...`); they share one run
+// engine (engine.go) and one accounting, histogram and report (tracker.go, histogram.go,
+// report.go). Progress goes to stderr, results to stdout as a table, or as JSON with -json.
 package main
 
 import (
@@ -30,23 +30,15 @@ const (
 	exitOK      = 0
 	exitFailed  = 1
 	exitUsage   = 2
-	exitNoMode  = 2
 	defaultMode = "amqp"
 )
 
 func modes() map[string]mode {
 	return map[string]mode{
 		"amqp":  {"AMQP 0-9-1 producers and consumers", runAMQP},
-		"mqtt":  {"MQTT 3.1.1/5 publishers and subscribers", notImplemented("mqtt")},
-		"stomp": {"STOMP 1.0-1.2 senders and subscribers", notImplemented("stomp")},
-		"idle":  {"many idle connections: memory and heartbeat cost", notImplemented("idle")},
-	}
-}
-
-func notImplemented(name string) func([]string, io.Writer, io.Writer) int {
-	return func(_ []string, _, stderr io.Writer) int {
-		fmt.Fprintf(stderr, "parley-bench %s: not implemented yet\n", name)
-		return exitNoMode
+		"mqtt":  {"MQTT 3.1.1 publishers and subscribers (paho), QoS 0/1/2, fan-in, fan-out, shared", runMQTT},
+		"stomp": {"STOMP 1.0-1.2 senders and subscribers (go-stomp) over TCP or WebSocket, queue or topic", runSTOMP},
+		"idle":  {"many idle MQTT or AMQP connections: broker memory per connection, connect rate", runIdle},
 	}
 }
 

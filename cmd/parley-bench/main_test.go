@@ -10,19 +10,17 @@ import (
 	"time"
 )
 
-func TestReservedModesSayNotImplemented(t *testing.T) {
-	for _, m := range []string{"mqtt", "stomp", "idle"} {
-		var out, errOut bytes.Buffer
-		if code := dispatch([]string{m, "-url", "x"}, &out, &errOut); code != exitNoMode {
-			t.Errorf("%s: exit %d, want %d", m, code, exitNoMode)
-		}
-		if !strings.Contains(errOut.String(), "not implemented yet") || out.Len() != 0 {
-			t.Errorf("%s: stdout %q stderr %q", m, out.String(), errOut.String())
-		}
-	}
+func TestDispatch(t *testing.T) {
 	var errOut bytes.Buffer
 	if code := dispatch([]string{"nats"}, io.Discard, &errOut); code != exitUsage || !strings.Contains(errOut.String(), "unknown mode") {
 		t.Errorf("unknown mode: exit %d, stderr %q", code, errOut.String())
+	}
+	// Every mode exists and rejects a bad URL scheme as bad usage before touching the network.
+	for _, m := range []string{"amqp", "mqtt", "stomp", "idle"} {
+		errOut.Reset()
+		if code := dispatch([]string{m, "-url", "http://127.0.0.1:1/"}, io.Discard, &errOut); code != exitUsage || !strings.Contains(errOut.String(), "-url") {
+			t.Errorf("%s with an http url: exit %d, stderr %q", m, code, errOut.String())
+		}
 	}
 }
 

@@ -31,6 +31,7 @@ type Result struct {
 
 	Latency    LatencySummary `json:"latency_us"`
 	Accounting Accounting     `json:"accounting"`
+	Idle       *IdleFigures   `json:"idle,omitempty"` // idle mode only: memory and connect rate
 	Errors     []string       `json:"errors,omitempty"`
 }
 
@@ -116,6 +117,9 @@ func writeResult(w io.Writer, r *Result, asJSON bool) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	if r.Idle != nil {
+		return writeIdle(w, tw, r)
+	}
 	fmt.Fprintln(tw, "broker\tin msg/s\tout msg/s\tp50 µs\tp99 µs\tp99.9 µs\tmax µs\tpublished\tconfirmed\tconsumed\tlost\tdup\tredeliv\t")
 	confirmed := "-"
 	if r.Confirms {
@@ -146,6 +150,28 @@ func writeResult(w io.Writer, r *Result, asJSON bool) error {
 	}
 	for _, n := range notes {
 		fmt.Fprintf(w, "note: %s\n", n)
+	}
+	return nil
+}
+
+func writeIdle(w io.Writer, tw *tabwriter.Writer, r *Result) error {
+	f := r.Idle
+	fmt.Fprintln(tw, "broker\tconnected\tfailed\tconnects/s\tRSS before KiB\tRSS after KiB\tbytes/conn\tstill open\t")
+	perConn := "-"
+	if f.PID > 0 {
+		perConn = fmt.Sprintf("%.0f", f.BytesPerConn)
+	}
+	fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%d\t%d\t%s\t%d\t\n", r.Label, f.Connected, f.Failed, f.ConnectRate,
+		f.RSSBeforeKB, f.RSSAfterKB, perConn, f.StillOpenAtEnd)
+	if err := tw.Flush(); err != nil {
+		return fmt.Errorf("write table: %w", err)
+	}
+	fmt.Fprintf(w, "shape: %s\n", r.Shape)
+	if f.FirstError != "" {
+		fmt.Fprintf(w, "note: first connection error: %s\n", f.FirstError)
+	}
+	if r.TimedOut {
+		fmt.Fprintln(w, "note: run cut short by -timeout or a signal: figures are partial")
 	}
 	return nil
 }
