@@ -49,6 +49,15 @@ type Config struct {
 	STOMPOptions STOMPConfig   `yaml:"stomp_options"`
 	MQTTOptions  MQTTConfig    `yaml:"mqtt_options"`
 	Users        []UserConfig  `yaml:"users"`
+	Debug        DebugConfig   `yaml:"debug"`
+}
+
+// DebugConfig holds diagnostics that cost something and are off unless asked for.
+type DebugConfig struct {
+	// PprofAddr serves net/http/pprof (CPU, heap, allocs, goroutine, block and mutex
+	// profiles) on this loopback host:port, or "off". Turning it on also samples blocking
+	// and mutex contention, which costs some throughput.
+	PprofAddr string `yaml:"pprof_addr"`
 }
 
 // MQTTConfig tunes the MQTT listeners (protocol/mqtt.Config documents each field).
@@ -148,6 +157,7 @@ func DefaultConfig() Config {
 			AllowAnonymous: true,
 		},
 		Users: []UserConfig{{Name: "guest", Password: "guest", Tags: []string{"administrator"}, LoopbackOnly: true}},
+		Debug: DebugConfig{PprofAddr: "off"},
 	}
 }
 
@@ -175,6 +185,7 @@ var listenerFlags = []struct {
 	{"prometheus", func(c *Config) *string { return &c.Prometheus }},
 	{"cluster", func(c *Config) *string { return &c.Cluster }},
 	{"peers", func(c *Config) *string { return &c.Peers }},
+	{"pprof", func(c *Config) *string { return &c.Debug.PprofAddr }},
 }
 
 // envName is the environment variable for a flag: data-dir -> PARLEY_DATA_DIR.
@@ -254,6 +265,9 @@ func (c *Config) validate() error {
 			return fmt.Errorf("%w: %s %q: bad port", errUsage, f.flag, addr)
 		}
 	}
+	if err := validatePprofAddr(c.Debug.PprofAddr); err != nil {
+		return err
+	}
 	if c.DataDir == "" {
 		return fmt.Errorf("%w: data_dir is empty", errUsage)
 	}
@@ -288,6 +302,25 @@ func (c *Config) validate() error {
 		if u.Name == "" {
 			return fmt.Errorf("%w: users: a user without a name", errUsage)
 		}
+	}
+	return nil
+}
+
+// validatePprofAddr accepts "off" or a loopback host:port: profiles show the broker's
+// internals and the endpoint has no authentication, so it is never exposed beyond the host.
+func validatePprofAddr(addr string) error {
+	if addr == "off" {
+		return nil
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%w: debug.pprof_addr %q: want a loopback host:port or off", errUsage, addr)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("%w: debug.pprof_addr %q: bad port", errUsage, addr)
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return fmt.Errorf("%w: debug.pprof_addr %q: only a loopback address (127.0.0.1, ::1, localhost) is allowed", errUsage, addr)
 	}
 	return nil
 }

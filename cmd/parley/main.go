@@ -240,6 +240,13 @@ func run(cfg Config) error {
 				zap.String("listener", l.name), zap.String("addr", l.addr))
 		}
 	}
+	if cfg.Debug.PprofAddr != "off" {
+		ln, err := startPprof(cfg.Debug.PprofAddr, log)
+		if err != nil {
+			return err
+		}
+		listeners = append(listeners, ln)
+	}
 	log.Info("parley started", zap.String("version", version), zap.String("node_id", cfg.NodeID),
 		zap.String("data_dir", cfg.DataDir))
 
