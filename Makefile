@@ -3,7 +3,7 @@ GO       ?= go
 FUZZTIME ?= 10s
 PKGS     := ./...
 
-.PHONY: build run test test-deps test-long lint fuzz gen bench clean
+.PHONY: build run test test-deps test-long lint fuzz gen bench profile clean
 
 build:
 	$(GO) build -o bin/parley ./cmd/parley
@@ -38,9 +38,16 @@ fuzz:
 gen:
 	$(GO) generate $(PKGS)
 
-# Parley against RabbitMQ (and Mosquitto) on this machine, side by side. Never part of `make test`.
+# Parley against RabbitMQ and Mosquitto on this machine, side by side (docs/performance.md).
+# Never part of `make test`. BENCH_ARGS passes options, e.g. BENCH_ARGS="-r 5 -s mqtt".
 bench:
-	bash scripts/bench.sh
+	bash scripts/bench.sh $(BENCH_ARGS)
+
+# CPU, allocation, block and mutex profiles of Parley under one bench scenario, e.g.
+# `make profile SCENARIO=amqp-4p4c-persistent-confirm-ack`; prints where it wrote them.
+SCENARIO ?= amqp-4p4c-persistent-confirm-ack
+profile:
+	bash scripts/profile.sh $(PROFILE_ARGS) $(SCENARIO)
 
 clean:
 	rm -rf bin data

@@ -1,23 +1,30 @@
 #!/usr/bin/env bash
-# Parley against RabbitMQ on this machine, side by side, in one run (`make bench`; never part of
-# `make test`). It starts a private RabbitMQ and a private Parley on free loopback ports with their
-# data in a temp dir, runs every scenario against each broker interleaved (A B A B ...) so drift in
-# the machine's load hits both alike, repeats each -r times, and prints per scenario the median
-# msgs/s with min-max, p99 latency, lost/duplicated messages and the Parley/RabbitMQ ratio.
-# Everything it started is stopped on exit, whatever the exit path.
+# Parley against RabbitMQ and Mosquitto on this machine, side by side, in one run (`make bench`;
+# never part of `make test`). It installs what is missing (rabbitmq-server, mosquitto, jq) from
+# Debian, starts a private RabbitMQ (AMQP, plus its MQTT, STOMP and Web-STOMP plugins), a private
+# Mosquitto and a private Parley on free loopback ports with their data in a temp dir and a
+# raised open-files limit, runs every scenario of scripts/bench-scenarios.txt against each broker
+# it names, interleaved (A B C A B C ...) so drift in the machine's load hits all alike, repeats
+# each -r times, and prints per scenario and broker the median msgs/s with min-max, p50/p99
+# latency, lost/duplicated messages and the Parley/peer ratios. A protocol Parley does not serve
+# yet reads n/a. Everything it started is stopped on exit, whatever the exit path.
 #
 # usage: scripts/bench.sh [-r REPEATS] [-d DURATION] [-s SCENARIO_REGEX] [-o SUMMARY.md]
-#                         [-u RABBITMQ_URL] [-p PARLEY_URL] [-P]
+#                         [-u RABBITMQ_AMQP_URL] [-p PARLEY_AMQP_URL] [-P] [-M] [-R]
 #   -r N     runs per scenario and broker (default 3)
 #   -d DUR   publishing time per run, Go duration (default 10s)
-#   -s RE    only scenarios whose name matches RE (grep -E)
+#   -s RE    only scenarios whose name matches RE (awk regex)
 #   -o FILE  also write the summary table (markdown) to FILE
-#   -u URL   use this RabbitMQ instead of starting one (e.g. amqp://guest:guest@127.0.0.1:5673/)
-#   -p URL   use this Parley instead of building and starting one
-#   -P       RabbitMQ only: do not start Parley
+#   -u URL   use this RabbitMQ (AMQP only) instead of starting one
+#   -p URL   use this Parley (AMQP only) instead of building and starting one
+#   -P       do not start Parley
+#   -M       do not start Mosquitto
+#   -R       do not start RabbitMQ
 # Raw per-run JSON (parley-bench -json) is kept in the results directory printed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/bench-lib.sh
+. scripts/bench-lib.sh
 
 repeats=3
 duration=10s
@@ -26,7 +33,9 @@ summary_out=
 rmq_url=
 parley_url=
 no_parley=0
-while getopts "r:d:s:o:u:p:Ph" opt; do
+no_mosquitto=0
+no_rabbitmq=0
+while getopts "r:d:s:o:u:p:PMRh" opt; do
   case "$opt" in
     r) repeats=$OPTARG ;;
     d) duration=$OPTARG ;;
@@ -35,93 +44,81 @@ while getopts "r:d:s:o:u:p:Ph" opt; do
     u) rmq_url=$OPTARG ;;
     p) parley_url=$OPTARG ;;
     P) no_parley=1 ;;
+    M) no_mosquitto=1 ;;
+    R) no_rabbitmq=1 ;;
     *) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 2 ;;
   esac
 done
-
-log() { echo "bench: $*" >&2; }
-die() { log "$*"; exit 1; }
+scenario_lines "$filter" | grep -q . || die "no scenario matches '$filter'"
 
 # ---- prerequisites ---------------------------------------------------------------------------
 need_pkgs=()
 command -v jq >/dev/null || need_pkgs+=(jq)
-if [ -z "$rmq_url" ] && ! command -v rabbitmq-server >/dev/null; then need_pkgs+=(rabbitmq-server); fi
+if [ "$no_rabbitmq" = 0 ] && [ -z "$rmq_url" ] && ! command -v rabbitmq-server >/dev/null; then need_pkgs+=(rabbitmq-server); fi
+if [ "$no_mosquitto" = 0 ] && ! command -v mosquitto >/dev/null && ! [ -x /usr/sbin/mosquitto ]; then need_pkgs+=(mosquitto); fi
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   [ "$(id -u)" = 0 ] || die "missing ${need_pkgs[*]}: run as root to apt-get install them, or install them yourself"
   log "installing ${need_pkgs[*]} from Debian"
   DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  # The packages may start system-wide services on the standard ports; ours are private and
+  # do not need them (where policy-rc.d forbids starting services, none start).
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
-  # The Debian package may start a system-wide node on 5672; ours is private and does not need it.
 fi
+mosquitto_bin=$(command -v mosquitto || echo /usr/sbin/mosquitto)
 
 tmp=$(mktemp -d /tmp/parley-bench.XXXXXX)
 results=$(mktemp -d /tmp/parley-bench-results.XXXXXX)
 rmq_pid_file=
+rmq_launcher=
+mosq_pid=
 parley_pid=
-
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-free_port() { # a random unprivileged port nobody listens on
-  local p
-  for _ in $(seq 100); do
-    p=$((20000 + RANDOM % 40000))
-    port_in_use "$p" || { echo "$p"; return 0; }
-  done
-  die "no free port found"
-}
-wait_port() { # port timeout_seconds pid: waits for a listener while pid lives
-  local deadline=$((SECONDS + $2))
-  while [ $SECONDS -lt $deadline ]; do
-    port_in_use "$1" && return 0
-    [ -n "${3:-}" ] && ! kill -0 "$3" 2>/dev/null && return 1
-    sleep 0.5
-  done
-  return 1
-}
-
-# Both brokers get the same file limit: 65536 where allowed, else as high as the hard limit goes.
-raise_nofile() { ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"; }
-
-stop_pid() { # pid: TERM, then KILL after 20s
-  local pid=$1
-  kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 40); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.5; done
-  kill -KILL "$pid" 2>/dev/null || true
-}
 
 cleanup() {
   local rc=$?
   if [ -n "$parley_pid" ]; then log "stopping parley"; stop_pid "$parley_pid"; fi
+  if [ -n "$mosq_pid" ]; then log "stopping mosquitto"; stop_pid "$mosq_pid"; fi
   if [ -n "$rmq_pid_file" ] && [ -s "$rmq_pid_file" ]; then
     log "stopping rabbitmq"; stop_pid "$(cat "$rmq_pid_file")"
   fi
-  [ -n "${rmq_launcher:-}" ] && stop_pid "$rmq_launcher"
+  [ -n "$rmq_launcher" ] && stop_pid "$rmq_launcher"
   rm -rf "$tmp"
   exit $rc
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+raise_nofile # for parley-bench itself: idle scenarios hold 10,000 connections
+log "open-files limit for every broker and the load generator: $(ulimit -n)"
+
 # ---- build -----------------------------------------------------------------------------------
 log "building parley-bench"
 go build -o "$tmp/parley-bench" ./cmd/parley-bench
 
 # ---- RabbitMQ --------------------------------------------------------------------------------
-rmq_version=n/a
-if [ -z "$rmq_url" ]; then
+rmq_version=n/a rmq_mqtt= rmq_stomp= rmq_ws_stomp=
+if [ "$no_rabbitmq" = 0 ] && [ -z "$rmq_url" ]; then
   rdir=$tmp/rabbitmq
   mkdir -p "$rdir/mnesia" "$rdir/log"
-  echo '[].' >"$rdir/enabled_plugins"
-  : >"$rdir/rabbitmq.conf"
-  amqp_port=$(free_port)
-  dist_port=$(free_port)
+  echo '[rabbitmq_mqtt,rabbitmq_stomp,rabbitmq_web_stomp].' >"$rdir/enabled_plugins"
+  amqp_port=$(free_port) dist_port=$(free_port)
+  rmq_mqtt=127.0.0.1:$(free_port) rmq_stomp=127.0.0.1:$(free_port) ws_port=$(free_port)
+  rmq_ws_stomp=127.0.0.1:$ws_port
+  cat >"$rdir/rabbitmq.conf" <<EOF
+mqtt.listeners.tcp.default = $rmq_mqtt
+stomp.listeners.tcp.1 = $rmq_stomp
+web_stomp.tcp.ip = 127.0.0.1
+web_stomp.tcp.port = $ws_port
+EOF
   rmq_pid_file=$rdir/beam.pid
+  launcher=(rabbitmq-server)
   if [ "$(id -u)" = 0 ]; then
-    # As root, rabbitmq-server re-executes itself as the rabbitmq user, which must own its files.
+    # As root, Debian's wrapper re-executes the server through su, whose PAM session resets the
+    # open-files limit to 1024; setpriv switches to the rabbitmq user and keeps our limit.
     chown -R rabbitmq:rabbitmq "$rdir"
     chmod 755 "$tmp"
+    launcher=(setpriv --reuid=rabbitmq --regid=rabbitmq --init-groups /usr/lib/rabbitmq/bin/rabbitmq-server)
   fi
-  log "starting rabbitmq on 127.0.0.1:$amqp_port (data in $rdir)"
+  log "starting rabbitmq: amqp $amqp_port, mqtt $rmq_mqtt, stomp $rmq_stomp, web-stomp $ws_port (data in $rdir)"
   (
     raise_nofile
     export RABBITMQ_NODENAME=bench-$$@localhost
@@ -135,150 +132,185 @@ if [ -z "$rmq_url" ]; then
     export RABBITMQ_ENABLED_PLUGINS_FILE=$rdir/enabled_plugins
     export RABBITMQ_PID_FILE=$rmq_pid_file
     export HOME=$rdir
-    exec rabbitmq-server
+    exec "${launcher[@]}"
   ) >"$rdir/out.log" 2>&1 &
   rmq_launcher=$!
   wait_port "$amqp_port" 120 "$rmq_launcher" ||
     die "rabbitmq did not start; last lines of its output:$(echo; tail -20 "$rdir/out.log")"
+  # The plugins' listeners come up after AMQP.
+  for p in "${rmq_mqtt#*:}" "${rmq_stomp#*:}" "$ws_port"; do wait_port "$p" 60 "$rmq_launcher" || log "rabbitmq: port $p not listening"; done
   rmq_url=amqp://guest:guest@127.0.0.1:$amqp_port/
   rmq_version=$(grep -ohE 'RabbitMQ [0-9]+\.[0-9]+\.[0-9]+' "$rdir/out.log" "$rdir/log/"*.log 2>/dev/null | head -1 | cut -d' ' -f2)
+  log "rabbitmq up (pid $(cat "$rmq_pid_file" 2>/dev/null)), open-files limit $(awk '/open files/ {print $4}' "/proc/$(cat "$rmq_pid_file")/limits" 2>/dev/null)"
 fi
 [ "$rmq_version" = n/a ] && rmq_version=$(dpkg-query -W -f '${Version}' rabbitmq-server 2>/dev/null || echo unknown)
 
-# ---- Parley ----------------------------------------------------------------------------------
-if [ "$no_parley" = 0 ] && [ -z "$parley_url" ]; then
-  pdir=$tmp/parley
-  mkdir -p "$pdir"
-  # Others may be mid-edit in this working tree: if it does not build, fall back to the last
-  # commit (exported with git archive, so the repository itself is left alone).
-  parley_src="working tree at $(git rev-parse --short HEAD)"
-  [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] && parley_src+=" with uncommitted changes"
-  if ! go build -o "$tmp/bin/parley" ./cmd/parley 2>"$pdir/build.log"; then
-    log "parley does not build from the working tree; trying HEAD ($(git rev-parse --short HEAD))"
-    mkdir -p "$tmp/src"
-    git archive HEAD | tar -x -C "$tmp/src"
-    if (cd "$tmp/src" && go build -o "$tmp/bin/parley" ./cmd/parley) 2>>"$pdir/build.log"; then
-      parley_src="commit $(git rev-parse --short HEAD)"
-    else
-      rm -f "$tmp/bin/parley"
-    fi
-  fi
-  if [ -x "$tmp/bin/parley" ]; then
-    pport=$(free_port)
-    log "starting parley on 127.0.0.1:$pport"
-    (
-      raise_nofile
-      exec "$tmp/bin/parley" --data-dir "$pdir/data" --amqp "127.0.0.1:$pport" --amqps off --mqtt off --mqtts off \
-        --stomp off --stomps off --http off --ws-stomp off --ws-mqtt off --ws off --prometheus off --cluster off \
-        --log-level warn
-    ) >"$pdir/out.log" 2>&1 &
-    parley_pid=$!
-    if wait_port "$pport" 30 "$parley_pid"; then
-      parley_url=amqp://guest:guest@127.0.0.1:$pport/
-    else
-      log "parley did not start; last lines of its output:"; tail -20 "$pdir/out.log" >&2
-      stop_pid "$parley_pid"; parley_pid=
-    fi
+# ---- Mosquitto -------------------------------------------------------------------------------
+mosq_addr=
+mosq_version=n/a
+if [ "$no_mosquitto" = 0 ]; then
+  mdir=$tmp/mosquitto
+  mkdir -p "$mdir"
+  mport=$(free_port)
+  # max_queued_messages 0: Mosquitto's default (1000) drops QoS 1/2 messages queued for a
+  # subscriber beyond that; no limit makes it keep them, as RabbitMQ and Parley do.
+  cat >"$mdir/mosquitto.conf" <<EOF
+listener $mport 127.0.0.1
+allow_anonymous true
+persistence false
+max_queued_messages 0
+log_dest stderr
+log_type error
+log_type warning
+EOF
+  chmod 755 "$tmp" "$mdir"
+  log "starting mosquitto on 127.0.0.1:$mport"
+  ( raise_nofile; exec "$mosquitto_bin" -c "$mdir/mosquitto.conf" ) >"$mdir/out.log" 2>&1 &
+  mosq_pid=$!
+  if wait_port "$mport" 20 "$mosq_pid"; then
+    mosq_addr=127.0.0.1:$mport
+    mosq_version=$( ("$mosquitto_bin" -h 2>/dev/null || true) | awk '/version/ {print $3; exit}')
   else
-    log "parley does not build:"; tail -20 "$pdir/build.log" >&2
+    log "mosquitto did not start:"; tail -20 "$mdir/out.log" >&2; stop_pid "$mosq_pid"; mosq_pid=
   fi
 fi
+
+# ---- Parley ----------------------------------------------------------------------------------
+parley_amqp= parley_mqtt= parley_stomp= parley_ws_stomp=
+if [ -n "$parley_url" ]; then
+  parley_src=$parley_url
+elif [ "$no_parley" = 0 ] && build_parley; then
+  start_parley || true
+fi
+[ -n "$parley_amqp" ] && parley_url=amqp://guest:guest@$parley_amqp/
 [ -n "$parley_url" ] || log "parley: n/a"
 
 # ---- scenarios -------------------------------------------------------------------------------
-# name | brokers (both or rabbitmq) | parley-bench arguments (after "amqp"), or n/a for modes
-# parley-bench does not have yet.
-scenarios=(
-  "amqp-1p1c-transient-autoack|both|-producers 1 -consumers 1 -size 1024 -autoack"
-  "amqp-1p1c-persistent-confirm-ack|both|-producers 1 -consumers 1 -size 1024 -persistent -durable -confirm 256 -prefetch 256"
-  "amqp-1p1c-quorum-confirm-ack|rabbitmq|-producers 1 -consumers 1 -size 1024 -persistent -queue-type quorum -confirm 256 -prefetch 256"
-  "amqp-fanout-1to4-autoack|both|-producers 1 -consumers 4 -fanout 4 -size 1024 -autoack"
-  "amqp-4p4c-transient-autoack|both|-producers 4 -consumers 4 -queues 1 -size 1024 -autoack"
-  "amqp-1p1c-latency-2k-per-s|both|-producers 1 -consumers 1 -size 1024 -rate 2000 -prefetch 256"
-  "amqp-1p1c-persistent-latency-2k-per-s|both|-producers 1 -consumers 1 -size 1024 -rate 2000 -persistent -durable -confirm 256 -prefetch 256"
-  "mqtt-qos1-1p1c|n/a|"
-  "stomp-1p1c|n/a|"
-  "idle-connections|n/a|"
-)
-
-brokers=(rabbitmq)
-[ -n "$parley_url" ] && brokers+=(parley)
-url_of() { if [ "$1" = parley ]; then echo "$parley_url"; else echo "$rmq_url"; fi; }
+# url_of BROKER MODE: where parley-bench connects, or nothing if that broker does not serve it.
+url_of() {
+  local b=$1 m=$2 a=
+  case "$b:$m" in
+    rabbitmq:amqp | rabbitmq:idle-amqp) echo "$rmq_url"; return ;;
+    parley:amqp | parley:idle-amqp) echo "$parley_url"; return ;;
+    rabbitmq:mqtt | rabbitmq:idle-mqtt) a=$rmq_mqtt ;;
+    mosquitto:mqtt | mosquitto:idle-mqtt) a=$mosq_addr ;;
+    parley:mqtt | parley:idle-mqtt) a=$parley_mqtt ;;
+    rabbitmq:stomp) a=$rmq_stomp ;;
+    parley:stomp) a=$parley_stomp ;;
+    rabbitmq:stomp-ws) [ -z "$rmq_ws_stomp" ] || echo "ws://$rmq_ws_stomp/ws"; return 0 ;;
+    parley:stomp-ws) [ -z "$parley_ws_stomp" ] || echo "ws://$parley_ws_stomp/ws"; return 0 ;;
+  esac
+  [ -z "$a" ] && return
+  case "$m" in
+    mqtt | idle-mqtt) echo "tcp://$a" ;;
+    stomp) echo "stomp://guest:guest@$a/" ;;
+  esac
+}
+pid_of() {
+  case "$1" in
+    rabbitmq) if [ -n "$rmq_pid_file" ]; then cat "$rmq_pid_file" 2>/dev/null || true; fi ;;
+    mosquitto) echo "$mosq_pid" ;;
+    parley) echo "$parley_pid" ;;
+  esac
+}
 
 # One line per run: scenario broker rep in out p99_us lost dup redelivered status p50_us
+# bytes_per_conn connects_per_sec
 runs=$results/runs.tsv
 : >"$runs"
-for entry in "${scenarios[@]}"; do
-  IFS='|' read -r name which args <<<"$entry"
-  echo "$name" | grep -qE -- "$filter" || continue
-  [ "$which" = n/a ] && { log "$name: n/a (not implemented yet)"; continue; }
+while IFS='|' read -r name brokers mode args parley_args; do
   for rep in $(seq "$repeats"); do
-    for b in "${brokers[@]}"; do
-      [ "$which" = rabbitmq ] && [ "$b" != rabbitmq ] && continue
+    for b in $brokers; do
+      url=$(url_of "$b" "$mode")
+      if [ -z "$url" ]; then [ "$rep" != 1 ] || log "$name  $b: n/a (not served)"; continue; fi
+      a=$args
+      [ "$b" = parley ] && [ -n "$parley_args" ] && a=$parley_args
       out=$results/$name.$b.$rep.json
       log "$name  $b  run $rep/$repeats"
-      # shellcheck disable=SC2086 # args is a list of flags by design
-      if "$tmp/parley-bench" amqp -url "$(url_of "$b")" -label "$b" -duration "$duration" -json $args \
-        >"$out" 2>"$results/$name.$b.$rep.log"; then status=ok; else status=failed; fi
+      case "$mode" in
+        idle-*)
+          pid=$(pid_of "$b")
+          # shellcheck disable=SC2086 # args is a list of flags by design
+          cmd=("$tmp/parley-bench" idle -url "$url" -label "$b" -json ${pid:+-pid "$pid"} $a) ;;
+        *)
+          # shellcheck disable=SC2086
+          cmd=("$tmp/parley-bench" "${mode%-ws}" -url "$url" -label "$b" -duration "$duration" -json $a) ;;
+      esac
+      if "${cmd[@]}" </dev/null >"$out" 2>"$results/$name.$b.$rep.log"; then status=ok; else status=failed; fi
       if [ -s "$out" ] && jq -e . "$out" >/dev/null 2>&1; then
         [ "$(jq -r '.timed_out' "$out")" = true ] && status=timeout
         jq -r --arg n "$name" --arg b "$b" --arg r "$rep" --arg s "$status" \
           '[$n, $b, $r, .in_msgs_per_sec, .out_msgs_per_sec, .latency_us.p99, .accounting.lost,
-            .accounting.duplicates, .accounting.redelivered, $s, .latency_us.p50] | @tsv' "$out" >>"$runs"
+            .accounting.duplicates, .accounting.redelivered, $s, .latency_us.p50,
+            (.idle.bytes_per_conn // 0), (.idle.connects_per_sec // 0)] | @tsv' "$out" >>"$runs"
       else
-        printf '%s\t%s\t%s\t0\t0\t0\t0\t0\t0\tfailed\t0\n' "$name" "$b" "$rep" >>"$runs"
+        printf '%s\t%s\t%s\t0\t0\t0\t0\t0\t0\tfailed\t0\t0\t0\n' "$name" "$b" "$rep" >>"$runs"
         log "$name $b run $rep failed:"; tail -5 "$results/$name.$b.$rep.log" >&2
       fi
     done
   done
-done
+done < <(scenario_lines "$filter")
 
 # ---- summary ---------------------------------------------------------------------------------
-# median and min-max of column $2 over the runs of one scenario and broker (stdin: values)
+# median, min and max of the values on stdin
 stats() { sort -g | awk '{v[NR]=$1} END {if (NR==0) {print "-"; exit}
   m = (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2; printf "%.0f %.0f %.0f\n", m, v[1], v[NR]}'; }
 col() { awk -F'\t' -v n="$1" -v b="$2" -v c="$3" '$1==n && $2==b && $10!="failed" {print $c}' "$runs"; }
-
+sum_col() { awk -F'\t' -v n="$1" -v b="$2" -v c="$3" '$1==n && $2==b {s+=$c} END {print s+0}' "$runs"; }
+count_runs() { awk -F'\t' -v n="$1" -v b="$2" -v ok="${3:-}" '$1==n && $2==b && (ok=="" || $10=="ok") {c++} END {print c+0}' "$runs"; }
 ms() { if [ "${1:--}" = - ]; then echo -; else awk -v v="$1" 'BEGIN {printf "%.1f", v/1000}'; fi; }
 ratio_of() { awk -v a="$1" -v b="$2" 'BEGIN {if (a != "-" && b != "-" && b+0 > 0) printf "%.2f×", a/b; else print "n/a"}'; }
 
 summary=$results/summary.md
 {
-  echo "| scenario | broker | out msg/s median (min–max) | in msg/s median | p50 / p99 latency ms (medians) | lost / dup (all runs) | runs ok | Parley / RabbitMQ out msg/s | Parley / RabbitMQ p99 |"
+  echo "| scenario | broker | out msg/s median (min–max) | in msg/s median | p50 / p99 latency ms (medians) | lost / dup (all runs) | runs ok | Parley ÷ this: out msg/s | Parley ÷ this: p99 |"
   echo "|---|---|---|---|---|---|---|---|---|"
-  for entry in "${scenarios[@]}"; do
-    IFS='|' read -r name which _ <<<"$entry"
-    echo "$name" | grep -qE -- "$filter" || continue
-    if [ "$which" = n/a ]; then echo "| $name | both | n/a | n/a | n/a | n/a | 0 | n/a | n/a |"; continue; fi
-    rmq_median=
-    for b in rabbitmq parley; do
-      if [ "$b" = parley ] && { [ "$which" = rabbitmq ] || [ -z "$parley_url" ]; }; then
-        reason="n/a"; [ "$which" = rabbitmq ] && reason="n/a (RabbitMQ only)"
-        echo "| $name | parley | $reason | | | | | n/a | n/a |"; continue
+  idle_rows=()
+  while IFS='|' read -r name brokers mode _ _; do
+    # Parley's medians first: every other broker's row carries the ratio against it.
+    read -r pout _ _ <<<"$(col "$name" parley 5 | stats) "
+    read -r pp99 _ _ <<<"$(col "$name" parley 6 | stats) "
+    read -r pbpc _ _ <<<"$(col "$name" parley 12 | stats) "
+    for b in $brokers; do
+      if [ "$(count_runs "$name" "$b")" = 0 ]; then
+        row="| $name | $b | n/a (not served) | | | | 0 | | |"
+        case "$mode" in idle-*) idle_rows+=("| $name | $b | n/a (not served) | | | | |") ;; *) echo "$row" ;; esac
+        continue
       fi
+      ok="$(count_runs "$name" "$b" ok)/$(count_runs "$name" "$b")"
+      case "$mode" in
+        idle-*)
+          read -r bpc bmin bmax <<<"$(col "$name" "$b" 12 | stats) "
+          read -r cps _ _ <<<"$(col "$name" "$b" 13 | stats) "
+          r=; [ "$b" != parley ] && r=$(ratio_of "${pbpc:--}" "${bpc:--}")
+          idle_rows+=("| $name | $b | ${bpc:--} (${bmin:--}–${bmax:--}) | ${cps:--} | $ok | $r |")
+          continue ;;
+      esac
       read -r omed omin omax <<<"$(col "$name" "$b" 5 | stats) "
       read -r imed _ _ <<<"$(col "$name" "$b" 4 | stats) "
       read -r p99 _ _ <<<"$(col "$name" "$b" 6 | stats) "
       read -r p50 _ _ <<<"$(col "$name" "$b" 11 | stats) "
-      lost=$(awk -F'\t' -v n="$name" -v b="$b" '$1==n && $2==b {s+=$7} END {print s+0}' "$runs")
-      dup=$(awk -F'\t' -v n="$name" -v b="$b" '$1==n && $2==b {s+=$8} END {print s+0}' "$runs")
-      ok=$(awk -F'\t' -v n="$name" -v b="$b" '$1==n && $2==b && $10=="ok" {c++} END {print c+0}' "$runs")
-      total=$(awk -F'\t' -v n="$name" -v b="$b" '$1==n && $2==b {c++} END {print c+0}' "$runs")
-      p99ms="$(ms "${p50:-}") / $(ms "${p99:-}")"
+      lost=$(sum_col "$name" "$b" 7) dup=$(sum_col "$name" "$b" 8)
       ratio= lratio=
-      if [ "$b" = rabbitmq ]; then rmq_median=${omed:-} rmq_p99=${p99:-}; else
+      if [ "$b" != parley ]; then
         # Throughput: above 1 means Parley is faster. Latency: below 1 means Parley is faster.
-        ratio=$(ratio_of "${omed:--}" "${rmq_median:--}")
-        lratio=$(ratio_of "${p99:--}" "${rmq_p99:--}")
+        ratio=$(ratio_of "${pout:--}" "${omed:--}")
+        lratio=$(ratio_of "${pp99:--}" "${p99:--}")
       fi
-      echo "| $name | $b | ${omed:--} (${omin:--}–${omax:--}) | ${imed:--} | $p99ms | $lost / $dup | $ok/$total | $ratio | $lratio |"
+      echo "| $name | $b | ${omed:--} (${omin:--}–${omax:--}) | ${imed:--} | $(ms "${p50:-}") / $(ms "${p99:-}") | $lost / $dup | $ok | $ratio | $lratio |"
     done
-  done
+  done < <(scenario_lines "$filter")
+  if [ ${#idle_rows[@]} -gt 0 ]; then
+    echo
+    echo "| scenario | broker | broker memory per idle connection, bytes, median (min–max) | connects/s median | runs ok | Parley ÷ this: bytes/conn |"
+    echo "|---|---|---|---|---|---|"
+    printf '%s\n' "${idle_rows[@]}"
+  fi
 } >"$summary"
 
 echo
-echo "machine: $(nproc) CPUs, $(free -g | awk '/^Mem:/ {print $2}') GiB RAM, $(go version | cut -d' ' -f3), RabbitMQ $rmq_version, load average $(cut -d' ' -f1-3 /proc/loadavg)"
-[ -n "$parley_url" ] && echo "parley: ${parley_src:-$parley_url}"
+echo "machine: $(nproc) CPUs, $(free -g | awk '/^Mem:/ {print $2}') GiB RAM, $(go version | cut -d' ' -f3), RabbitMQ $rmq_version, Mosquitto $mosq_version, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+[ -n "$parley_url" ] && echo "parley: ${parley_src:-$parley_url}; mqtt ${parley_mqtt:-n/a}, stomp ${parley_stomp:-n/a}, ws-stomp ${parley_ws_stomp:-n/a}"
 echo "runs: $repeats × $duration per scenario and broker, interleaved; raw results in $results"
 echo
 cat "$summary"
