@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Installs what integration/ needs on a Debian machine, idempotently: python3-pika and
-# python3-stomp and python3-paho-mqtt (for integration/python), amqp-tools (rabbitmq-c's
-# command-line tools), mosquitto-clients (mosquitto_pub, mosquitto_sub), chromium (the browser
-# tests), mosquitto (cmd/parley-bench runs its MQTT mode against a private one), nodejs and npm when no node is on the PATH, and the npm packages of integration/node and
-# integration/browser from their package-lock.json.
+# Installs what the tests need on a Debian machine, idempotently: python3-pika and python3-stomp
+# and python3-paho-mqtt (for integration/python), amqp-tools (rabbitmq-c's command-line tools),
+# mosquitto-clients (mosquitto_pub, mosquitto_sub), chromium (the browser tests), mosquitto
+# (cmd/parley-bench runs its MQTT mode against a private one), nodejs and npm when no node is on
+# the PATH, and the npm packages of integration/node and integration/browser from their
+# package-lock.json.
 # Runs as root without a terminal (CI); as another user it uses sudo when it must install.
 # `make test` calls it.
 set -euo pipefail

@@ -32,6 +32,9 @@ type common struct {
 	Progress   time.Duration
 	JSON       bool
 	CPUProfile string
+	// textBodies makes bodies UTF-8 text (payload.go), for transports that need it; set by
+	// the mode, not a flag.
+	textBodies bool
 }
 
 var errUsage = errors.New("usage")

@@ -332,7 +332,7 @@ func (p *producer) confirmed(seq uint64, ok bool) {
 // publish returns.
 func (p *producer) publishLoop(ctx context.Context, cfg *common, quota uint64, stop *atomic.Bool, w window,
 	publish func(seq uint64, body []byte) error) error {
-	body := newBody(cfg.Size)
+	body := newBody(cfg.Size, cfg.textBodies)
 	perProducerRate := cfg.Rate / float64(cfg.Producers)
 	clk := p.clk
 	begin := clk.now()

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 )
 
@@ -14,31 +15,62 @@ import (
 //	16..23 send time, nanoseconds since the run's monotonic epoch, big-endian int64
 //
 // The rest of the body is filler up to -size.
-const headerLen = 24
+//
+// Bodies that must be UTF-8 text (STOMP over WebSocket: one frame per text message, and
+// RabbitMQ's Web-STOMP closes a connection that sends invalid UTF-8 in one) use the same
+// fields as hex digits after the magic "PBt1": 4 + 8 + 16 + 16 = 44 bytes. The filler is
+// ASCII either way.
+const (
+	headerLen     = 24
+	textHeaderLen = 44
+)
 
-var magic = [4]byte{'P', 'B', 'v', '1'}
+var (
+	magic     = [4]byte{'P', 'B', 'v', '1'}
+	textMagic = [4]byte{'P', 'B', 't', '1'}
+)
 
 var errForeignBody = errors.New("body is not a parley-bench message")
 
-// newBody returns a body of size bytes (at least headerLen) with a deterministic filler.
-func newBody(size int) []byte {
-	b := make([]byte, max(size, headerLen))
-	for i := headerLen; i < len(b); i++ {
+// newBody returns a body of size bytes (at least the header) with a deterministic filler.
+func newBody(size int, text bool) []byte {
+	n, m := headerLen, magic
+	if text {
+		n, m = textHeaderLen, textMagic
+	}
+	b := make([]byte, max(size, n))
+	for i := n; i < len(b); i++ {
 		b[i] = byte('a' + i%26)
 	}
-	copy(b, magic[:])
+	copy(b, m[:])
 	return b
 }
 
-// stamp writes the accounting header into body in place.
+// stamp writes the accounting header into body in place, in the format newBody chose.
 func stamp(body []byte, producer uint32, seq uint64, sentNanos int64) {
+	if [4]byte(body[0:4]) == textMagic {
+		var raw [20]byte
+		binary.BigEndian.PutUint32(raw[0:4], producer)
+		binary.BigEndian.PutUint64(raw[4:12], seq)
+		binary.BigEndian.PutUint64(raw[12:20], uint64(sentNanos))
+		hex.Encode(body[4:textHeaderLen], raw[:])
+		return
+	}
 	binary.BigEndian.PutUint32(body[4:8], producer)
 	binary.BigEndian.PutUint64(body[8:16], seq)
 	binary.BigEndian.PutUint64(body[16:24], uint64(sentNanos))
 }
 
-// parseHeader reads the accounting header back.
+// parseHeader reads the accounting header back, in either format.
 func parseHeader(body []byte) (producer uint32, seq uint64, sentNanos int64, err error) {
+	if len(body) >= textHeaderLen && [4]byte(body[0:4]) == textMagic {
+		var raw [20]byte
+		if _, err := hex.Decode(raw[:], body[4:textHeaderLen]); err != nil {
+			return 0, 0, 0, errForeignBody
+		}
+		return binary.BigEndian.Uint32(raw[0:4]), binary.BigEndian.Uint64(raw[4:12]),
+			int64(binary.BigEndian.Uint64(raw[12:20])), nil
+	}
 	if len(body) < headerLen || [4]byte(body[0:4]) != magic {
 		return 0, 0, 0, errForeignBody
 	}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/url"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -17,8 +18,8 @@ import (
 )
 
 // The STOMP mode drives any STOMP 1.0-1.2 broker with github.com/go-stomp/stomp/v3, over TCP
-// (stomp://host:port) or over WebSocket (ws://host:port/path, one frame per WebSocket
-// message, subprotocols v12.stomp, v11.stomp, v10.stomp) through coder/websocket's NetConn.
+// (stomp://host:port) or over WebSocket (ws://host:port/path, one frame per WebSocket text
+// message, subprotocols v12.stomp, v11.stomp, v10.stomp) through coder/websocket.
 // Destinations follow RabbitMQ's STOMP plugin: -dest queue sends to one /queue/ that every
 // consumer competes on; -dest topic sends to a /topic/ that every consumer receives in full.
 //
@@ -55,9 +56,12 @@ func parseSTOMPFlags(args []string, stderr io.Writer) (stompConfig, error) {
 }
 
 func (c *stompConfig) normalise() error {
-	if _, err := c.common.normalise("stomp", "tcp", "ws", "wss"); err != nil {
+	u, err := c.common.normalise("stomp", "tcp", "ws", "wss")
+	if err != nil {
 		return err
 	}
+	// Over WebSocket each frame is one text message, which must be UTF-8.
+	c.textBodies = u.Scheme == "ws" || u.Scheme == "wss"
 	switch {
 	case c.Dest != "queue" && c.Dest != "topic":
 		return badUsage("-dest %q: want queue or topic", c.Dest)
@@ -120,8 +124,11 @@ func dialSTOMP(ctx context.Context, rawURL string) (*stomp.Conn, error) {
 		login = u.User.Username()
 		pass, _ = u.User.Password()
 	}
+	// A receipt that does not come is an error of the run, reported as such, well before the
+	// run's own bound; the receipt for DISCONNECT, after the measurement, is not worth a wait.
 	opts := []func(*stomp.Conn) error{stomp.ConnOpt.Login(login, pass), stomp.ConnOpt.Host("/"),
-		stomp.ConnOpt.Logger(quietLogger{})}
+		stomp.ConnOpt.Logger(quietLogger{}), stomp.ConnOpt.RcvReceiptTimeout(15 * time.Second),
+		stomp.ConnOpt.DisconnectReceiptTimeout(2 * time.Second)}
 	var nc io.ReadWriteCloser
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -264,6 +271,22 @@ func stompConsume(ctx context.Context, cfg stompConfig, c *consumer, dest, syncD
 	}
 	ready()
 
+	// go-stomp runs one goroutine that both hands frames to subscriptions and writes frames
+	// out: while it waits for this loop to take a message, an ACK from this loop waits for
+	// it, and both stop for good. So acks go out from their own goroutine (acker) and this
+	// loop only ever reads; once the run is over, the subscription is drained until the
+	// connection closes, for the same reason.
+	var ack *acker
+	if cfg.Ack != "auto" {
+		ack = newAcker(conn)
+		defer ack.stop()
+	}
+	defer func() {
+		go func() {
+			for range sub.C {
+			}
+		}()
+	}()
 	idle := time.NewTicker(20 * time.Millisecond)
 	defer idle.Stop()
 	var pending int
@@ -273,10 +296,7 @@ func stompConsume(ctx context.Context, cfg stompConfig, c *consumer, dest, syncD
 			return nil
 		}
 		pending = 0
-		if err := conn.Ack(last); err != nil {
-			return fmt.Errorf("consumer %d: ack: %w", c.id, err)
-		}
-		return nil
+		return ack.add(last)
 	}
 	for {
 		select {
@@ -285,7 +305,7 @@ func stompConsume(ctx context.Context, cfg stompConfig, c *consumer, dest, syncD
 			return nil
 		case <-idle.C:
 			if err := ackLast(); err != nil {
-				return err
+				return fmt.Errorf("consumer %d: %w", c.id, err)
 			}
 		case m, ok := <-sub.C:
 			if !ok {
@@ -301,16 +321,85 @@ func stompConsume(ctx context.Context, cfg stompConfig, c *consumer, dest, syncD
 				return fmt.Errorf("consumer %d: %w", c.id, m.Err)
 			}
 			c.record(m.Body, m.Header.Get("redelivered") == "true", t)
-			if cfg.Ack != "auto" {
+			if ack != nil {
 				pending++
 				last = m
 				if pending >= cfg.MultipleAck {
 					if err := ackLast(); err != nil {
-						return err
+						return fmt.Errorf("consumer %d: %w", c.id, err)
 					}
 				}
 			}
 		}
+	}
+}
+
+// acker sends ACK frames from its own goroutine, in order, from an unbounded list: bounding
+// it would bring back the deadlock it exists to avoid.
+type acker struct {
+	conn *stomp.Conn
+	mu   sync.Mutex
+	more *sync.Cond
+	list []*stomp.Message
+	err  error
+	done bool
+	exit chan struct{}
+}
+
+func newAcker(conn *stomp.Conn) *acker {
+	a := &acker{conn: conn, exit: make(chan struct{})}
+	a.more = sync.NewCond(&a.mu)
+	go a.run()
+	return a
+}
+
+// add queues m's ACK; it returns the first ACK error, if one happened.
+func (a *acker) add(m *stomp.Message) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.err != nil {
+		return a.err
+	}
+	a.list = append(a.list, m)
+	a.more.Signal()
+	return nil
+}
+
+func (a *acker) run() {
+	defer close(a.exit)
+	for {
+		a.mu.Lock()
+		for len(a.list) == 0 && !a.done {
+			a.more.Wait()
+		}
+		batch := a.list
+		a.list = nil
+		done := a.done
+		a.mu.Unlock()
+		for _, m := range batch {
+			if err := a.conn.Ack(m); err != nil {
+				a.mu.Lock()
+				a.err = fmt.Errorf("ack: %w", err)
+				a.mu.Unlock()
+				return
+			}
+		}
+		if done && len(batch) == 0 {
+			return
+		}
+	}
+}
+
+// stop sends what is queued, bounded: a connection that no longer takes frames must not
+// hold the run.
+func (a *acker) stop() {
+	a.mu.Lock()
+	a.done = true
+	a.more.Signal()
+	a.mu.Unlock()
+	select {
+	case <-a.exit:
+	case <-time.After(2 * time.Second):
 	}
 }
 
@@ -327,10 +416,10 @@ func (quietLogger) Warning(string)          {}
 func (quietLogger) Errorf(string, ...any)   {}
 func (quietLogger) Error(string)            {}
 
-// wsStream carries a STOMP byte stream over WebSocket: each Write (go-stomp flushes one whole
-// frame per write) is one binary message, since our bodies are not UTF-8 and a text message
-// must be (RFC 6455 §8.1); reads accept text or binary messages, as brokers send either.
-// websocket.NetConn cannot do this: it reads and writes one message type only.
+// wsStream carries a STOMP byte stream over WebSocket, as Web-STOMP clients do: each Write
+// (go-stomp flushes one whole frame per write) is one text message, which is why bodies are
+// text in this mode (payload.go); reads accept text or binary messages, as brokers send
+// either. websocket.NetConn cannot do this: it reads and writes one message type only.
 type wsStream struct {
 	ws *websocket.Conn
 	r  io.Reader // the current message, nil between messages
@@ -358,7 +447,7 @@ func (s *wsStream) Read(p []byte) (int, error) {
 }
 
 func (s *wsStream) Write(p []byte) (int, error) {
-	if err := s.ws.Write(context.Background(), websocket.MessageBinary, p); err != nil {
+	if err := s.ws.Write(context.Background(), websocket.MessageText, p); err != nil {
 		return 0, fmt.Errorf("websocket write: %w", err)
 	}
 	return len(p), nil

@@ -89,19 +89,3 @@ func TestAccountSilentProducerAndSum(t *testing.T) {
 		t.Fatalf("got %+v, want %+v", sum, want)
 	}
 }
-
-func TestPayloadRoundTrip(t *testing.T) {
-	b := newBody(10) // below the header size: raised to it
-	if len(b) != headerLen {
-		t.Fatalf("len %d, want %d", len(b), headerLen)
-	}
-	big := newBody(1024)
-	stamp(big, 42, 1<<40+7, -3)
-	p, s, ts, err := parseHeader(big)
-	if err != nil || p != 42 || s != 1<<40+7 || ts != -3 {
-		t.Fatalf("got %d %d %d %v", p, s, ts, err)
-	}
-	if _, _, _, err := parseHeader([]byte("hello, this is not ours at all")); err == nil {
-		t.Fatal("foreign body accepted")
-	}
-}
