@@ -30,6 +30,14 @@ type snapVHost struct {
 	Exchanges []snapExchange `json:"exchanges,omitempty"`
 	Queues    []snapQueue    `json:"queues,omitempty"`
 	Bindings  []snapBinding  `json:"bindings,omitempty"`
+	Retained  []snapRetained `json:"retained,omitempty"`
+}
+
+// snapRetained is an MQTT retained message: its topic and the message in the core's binary
+// message encoding.
+type snapRetained struct {
+	Topic   string `json:"topic"`
+	Message []byte `json:"message"`
 }
 
 type snapExchange struct {
@@ -105,6 +113,7 @@ func (s *State) Snapshot() ([]byte, error) {
 			sv.Bindings = append(sv.Bindings, snapBinding{Source: b.Source, Dest: b.Dest.Name,
 				ToExchange: b.Dest.Exchange, Key: b.Key, Args: args})
 		}
+		sv.Retained = s.snapRetained(name)
 		st.VHosts = append(st.VHosts, sv)
 	}
 	return json.Marshal(st)
@@ -147,6 +156,9 @@ func Restore(data []byte) (*State, error) {
 			}
 			v.router = v.router.WithBinding(exchange.Binding{Source: b.Source,
 				Dest: exchange.Dest{Name: b.Dest, Exchange: b.ToExchange}, Key: b.Key, Args: args})
+		}
+		for _, r := range sv.Retained {
+			s.SetRetained(sv.Name, r.Topic, r.Message)
 		}
 	}
 	return s, nil

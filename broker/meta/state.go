@@ -48,6 +48,8 @@ type vhost struct {
 // State is the metadata of every vhost.
 type State struct {
 	vhosts map[string]*vhost
+	// retained holds MQTT retained messages: vhost -> topic -> encoded message (retained.go).
+	retained map[string]map[string][]byte
 }
 
 // DefaultVHost is the vhost every broker starts with.

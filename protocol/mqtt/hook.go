@@ -26,7 +26,7 @@ func (h *bridge) Provides(b byte) bool {
 	return bytes.Contains([]byte{
 		mochi.OnConnect, mochi.OnConnectAuthenticate, mochi.OnACLCheck, mochi.OnSessionEstablished,
 		mochi.OnDisconnect, mochi.OnPublish, mochi.OnSubscribe, mochi.OnSubscribed, mochi.OnUnsubscribe,
-		mochi.OnPacketRead, mochi.OnPacketEncode,
+		mochi.OnPacketRead, mochi.OnPacketEncode, mochi.OnPacketSent,
 	}, []byte{b})
 }
 
@@ -203,4 +203,15 @@ func (h *bridge) OnPacketEncode(cl *mochi.Client, pk packets.Packet) packets.Pac
 	pk.Properties.MaximumPacketSize = h.s.cfg.MaxPacketSize
 	pk.Properties.TopicAliasMaximum = h.s.m.Options.Capabilities.TopicAliasMaximum
 	return pk
+}
+
+// OnPacketSent sends the retained messages a SUBSCRIBE asked for once its SUBACK is written,
+// so they never overtake it.
+func (h *bridge) OnPacketSent(cl *mochi.Client, pk packets.Packet, _ []byte) {
+	if pk.FixedHeader.Type != packets.Suback {
+		return
+	}
+	if sess := h.s.session(cl); sess != nil {
+		sess.sendRetained()
+	}
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/parleymq/parley/broker"
 	"github.com/parleymq/parley/broker/exchange"
+	"github.com/parleymq/parley/broker/message"
 	"github.com/parleymq/parley/broker/queue"
 )
 
@@ -159,6 +160,10 @@ func (x *session) writeLoop() {
 			}
 			var freed int32
 			for _, p := range batch {
+				if p.c == nil {
+					x.writeRetained(p)
+					continue
+				}
 				if done := x.write(p); done {
 					acks[p.c.q] = append(acks[p.c.q], p.d.ID)
 					if p.credit {
@@ -349,4 +354,77 @@ func (x *session) acknowledged(pk packets.Packet) {
 	default:
 		x.mu.Unlock()
 	}
+}
+
+// sendRetained queues, for the writer, the retained messages matching the subscriptions the
+// last SUBSCRIBE asked them for.
+func (x *session) sendRetained() {
+	x.mu.Lock()
+	subs := x.retainFor
+	x.retainFor = nil
+	x.mu.Unlock()
+	for _, sub := range subs {
+		msgs := x.v.RetainedMessages(func(topic string) bool { return matchFilter(sub.match, topic) })
+		if len(msgs) == 0 {
+			continue
+		}
+		topics := make([]string, 0, len(msgs))
+		for t := range msgs {
+			topics = append(topics, t)
+		}
+		sort.Strings(topics)
+		x.mu.Lock()
+		if x.closed {
+			x.mu.Unlock()
+			return
+		}
+		for _, t := range topics {
+			x.pending = append(x.pending, outDelivery{retained: &retainedOut{sub: sub, topic: t, m: msgs[t]}})
+		}
+		x.mu.Unlock()
+		select {
+		case x.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// retainedOut is a retained message sent to a new subscription: it comes from the metadata,
+// not from a queue, so its acknowledgement settles nothing.
+type retainedOut struct {
+	sub   *subscription
+	topic string
+	m     *message.Message
+}
+
+// writeRetained sends a retained message with the retain flag set [MQTT-3.3.1-9].
+func (x *session) writeRetained(p outDelivery) {
+	r := p.retained
+	if r == nil {
+		return
+	}
+	in := inboundInfo(r.m)
+	pk := packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: min(in.qos, r.sub.qos), Retain: true},
+		TopicName:   r.topic,
+		Payload:     r.m.Body,
+	}
+	if x.version == 5 {
+		outboundProperties(&pk.Properties, r.m)
+		if r.sub.id > 0 {
+			pk.Properties.SubscriptionIdentifier = []int{r.sub.id}
+		}
+	}
+	if pk.FixedHeader.Qos > 0 {
+		x.mu.Lock()
+		if x.closed {
+			x.mu.Unlock()
+			return
+		}
+		id := x.nextPacketID()
+		x.inflight[id] = &outMsg{qos: pk.FixedHeader.Qos}
+		x.mu.Unlock()
+		pk.PacketID = id
+	}
+	_ = x.cl.WritePacket(pk)
 }

@@ -27,6 +27,18 @@ const (
 // the client's next packet is read only after that: back-pressure per client.
 func (x *session) publish(pk packets.Packet) packets.Code {
 	m := x.messageFrom(pk)
+	if pk.FixedHeader.Retain {
+		// Stored (durably) before the publish is acknowledged; an empty payload clears the
+		// topic's retained message and is not itself retained [MQTT-3.3.1-5] [MQTT-3.3.1-10].
+		var keep = m
+		if len(pk.Payload) == 0 {
+			keep = nil
+		}
+		if err := x.v.SetRetained(pk.TopicName, keep); err != nil {
+			x.s.log.Warn("mqtt retained message not stored", zap.String("client_id", x.clientID), zap.Error(err))
+			return packets.ErrImplementationSpecificError
+		}
+	}
 	if pk.FixedHeader.Qos == 0 {
 		if _, err := x.v.Publish(m, nil, &x.scratch); err != nil {
 			x.s.log.Info("mqtt publish refused", zap.String("client_id", x.clientID), zap.Error(err))
@@ -44,7 +56,7 @@ func (x *session) publish(pk packets.Packet) packets.Code {
 		// A queue refused it (x-overflow reject-publish) or the store failed.
 		return packets.ErrQuotaExceeded
 	}
-	if !routed {
+	if !routed && !pk.FixedHeader.Retain {
 		return packets.CodeNoMatchingSubscribers
 	}
 	return packets.CodeSuccess

@@ -134,6 +134,7 @@ func (s *Server) ServeConn(c net.Conn) error {
 	s.wg.Add(1)
 	s.mu.Unlock()
 	defer s.wg.Done()
+	g := newGuardConn(c, s.cfg.MaxPacketSize)
 	defer func() {
 		// A bug reached by one client's bytes must cost that client its connection, not the
 		// broker its process.
@@ -145,9 +146,9 @@ func (s *Server) ServeConn(c net.Conn) error {
 		// mochi calls OnDisconnect only for a connection that got as far as reading packets;
 		// one that failed in between (CONNACK not written, a panic) still has its session open.
 		s.mu.Lock()
-		sess := s.byConn[c]
+		sess := s.byConn[g]
 		if sess != nil {
-			delete(s.byConn, c)
+			delete(s.byConn, g)
 			delete(s.sessions, sess.cl)
 		}
 		s.mu.Unlock()
@@ -155,7 +156,7 @@ func (s *Server) ServeConn(c net.Conn) error {
 			sess.close(errors.New("connection ended before the session was established"))
 		}
 	}()
-	err := s.m.EstablishConnection(listenerID, c)
+	err := s.m.EstablishConnection(listenerID, g)
 	if err != nil {
 		s.log.Debug("mqtt connection ended", zap.String("remote", c.RemoteAddr().String()), zap.Error(err))
 		return fmt.Errorf("mqtt connection: %w", err)

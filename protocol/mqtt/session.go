@@ -69,14 +69,17 @@ type session struct {
 	used    atomic.Int32
 	starved atomic.Bool
 
-	mu       sync.Mutex
-	subs     map[string]*subscription // by filter as subscribed
-	refused  map[string]bool          // filters of the SUBSCRIBE being processed that failed
-	pending  []outDelivery            // handed over by the core, not yet written
-	inflight map[uint16]*outMsg       // written with QoS 1/2, not yet acknowledged
-	nextID   uint16
-	closed   bool
-	main     *consumer
+	mu      sync.Mutex
+	subs    map[string]*subscription // by filter as subscribed
+	refused map[string]bool          // filters of the SUBSCRIBE being processed that failed
+	// retainFor are the subscriptions of the SUBSCRIBE being processed that get the retained
+	// messages they match once SUBACK is out.
+	retainFor []*subscription
+	pending   []outDelivery      // handed over by the core, not yet written
+	inflight  map[uint16]*outMsg // written with QoS 1/2, not yet acknowledged
+	nextID    uint16
+	closed    bool
+	main      *consumer
 
 	wake chan struct{}
 	done chan struct{}
@@ -84,9 +87,10 @@ type session struct {
 }
 
 type outDelivery struct {
-	c      *consumer
-	d      queue.Delivery
-	credit bool
+	c        *consumer // nil for a retained message
+	d        queue.Delivery
+	credit   bool
+	retained *retainedOut
 }
 
 type outMsg struct {
@@ -297,6 +301,12 @@ func (x *session) bind(f packets.Subscription) error {
 	x.mu.Lock()
 	old := x.subs[f.Filter]
 	x.subs[f.Filter] = sub
+	// Retain handling 0 sends the retained messages on every SUBSCRIBE, 1 only for a new
+	// subscription, 2 never [MQTT-3.3.1-9] [MQTT-3.3.1-10] [MQTT-3.3.1-11]. (Shared
+	// subscriptions get none.)
+	if f.RetainHandling == 0 || (f.RetainHandling == 1 && old == nil) {
+		x.retainFor = append(x.retainFor, sub)
+	}
 	x.mu.Unlock()
 	if old != nil && old.shared == nil && !sameArgs(old.args, args) {
 		// A new SUBSCRIBE for the same filter replaces the old subscription [MQTT-3.8.4-3];
@@ -404,7 +414,9 @@ func (x *session) close(cause error) {
 	x.mu.Lock()
 	back := map[*broker.Queue][]queue.DeliveryID{}
 	for _, p := range x.pending {
-		back[p.c.q] = append(back[p.c.q], p.d.ID)
+		if p.c != nil {
+			back[p.c.q] = append(back[p.c.q], p.d.ID)
+		}
 	}
 	x.pending = nil
 	var pubrels []uint16
@@ -441,6 +453,15 @@ func (x *session) sendWill() {
 	s := x.s
 	publish := func() {
 		m := willMessage(s.cfg.Exchange, x.clientID, w)
+		if w.Retain {
+			var keep = m
+			if len(w.Payload) == 0 {
+				keep = nil
+			}
+			if err := x.v.SetRetained(w.TopicName, keep); err != nil {
+				s.log.Warn("mqtt retained will not stored", zap.String("client_id", x.clientID), zap.Error(err))
+			}
+		}
 		if _, err := x.v.Publish(m, nil, nil); err != nil {
 			s.log.Info("mqtt will not published", zap.String("client_id", x.clientID), zap.Error(err))
 		}

@@ -1,0 +1,93 @@
+package integration
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/eclipse/paho.golang/paho"
+)
+
+// Retained messages are kept durably (they survive a restart), matched against wildcard
+// filters on subscribe, sent with the retain flag after SUBACK, and cleared by an empty
+// retained publish; live subscribers get retained publishes as ordinary messages.
+func TestMQTTRetainedMessages(t *testing.T) {
+	s, addr := StartParleyMQTT(t)
+	s.SkipIfExternal(t, "restarts the broker")
+	live := mqtt3(t, addr, "ret-live", true)
+	liveIn := sub3(t, live, "ret/#", 1)
+	pub := mqtt3(t, addr, "ret-pub", true)
+	wait3(t, "retain a", pub.Publish("ret/a", 1, true, "A"))
+	wait3(t, "retain b", pub.Publish("ret/b/deep", 0, true, "B"))
+	wait3(t, "retain other", pub.Publish("other/x", 1, true, "X"))
+	for range 2 {
+		if m := next(t, liveIn); m.retain {
+			t.Fatalf("live subscriber got %+v with the retain flag [MQTT-3.3.1-9]", m)
+		}
+	}
+	live.Disconnect(100)
+	pub.Disconnect(100)
+	s.Restart()
+
+	c := mqtt3(t, addr, "ret-new", true)
+	in := sub3(t, c, "ret/#", 1)
+	got := map[string]received{}
+	for range 2 {
+		m := next(t, in)
+		got[m.topic] = m
+	}
+	if a := got["ret/a"]; a.payload != "A" || !a.retain || a.qos != 1 {
+		t.Fatalf("ret/a after restart: %+v", a)
+	}
+	if b := got["ret/b/deep"]; b.payload != "B" || !b.retain || b.qos != 0 {
+		t.Fatalf("ret/b/deep after restart: %+v", b)
+	}
+	nothing(t, in)
+
+	p2 := mqtt3(t, addr, "ret-clear", true)
+	wait3(t, "clear", p2.Publish("ret/a", 1, true, ""))
+	if m := next(t, in); m.topic != "ret/a" || m.payload != "" {
+		t.Fatalf("the clearing publish reached the live subscriber as %+v", m)
+	}
+	c2 := mqtt3(t, addr, "ret-after-clear", true)
+	in2 := sub3(t, c2, "ret/+", 1)
+	nothing(t, in2) // ret/a cleared; ret/b/deep does not match ret/+
+
+	// MQTT 5 retain handling 2: no retained messages on subscribe.
+	c5 := mqtt5(t, addr, "ret-five", true, 0)
+	c5.sub(t, paho.SubscribeOptions{Topic: "other/#", QoS: 1, RetainHandling: 2})
+	nothing(t, c5.msgs)
+	c5.sub(t, paho.SubscribeOptions{Topic: "other/+", QoS: 1})
+	if m := next(t, c5.msgs); m.payload != "X" || !m.retain {
+		t.Fatalf("MQTT 5 retained: %+v", m)
+	}
+}
+
+// QoS 2 end to end: delivered exactly once at QoS 2 (3.1.1 and 5), never downgraded.
+func TestMQTTQoS2ExactlyOnce(t *testing.T) {
+	_, addr := StartParleyMQTT(t)
+	sub5 := mqtt5(t, addr, "q2-sub5", true, 0)
+	sub5.sub(t, paho.SubscribeOptions{Topic: "q2/#", QoS: 2})
+	sub311 := mqtt3(t, addr, "q2-sub311", true)
+	in311 := sub3(t, sub311, "q2/#", 2)
+	pub5 := mqtt5(t, addr, "q2-pub5", true, 0)
+	pub311 := mqtt3(t, addr, "q2-pub311", true)
+	const n = 50
+	for i := range n {
+		pub5.pub(t, &paho.Publish{Topic: "q2/five", QoS: 2, Payload: []byte(fmt.Sprint("f", i))})
+		wait3(t, "publish", pub311.Publish("q2/three", 2, false, fmt.Sprint("t", i)))
+	}
+	for name, ch := range map[string]<-chan received{"MQTT 5": sub5.msgs, "3.1.1": in311} {
+		seen := map[string]bool{}
+		for range 2 * n {
+			m := next(t, ch)
+			if m.qos != 2 {
+				t.Fatalf("%s subscriber got %q at QoS %d, want 2", name, m.payload, m.qos)
+			}
+			if seen[m.payload] {
+				t.Fatalf("%s subscriber got %q twice", name, m.payload)
+			}
+			seen[m.payload] = true
+		}
+		nothing(t, ch)
+	}
+}
