@@ -45,6 +45,9 @@ type Group struct {
 
 	leader     atomic.Uint64
 	appliedAt  atomic.Uint64
+	// serving is true while this node leads the group and has applied an entry of its own
+	// term, hence every entry committed before it (see replica.go).
+	serving    atomic.Bool
 	recovered  chan struct{}
 	recoverErr error // set before recovered is closed, if recovery failed
 
@@ -68,6 +71,11 @@ type Group struct {
 	singleVoter bool
 	dirty       bool
 	removed     bool
+	// parked: the group replicates its log, but its state machine is a stand-in (possibly
+	// nil) to be replaced by AddGroup; no snapshot is taken meanwhile (see replica.go).
+	parked bool
+	// leaderTerm is the term in which this node became leader (0 when it does not lead).
+	leaderTerm uint64
 }
 
 // ID is the group's id.

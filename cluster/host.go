@@ -202,20 +202,30 @@ func (h *Host) AddGroup(ctx context.Context, id uint64, sm StateMachine) (*Group
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("add group %d: %w", id, err)
 	}
+	return h.addGroup(ctx, id, sm, false)
+}
+
+// addGroup adds a group, parked (a replica, see replica.go) or not. A parked group already
+// running is adopted instead.
+func (h *Host) addGroup(ctx context.Context, id uint64, sm StateMachine, parked bool) (*Group, error) {
 	g := &Group{
 		id:        id,
 		host:      h,
 		sm:        sm,
 		recovered: make(chan struct{}),
 		inflight:  make(map[uint64]*proposal),
+		parked:    parked,
 	}
 	h.mu.Lock()
 	if h.state != stateRunning {
 		h.mu.Unlock()
 		return nil, fmt.Errorf("add group %d: %w", id, ErrStopped)
 	}
-	if _, ok := h.groups[id]; ok {
+	if old, ok := h.groups[id]; ok {
 		h.mu.Unlock()
+		if !parked {
+			return h.adopt(ctx, old, sm)
+		}
 		return nil, fmt.Errorf("add group %d: %w", id, ErrGroupExists)
 	}
 	h.groups[id] = g // reserved: a concurrent AddGroup of id fails
@@ -280,10 +290,12 @@ func (h *Host) prepare(g *Group) error {
 	if err != nil {
 		return fmt.Errorf("read last index: %w", err)
 	}
-	if !raft.IsEmptySnap(snap) {
+	if !raft.IsEmptySnap(snap) && g.sm != nil {
 		if err := g.sm.Restore(snap.GetData()); err != nil {
 			return fmt.Errorf("restore snapshot at %d: %w", snap.GetMetadata().GetIndex(), err)
 		}
+	}
+	if !raft.IsEmptySnap(snap) {
 		g.applied = snap.GetMetadata().GetIndex()
 		g.snapIndex = g.applied
 	}

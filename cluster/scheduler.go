@@ -370,7 +370,7 @@ func (h *Host) cycle() error {
 		h.markDirty(g)
 		h.maybeCampaign(g)
 		h.maybeRecovered(g)
-		if g.applied-g.snapIndex >= h.snapshotEvery(g) {
+		if !g.parked && g.applied-g.snapIndex >= h.snapshotEvery(g) {
 			snaps = append(snaps, g)
 		}
 	}
@@ -407,7 +407,10 @@ func (h *Host) noteSoftState(g *Group, ss *raft.SoftState) {
 	} else if !g.removed {
 		h.ticking[g] = struct{}{}
 	}
+	g.serving.Store(false)
+	g.leaderTerm = 0
 	if ss.Lead == h.cfg.NodeID {
+		g.leaderTerm = g.rn.BasicStatus().GetTerm()
 		h.log.Debug("group leader", zap.Uint64("group", g.id))
 	}
 }
@@ -418,8 +421,10 @@ func (h *Host) restore(g *Group, snap *raftpb.Snapshot) error {
 		return nil
 	}
 	meta := snap.GetMetadata()
-	if err := g.sm.Restore(snap.GetData()); err != nil {
-		return fmt.Errorf("group %d: restore snapshot at %d: %w", g.id, meta.GetIndex(), err)
+	if g.sm != nil {
+		if err := g.sm.Restore(snap.GetData()); err != nil {
+			return fmt.Errorf("group %d: restore snapshot at %d: %w", g.id, meta.GetIndex(), err)
+		}
 	}
 	g.applied = meta.GetIndex()
 	g.snapIndex = g.applied
@@ -438,10 +443,14 @@ func (h *Host) applyEntries(g *Group, ents []*raftpb.Entry) error {
 		if idx <= g.applied {
 			continue
 		}
+		if g.leaderTerm != 0 && e.GetTerm() == g.leaderTerm && !g.serving.Load() {
+			// An entry of this leader's own term: everything committed before is applied.
+			g.serving.Store(true)
+		}
 		switch e.GetType() {
 		case raftpb.EntryNormal:
-			if len(e.GetData()) == 0 {
-				break // a new leader's empty entry
+			if len(e.GetData()) == 0 || g.sm == nil {
+				break // a new leader's empty entry, or a parked group's stand-in
 			}
 			node, seq, data, ok := decodeEntry(e.GetData())
 			if !ok {
