@@ -43,8 +43,8 @@ type Group struct {
 	// one wake-up.
 	queued atomic.Bool
 
-	leader     atomic.Uint64
-	appliedAt  atomic.Uint64
+	leader    atomic.Uint64
+	appliedAt atomic.Uint64
 	// serving is true while this node leads the group and has applied an entry of its own
 	// term, hence every entry committed before it (see replica.go).
 	serving    atomic.Bool
