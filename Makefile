@@ -3,15 +3,20 @@ GO       ?= go
 FUZZTIME ?= 10s
 PKGS     := ./...
 
-.PHONY: build run test test-deps test-long lint fuzz gen bench profile clean
+.PHONY: build run cluster test test-deps test-long lint fuzz gen bench profile clean
 
 build:
 	$(GO) build -o bin/parley ./cmd/parley
+	$(GO) build -o bin/parleyctl ./cmd/parleyctl
 	$(GO) build -o bin/parley-bench ./cmd/parley-bench
 
 # One node, no config file, data in ./data, every protocol on its standard port.
 run:
 	$(GO) run ./cmd/parley
+
+# A three-node development cluster on loopback (configs/cluster/), in the foreground; Ctrl-C stops it.
+cluster:
+	bash scripts/cluster.sh
 
 # Installs what the tests need (apt-get, npm ci), checks the code (make lint), then runs every
 # test, fuzz seed corpora included.

@@ -23,19 +23,18 @@ type Config struct {
 	LogLevel string `yaml:"log_level"`
 
 	// Listeners: host:port, or "off". TLS listeners need tls.cert_file and tls.key_file.
-	AMQP       string `yaml:"amqp"`
-	AMQPS      string `yaml:"amqps"`
-	MQTT       string `yaml:"mqtt"`
-	MQTTS      string `yaml:"mqtts"`
-	STOMP      string `yaml:"stomp"`
-	STOMPS     string `yaml:"stomps"`
-	HTTP       string `yaml:"http"`
-	WSStomp    string `yaml:"ws_stomp"`
-	WSMQTT     string `yaml:"ws_mqtt"`
-	WS         string `yaml:"ws"`
-	Prometheus string `yaml:"prometheus"`
-	Cluster    string `yaml:"cluster"`
-	Peers      string `yaml:"peers"`
+	AMQP       string        `yaml:"amqp"`
+	AMQPS      string        `yaml:"amqps"`
+	MQTT       string        `yaml:"mqtt"`
+	MQTTS      string        `yaml:"mqtts"`
+	STOMP      string        `yaml:"stomp"`
+	STOMPS     string        `yaml:"stomps"`
+	HTTP       string        `yaml:"http"`
+	WSStomp    string        `yaml:"ws_stomp"`
+	WSMQTT     string        `yaml:"ws_mqtt"`
+	WS         string        `yaml:"ws"`
+	Prometheus string        `yaml:"prometheus"`
+	Cluster    ClusterConfig `yaml:"cluster"`
 
 	// WSAllowedOrigins are the browser Origins (host patterns) the WebSocket listeners accept
 	// besides the request's own host.
@@ -70,6 +69,15 @@ type MQTTConfig struct {
 	AllowAnonymous   bool          `yaml:"allow_anonymous"`
 	MaxKeepAlive     time.Duration `yaml:"max_keep_alive"`
 	MaxSessionExpiry time.Duration `yaml:"max_session_expiry"`
+}
+
+// ClusterConfig places the node in a cluster (see cluster.go in this directory).
+type ClusterConfig struct {
+	// Listen is the address peers connect to (flag --cluster).
+	Listen string `yaml:"listen"`
+	// Peers lists the cluster's nodes as ID=host:port,ID=host:port (flag --peers); empty runs a
+	// single node.
+	Peers string `yaml:"peers"`
 }
 
 // StorageConfig tunes the data directory.
@@ -130,8 +138,7 @@ func DefaultConfig() Config {
 		WSMQTT:     ":15675",
 		WS:         "off",
 		Prometheus: ":15692",
-		Cluster:    ":25672",
-		Peers:      "",
+		Cluster:    ClusterConfig{Listen: ":25672", Peers: ""},
 
 		WSAllowedOrigins: []string{},
 		Storage:          StorageConfig{DiskFreeLimit: 50_000_000, DiskCheckInterval: 5 * time.Second},
@@ -183,8 +190,8 @@ var listenerFlags = []struct {
 	{"ws-mqtt", func(c *Config) *string { return &c.WSMQTT }},
 	{"ws", func(c *Config) *string { return &c.WS }},
 	{"prometheus", func(c *Config) *string { return &c.Prometheus }},
-	{"cluster", func(c *Config) *string { return &c.Cluster }},
-	{"peers", func(c *Config) *string { return &c.Peers }},
+	{"cluster", func(c *Config) *string { return &c.Cluster.Listen }},
+	{"peers", func(c *Config) *string { return &c.Cluster.Peers }},
 	{"pprof", func(c *Config) *string { return &c.Debug.PprofAddr }},
 }
 

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -18,7 +19,6 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/parleymq/parley/broker"
-	"github.com/parleymq/parley/cluster"
 	"github.com/parleymq/parley/protocol/amqp091"
 	"github.com/parleymq/parley/protocol/auth"
 	"github.com/parleymq/parley/protocol/mqtt"
@@ -38,6 +38,10 @@ func main() {
 		os.Exit(2)
 	}
 	if err := run(cfg); err != nil {
+		if errors.Is(err, errReexec) {
+			// A cluster node that stopped serving comes back as a standby (cluster.go).
+			err = reexec()
+		}
 		fmt.Fprintf(os.Stderr, "parley: %v\n", err)
 		if errors.Is(err, errUsage) {
 			os.Exit(2)
@@ -94,7 +98,8 @@ func run(cfg Config) error {
 		return fmt.Errorf("open data dir: %w", err)
 	}
 	defer func() { _ = eng.Close() }()
-	host, err := cluster.NewHost(cluster.Config{NodeID: 1, Peers: map[uint64]string{1: cfg.Cluster}}, eng, log.Named("cluster"))
+	// With cluster.peers, cn is this node's cluster glue (cluster.go); without, nil.
+	host, cn, err := newClusterHost(cfg, eng, log)
 	if err != nil {
 		return fmt.Errorf("cluster host: %w", err)
 	}
@@ -109,6 +114,26 @@ func run(cfg Config) error {
 		log.Info("group commit", zap.Uint64("fsyncs", m.Fsyncs), zap.Uint64("entries", m.EntriesWritten),
 			zap.Float64("entries_per_fsync", m.EntriesPerFsync), zap.Uint64("snapshots", m.Snapshots))
 	}()
+	if err := cn.start(hostCtx); err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	defer cn.close()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if cfg.HTTP != "off" {
+		// For now the HTTP listener serves the cluster status only (GET /api/cluster/status).
+		ln, err := net.Listen("tcp", cfg.HTTP)
+		if err != nil {
+			return fmt.Errorf("listen http on %s: %w", cfg.HTTP, err)
+		}
+		defer ln.Close()
+		log.Info("listening", zap.String("listener", "http"), zap.String("addr", ln.Addr().String()))
+		go func() { _ = http.Serve(ln, statusHandler(cfg, host, cn)) }()
+	}
+	if err := cn.waitServing(ctx); err != nil {
+		log.Info("shutting down")
+		return nil
+	}
 
 	bcfg := broker.DefaultConfig()
 	bcfg.Host = host
@@ -232,8 +257,7 @@ func run(cfg Config) error {
 		}
 	}
 	for _, l := range []struct{ name, addr string }{
-		{"http", cfg.HTTP},
-		{"prometheus", cfg.Prometheus}, {"cluster", cfg.Cluster},
+		{"prometheus", cfg.Prometheus},
 	} {
 		if l.addr != "off" {
 			log.Warn("listener not available in this version yet; not listening",
@@ -247,15 +271,16 @@ func run(cfg Config) error {
 		}
 		listeners = append(listeners, ln)
 	}
+	cn.Listening()
 	log.Info("parley started", zap.String("version", version), zap.String("node_id", cfg.NodeID),
 		zap.String("data_dir", cfg.DataDir))
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	select {
 	case <-ctx.Done():
 		log.Info("shutting down")
 		return nil
+	case <-cn.Lost():
+		return errReexec
 	case err := <-errc:
 		return fmt.Errorf("listener stopped: %w", err)
 	}

@@ -1,0 +1,92 @@
+package cluster
+
+import (
+	"context"
+	"net"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"go.uber.org/zap"
+)
+
+// BenchmarkIdleGroups3Nodes measures what 1,000 idle groups cost on a three-node cluster in one
+// process over loopback TCP (real Pebble): every group has three voters, led by node 1 (as
+// cmd/parley's serving node leads every group), parked replicas on nodes 2 and 3. After every
+// group has a leader, it samples the process's CPU time (user+system, all three nodes) over
+// the benchmark's iterations of one second each and reports it as a share of one core, plus the
+// raft messages sent per second.
+//
+//	go test ./cluster/ -run '^$' -bench IdleGroups3Nodes -benchtime 10x
+func BenchmarkIdleGroups3Nodes(b *testing.B) {
+	const groups = 1000
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	peers := map[uint64]string{}
+	lns := map[uint64]net.Listener{}
+	for id := uint64(1); id <= 3; id++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		lns[id], peers[id] = ln, ln.Addr().String()
+	}
+	hosts := map[uint64]*Host{}
+	trs := map[uint64]*TCPTransport{}
+	for id := uint64(1); id <= 3; id++ {
+		eng := openEngine(b, b.TempDir(), vfs.Default)
+		defer eng.Close()
+		tr, err := NewTCPTransport(TCPConfig{NodeID: id, Listener: lns[id], Peers: peers}, zap.NewNop())
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer tr.Close()
+		h := startHost(b, Config{NodeID: id, Peers: peers, Transport: tr}, eng)
+		defer h.Stop()
+		tr.Start(h)
+		hosts[id], trs[id] = h, tr
+	}
+	gs := make([]*Group, groups)
+	for i := range groups {
+		gid := uint64(1000 + i)
+		for id := uint64(2); id <= 3; id++ {
+			if _, err := hosts[id].AddReplica(ctx, gid, nil); err != nil {
+				b.Fatal(err)
+			}
+		}
+		gs[i] = addGroup(b, ctx, hosts[1], gid, newKV())
+	}
+	for _, g := range gs {
+		for g.Leader() == 0 {
+			if ctx.Err() != nil {
+				b.Fatal("no leader")
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	time.Sleep(2 * time.Second) // elections settle
+	sent := func() uint64 {
+		var n uint64
+		for _, tr := range trs {
+			for _, p := range tr.Peers() {
+				n += p.Sent
+			}
+		}
+		return n
+	}
+	cpu := func() time.Duration {
+		var ru syscall.Rusage
+		_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	c0, s0, t0 := cpu(), sent(), time.Now()
+	b.ResetTimer()
+	for range b.N {
+		time.Sleep(time.Second)
+	}
+	b.StopTimer()
+	wall := time.Since(t0)
+	b.ReportMetric(float64(cpu()-c0)/float64(wall)*100, "%cpu")
+	b.ReportMetric(float64(sent()-s0)/wall.Seconds(), "msgs/s")
+}

@@ -1,0 +1,533 @@
+package main
+
+// Running parley as one node of a cluster (cluster.peers set).
+//
+// Design note (first cut of issue 7; DESIGN.md §5 wants more, see "Deviation" below).
+//
+// One node serves: the leader of group 0 (the metadata) runs the broker and the client
+// listeners, exactly as a single node does. Every other node is a standby: it keeps a parked
+// replica (cluster/replica.go) of group 0 and of every durable queue's group, so each group has
+// the cluster's nodes as voters and commits only once a majority has fsynced, and its client
+// listeners forward each client connection, byte for byte, to the serving node's listener of
+// the same protocol (addresses learnt from the peers' transport hellos). A client may therefore
+// connect to any node; a publisher confirm (the broker's future) completes once a majority
+// holds the message.
+//
+// When a standby becomes group 0's leader (the serving node died or was cut off; CheckQuorum
+// makes a cut-off leader step down), it stops forwarding and starts the broker: broker.New
+// calls AddGroup for group 0 and each durable queue as on a restart, which adopts the parked
+// replicas in place, takes the lead of each group and waits until every entry committed
+// before is applied, so no confirmed message is missing from the rebuilt queues. Unacked
+// messages come back as the queue's live messages, redelivered.
+//
+// A serving node that loses group 0's leadership stops serving: it shuts down its broker and
+// listeners (clients reconnect, to any node) and re-executes itself, coming back as a standby.
+//
+// Deviation from DESIGN.md §5: queue leaders are not spread over the nodes (the serving node
+// leads every group), and forwarding is per connection, not per publish/ack with deliveries
+// relayed; idle groups are not quiesced. These are the next steps; the replication, the
+// transport and the failover path they need are the ones used here.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/parleymq/parley/broker"
+	"github.com/parleymq/parley/cluster"
+	"github.com/parleymq/parley/storage"
+)
+
+// errReexec asks main to re-execute the process: the node stopped serving and comes back as a
+// standby.
+var errReexec = errors.New("no longer the serving node; restarting as a standby")
+
+// raftID is the number node_id ends in (parley-1 -> 1, node2 -> 2, 3 -> 3).
+func raftID(nodeID string) (uint64, error) {
+	i := len(nodeID)
+	for i > 0 && nodeID[i-1] >= '0' && nodeID[i-1] <= '9' {
+		i--
+	}
+	id, err := strconv.ParseUint(nodeID[i:], 10, 64)
+	if err != nil || id == 0 {
+		return 0, fmt.Errorf("%w: node_id %q: in a cluster it must end in the node's number (1, 2, ...)", errUsage, nodeID)
+	}
+	return id, nil
+}
+
+// parsePeers reads cluster.peers, "ID=host:port,ID=host:port"; IDs may be node ids (parley-2)
+// or their numbers (2).
+func parsePeers(s string) (map[uint64]string, error) {
+	peers := map[uint64]string{}
+	for item := range strings.SplitSeq(s, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		name, addr, ok := strings.Cut(item, "=")
+		if !ok {
+			return nil, fmt.Errorf("%w: cluster.peers %q: want ID=host:port", errUsage, item)
+		}
+		id, err := raftID(strings.TrimSpace(name))
+		if err != nil {
+			return nil, fmt.Errorf("%w: cluster.peers %q: the id must be a node's number", errUsage, item)
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return nil, fmt.Errorf("%w: cluster.peers %q: want ID=host:port", errUsage, item)
+		}
+		if _, dup := peers[id]; dup {
+			return nil, fmt.Errorf("%w: cluster.peers: node %d listed twice", errUsage, id)
+		}
+		peers[id] = addr
+	}
+	return peers, nil
+}
+
+// forwardedListeners are the client listeners a standby forwards to the serving node.
+func forwardedListeners(cfg Config) map[string]string {
+	return map[string]string{
+		"amqp": cfg.AMQP, "amqps": cfg.AMQPS, "mqtt": cfg.MQTT, "mqtts": cfg.MQTTS,
+		"stomp": cfg.STOMP, "stomps": cfg.STOMPS, "ws-stomp": cfg.WSStomp, "ws-mqtt": cfg.WSMQTT, "ws": cfg.WS,
+	}
+}
+
+// clusterNode is the cluster glue of a node with peers.
+type clusterNode struct {
+	cfg   Config
+	log   *zap.Logger
+	id    uint64
+	peers map[uint64]string
+	tr    *cluster.TCPTransport
+	host  *cluster.Host
+	meta  *cluster.Group
+
+	// replicas: groups a standby keeps for the durable queues group 0 names.
+	repMu    sync.Mutex
+	repWant  []uint64 // latest list from group 0, nil when unchanged
+	repWake  chan struct{}
+	replicas map[uint64]bool
+
+	serving   chan struct{} // closed when this node starts serving
+	lost      chan struct{} // closed when it stops
+	listening atomic.Bool   // the broker's listeners are up (what the status calls serving)
+}
+
+// newClusterHost makes the node's cluster host. Without peers it is the single node of today:
+// raft id 1, no transport, no cluster listener, and a nil clusterNode.
+func newClusterHost(cfg Config, eng *storage.Engine, log *zap.Logger) (*cluster.Host, *clusterNode, error) {
+	if strings.TrimSpace(cfg.Cluster.Peers) == "" {
+		host, err := cluster.NewHost(cluster.Config{NodeID: 1}, eng, log.Named("cluster"))
+		return host, nil, err
+	}
+	id, err := raftID(cfg.NodeID)
+	if err != nil {
+		return nil, nil, err
+	}
+	peers, err := parsePeers(cfg.Cluster.Peers)
+	if err != nil {
+		return nil, nil, err
+	}
+	if cfg.Cluster.Listen == "off" {
+		return nil, nil, fmt.Errorf("%w: cluster.listen is off but cluster.peers is set", errUsage)
+	}
+	if _, ok := peers[id]; !ok {
+		peers[id] = cfg.Cluster.Listen
+	}
+	if len(peers) < 2 {
+		return nil, nil, fmt.Errorf("%w: cluster.peers lists no node but this one", errUsage)
+	}
+	advertise := map[string]string{}
+	for name, addr := range forwardedListeners(cfg) {
+		if addr != "off" {
+			advertise[name] = advertised(addr, peers[id])
+		}
+	}
+	tr, err := cluster.NewTCPTransport(cluster.TCPConfig{
+		NodeID: id, Listen: cfg.Cluster.Listen, Peers: peers, Meta: advertise,
+	}, log.Named("transport"))
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: cluster.listen: %v", errUsage, err)
+	}
+	host, err := cluster.NewHost(cluster.Config{NodeID: id, Peers: peers, Transport: tr}, eng, log.Named("cluster"))
+	if err != nil {
+		tr.Close()
+		return nil, nil, err
+	}
+	cn := &clusterNode{
+		cfg: cfg, log: log.Named("node"), id: id, peers: peers, tr: tr, host: host,
+		repWake: make(chan struct{}, 1), replicas: map[uint64]bool{},
+		serving: make(chan struct{}), lost: make(chan struct{}),
+	}
+	log.Info("cluster node", zap.Uint64("id", id), zap.String("listen", tr.Addr().String()),
+		zap.Int("nodes", len(peers)))
+	return host, cn, nil
+}
+
+// advertised turns a listen address into one a peer can dial: a wildcard host becomes the
+// host this node's cluster address names.
+func advertised(listen, clusterAddr string) string {
+	h, p, err := net.SplitHostPort(listen)
+	if err != nil || (h != "" && h != "0.0.0.0" && h != "::") {
+		return listen
+	}
+	ch, _, err := net.SplitHostPort(clusterAddr)
+	if err != nil || ch == "" || ch == "0.0.0.0" || ch == "::" {
+		ch = "127.0.0.1"
+	}
+	return net.JoinHostPort(ch, p)
+}
+
+// Listening records that the broker's client listeners are up: from now on the status says
+// this node serves.
+func (cn *clusterNode) Listening() {
+	if cn != nil {
+		cn.listening.Store(true)
+	}
+}
+
+// Lost is closed when a serving node stops serving (nil for a single node: never).
+func (cn *clusterNode) Lost() <-chan struct{} {
+	if cn == nil {
+		return nil
+	}
+	return cn.lost
+}
+
+// start connects to the peers and keeps the replicas of a standby. Call after host.Start.
+func (cn *clusterNode) start(ctx context.Context) error {
+	if cn == nil {
+		return nil
+	}
+	cn.tr.Start(cn.host)
+	g, err := cn.host.AddReplica(ctx, broker.MetaGroup, &metaWatcher{cn: cn})
+	if err != nil {
+		return fmt.Errorf("metadata group: %w", err)
+	}
+	cn.meta = g
+	go cn.keepReplicas(ctx)
+	return nil
+}
+
+// close stops the transport (after the host stopped).
+func (cn *clusterNode) close() {
+	if cn != nil {
+		cn.tr.Close()
+	}
+}
+
+// metaWatcher is group 0's stand-in state machine on a standby: each metadata entry names the
+// durable queues, whose groups the standby must keep.
+type metaWatcher struct{ cn *clusterNode }
+
+func (w *metaWatcher) Apply(_ uint64, data []byte) any { w.cn.noteMeta(data); return nil }
+func (w *metaWatcher) Snapshot() ([]byte, error)       { return nil, errors.New("parked: no snapshot") }
+func (w *metaWatcher) Restore(data []byte) error       { w.cn.noteMeta(data); return nil }
+
+// noteMeta runs on the host's loop: it only records the list and wakes keepReplicas.
+func (cn *clusterNode) noteMeta(data []byte) {
+	ids, err := broker.DurableQueueGroups(data)
+	if err != nil {
+		cn.log.Error("metadata entry not readable; replicas unchanged", zap.Error(err))
+		return
+	}
+	cn.repMu.Lock()
+	cn.repWant = append(ids[:0:0], ids...)
+	if cn.repWant == nil {
+		cn.repWant = []uint64{}
+	}
+	cn.repMu.Unlock()
+	select {
+	case cn.repWake <- struct{}{}:
+	default:
+	}
+}
+
+// keepReplicas adds and removes queue replicas as group 0 changes, until the node serves
+// (then the broker owns the groups).
+func (cn *clusterNode) keepReplicas(ctx context.Context) {
+	// Groups stored from an earlier run are replicas until group 0 says otherwise.
+	if stored, err := cn.host.StoredGroups(); err == nil {
+		for _, id := range stored {
+			if id != broker.MetaGroup && cn.host.Group(id) == nil {
+				if _, err := cn.host.AddReplica(ctx, id, nil); err == nil {
+					cn.replicas[id] = true
+				}
+			}
+		}
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-cn.serving:
+			return
+		case <-cn.repWake:
+		}
+		cn.repMu.Lock()
+		want := cn.repWant
+		cn.repWant = nil
+		cn.repMu.Unlock()
+		if want == nil {
+			continue
+		}
+		for _, id := range want {
+			if !cn.replicas[id] {
+				if _, err := cn.host.AddReplica(ctx, id, nil); err != nil && !errors.Is(err, cluster.ErrGroupExists) {
+					cn.log.Warn("queue replica not started", zap.Uint64("group", id), zap.Error(err))
+					continue
+				}
+				cn.replicas[id] = true
+			}
+		}
+		for id := range cn.replicas {
+			if !slices.Contains(want, id) {
+				if err := cn.host.RemoveGroup(ctx, id); err != nil {
+					cn.log.Warn("deleted queue's replica not removed", zap.Uint64("group", id), zap.Error(err))
+					continue
+				}
+				delete(cn.replicas, id)
+			}
+		}
+	}
+}
+
+// waitServing forwards client connections to the serving node until this node leads group 0
+// and has applied all of it; then the caller starts the broker. It returns ctx's error when
+// ctx ends first.
+func (cn *clusterNode) waitServing(ctx context.Context) error {
+	if cn == nil {
+		return nil
+	}
+	fwd := cn.startForwarding()
+	defer fwd.close()
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	cn.log.Info("standby: forwarding clients to the serving node until this node serves")
+	for !cn.meta.Serving() {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	close(cn.serving)
+	cn.log.Info("this node now serves the cluster's clients")
+	go cn.watchServing(ctx)
+	return nil
+}
+
+// watchServing closes lost when the node no longer leads group 0.
+func (cn *clusterNode) watchServing(ctx context.Context) {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if !cn.meta.Serving() {
+				cn.log.Warn("lost the lead of the metadata group: stop serving")
+				close(cn.lost)
+				return
+			}
+		}
+	}
+}
+
+// servingAddr is the serving node's advertised address for a listener, or "".
+func (cn *clusterNode) servingAddr(listener string) string {
+	lead := cn.meta.Leader()
+	if lead == 0 || lead == cn.id {
+		return ""
+	}
+	for _, p := range cn.tr.Peers() {
+		if p.ID == lead && p.Connected {
+			return p.Meta[listener]
+		}
+	}
+	return ""
+}
+
+// dialServing connects to the serving node's listener, waiting a few seconds for one to be
+// known and listening (an election, or the new node starting its broker); nil if none.
+func (cn *clusterNode) dialServing(listener string, f *forwarder) net.Conn {
+	deadline := time.Now().Add(forwardWait)
+	for {
+		if target := cn.servingAddr(listener); target != "" {
+			s, err := net.DialTimeout("tcp", target, 2*time.Second)
+			if err == nil {
+				return s
+			}
+			cn.log.Debug("serving node unreachable", zap.String("listener", listener), zap.Error(err))
+		}
+		if time.Now().After(deadline) || f.isClosed() {
+			cn.log.Info("no serving node to forward a client to; closed", zap.String("listener", listener))
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// forwardWait bounds how long a standby holds a new client while no node serves.
+const forwardWait = 10 * time.Second
+
+func (f *forwarder) isClosed() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.closed
+}
+
+// forwarder is a standby's client listeners.
+type forwarder struct {
+	mu     sync.Mutex
+	lns    []net.Listener
+	conns  map[net.Conn]struct{}
+	closed bool
+	wg     sync.WaitGroup
+}
+
+func (cn *clusterNode) startForwarding() *forwarder {
+	f := &forwarder{conns: map[net.Conn]struct{}{}}
+	for name, addr := range forwardedListeners(cn.cfg) {
+		if addr == "off" {
+			continue
+		}
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			cn.log.Warn("standby listener not started", zap.String("listener", name), zap.Error(err))
+			continue
+		}
+		f.lns = append(f.lns, ln)
+		f.wg.Add(1)
+		go func() {
+			defer f.wg.Done()
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				if !f.track(c) {
+					return
+				}
+				f.wg.Add(1)
+				go func() {
+					defer f.wg.Done()
+					defer f.untrack(c)
+					s := cn.dialServing(name, f)
+					if s == nil {
+						return // the client retries
+					}
+					if !f.track(s) {
+						return
+					}
+					defer f.untrack(s)
+					done := make(chan struct{}, 2)
+					go func() { _, _ = io.Copy(s, c); done <- struct{}{} }()
+					go func() { _, _ = io.Copy(c, s); done <- struct{}{} }()
+					<-done
+				}()
+			}
+		}()
+	}
+	return f
+}
+
+func (f *forwarder) track(c net.Conn) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		_ = c.Close()
+		return false
+	}
+	f.conns[c] = struct{}{}
+	return true
+}
+
+func (f *forwarder) untrack(c net.Conn) {
+	_ = c.Close()
+	f.mu.Lock()
+	delete(f.conns, c)
+	f.mu.Unlock()
+}
+
+// close stops the listeners (freeing the ports for the broker's own) and every forwarded
+// connection.
+func (f *forwarder) close() {
+	f.mu.Lock()
+	f.closed = true
+	for _, ln := range f.lns {
+		_ = ln.Close()
+	}
+	for c := range f.conns {
+		_ = c.Close()
+	}
+	f.mu.Unlock()
+	f.wg.Wait()
+}
+
+// clusterStatus is what GET /api/cluster/status returns (parleyctl cluster status prints it).
+type clusterStatus struct {
+	Node    uint64                `json:"node"`
+	NodeID  string                `json:"node_id"`
+	Serving bool                  `json:"serving"`
+	Leader  uint64                `json:"metadata_leader"`
+	Peers   []cluster.PeerStatus  `json:"peers"`
+	Groups  []cluster.GroupStatus `json:"groups"`
+}
+
+// statusHandler serves the cluster status; cn nil is a single node.
+func statusHandler(cfg Config, host *cluster.Host, cn *clusterNode) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/cluster/status", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+		defer cancel()
+		st := clusterStatus{Node: 1, NodeID: cfg.NodeID, Serving: true, Leader: 1}
+		if cn != nil {
+			st.Node = cn.id
+			st.Leader = cn.meta.Leader()
+			st.Serving = cn.listening.Load() && cn.meta.Serving()
+			st.Peers = cn.tr.Peers()
+		}
+		groups, err := host.Status(ctx)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		slices.SortFunc(groups, func(a, b cluster.GroupStatus) int {
+			switch {
+			case a.ID < b.ID:
+				return -1
+			case a.ID > b.ID:
+				return 1
+			}
+			return 0
+		})
+		st.Groups = groups
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(st)
+	})
+	return mux
+}
+
+// reexec replaces the process with a fresh copy of itself (same arguments and environment).
+func reexec() error {
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("re-exec: %w", err)
+	}
+	return syscall.Exec(exe, os.Args, os.Environ())
+}

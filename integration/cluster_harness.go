@@ -1,0 +1,111 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Node is one parley process of a cluster started by StartCluster.
+type Node struct {
+	*Server
+	// ID is the node's number (its node_id is parley-<ID>).
+	ID int
+	// HTTPAddr serves GET /api/cluster/status.
+	HTTPAddr string
+}
+
+// ClusterStatus is the part of GET /api/cluster/status the tests read.
+type ClusterStatus struct {
+	Node           uint64 `json:"node"`
+	Serving        bool   `json:"serving"`
+	MetadataLeader uint64 `json:"metadata_leader"`
+	Groups         []struct {
+		ID      uint64            `json:"id"`
+		Leader  uint64            `json:"leader"`
+		Commit  uint64            `json:"commit"`
+		Applied uint64            `json:"applied"`
+		Parked  bool              `json:"parked"`
+		Lag     map[string]uint64 `json:"lag"`
+	} `json:"groups"`
+}
+
+// StartCluster starts n parley processes on loopback forming one cluster (each with its own
+// data directory, AMQP, HTTP and cluster ports) and waits until one of them serves.
+func StartCluster(t testing.TB, n int) []*Node {
+	t.Helper()
+	if ExternalURL() != "" {
+		t.Skipf("starts its own parley cluster; %s points at an external broker", ExternalURLEnv)
+	}
+	clusterPorts := make([]int, n)
+	httpPorts := make([]int, n)
+	var peers []string
+	for i := range n {
+		var err error
+		if clusterPorts[i], err = freePort(); err != nil {
+			t.Fatal(err)
+		}
+		if httpPorts[i], err = freePort(); err != nil {
+			t.Fatal(err)
+		}
+		peers = append(peers, fmt.Sprintf("%d=127.0.0.1:%d", i+1, clusterPorts[i]))
+	}
+	nodes := make([]*Node, n)
+	for i := range n {
+		httpAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(httpPorts[i]))
+		s := StartParley(t,
+			"--node-id", fmt.Sprintf("parley-%d", i+1),
+			"--cluster", net.JoinHostPort("127.0.0.1", strconv.Itoa(clusterPorts[i])),
+			"--peers", strings.Join(peers, ","),
+			"--http", httpAddr)
+		nodes[i] = &Node{Server: s, ID: i + 1, HTTPAddr: httpAddr}
+	}
+	WaitServing(t, nodes)
+	return nodes
+}
+
+// Status reads the node's cluster status.
+func (n *Node) Status(ctx context.Context) (ClusterStatus, error) {
+	var st ClusterStatus
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+n.HTTPAddr+"/api/cluster/status", nil)
+	if err != nil {
+		return st, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return st, fmt.Errorf("status: %s", resp.Status)
+	}
+	return st, json.NewDecoder(resp.Body).Decode(&st)
+}
+
+// WaitServing waits (bounded) until one of the running nodes says it serves, and returns it.
+func WaitServing(t testing.TB, nodes []*Node) *Node {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, n := range nodes {
+			if !n.Running() {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			st, err := n.Status(ctx)
+			cancel()
+			if err == nil && st.Serving {
+				return n
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatal("no node of the cluster serves within 60s")
+	return nil
+}
