@@ -19,9 +19,8 @@ package cluster
 // the queue (a confirmed message must not be missing from it).
 //
 // A LogKeeper (a deep queue, whose snapshot omits the bodies it reads back from the log) is
-// safe here as long as the replica never installed a snapshot from the leader: a parked replica
-// compacts nothing itself, but a snapshot sent by the leader carries no kept entries (see
-// logkeeper.go), so a replica that fell that far behind lacks bodies. Not solved yet.
+// adopted the same way: AttachLog before Restore. A parked replica compacts nothing itself, and a
+// snapshot it installs from the leader carries the kept bodies (TransferSnapshot, logkeeper.go).
 
 import (
 	"context"
