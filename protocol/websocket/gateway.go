@@ -19,8 +19,9 @@ type Handler func(c net.Conn)
 type Route struct {
 	// Subprotocol is the Sec-WebSocket-Protocol value, such as "v12.stomp" or "mqtt".
 	Subprotocol string
-	// Binary selects binary WebSocket messages (MQTT); false is text messages (STOMP, as
-	// RabbitMQ's Web-STOMP sends by default and stomp.js expects).
+	// Binary selects binary WebSocket messages both ways (MQTT). False writes text messages
+	// (STOMP, as RabbitMQ's Web-STOMP sends by default and stomp.js expects) and reads text
+	// and binary ones.
 	Binary  bool
 	Handler Handler
 }
@@ -113,12 +114,12 @@ func (g *Gateway) upgrade(w http.ResponseWriter, r *http.Request) {
 		_ = c.Close(websocket.StatusPolicyViolation, "no supported subprotocol; use one of the offered")
 		return
 	}
-	typ := websocket.MessageText
 	if route.Binary {
-		typ = websocket.MessageBinary
+		// The connection outlives this request's context, which net/http cancels when the
+		// handler returns.
+		route.Handler(websocket.NetConn(context.Background(), c, websocket.MessageBinary))
+		return
 	}
-	// The connection outlives this request: its context must not be the request's, which
-	// net/http cancels when the handler returns (it does not here until the session ends,
-	// but an adapter may keep the conn after a handler-side timeout).
-	route.Handler(websocket.NetConn(context.Background(), c, typ))
+	local, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	route.Handler(newMessageConn(c, local, remoteAddr(r.RemoteAddr)))
 }
