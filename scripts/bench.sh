@@ -223,6 +223,10 @@ while IFS='|' read -r name brokers mode args parley_args; do
     for b in $brokers; do
       url=$(url_of "$b" "$mode")
       if [ -z "$url" ]; then [ "$rep" != 1 ] || log "$name  $b: n/a (not served)"; continue; fi
+      # An idle run measures memory growth from a broker's resident size, which never shrinks
+      # back after a run (allocators and garbage collectors keep what they freed): only the
+      # first run, on a freshly started broker that has served nothing else, measures it.
+      case "$mode" in idle-*) [ "$rep" = 1 ] || continue ;; esac
       a=$args
       [ "$b" = parley ] && [ -n "$parley_args" ] && a=$parley_args
       out=$results/$name.$b.$rep.json
@@ -301,6 +305,8 @@ summary=$results/summary.md
     done
   done < <(scenario_lines "$filter")
   if [ ${#idle_rows[@]} -gt 0 ]; then
+    echo
+    echo "Idle connections: one run per broker, first, on the freshly started broker."
     echo
     echo "| scenario | broker | broker memory per idle connection, bytes, median (min–max) | connects/s median | runs ok | Parley ÷ this: bytes/conn |"
     echo "|---|---|---|---|---|---|"
