@@ -74,7 +74,7 @@ type Queue struct {
 	def meta.QueueDef
 	cfg queue.Config
 
-	inbox chan command
+	inbox *inbox
 	kick  chan struct{}
 	done  chan struct{} // closed when the goroutine has stopped
 
@@ -119,7 +119,7 @@ func newQueue(v *VHost, def meta.QueueDef, cfg queue.Config, g *cluster.Group, l
 		v:     v,
 		def:   def,
 		cfg:   cfg,
-		inbox: make(chan command, v.b.cfg.QueueInbox),
+		inbox: newInbox(v.b.cfg.QueueInbox),
 		kick:  make(chan struct{}, 1),
 		done:  make(chan struct{}),
 		sm:    queue.New(cfg),
@@ -166,14 +166,7 @@ func (q *Queue) ConsumerCount() int { return int(q.consumers.Load()) }
 func (q *Queue) touch() { q.lastUsed.Store(q.v.b.now()) }
 
 // send posts a command; false when the queue is gone.
-func (q *Queue) send(c command) bool {
-	select {
-	case q.inbox <- c:
-		return true
-	case <-q.done:
-		return false
-	}
-}
+func (q *Queue) send(c command) bool { return q.inbox.post(c, q.done) }
 
 // call posts a command and waits for its result.
 func (q *Queue) call(c command) (result, bool) {
@@ -300,22 +293,17 @@ func (q *Queue) run() {
 	var timerAt int64
 	for {
 		select {
-		case c := <-q.inbox:
-			if q.apply(c) {
-				return
-			}
-			// Take everything else already waiting as the same batch.
-		batch:
-			for {
-				select {
-				case c := <-q.inbox:
-					if q.apply(c) {
-						return
-					}
-				default:
-					break batch
+		case <-q.inbox.wake:
+			// Everything waiting is one batch.
+			batch := q.inbox.take()
+			for i, c := range batch {
+				if q.apply(c) {
+					q.abandon(batch[i+1:])
+					q.abandon(q.inbox.close())
+					return
 				}
 			}
+			q.inbox.recycle(batch)
 		case <-q.kick:
 		case <-timer.C:
 			timerAt = 0
@@ -328,6 +316,17 @@ func (q *Queue) run() {
 				d = 0
 			}
 			timer.Reset(d)
+		}
+	}
+}
+
+// abandon answers the commands a stopped queue will not apply: a publisher waiting for a
+// confirm gets it, as RabbitMQ confirms a message routed to a queue deleted meanwhile. Callers
+// waiting for a reply see the queue gone (done is closed after run returns).
+func (q *Queue) abandon(cmds []command) {
+	for _, c := range cmds {
+		if c.kind == cmdPublish && c.confirm != nil {
+			c.confirm.done(true)
 		}
 	}
 }
