@@ -82,6 +82,9 @@ type proposal struct {
 	seq  uint64
 	data []byte // header + payload, as it goes into the log
 	cb   func(result any, err error)
+	// tick is the host's tick count when the proposal went to raft: a proposal a follower
+	// forwarded to its leader expires (see expireForwarded) if it is never applied.
+	tick uint64
 }
 
 // proposalQueue is a group's inbox of proposals not yet handed to raft,

@@ -1,12 +1,14 @@
 package cluster
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"testing"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"go.etcd.io/raft/v3/raftpb"
 )
 
 // TestThreeNodesOverLocalNetwork runs one group on three hosts connected by
@@ -142,4 +144,61 @@ func TestThreeNodesOverLocalNetwork(t *testing.T) {
 	}
 	propose(lead%3+1, "z=1")
 	converged(1, 2, 3)
+}
+
+// dropProposals is a Transport that loses every forwarded proposal, as a full peer queue or a
+// leader in the middle of a transfer does.
+type dropProposals struct{ inner Transport }
+
+func (d dropProposals) Send(group uint64, msgs []*raftpb.Message) {
+	kept := msgs[:0:0]
+	for _, m := range msgs {
+		if m.GetType() != raftpb.MsgProp {
+			kept = append(kept, m)
+		}
+	}
+	if len(kept) > 0 {
+		d.inner.Send(group, kept)
+	}
+}
+
+// A proposal a follower forwards to its leader and that is lost on the way completes with
+// ErrDropped (bounded) instead of waiting for ever while the leader stays the same.
+func TestLostForwardedProposalExpires(t *testing.T) {
+	ctx := testContext(t)
+	net := NewLocalNetwork()
+	peers := map[uint64]string{1: "n1", 2: "n2", 3: "n3"}
+	groups := map[uint64]*Group{}
+	for id := range peers {
+		eng := openEngine(t, t.TempDir(), vfs.NewMem())
+		t.Cleanup(func() { _ = eng.Close() })
+		h := startHost(t, Config{NodeID: id, Peers: peers, Transport: dropProposals{net.Transport(id)},
+			TickInterval: 5 * time.Millisecond}, eng)
+		net.Attach(h)
+		groups[id] = addGroup(t, ctx, h, 3, newKV())
+	}
+	var lead uint64
+	waitFor(t, ctx, "a leader", func() bool {
+		lead = groups[1].Leader()
+		return lead != 0 && groups[lead].IsLeader()
+	})
+	follower := lead%3 + 1
+	f, err := groups[follower].Propose(ctx, []byte("lost=1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Wait(ctx); !errors.Is(err, ErrDropped) {
+		t.Fatalf("lost forwarded proposal: %v, want ErrDropped", err)
+	}
+	if groups[follower].Leader() != lead {
+		t.Fatalf("the leader changed (%d -> %d): the test did not test expiry", lead, groups[follower].Leader())
+	}
+	// The leader's own proposals are unaffected.
+	f, err = groups[lead].Propose(ctx, []byte("kept=1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
 }

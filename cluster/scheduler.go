@@ -176,11 +176,35 @@ func (g *Group) isRecovered() bool {
 }
 
 func (h *Host) tick() {
-	h.m.ticks.Add(1)
+	now := h.m.ticks.Add(1)
 	h.m.groupTicks.Add(uint64(len(h.ticking)))
 	for g := range h.ticking {
 		g.rn.Tick()
 		h.markDirty(g)
+	}
+	if now%uint64(h.cfg.ElectionTicks) == 0 {
+		h.expireForwarded(now)
+	}
+}
+
+// expireForwarded fails the proposals a follower forwarded to its leader that were not applied
+// within three election timeouts. Raft does not answer a forwarded proposal: if the message is
+// lost (the transport dropped it, the leader was transferring its leadership) nothing would ever
+// complete its future while the leader stays the same. ErrDropped says it may or may not be
+// committed, which is the truth: the proposer retries or gives up (at least once).
+func (h *Host) expireForwarded(now uint64) {
+	limit := 3 * uint64(h.cfg.ElectionTicks)
+	for g := range h.ticking {
+		if g.lead == h.cfg.NodeID || len(g.inflight) == 0 {
+			continue
+		}
+		for seq, p := range g.inflight {
+			if p.tick+limit < now {
+				delete(g.inflight, seq)
+				h.m.dropped.Add(1)
+				p.fail(fmt.Errorf("%w: forwarded to leader %d and not applied within %d ticks", ErrDropped, g.lead, limit))
+			}
+		}
 	}
 }
 
@@ -244,7 +268,9 @@ func (h *Host) takeProposals() {
 				p.fail(err)
 			}
 		} else {
+			now := h.m.ticks.Load()
 			for _, p := range props {
+				p.tick = now
 				g.inflight[p.seq] = p
 			}
 		}
