@@ -59,7 +59,8 @@ type session struct {
 	version    byte
 	persistent bool
 	present    bool
-	q          *broker.Queue // the session queue
+	q          *broker.Queue // the session queue; nil until needed for a transient session
+	qdef       meta.QueueDef
 	will       *mochi.Will
 	scratch    broker.PublishScratch // used by the reader goroutine only (publish)
 
@@ -142,16 +143,14 @@ func (s *Server) openSession(cl *mochi.Client, pk packets.Packet, user string) (
 		// does the same with x-expires).
 		def.Args = message.Table{"x-expires": int64(expiry) * 1000}
 	}
-	if _, err := v.DeclareQueue(def, false); err != nil {
-		var me *meta.Error
-		if !existed || !errors.As(err, &me) || me.Code != meta.PreconditionFailed {
+	var q *broker.Queue
+	if persistent || existed {
+		// A transient session without subscriptions needs no queue: it is declared with the
+		// first SUBSCRIBE (ensureQueue), so idle and publish-only clients cost the core nothing.
+		var err error
+		if q, err = declareSessionQueue(v, def, existed); err != nil {
 			return nil, err
 		}
-		// Same session, another expiry: keep the queue (and its messages) as it is.
-	}
-	q, ok := v.LookupQueue(name)
-	if !ok {
-		return nil, errors.New("session queue vanished while opening")
 	}
 	limit := int32(s.cfg.MaxInflight)
 	if version == 5 && cl.Properties.Props.ReceiveMaximum > 0 && int32(cl.Properties.Props.ReceiveMaximum) < limit {
@@ -159,7 +158,7 @@ func (s *Server) openSession(cl *mochi.Client, pk packets.Packet, user string) (
 	}
 	sess := &session{
 		s: s, cl: cl, clientID: cl.ID, user: user, v: v, version: version,
-		persistent: persistent, present: existed && persistent, q: q,
+		persistent: persistent, present: existed && persistent, q: q, qdef: def,
 		limit: limit, subs: map[string]*subscription{}, refused: map[string]bool{},
 		inflight: map[uint16]*outMsg{},
 		wake:     make(chan struct{}, 1), done: make(chan struct{}),
@@ -177,6 +176,41 @@ func (s *Server) openSession(cl *mochi.Client, pk packets.Packet, user string) (
 		}
 	}
 	return sess, nil
+}
+
+func declareSessionQueue(v *broker.VHost, def meta.QueueDef, existed bool) (*broker.Queue, error) {
+	if _, err := v.DeclareQueue(def, false); err != nil {
+		var me *meta.Error
+		if !existed || !errors.As(err, &me) || me.Code != meta.PreconditionFailed {
+			return nil, err
+		}
+		// Same session, another expiry: keep the queue (and its messages) as it is.
+	}
+	q, ok := v.LookupQueue(def.Name)
+	if !ok {
+		return nil, errors.New("session queue vanished while opening")
+	}
+	return q, nil
+}
+
+// ensureQueue declares a transient session's queue at its first subscription and starts
+// consuming it. Only the connection's reader calls it (SUBSCRIBE), after start.
+func (x *session) ensureQueue() error {
+	x.mu.Lock()
+	q := x.q
+	x.mu.Unlock()
+	if q != nil {
+		return nil
+	}
+	q, err := declareSessionQueue(x.v, x.qdef, false)
+	if err != nil {
+		return err
+	}
+	c := &consumer{x: x, q: q}
+	x.mu.Lock()
+	x.q, x.main = q, c
+	x.mu.Unlock()
+	return c.consume()
 }
 
 func subscriptionFromArgs(args message.Table) (*subscription, bool) {
@@ -198,13 +232,16 @@ func subscriptionFromArgs(args message.Table) (*subscription, bool) {
 
 // start begins consuming the session queue, once the CONNACK has been sent.
 func (x *session) start() {
+	x.wg.Add(1)
+	go x.writeLoop()
+	x.resendPubrels()
+	if x.q == nil {
+		return
+	}
 	c := &consumer{x: x, q: x.q}
 	x.mu.Lock()
 	x.main = c
 	x.mu.Unlock()
-	x.wg.Add(1)
-	go x.writeLoop()
-	x.resendPubrels()
 	if err := c.consume(); err != nil {
 		x.s.log.Warn("mqtt session queue not consumed", zap.String("client_id", x.clientID), zap.Error(err))
 		x.cl.Stop(packets.ErrServerUnavailable)
@@ -293,6 +330,9 @@ func (x *session) bind(f packets.Subscription) error {
 		args[argRAP] = true
 	}
 	key := FilterToBindingKey(f.Filter)
+	if err := x.ensureQueue(); err != nil {
+		return err
+	}
 	if err := x.v.Bind(meta.BindingDef{Source: x.s.cfg.Exchange, Dest: destQueue(x.q.Name()), Key: key, Args: args}, 0); err != nil {
 		return err
 	}
@@ -379,6 +419,9 @@ func (x *session) unsubscribe(pk packets.Packet) {
 			sub.shared.cancel()
 			continue
 		}
+		if x.q == nil {
+			continue
+		}
 		err := x.v.Unbind(meta.BindingDef{Source: x.s.cfg.Exchange, Dest: destQueue(x.q.Name()),
 			Key: FilterToBindingKey(sub.filter), Args: sub.args}, 0)
 		if err != nil {
@@ -439,7 +482,7 @@ func (x *session) close(cause error) {
 			s.pubrels[x.clientID] = pubrels
 			s.mu.Unlock()
 		}
-	} else {
+	} else if x.q != nil {
 		x.v.DeleteQueueIf(x.q)
 	}
 	if cause != nil && x.will != nil && !s.isClosed() {
