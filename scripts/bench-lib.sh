@@ -94,3 +94,19 @@ scenario_lines() {
     sed 's/[[:space:]]*|[[:space:]]*/|/g; s/^[[:space:]]*//; s/[[:space:]]*$//' |
     awk -F'|' -v re="${1:-.}" '$1 ~ re'
 }
+
+# wait_quiet PID [MAX_SECONDS]: waits until the process uses under 10% of a CPU over 2 s, at most
+# MAX_SECONDS (default 120): a broker that just closed 10,000 connections is still tearing them
+# down, and the next scenario must not measure (or time out on) that.
+wait_quiet() {
+  local pid=$1 max=${2:-120} t0 t1 hz deadline
+  hz=$(getconf CLK_TCK 2>/dev/null || echo 100)
+  deadline=$((SECONDS + max))
+  while [ $SECONDS -lt $deadline ] && [ -r "/proc/$pid/stat" ]; do
+    t0=$(awk '{print $14+$15}' "/proc/$pid/stat" 2>/dev/null) || return 0
+    sleep 2
+    t1=$(awk '{print $14+$15}' "/proc/$pid/stat" 2>/dev/null) || return 0
+    [ $((t1 - t0)) -lt $((hz / 5)) ] && return 0
+  done
+  return 0
+}

@@ -241,6 +241,10 @@ while IFS='|' read -r name brokers mode args parley_args; do
           cmd=("$tmp/parley-bench" "${mode%-ws}" -url "$url" -label "$b" -duration "$duration" -json $a) ;;
       esac
       if "${cmd[@]}" </dev/null >"$out" 2>"$results/$name.$b.$rep.log"; then status=ok; else status=failed; fi
+      case "$mode" in
+        idle-*) # the broker is still closing the connections: let it finish before going on
+          if [ -n "${pid:-}" ]; then wait_quiet "$pid"; else sleep 30; fi ;;
+      esac
       if [ -s "$out" ] && jq -e . "$out" >/dev/null 2>&1; then
         [ "$(jq -r '.timed_out' "$out")" = true ] && status=timeout
         jq -r --arg n "$name" --arg b "$b" --arg r "$rep" --arg s "$status" \
