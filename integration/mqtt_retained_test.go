@@ -1,8 +1,11 @@
 package integration
 
 import (
+	"bufio"
 	"fmt"
+	"net"
 	"testing"
+	"time"
 
 	"github.com/eclipse/paho.golang/paho"
 )
@@ -90,4 +93,50 @@ func TestMQTTQoS2ExactlyOnce(t *testing.T) {
 		}
 		nothing(t, ch)
 	}
+}
+
+// A QoS 2 PUBLISH sent again (DUP) before PUBREL is acknowledged with a successful PUBREC and
+// delivered once [MQTT-4.3.3-10]; raw MQTT 5 packets, so the duplicate is on the wire for sure.
+func TestMQTT5QoS2DuplicatePublish(t *testing.T) {
+	_, addr := StartParleyMQTT(t)
+	sub := mqtt5(t, addr, "dup-sub", true, 0)
+	sub.sub(t, paho.SubscribeOptions{Topic: "dup/t", QoS: 2})
+	c, err := net.DialTimeout("tcp", addr, mqttTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(mqttTimeout))
+	r := &rawMQTT{c: c, br: bufio.NewReader(c)}
+	body := append(mqttString("MQTT"), 5, 0xC2, 0, 0, 0) // level 5, user+password+clean, keepalive 0, no properties
+	body = append(body, mqttString("dup-raw")...)
+	body = append(body, mqttString("guest")...)
+	body = append(body, mqttString("guest")...)
+	if _, err := c.Write(mqttPacket(0x10, body)); err != nil {
+		t.Fatal(err)
+	}
+	if typ, b, err := r.readPacket(); err != nil || typ != 0x20 || b[1] != 0 {
+		t.Fatalf("CONNACK %x % x %v", typ, b, err)
+	}
+	pub := append(mqttString("dup/t"), 0, 7, 0) // packet id 7, no properties
+	pub = append(pub, "once"...)
+	for i, first := range []byte{0x34, 0x3C} { // QoS 2, then QoS 2 with DUP
+		if _, err := c.Write(mqttPacket(first, pub)); err != nil {
+			t.Fatal(err)
+		}
+		typ, b, err := r.readPacket()
+		if err != nil || typ != 0x50 || b[0] != 0 || b[1] != 7 || (len(b) > 2 && b[2] != 0) {
+			t.Fatalf("PUBREC for copy %d: %x % x %v, want success", i, typ, b, err)
+		}
+	}
+	if _, err := c.Write([]byte{0x62, 2, 0, 7}); err != nil { // PUBREL
+		t.Fatal(err)
+	}
+	if typ, _, err := r.readPacket(); err != nil || typ != 0x70 {
+		t.Fatalf("PUBCOMP %x %v", typ, err)
+	}
+	if m := next(t, sub.msgs); m.payload != "once" {
+		t.Fatalf("got %+v", m)
+	}
+	nothing(t, sub.msgs)
 }

@@ -188,6 +188,14 @@ func (h *bridge) OnPacketRead(cl *mochi.Client, pk packets.Packet) (packets.Pack
 // OnPacketEncode completes the CONNACK: session present from the core's view (mochi only
 // knows sessions it saw in this process), and the MQTT 5 limits Parley enforces.
 func (h *bridge) OnPacketEncode(cl *mochi.Client, pk packets.Packet) packets.Packet {
+	if pk.FixedHeader.Type == packets.Pubrec && pk.ReasonCode == packets.ErrPacketIdentifierInUse.Code {
+		// mochi answers a QoS 2 PUBLISH sent again before PUBREL (DUP, same identifier) with
+		// 0x91; it has it already and does not deliver it twice, which is success: the
+		// receiver acknowledges a duplicate with PUBREC as for the first copy [MQTT-4.3.3-10].
+		pk.ReasonCode = packets.CodeSuccess.Code
+		pk.Properties.ReasonString = ""
+		return pk
+	}
 	if pk.FixedHeader.Type == packets.Publish {
 		// A client that asks for no problem information still gets a PUBLISH's user
 		// properties [MQTT-3.1.2-29]; mochi would drop them.
