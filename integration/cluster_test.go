@@ -154,3 +154,63 @@ func dialRetry(t testing.TB, n *Node) *amqp.Connection {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// TestClusterRedeclaredQueueAfterFailover: a durable queue deleted and declared again keeps
+// the same raft group id; after the serving node is killed, the new serving node must hold the
+// new queue's messages and none of the deleted one's.
+func TestClusterRedeclaredQueueAfterFailover(t *testing.T) {
+	nodes := StartCluster(t, 3)
+	q := Name(t, "redeclared")
+	c := dialRetry(t, nodes[0])
+	ch := channel(t, c)
+	publishN := func(prefix string) {
+		t.Helper()
+		if _, err := ch.QueueDeclare(q, true, false, false, false, nil); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 10 {
+			publishConfirmed(t, ch, "", q, amqp.Publishing{DeliveryMode: amqp.Persistent, Body: []byte(prefix + strconv.Itoa(i))})
+		}
+	}
+	if err := ch.Confirm(false); err != nil {
+		t.Fatal(err)
+	}
+	publishN("old-")
+	if _, err := ch.QueueDelete(q, false, false, false); err != nil {
+		t.Fatal(err)
+	}
+	publishN("new-")
+	c.Close()
+
+	serving := WaitServing(t, nodes)
+	serving.Kill()
+	var rest []*Node
+	for _, n := range nodes {
+		if n != serving {
+			rest = append(rest, n)
+		}
+	}
+	WaitServing(t, rest)
+	cc := dialRetry(t, rest[0])
+	defer cc.Close()
+	cch := channel(t, cc)
+	got := map[string]bool{}
+	for {
+		d, ok, err := cch.Get(q, true)
+		if err != nil {
+			t.Fatalf("get: %v", err)
+		}
+		if !ok {
+			break
+		}
+		got[string(d.Body)] = true
+	}
+	for i := range 10 {
+		if !got["new-"+strconv.Itoa(i)] {
+			t.Errorf("new-%d lost", i)
+		}
+		if got["old-"+strconv.Itoa(i)] {
+			t.Errorf("old-%d, published before the queue was deleted, came back", i)
+		}
+	}
+}

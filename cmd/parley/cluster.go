@@ -117,7 +117,7 @@ type clusterNode struct {
 
 	// replicas: groups a standby keeps for the durable queues group 0 names.
 	repMu    sync.Mutex
-	repWant  []uint64 // latest list from group 0, nil when unchanged
+	repWant  [][]uint64 // lists from group 0's entries, in log order, not yet handled
 	repWake  chan struct{}
 	replicas map[uint64]bool
 
@@ -245,10 +245,9 @@ func (cn *clusterNode) noteMeta(data []byte) {
 		return
 	}
 	cn.repMu.Lock()
-	cn.repWant = append(ids[:0:0], ids...)
-	if cn.repWant == nil {
-		cn.repWant = []uint64{}
-	}
+	// Every list, in order, not just the latest: a queue deleted and declared again between two
+	// wake-ups must lose its old group (and its messages) before it gets a new one of the same id.
+	cn.repWant = append(cn.repWant, ids)
 	cn.repMu.Unlock()
 	select {
 	case cn.repWake <- struct{}{}:
@@ -278,29 +277,33 @@ func (cn *clusterNode) keepReplicas(ctx context.Context) {
 		case <-cn.repWake:
 		}
 		cn.repMu.Lock()
-		want := cn.repWant
+		lists := cn.repWant
 		cn.repWant = nil
 		cn.repMu.Unlock()
-		if want == nil {
-			continue
+		for _, want := range lists {
+			cn.applyReplicaList(ctx, want)
 		}
-		for _, id := range want {
-			if !cn.replicas[id] {
-				if _, err := cn.host.AddReplica(ctx, id, nil); err != nil && !errors.Is(err, cluster.ErrGroupExists) {
-					cn.log.Warn("queue replica not started", zap.Uint64("group", id), zap.Error(err))
-					continue
-				}
-				cn.replicas[id] = true
+	}
+}
+
+// applyReplicaList makes the queue replicas match one list from group 0: removals first.
+func (cn *clusterNode) applyReplicaList(ctx context.Context, want []uint64) {
+	for id := range cn.replicas {
+		if !slices.Contains(want, id) {
+			if err := cn.host.RemoveGroup(ctx, id); err != nil {
+				cn.log.Warn("deleted queue's replica not removed", zap.Uint64("group", id), zap.Error(err))
+				continue
 			}
+			delete(cn.replicas, id)
 		}
-		for id := range cn.replicas {
-			if !slices.Contains(want, id) {
-				if err := cn.host.RemoveGroup(ctx, id); err != nil {
-					cn.log.Warn("deleted queue's replica not removed", zap.Uint64("group", id), zap.Error(err))
-					continue
-				}
-				delete(cn.replicas, id)
+	}
+	for _, id := range want {
+		if !cn.replicas[id] {
+			if _, err := cn.host.AddReplica(ctx, id, nil); err != nil && !errors.Is(err, cluster.ErrGroupExists) {
+				cn.log.Warn("queue replica not started", zap.Uint64("group", id), zap.Error(err))
+				continue
 			}
+			cn.replicas[id] = true
 		}
 	}
 }
