@@ -9,6 +9,12 @@ import "sync"
 // device. The slices here grow with what is actually waiting.
 //
 // A full inbox blocks the poster until the queue takes a batch (back-pressure, never a drop).
+//
+// The queue's goroutine runs only while there is work: with nothing waiting, no kick and no
+// timer to wait for, it parks (returns), and the next post or kick starts a new one through
+// start. An idle queue therefore costs no goroutine stack; thousands of MQTT sessions and AMQP
+// queues sit idle most of the time. running, under mu, says whether a goroutine owns the queue;
+// the mutex orders one goroutine's work on the state machine before the next one's.
 type inbox struct {
 	mu     sync.Mutex
 	cmds   []command
@@ -17,10 +23,54 @@ type inbox struct {
 	room   chan struct{} // closed when a batch is taken, if someone waits for room; then replaced
 	wake   chan struct{} // capacity 1: the queue's goroutine waits on it
 	closed bool
+
+	running bool   // a goroutine owns the queue
+	kicked  bool   // Kick was called since the last take
+	start   func() // starts the queue's goroutine (go q.run())
 }
 
-func newInbox(limit int) *inbox {
-	return &inbox{limit: max(limit, 1), wake: make(chan struct{}, 1)}
+// newInbox returns an inbox whose goroutine is running (the caller starts it) and has a
+// wake-up waiting, so it runs its first round at once.
+func newInbox(limit int, start func()) *inbox {
+	in := &inbox{limit: max(limit, 1), wake: make(chan struct{}, 1), running: true, start: start}
+	in.wake <- struct{}{}
+	return in
+}
+
+// signalLocked makes sure the queue's goroutine will run another round: it starts one if none
+// runs, and leaves a wake-up for it either way. mu held.
+func (in *inbox) signalLocked() {
+	if in.closed {
+		return
+	}
+	select {
+	case in.wake <- struct{}{}:
+	default:
+	}
+	if !in.running {
+		in.running = true
+		in.start()
+	}
+}
+
+// kick asks for another delivery round (a consumer's outside credit came back).
+func (in *inbox) kick() {
+	in.mu.Lock()
+	in.kicked = true
+	in.signalLocked()
+	in.mu.Unlock()
+}
+
+// park ends the running goroutine's ownership if nothing is waiting and nobody kicked since the
+// last take; true means the goroutine must return now, touching nothing of the queue.
+func (in *inbox) park() bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if len(in.cmds) > 0 || in.kicked || in.closed {
+		return false
+	}
+	in.running = false
+	return true
 }
 
 // post appends c, waiting while the inbox is full. False when the queue has stopped (done is
@@ -45,14 +95,10 @@ func (in *inbox) post(c command, done <-chan struct{}) bool {
 		return false
 	}
 	in.cmds = append(in.cmds, c)
-	first := len(in.cmds) == 1
-	in.mu.Unlock()
-	if first {
-		select {
-		case in.wake <- struct{}{}:
-		default:
-		}
+	if len(in.cmds) == 1 {
+		in.signalLocked()
 	}
+	in.mu.Unlock()
 	return true
 }
 
@@ -63,6 +109,7 @@ func (in *inbox) take() []command {
 	batch := in.cmds
 	in.cmds = in.spare[:0]
 	in.spare = nil
+	in.kicked = false
 	if in.room != nil {
 		close(in.room)
 		in.room = nil

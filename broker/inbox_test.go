@@ -1,14 +1,18 @@
 package broker
 
 import (
+	"fmt"
+	"runtime"
 	"testing"
 	"time"
 
+	"github.com/parleymq/parley/broker/message"
 	"github.com/parleymq/parley/broker/meta"
 )
 
 func TestInboxKeepsOrderAndBatches(t *testing.T) {
-	in := newInbox(10)
+	in := newInbox(10, func() {})
+	<-in.wake // the first round's
 	done := make(chan struct{})
 	for i := range 5 {
 		if !in.post(command{outcome: 0, noAck: i%2 == 0, ids: nil, kind: cmdKind(i)}, done) {
@@ -38,7 +42,7 @@ func TestInboxKeepsOrderAndBatches(t *testing.T) {
 // A full inbox blocks the poster until the queue takes a batch; closing it releases posters
 // with false and hands back what waited.
 func TestInboxBackPressureAndClose(t *testing.T) {
-	in := newInbox(2)
+	in := newInbox(2, func() {})
 	done := make(chan struct{})
 	in.post(command{kind: cmdPublish}, done)
 	in.post(command{kind: cmdPublish}, done)
@@ -106,5 +110,78 @@ func TestConfirmsAnsweredWhenQueueDeletedUnderPublishers(t *testing.T) {
 				t.Fatalf("round %d: %d of %d confirms answered", round, i, n)
 			}
 		}
+	}
+}
+
+// An idle queue parks its goroutine; a post or a kick starts a new one, and only one runs.
+func TestInboxParksAndRestarts(t *testing.T) {
+	started := 0
+	in := newInbox(10, func() { started++ })
+	<-in.wake
+	if !in.park() {
+		t.Fatal("an empty inbox did not park")
+	}
+	in.post(command{kind: cmdSettle}, make(chan struct{}))
+	in.post(command{kind: cmdSettle}, make(chan struct{}))
+	if started != 1 {
+		t.Fatalf("%d goroutines started for two posts to a parked queue, want 1", started)
+	}
+	if in.park() {
+		t.Fatal("parked with commands waiting")
+	}
+	<-in.wake
+	in.take()
+	in.kick()
+	if in.park() {
+		t.Fatal("parked with a kick pending")
+	}
+	<-in.wake
+	in.take()
+	if !in.park() {
+		t.Fatal("did not park once the kick was taken")
+	}
+	in.kick()
+	if started != 2 {
+		t.Fatalf("a kick to a parked queue started %d goroutines in all, want 2", started)
+	}
+}
+
+// Queues with nothing to do hold no goroutine, and wake for a publish, a consumer and a TTL.
+func TestIdleQueuesParkTheirGoroutines(t *testing.T) {
+	v := newVHost(t)
+	before := runtime.NumGoroutine()
+	for i := range 200 {
+		if _, err := v.DeclareQueue(meta.QueueDef{Name: fmt.Sprint("idle", i)}, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine() > before+20 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines for 200 idle queues (%d before)", runtime.NumGoroutine(), before)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	q, _ := v.Queue("idle7", 0)
+	s := newSink()
+	if _, err := q.Consume(ConsumeOptions{}, s); err != nil {
+		t.Fatal(err)
+	}
+	v.Publish(msg("", "idle7", "a"), nil, nil)
+	if got := s.wait(t, 1); string(got[0].Msg.Body) != "a" {
+		t.Fatalf("got %q", got[0].Msg.Body)
+	}
+	// A message with a TTL expires while the queue would otherwise be idle.
+	if _, err := v.DeclareQueue(meta.QueueDef{Name: "ttl", Args: message.Table{"x-message-ttl": int32(30)}}, false); err != nil {
+		t.Fatal(err)
+	}
+	v.Publish(msg("", "ttl", "gone"), nil, nil)
+	tq, _ := v.Queue("ttl", 0)
+	deadline = time.Now().Add(10 * time.Second)
+	for tq.Len() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the message with a 30 ms TTL did not expire on a queue with nothing else to do")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -75,7 +75,6 @@ type Queue struct {
 	cfg queue.Config
 
 	inbox *inbox
-	kick  chan struct{}
 	done  chan struct{} // closed when the goroutine has stopped
 
 	// Counters published by the goroutine after each batch, for declare-ok and delete checks.
@@ -119,8 +118,6 @@ func newQueue(v *VHost, def meta.QueueDef, cfg queue.Config, g *cluster.Group, l
 		v:     v,
 		def:   def,
 		cfg:   cfg,
-		inbox: newInbox(v.b.cfg.QueueInbox),
-		kick:  make(chan struct{}, 1),
 		done:  make(chan struct{}),
 		sm:    queue.New(cfg),
 		sinks: map[queue.ConsumerID]Consumer{},
@@ -138,6 +135,7 @@ func newQueue(v *VHost, def meta.QueueDef, cfg queue.Config, g *cluster.Group, l
 		q.ready.Store(int64(q.sm.Len()))
 	}
 	q.touch()
+	q.inbox = newInbox(v.b.cfg.QueueInbox, func() { go q.run() })
 	go q.run()
 	return q
 }
@@ -236,12 +234,7 @@ func (q *Queue) Get(noAck bool) (d queue.Delivery, remaining int, ok bool) {
 }
 
 // Kick asks the queue to try delivering again: a consumer's outside credit came back.
-func (q *Queue) Kick() {
-	select {
-	case q.kick <- struct{}{}:
-	default:
-	}
-}
+func (q *Queue) Kick() { q.inbox.kick() }
 
 func (q *Queue) purge() int {
 	r, ok := q.call(command{kind: cmdPurge})
@@ -285,29 +278,31 @@ func (q *Queue) logRemoved() {
 	}
 }
 
-// run is the queue's goroutine: it owns q.sm.
+// run is the queue's goroutine: it owns q.sm while it runs. It parks (returns) when the queue
+// has nothing to do and no timer to wait for; the inbox starts a new one on the next post or
+// kick (see inbox).
 func (q *Queue) run() {
-	defer close(q.done)
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	var timerAt int64
 	for {
 		select {
 		case <-q.inbox.wake:
-			// Everything waiting is one batch.
-			batch := q.inbox.take()
-			for i, c := range batch {
-				if q.apply(c) {
-					q.abandon(batch[i+1:])
-					q.abandon(q.inbox.close())
-					return
-				}
-			}
-			q.inbox.recycle(batch)
-		case <-q.kick:
 		case <-timer.C:
 			timerAt = 0
 		}
+		// Everything waiting is one batch.
+		batch := q.inbox.take()
+		for i, c := range batch {
+			if q.apply(c) {
+				q.abandon(batch[i+1:])
+				q.abandon(q.inbox.close())
+				timer.Stop()
+				close(q.done)
+				return
+			}
+		}
+		q.inbox.recycle(batch)
 		q.drain()
 		if at, ok := q.nextWake(); ok && (timerAt == 0 || at < timerAt) {
 			timerAt = at
@@ -316,6 +311,9 @@ func (q *Queue) run() {
 				d = 0
 			}
 			timer.Reset(d)
+		}
+		if timerAt == 0 && q.inbox.park() {
+			return
 		}
 	}
 }
