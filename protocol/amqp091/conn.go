@@ -379,6 +379,11 @@ func (c *conn) method0(m wire.Method) error {
 			ch.shutdown()
 			delete(c.channels, id)
 		}
+		// Exclusive queues go before close-ok, so a client that saw its close complete finds
+		// them gone (finish calls this again; the second call finds nothing).
+		if c.vhost != nil {
+			c.vhost.ConnectionClosed(c.id)
+		}
 		_ = m
 		c.closeMu.Lock()
 		if !c.closing.Swap(true) {
