@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/parleymq/parley/broker/message"
 	"github.com/parleymq/parley/broker/meta"
@@ -77,6 +78,9 @@ func TestDeepQueueBodiesStayInLog(t *testing.T) {
 	snap, err := snapshotOf(n, "deep")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if len(snap) == 0 {
+		t.Fatal("no snapshot of the deep queue's log was stored: nothing to measure")
 	}
 	if len(snap) > total*40 {
 		t.Fatalf("the snapshot is %d bytes for %d messages: it copies bodies", len(snap), total)
@@ -188,7 +192,15 @@ func TestTransferSnapshotStandsAlone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The host snapshots at the end of the cycle that applied the entries, perhaps just after
+	// the futures completed: wait (bounded) for it.
 	stored, err := l.Snapshot()
+	for deadline := time.Now().Add(10 * time.Second); err == nil && len(stored.GetData()) == 0; stored, err = l.Snapshot() {
+		if time.Now().After(deadline) {
+			t.Fatal("no snapshot of the queue's log after 120 entries")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
