@@ -1,7 +1,6 @@
 package amqp091
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -12,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/parleymq/parley/broker"
+	"github.com/parleymq/parley/protocol/accept"
 	"github.com/parleymq/parley/protocol/auth"
 )
 
@@ -93,45 +93,23 @@ func (s *Server) Serve(ln net.Listener) error {
 		delete(s.listeners, ln)
 		s.mu.Unlock()
 	}()
-	var backoff time.Duration
-	for {
-		nc, err := ln.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) || s.isClosed() {
-				return nil
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				s.log.Warn("accept failed; retrying", zap.Error(err), zap.Duration("backoff", backoff))
-				time.Sleep(backoff)
-				continue
-			}
-			// EMFILE and friends are not Timeout() but are transient too.
-			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			s.log.Warn("accept failed; retrying", zap.Error(err), zap.Duration("backoff", backoff))
-			time.Sleep(backoff)
-			continue
-		}
-		backoff = 0
+	return accept.Loop(ln, s.log, s.isClosed, func(nc net.Conn) {
 		c := newConn(s, nc)
 		s.mu.Lock()
 		if s.closed {
 			s.mu.Unlock()
 			_ = nc.Close()
-			return nil
+			return
 		}
 		s.conns[c] = struct{}{}
 		s.wg.Add(1)
 		s.mu.Unlock()
-		go func() {
-			defer s.wg.Done()
-			c.serve()
-			s.mu.Lock()
-			delete(s.conns, c)
-			s.mu.Unlock()
-		}()
-	}
+		defer s.wg.Done()
+		c.serve()
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+	})
 }
 
 func (s *Server) isClosed() bool {

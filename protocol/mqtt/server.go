@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/parleymq/parley/broker"
+	"github.com/parleymq/parley/protocol/accept"
 	"github.com/parleymq/parley/protocol/auth"
 )
 
@@ -102,22 +103,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		delete(s.listeners, ln)
 		s.mu.Unlock()
 	}()
-	var backoff time.Duration
-	for {
-		nc, err := ln.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) || s.isClosed() {
-				return nil
-			}
-			// EMFILE and friends are transient: back off and keep serving the others.
-			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			s.log.Warn("accept failed; retrying", zap.Error(err), zap.Duration("backoff", backoff))
-			time.Sleep(backoff)
-			continue
-		}
-		backoff = 0
-		go func() { _ = s.ServeConn(nc) }()
-	}
+	return accept.Loop(ln, s.log, s.isClosed, func(nc net.Conn) { _ = s.ServeConn(nc) })
 }
 
 // ServeConn serves one MQTT connection that was accepted elsewhere (a TCP or TLS listener, or

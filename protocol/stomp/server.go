@@ -1,7 +1,6 @@
 package stomp
 
 import (
-	"errors"
 	"net"
 	"sync"
 	"time"
@@ -9,6 +8,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/parleymq/parley/broker"
+	"github.com/parleymq/parley/protocol/accept"
 	"github.com/parleymq/parley/protocol/auth"
 )
 
@@ -85,22 +85,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		delete(s.listeners, ln)
 		s.mu.Unlock()
 	}()
-	var backoff time.Duration
-	for {
-		nc, err := ln.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) || s.isClosed() {
-				return nil
-			}
-			// EMFILE and friends are transient: back off and keep accepting.
-			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			s.log.Warn("accept failed; retrying", zap.Error(err), zap.Duration("backoff", backoff))
-			time.Sleep(backoff)
-			continue
-		}
-		backoff = 0
-		go func() { _ = s.ServeConn(nc, false) }()
-	}
+	return accept.Loop(ln, s.log, s.isClosed, func(nc net.Conn) { _ = s.ServeConn(nc, false) })
 }
 
 // ServeConn serves one STOMP connection on the calling goroutine until it ends, then closes
