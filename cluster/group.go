@@ -55,6 +55,7 @@ type Group struct {
 	rn        *raft.RawNode
 	log       *storage.RaftLog
 	sm        StateMachine
+	keeper    LogKeeper            // sm, when it keeps entries in the log; set by setSM
 	inflight  map[uint64]*proposal // proposed to raft, by sequence number
 	lead      uint64
 	applied   uint64
@@ -76,6 +77,12 @@ type Group struct {
 	parked bool
 	// leaderTerm is the term in which this node became leader (0 when it does not lead).
 	leaderTerm uint64
+}
+
+// setSM installs the group's state machine (loop only, or before the group runs).
+func (g *Group) setSM(sm StateMachine) {
+	g.sm = sm
+	g.keeper, _ = sm.(LogKeeper)
 }
 
 // ID is the group's id.

@@ -211,11 +211,11 @@ func (h *Host) addGroup(ctx context.Context, id uint64, sm StateMachine, parked 
 	g := &Group{
 		id:        id,
 		host:      h,
-		sm:        sm,
 		recovered: make(chan struct{}),
 		inflight:  make(map[uint64]*proposal),
 		parked:    parked,
 	}
+	g.setSM(sm)
 	h.mu.Lock()
 	if h.state != stateRunning {
 		h.mu.Unlock()
@@ -279,8 +279,8 @@ func (h *Host) prepare(g *Group) error {
 	if err != nil {
 		return fmt.Errorf("read raft state: %w", err)
 	}
-	if k, ok := g.sm.(LogKeeper); ok {
-		k.AttachLog(LogReader{log: rl})
+	if g.keeper != nil {
+		g.keeper.AttachLog(LogReader{log: rl})
 	}
 	snap, err := rl.Snapshot()
 	if err != nil {

@@ -55,8 +55,8 @@ type LogKeeper interface {
 // A snapshot that cannot be completed is not sent, and raft hears that the
 // send failed, so it tries again later.
 func (h *Host) transferSnapshots(g *Group, msgs []*raftpb.Message) []*raftpb.Message {
-	k, ok := g.sm.(LogKeeper)
-	if !ok {
+	k := g.keeper
+	if k == nil {
 		return msgs
 	}
 	out := msgs[:0]

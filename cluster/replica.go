@@ -48,7 +48,7 @@ func (h *Host) Park(ctx context.Context, id uint64, sm StateMachine) error {
 			return fmt.Errorf("park group %d: %w", id, ErrUnknownGroup)
 		}
 		g.parked = true
-		g.sm = sm
+		g.setSM(sm)
 		g.failInflight(fmt.Errorf("%w: group parked", ErrDropped))
 		return nil
 	})
@@ -73,7 +73,7 @@ func (h *Host) adopt(ctx context.Context, g *Group, sm StateMachine) (*Group, er
 		if err := h.replay(g, sm); err != nil {
 			return err
 		}
-		g.sm = sm
+		g.setSM(sm)
 		g.parked = false
 		return nil
 	})

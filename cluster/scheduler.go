@@ -535,8 +535,8 @@ func (h *Host) maybeRecovered(g *Group) {
 // snapshotEvery is how many entries g applies between two snapshots: SnapshotEntries, or more
 // for a LogKeeper whose snapshot is large, so that snapshots cost a bounded share of the log.
 func (h *Host) snapshotEvery(g *Group) uint64 {
-	if k, ok := g.sm.(LogKeeper); ok {
-		return max(h.cfg.SnapshotEntries, k.SnapshotInterval())
+	if g.keeper != nil {
+		return max(h.cfg.SnapshotEntries, g.keeper.SnapshotInterval())
 	}
 	return h.cfg.SnapshotEntries
 }
@@ -564,8 +564,8 @@ func (h *Host) snapshot(gs []*Group) error {
 		} else {
 			compactTo = 0
 		}
-		if k, ok := g.sm.(LogKeeper); ok {
-			if keep := k.KeepFrom(); keep > 0 && compactTo >= keep {
+		if g.keeper != nil {
+			if keep := g.keeper.KeepFrom(); keep > 0 && compactTo >= keep {
 				compactTo = keep - 1
 			}
 		}

@@ -45,6 +45,7 @@ type conn struct {
 	userName  string
 	vhost     *broker.VHost
 	vhostName string
+	released  bool // release has deleted the exclusive queues; reader goroutine only
 
 	frameMax   uint32
 	channelMax uint16
@@ -121,16 +122,25 @@ func isEOF(err error) bool {
 	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed)
 }
 
-// finish releases everything the connection holds: channels (consumers cancelled, unacked
-// deliveries requeued), exclusive queues, the writer and the socket.
-func (c *conn) finish() {
+// release shuts the connection's channels (consumers cancelled, unacked deliveries requeued)
+// and deletes its exclusive queues. It runs on the reader goroutine, before connection.close-ok
+// when the client closes (so a client whose close completed finds its exclusive queues gone)
+// and again from finish, where it finds nothing left to do.
+func (c *conn) release() {
 	for id, ch := range c.channels {
 		ch.shutdown()
 		delete(c.channels, id)
 	}
-	if c.vhost != nil {
+	if c.vhost != nil && !c.released {
+		c.released = true
 		c.vhost.ConnectionClosed(c.id)
 	}
+}
+
+// finish releases everything the connection holds: channels (consumers cancelled, unacked
+// deliveries requeued), exclusive queues, the writer and the socket.
+func (c *conn) finish() {
+	c.release()
 	c.w.close()
 	select {
 	case <-c.w.done:
@@ -375,15 +385,7 @@ func (c *conn) method0(m wire.Method) error {
 	case *wire.ConnectionClose:
 		// Client-initiated close (AMQP 0-9-1 §4.2.5.3 close handshake): release everything,
 		// answer close-ok, and end once it is written.
-		for id, ch := range c.channels {
-			ch.shutdown()
-			delete(c.channels, id)
-		}
-		// Exclusive queues go before close-ok, so a client that saw its close complete finds
-		// them gone (finish calls this again; the second call finds nothing).
-		if c.vhost != nil {
-			c.vhost.ConnectionClosed(c.id)
-		}
+		c.release()
 		_ = m
 		c.closeMu.Lock()
 		if !c.closing.Swap(true) {
