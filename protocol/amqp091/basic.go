@@ -225,9 +225,9 @@ func (ch *channel) get(m *wire.BasicGet) error {
 		DeliveryTag: dt, Redelivered: d.Redelivered, Exchange: msg.Exchange, RoutingKey: msg.RoutingKey,
 		MessageCount: uint32(remaining),
 	}
-	b := ch.c.w.lock()
+	b := ch.c.w.Lock()
 	b = wire.AppendContent(b, ch.id, &getOk, (*wire.Properties)(&msg.Properties), msg.Body, ch.c.frameMax)
-	ch.c.w.unlock(b)
+	ch.c.w.Unlock(b)
 	ch.mu.Unlock()
 	return nil
 }

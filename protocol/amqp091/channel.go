@@ -156,17 +156,17 @@ func (ch *channel) fail(e *amqpError) {
 	ch.state = chClosing
 	ch.expect = expectMethod
 	ch.body = nil
-	b := ch.c.w.lock()
+	b := ch.c.w.Lock()
 	b = wire.AppendMethodFrame(b, ch.id, &wire.ChannelClose{
 		ReplyCode: e.code, ReplyText: e.text, ClassId: e.classID, MethodId: e.methodID,
 	})
-	ch.c.w.unlock(b)
+	ch.c.w.Unlock(b)
 }
 
 // send appends one method frame on this channel.
 func (ch *channel) send(m wire.Method) {
-	b := ch.c.w.lock()
-	ch.c.w.unlock(wire.AppendMethodFrame(b, ch.id, m))
+	b := ch.c.w.Lock()
+	ch.c.w.Unlock(wire.AppendMethodFrame(b, ch.id, m))
 }
 
 // shutdown releases what the channel holds in the core: its consumers are cancelled and every

@@ -69,7 +69,7 @@ func (t *confirmTracker) done(ch *channel, seq uint64, ok bool) {
 	}
 	t.mu.Unlock()
 	if schedule {
-		ch.c.w.markConfirms(ch)
+		ch.c.markConfirms(ch)
 	}
 }
 
@@ -85,7 +85,7 @@ func (t *confirmTracker) release(ch *channel, seq uint64) {
 	}
 	t.mu.Unlock()
 	if schedule {
-		ch.c.w.markConfirms(ch)
+		ch.c.markConfirms(ch)
 	}
 }
 
@@ -106,7 +106,7 @@ func (t *confirmTracker) emit(ch *channel) {
 		return
 	}
 	n := 0
-	b := ch.c.w.lock()
+	b := ch.c.w.Lock()
 	for n < len(t.state) && t.state[n] != confirmPending && t.low+uint64(n) != t.hold {
 		v := t.state[n]
 		start := n
@@ -121,7 +121,7 @@ func (t *confirmTracker) emit(ch *channel) {
 			b = wire.AppendMethodFrame(b, ch.id, &wire.BasicNack{DeliveryTag: tag, Multiple: multiple})
 		}
 	}
-	ch.c.w.unlock(b)
+	ch.c.w.Unlock(b)
 	if n > 0 {
 		t.low += uint64(n)
 		t.state = append(t.state[:0], t.state[n:]...)
@@ -195,4 +195,29 @@ func (ch *channel) txRollback() error {
 	ch.tx = &txState{}
 	ch.send(&wire.TxRollbackOk{})
 	return nil
+}
+
+// markConfirms schedules ch's pending publisher confirms for the writer's next write, so
+// confirms that complete close together leave as one basic.ack multiple=true.
+func (c *conn) markConfirms(ch *channel) {
+	c.confirmMu.Lock()
+	c.confirmDirty = append(c.confirmDirty, ch)
+	c.confirmMu.Unlock()
+	c.w.Wake()
+}
+
+// flushConfirms emits the confirms markConfirms scheduled; the writer goroutine runs it before
+// each write.
+func (c *conn) flushConfirms() {
+	c.confirmMu.Lock()
+	dirty := c.confirmDirty
+	c.confirmDirty = c.confirmSpare[:0]
+	c.confirmMu.Unlock()
+	for i, ch := range dirty {
+		ch.confirms.emit(ch)
+		dirty[i] = nil
+	}
+	c.confirmMu.Lock()
+	c.confirmSpare = dirty[:0]
+	c.confirmMu.Unlock()
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/parleymq/parley/broker"
 	"github.com/parleymq/parley/protocol/amqp091/wire"
 	"github.com/parleymq/parley/protocol/auth"
+	"github.com/parleymq/parley/protocol/framewriter"
 )
 
 // closeOkWait bounds how long a connection waits for connection.close-ok after sending
@@ -36,10 +37,14 @@ type conn struct {
 	s   *Server
 	log *zap.Logger
 	nc  net.Conn
-	w   *writer
-	r   *wire.Reader
-	dec wire.Decoder
-	id  uint64 // broker connection id: the owner of exclusive queues
+	w   *framewriter.Writer
+	// Channels with publisher confirms to emit before the writer's next write (markConfirms).
+	confirmMu    sync.Mutex
+	confirmDirty []*channel
+	confirmSpare []*channel
+	r            *wire.Reader
+	dec          wire.Decoder
+	id           uint64 // broker connection id: the owner of exclusive queues
 
 	user      *auth.User
 	userName  string
@@ -78,7 +83,6 @@ func newConn(s *Server, nc net.Conn) *conn {
 	c := &conn{
 		s:         s,
 		nc:        nc,
-		w:         newWriter(nc),
 		id:        s.b.NewConnectionID(),
 		channels:  map[uint16]*channel{},
 		consumers: map[*consumer]struct{}{},
@@ -87,13 +91,15 @@ func newConn(s *Server, nc net.Conn) *conn {
 	}
 	c.log = s.log.With(zap.Uint64("conn", c.id), zap.Stringer("remote", nc.RemoteAddr()))
 	c.r = wire.NewReader(nc, s.cfg.FrameMax)
-	c.w.onDrain = c.kickAll
+	c.w = framewriter.New(nc, framewriter.Options{
+		Heartbeat: wire.AppendHeartbeat, BeforeFlush: c.flushConfirms, OnDrain: c.kickAll,
+	})
 	return c
 }
 
 // serve runs the connection to its end on the calling goroutine (the reader).
 func (c *conn) serve() {
-	go c.w.run()
+	go c.w.Run()
 	defer c.finish()
 	defer func() {
 		// A last resort: a bug must not take the process (or other connections) down.
@@ -141,9 +147,9 @@ func (c *conn) release() {
 // deliveries requeued), exclusive queues, the writer and the socket.
 func (c *conn) finish() {
 	c.release()
-	c.w.close()
+	c.w.Close()
 	select {
-	case <-c.w.done:
+	case <-c.w.Done():
 	case <-time.After(closeOkWait):
 		// The client is not reading; give up on what is left.
 	}
@@ -153,7 +159,7 @@ func (c *conn) finish() {
 	_ = c.nc.SetReadDeadline(time.Now().Add(clientCloseWait))
 	_, _ = io.CopyN(io.Discard, c.nc, 1<<20)
 	_ = c.nc.Close()
-	<-c.w.done
+	<-c.w.Done()
 	if c.opened.Load() {
 		c.log.Info("connection closed")
 	}
@@ -257,11 +263,11 @@ func (c *conn) beginClose(e *amqpError, wait time.Duration) bool {
 	}
 	c.closing.Store(true)
 	close(c.quit)
-	b := c.w.lock()
+	b := c.w.Lock()
 	b = wire.AppendMethodFrame(b, 0, &wire.ConnectionClose{
 		ReplyCode: e.code, ReplyText: e.text, ClassId: e.classID, MethodId: e.methodID,
 	})
-	c.w.unlock(b)
+	c.w.Unlock(b)
 	_ = c.nc.SetReadDeadline(time.Now().Add(wait))
 	return true
 }
@@ -290,8 +296,8 @@ func (c *conn) closingFrame(f wire.Frame) bool {
 		return true
 	case *wire.ConnectionClose:
 		// Both sides closed at once: answer and stop (RabbitMQ does the same when stopping).
-		b := c.w.lock()
-		c.w.unlock(wire.AppendMethodFrame(b, 0, &wire.ConnectionCloseOk{}))
+		b := c.w.Lock()
+		c.w.Unlock(wire.AppendMethodFrame(b, 0, &wire.ConnectionCloseOk{}))
 		return true
 	}
 	return false
@@ -336,8 +342,8 @@ func (c *conn) frame(f wire.Frame) error {
 		}
 		ch = newChannel(c, f.Channel)
 		c.channels[f.Channel] = ch
-		b := c.w.lock()
-		c.w.unlock(wire.AppendMethodFrame(b, f.Channel, &wire.ChannelOpenOk{}))
+		b := c.w.Lock()
+		c.w.Unlock(wire.AppendMethodFrame(b, f.Channel, &wire.ChannelOpenOk{}))
 		return nil
 	}
 	return ch.frame(f)
@@ -391,8 +397,8 @@ func (c *conn) method0(m wire.Method) error {
 		if !c.closing.Swap(true) {
 			close(c.quit)
 		}
-		b := c.w.lock()
-		c.w.unlock(wire.AppendMethodFrame(b, 0, &wire.ConnectionCloseOk{}))
+		b := c.w.Lock()
+		c.w.Unlock(wire.AppendMethodFrame(b, 0, &wire.ConnectionCloseOk{}))
 		c.closeMu.Unlock()
 		return &amqpError{} // end the loop silently
 	case *wire.ConnectionCloseOk:
@@ -408,13 +414,13 @@ func (c *conn) notifyBlocked(reason string, blocked bool) {
 	if !c.capBlocked || !c.opened.Load() || c.closing.Load() {
 		return
 	}
-	b := c.w.lock()
+	b := c.w.Lock()
 	if blocked {
 		b = wire.AppendMethodFrame(b, 0, &wire.ConnectionBlocked{Reason: reason})
 	} else {
 		b = wire.AppendMethodFrame(b, 0, &wire.ConnectionUnblocked{})
 	}
-	c.w.unlock(b)
+	c.w.Unlock(b)
 }
 
 // waitUnblocked stops the reader while a resource alarm is on: RabbitMQ stops reading from a

@@ -34,11 +34,11 @@ func (k *consumer) Allow() bool {
 		return false
 	}
 	ch := k.ch
-	if ch.c.w.overloaded() {
+	if ch.c.w.Overloaded() {
 		// Store, then look again: the writer drains, then reads starved, so one of us sees
 		// the other and no wake-up is lost.
 		ch.c.starved.Store(true)
-		if ch.c.w.overloaded() {
+		if ch.c.w.Overloaded() {
 			return false
 		}
 	}
@@ -124,9 +124,9 @@ func (ch *channel) deliverLocked(tag string, q *broker.Queue, d queue.Delivery, 
 		ConsumerTag: tag, DeliveryTag: dt, Redelivered: d.Redelivered,
 		Exchange: m.Exchange, RoutingKey: m.RoutingKey,
 	}
-	b := ch.c.w.lock()
+	b := ch.c.w.Lock()
 	b = wire.AppendContent(b, ch.id, &ch.deliver, (*wire.Properties)(&m.Properties), m.Body, ch.c.frameMax)
-	ch.c.w.unlock(b)
+	ch.c.w.Unlock(b)
 }
 
 // replyConsumer is the direct reply-to pseudo-consumer (basic.consume on

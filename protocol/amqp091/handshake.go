@@ -30,8 +30,8 @@ func (c *conn) handshake() error {
 		_, _ = c.nc.Write(wire.ProtocolHeader)
 		return fmt.Errorf("bad protocol header %q: %w", hdr[:], errHandshake)
 	}
-	b := c.w.lock()
-	c.w.unlock(wire.AppendMethodFrame(b, 0, &wire.ConnectionStart{
+	b := c.w.Lock()
+	c.w.Unlock(wire.AppendMethodFrame(b, 0, &wire.ConnectionStart{
 		VersionMajor:     0,
 		VersionMinor:     9,
 		ServerProperties: c.s.serverProps,
@@ -61,8 +61,8 @@ func (c *conn) handshake() error {
 		// RabbitMQ: rabbit_reader:auth_fail/5. Only clients with authentication_failure_close
 		// get a connection.close; the others see the socket close.
 		if c.capAuthFailure {
-			b := c.w.lock()
-			c.w.unlock(wire.AppendMethodFrame(b, 0, &wire.ConnectionClose{
+			b := c.w.Lock()
+			c.w.Unlock(wire.AppendMethodFrame(b, 0, &wire.ConnectionClose{
 				ReplyCode: accessRefused,
 				ReplyText: fmt.Sprintf("ACCESS_REFUSED - Login was refused using authentication mechanism %s. "+
 					"For details see the broker logfile.", mechanism),
@@ -75,8 +75,8 @@ func (c *conn) handshake() error {
 	if c.s.cfg.Heartbeat > 0 {
 		hb = uint16(min(c.s.cfg.Heartbeat/time.Second, 65535))
 	}
-	b = c.w.lock()
-	c.w.unlock(wire.AppendMethodFrame(b, 0, &wire.ConnectionTune{
+	b = c.w.Lock()
+	c.w.Unlock(wire.AppendMethodFrame(b, 0, &wire.ConnectionTune{
 		ChannelMax: c.s.cfg.ChannelMax, FrameMax: c.s.cfg.FrameMax, Heartbeat: hb,
 	}))
 	m, err = c.handshakeMethod()
@@ -111,10 +111,11 @@ func (c *conn) handshake() error {
 		c.handshakeClose(e.withMethod(open.ClassID(), open.MethodID()))
 		return e
 	}
-	b = c.w.lock()
-	c.w.unlock(wire.AppendMethodFrame(b, 0, &wire.ConnectionOpenOk{}))
+	b = c.w.Lock()
+	c.w.Unlock(wire.AppendMethodFrame(b, 0, &wire.ConnectionOpenOk{}))
 	if c.heartbeat > 0 {
-		c.w.setHeartbeat(c.heartbeat)
+		// AMQP 0-9-1 §4.2.7: a heartbeat after half the interval of write silence.
+		c.w.SetHeartbeat(c.heartbeat/2, c.heartbeat/2)
 	}
 	// RabbitMQ logs the same event at info: "user 'u' authenticated and granted access to vhost".
 	c.log.Info("connection opened", zap.String("user", c.userName), zap.String("vhost", c.vhostName))

@@ -137,9 +137,9 @@ func (ch *channel) doPublish() error {
 // sendReturn sends basic.return 312 NO_ROUTE with the message (AMQP 0-9-1 §1.8.3.8 mandatory).
 func (ch *channel) sendReturn(m *message.Message) {
 	r := wire.BasicReturn{ReplyCode: noRoute, ReplyText: "NO_ROUTE", Exchange: m.Exchange, RoutingKey: m.RoutingKey}
-	b := ch.c.w.lock()
+	b := ch.c.w.Lock()
 	b = wire.AppendContent(b, ch.id, &r, (*wire.Properties)(&m.Properties), m.Body, ch.c.frameMax)
-	ch.c.w.unlock(b)
+	ch.c.w.Unlock(b)
 }
 
 // checkWrite checks the write permission on an exchange, caching successes per channel as

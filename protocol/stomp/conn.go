@@ -21,6 +21,7 @@ import (
 	"github.com/parleymq/parley/broker/meta"
 	"github.com/parleymq/parley/broker/queue"
 	"github.com/parleymq/parley/protocol/auth"
+	"github.com/parleymq/parley/protocol/framewriter"
 	"github.com/parleymq/parley/protocol/stomp/wire"
 )
 
@@ -68,7 +69,7 @@ type conn struct {
 	s       *Server
 	log     *zap.Logger
 	nc      net.Conn
-	w       *writer
+	w       *framewriter.Writer
 	r       *wire.Reader
 	id      uint64
 	session string
@@ -103,7 +104,6 @@ func newConn(s *Server, nc net.Conn, framed bool) *conn {
 	c := &conn{
 		s:        s,
 		nc:       nc,
-		w:        newWriter(nc, framed),
 		id:       s.b.NewConnectionID(),
 		declared: map[string]bool{},
 		writeOK:  map[string]bool{},
@@ -118,14 +118,14 @@ func newConn(s *Server, nc net.Conn, framed bool) *conn {
 	c.session = "session-" + hex.EncodeToString(r[:])
 	c.log = s.log.With(zap.Uint64("conn", c.id), zap.Stringer("remote", nc.RemoteAddr()))
 	c.r = wire.NewReader(nc, s.cfg.Limits)
-	c.w.onDrain = c.kickAll
+	c.w = framewriter.New(nc, framewriter.Options{Framed: framed, Heartbeat: wire.AppendHeartbeat, OnDrain: c.kickAll})
 	c.receipts.c = c
 	return c
 }
 
 // serve runs the connection to its end on the calling goroutine (the reader).
 func (c *conn) serve() {
-	go c.w.run()
+	go c.w.Run()
 	defer c.finish()
 	defer func() {
 		// A last resort: a bug must not take the process (or other connections) down.
@@ -223,7 +223,7 @@ func (c *conn) fail(e *stompError) {
 
 // writeError appends an ERROR frame as RabbitMQ's send_error_frame builds it.
 func (c *conn) writeError(e *stompError) {
-	b := c.w.lock()
+	b := c.w.Lock()
 	b = wire.AppendCommand(b, frame.ERROR)
 	b = wire.AppendHeader(b, "message", e.msg, c.version)
 	b = wire.AppendHeader(b, frame.ContentType, "text/plain", c.version)
@@ -233,7 +233,7 @@ func (c *conn) writeError(e *stompError) {
 	}
 	b = wire.AppendHeader(b, frame.ContentLength, strconv.Itoa(len(e.detail)), c.version)
 	b = wire.AppendBody(b, []byte(e.detail))
-	c.w.unlock(b)
+	c.w.Unlock(b)
 }
 
 // finish releases everything: subscriptions are cancelled and unacknowledged deliveries
@@ -258,9 +258,9 @@ func (c *conn) finish() {
 	if c.vhost != nil {
 		c.vhost.ConnectionClosed(c.id)
 	}
-	c.w.close()
+	c.w.Close()
 	select {
-	case <-c.w.done:
+	case <-c.w.Done():
 	case <-time.After(writeWait):
 	}
 	// Let an ERROR reach the client before the socket goes: read and discard briefly.
@@ -271,7 +271,7 @@ func (c *conn) finish() {
 	default:
 	}
 	_ = c.nc.Close()
-	<-c.w.done
+	<-c.w.Done()
 	if c.connected.Load() || c.user != nil {
 		c.log.Debug("STOMP connection closed")
 	}

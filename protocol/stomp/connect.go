@@ -21,9 +21,9 @@ func (c *conn) connect(f *frame.Frame) error {
 	}
 	// Under the writer's lock: other goroutines (shutdown's ERROR, deliveries, receipts) read
 	// the version while encoding, holding that lock.
-	c.w.mu.Lock()
+	vb := c.w.Lock()
 	c.version = v
-	c.w.mu.Unlock()
+	c.w.Unlock(vb)
 	if v == wire.V10 {
 		// RabbitMQ trims 1.0 header values (rabbit_stomp_util:trim_headers).
 		for i := 0; i < f.Header.Len(); i++ {
@@ -72,16 +72,16 @@ func (c *conn) connect(f *frame.Frame) error {
 	} else {
 		_ = c.nc.SetReadDeadline(time.Time{})
 	}
-	b := c.w.lock()
+	b := c.w.Lock()
 	b = wire.AppendCommand(b, frame.CONNECTED)
 	b = append(b, "session:"+c.session+"\n"...)
 	b = append(b, "heart-beat:"+strconv.FormatInt(send.Milliseconds(), 10)+","+strconv.FormatInt(recv.Milliseconds(), 10)+"\n"...)
 	b = append(b, "version:"+v.String()+"\n"...)
 	b = append(b, "server:"+c.s.cfg.Product+"/"+c.s.cfg.Version+"\n"...)
 	b = wire.AppendBody(b, nil)
-	c.w.unlock(b)
+	c.w.Unlock(b)
 	if send > 0 {
-		c.w.setHeartbeat(send)
+		c.w.SetHeartbeat(send/2, send-send/4)
 	}
 	c.connected.Store(true)
 	c.log.Debug("STOMP connection opened", zap.String("user", u.Name), zap.String("vhost", vhostName), zap.Stringer("version", v))

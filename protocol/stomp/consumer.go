@@ -59,10 +59,10 @@ func (s *subscription) Allow() bool {
 		return false
 	}
 	w := s.c.w
-	if w.overloaded() {
+	if w.Overloaded() {
 		// Store, then look again: the writer drains, then reads starved.
 		s.c.starved.Store(true)
-		if w.overloaded() {
+		if w.Overloaded() {
 			return false
 		}
 	}
@@ -90,7 +90,7 @@ func (s *subscription) Deliver(q *broker.Queue, d queue.Delivery) {
 	}
 	m := d.Msg
 	msgID := "T_" + s.id + "@@" + c.session + "@@" + strconv.FormatUint(tag, 10)
-	b := c.w.lock()
+	b := c.w.Lock()
 	v := c.version
 	b = wire.AppendCommand(b, frame.MESSAGE)
 	b = wire.AppendHeader(b, frame.Subscription, s.id, v)
@@ -103,7 +103,7 @@ func (s *subscription) Deliver(q *broker.Queue, d queue.Delivery) {
 	b = appendProperties(b, &m.Properties, v)
 	b = wire.AppendHeader(b, frame.ContentLength, strconv.Itoa(len(m.Body)), v)
 	b = wire.AppendBody(b, m.Body)
-	c.w.unlock(b)
+	c.w.Unlock(b)
 	c.mu.Unlock()
 }
 
@@ -124,14 +124,14 @@ func (s *subscription) Cancelled(*broker.Queue) {
 		return
 	}
 	detail := "The server has canceled a subscription.\nNo more messages will be delivered for id='" + s.id + "'.\n"
-	b := c.w.lock()
+	b := c.w.Lock()
 	b = wire.AppendCommand(b, frame.ERROR)
 	b = wire.AppendHeader(b, "message", "Server cancelled subscription", c.version)
 	b = wire.AppendHeader(b, frame.Subscription, s.id, c.version)
 	b = wire.AppendHeader(b, frame.ContentType, "text/plain", c.version)
 	b = wire.AppendHeader(b, frame.ContentLength, strconv.Itoa(len(detail)), c.version)
 	b = wire.AppendBody(b, []byte(detail))
-	c.w.unlock(b)
+	c.w.Unlock(b)
 }
 
 // settle acks, requeues or discards deliveries, one Settle per queue.

@@ -76,11 +76,11 @@ func (q *receiptQueue) flush() {
 				detail: "A queue the message was routed to refused it (x-overflow reject-publish)"})
 		default:
 			c := q.c
-			b := c.w.lock()
+			b := c.w.Lock()
 			b = wire.AppendCommand(b, frame.RECEIPT)
 			b = wire.AppendHeader(b, frame.ReceiptId, r.id, c.version)
 			b = wire.AppendBody(b, nil)
-			c.w.unlock(b)
+			c.w.Unlock(b)
 		}
 		close(r.written)
 	}

@@ -1,0 +1,183 @@
+package framewriter
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+)
+
+// recorder is the peer's end of a socket: it records each read separately.
+type recorder struct {
+	mu    sync.Mutex
+	reads [][]byte
+	got   chan struct{}
+}
+
+func record(t *testing.T, c net.Conn) *recorder {
+	r := &recorder{got: make(chan struct{}, 1024)}
+	go func() {
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := c.Read(buf)
+			if n > 0 {
+				r.mu.Lock()
+				r.reads = append(r.reads, bytes.Clone(buf[:n]))
+				r.mu.Unlock()
+				r.got <- struct{}{}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return r
+}
+
+func (r *recorder) all() []byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return bytes.Join(r.reads, nil)
+}
+
+func (r *recorder) waitFor(t *testing.T, want string) {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for string(r.all()) != want {
+		select {
+		case <-r.got:
+		case <-deadline:
+			t.Fatalf("peer read %q, want %q", r.all(), want)
+		}
+	}
+}
+
+func appendFrame(w *Writer, s string) {
+	b := w.Lock()
+	w.Unlock(append(b, s...))
+}
+
+// Frames appended reach the peer in order; what is pending at Close is still written.
+func TestWritesInOrderAndDrainsOnClose(t *testing.T) {
+	a, b := net.Pipe()
+	defer b.Close()
+	r := record(t, b)
+	w := New(a, Options{})
+	go w.Run()
+	for _, s := range []string{"one ", "two ", "three "} {
+		appendFrame(w, s)
+	}
+	appendFrame(w, "four")
+	w.Close()
+	appendFrame(w, " dropped")
+	select {
+	case <-w.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("writer did not stop after Close")
+	}
+	r.waitFor(t, "one two three four")
+	if w.Err() != nil {
+		t.Fatal(w.Err())
+	}
+}
+
+// Framed mode writes each frame with its own call; an Unlock with nothing appended writes
+// nothing (no empty WebSocket message).
+func TestFramedWritesOneFramePerCall(t *testing.T) {
+	a, b := net.Pipe()
+	defer b.Close()
+	r := record(t, b)
+	w := New(a, Options{Framed: true})
+	// Append before the goroutine runs, so all three are pending together.
+	appendFrame(w, "A1")
+	w.Unlock(w.Lock())
+	appendFrame(w, "B22")
+	appendFrame(w, "C333")
+	go w.Run()
+	r.waitFor(t, "A1B22C333")
+	w.Close()
+	<-w.Done()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	want := []string{"A1", "B22", "C333"}
+	if len(r.reads) != len(want) {
+		t.Fatalf("reads %q, want one per frame %q", r.reads, want)
+	}
+	for i := range want {
+		if string(r.reads[i]) != want[i] {
+			t.Fatalf("read %d = %q, want %q", i, r.reads[i], want[i])
+		}
+	}
+}
+
+// Write silence longer than the heartbeat's silence brings heartbeat frames.
+func TestHeartbeatDuringSilence(t *testing.T) {
+	a, b := net.Pipe()
+	defer b.Close()
+	r := record(t, b)
+	w := New(a, Options{Heartbeat: func(b []byte) []byte { return append(b, '\n') }})
+	go w.Run()
+	defer func() { w.Close(); <-w.Done() }()
+	w.SetHeartbeat(5*time.Millisecond, 10*time.Millisecond)
+	r.waitFor(t, "\n\n\n")
+}
+
+// BeforeFlush runs before a write and may append what the write then carries.
+func TestBeforeFlushAppendsToTheSameWrite(t *testing.T) {
+	a, b := net.Pipe()
+	defer b.Close()
+	r := record(t, b)
+	var w *Writer
+	var once sync.Once
+	w = New(a, Options{BeforeFlush: func() {
+		once.Do(func() { appendFrame(w, "+ack") })
+	}})
+	appendFrame(w, "frame")
+	go w.Run()
+	r.waitFor(t, "frame+ack")
+	w.Close()
+	<-w.Done()
+}
+
+// Unwritten output above HighWater reports Overloaded; once written, OnDrain runs.
+func TestOverloadedUntilDrained(t *testing.T) {
+	a, b := net.Pipe()
+	defer b.Close()
+	drained := make(chan struct{}, 1)
+	w := New(a, Options{OnDrain: func() { drained <- struct{}{} }})
+	appendFrame(w, string(make([]byte, HighWater+1)))
+	if !w.Overloaded() {
+		t.Fatal("not overloaded with more than HighWater pending")
+	}
+	go w.Run()
+	go func() { _, _ = io.Copy(io.Discard, b) }()
+	select {
+	case <-drained:
+	case <-time.After(10 * time.Second):
+		t.Fatal("OnDrain did not run")
+	}
+	if w.Overloaded() {
+		t.Fatal("still overloaded after the write")
+	}
+	w.Close()
+	<-w.Done()
+}
+
+// A failed write records the error and closes the socket, so the reader side notices.
+func TestWriteErrorClosesTheSocket(t *testing.T) {
+	a, b := net.Pipe()
+	b.Close()
+	w := New(a, Options{})
+	go w.Run()
+	appendFrame(w, "x")
+	w.Close()
+	<-w.Done()
+	if w.Err() == nil {
+		t.Fatal("no error from a write to a closed peer")
+	}
+	if _, err := a.Read(make([]byte, 1)); err == nil {
+		t.Fatal("socket still open after a failed write")
+	}
+}
