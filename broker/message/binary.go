@@ -48,7 +48,7 @@ func AppendBinary(dst []byte, m *Message) ([]byte, error) {
 // values are copies. Malformed input gives an error wrapping ErrCorrupt, never a panic, and
 // allocates at most a small multiple of len(b).
 func DecodeBinary(b []byte) (*Message, []byte, error) {
-	r := binReader{b: b}
+	r := BinaryReader{b: b}
 	m := r.message()
 	if r.err != nil {
 		return nil, nil, r.err
@@ -76,52 +76,74 @@ func (w *binWriter) bool(v bool) {
 	}
 }
 
-type binReader struct {
+// BinaryReader reads the primitives of Parley's binary encodings (the message encoding here,
+// the queue snapshot built on it): uvarint and varint numbers, length-prefixed strings,
+// fixed-width big-endian values and embedded messages. It fails once: the first truncated or
+// corrupt field sets Err (wrapping ErrCorrupt) and every later read returns zero, so a decoder
+// reads straight through and checks Err at the end. Lengths are bounded by the bytes left, so
+// corrupt input cannot make a decoder allocate or loop without end.
+type BinaryReader struct {
 	b   []byte
 	err error
 }
 
-func (r *binReader) fail(what string) {
+// NewBinaryReader reads b, which it aliases: byte slices it returns (Raw) point into b.
+func NewBinaryReader(b []byte) *BinaryReader { return &BinaryReader{b: b} }
+
+// Err is the first failure, or nil.
+func (r *BinaryReader) Err() error { return r.err }
+
+// Len is how many bytes are left.
+func (r *BinaryReader) Len() int { return len(r.b) }
+
+// Message reads a message encoded by AppendBinary, with DecodeBinary's aliasing rules.
+func (r *BinaryReader) Message() *Message { return r.message() }
+
+// Fail records that what was truncated or corrupt (the first failure wins) and stops reading.
+func (r *BinaryReader) Fail(what string) {
 	if r.err == nil {
 		r.err = fmt.Errorf("%w: truncated or corrupt %s", ErrCorrupt, what)
 	}
 	r.b = nil
 }
 
-func (r *binReader) uint() uint64 {
+// Uint reads a uvarint.
+func (r *BinaryReader) Uint() uint64 {
 	v, n := binary.Uvarint(r.b)
 	if n <= 0 {
-		r.fail("number")
+		r.Fail("number")
 		return 0
 	}
 	r.b = r.b[n:]
 	return v
 }
 
-func (r *binReader) int() int64 {
+// Int reads a varint.
+func (r *BinaryReader) Int() int64 {
 	v, n := binary.Varint(r.b)
 	if n <= 0 {
-		r.fail("number")
+		r.Fail("number")
 		return 0
 	}
 	r.b = r.b[n:]
 	return v
 }
 
-// count reads a length and bounds it by the bytes left, so corrupt input cannot make the
+// Count reads a length and bounds it by the bytes left, so corrupt input cannot make the
 // decoder allocate or loop without end.
-func (r *binReader) count() int {
-	n := r.uint()
+func (r *BinaryReader) Count() int {
+	n := r.Uint()
 	if n > uint64(len(r.b)) {
-		r.fail("count")
+		r.Fail("count")
 		return 0
 	}
 	return int(n)
 }
 
-func (r *binReader) raw(n int) []byte {
+// Raw reads n bytes, aliasing the input.
+func (r *BinaryReader) Raw(n int) []byte {
 	if n > len(r.b) {
-		r.fail("string")
+		r.Fail("string")
 		return nil
 	}
 	v := r.b[:n:n]
@@ -129,27 +151,32 @@ func (r *binReader) raw(n int) []byte {
 	return v
 }
 
-func (r *binReader) str() string   { return string(r.raw(r.count())) }
-func (r *binReader) bytes() []byte { return slices.Clone(r.raw(r.count())) }
+// Str reads a length-prefixed string (a copy).
+func (r *BinaryReader) Str() string   { return string(r.Raw(r.Count())) }
+// Bytes reads a length-prefixed byte string (a copy).
+func (r *BinaryReader) Bytes() []byte { return slices.Clone(r.Raw(r.Count())) }
 
-func (r *binReader) u8() uint8 {
-	b := r.raw(1)
+// U8 reads one byte.
+func (r *BinaryReader) U8() uint8 {
+	b := r.Raw(1)
 	if b == nil {
 		return 0
 	}
 	return b[0]
 }
 
-func (r *binReader) u16() uint16 {
-	b := r.raw(2)
+// U16 reads a big-endian uint16.
+func (r *BinaryReader) U16() uint16 {
+	b := r.Raw(2)
 	if b == nil {
 		return 0
 	}
 	return binary.BigEndian.Uint16(b)
 }
 
-func (r *binReader) f64() float64 {
-	b := r.raw(8)
+// F64 reads a big-endian float64.
+func (r *BinaryReader) F64() float64 {
+	b := r.Raw(8)
 	if b == nil {
 		return 0
 	}
@@ -304,51 +331,51 @@ func decimalOf(v any) (Decimal, bool) {
 	return Decimal{Scale: uint8(rv.Field(0).Uint()), Value: int32(rv.Field(1).Int())}, true
 }
 
-func (r *binReader) message() *Message {
-	m := &Message{Exchange: r.str(), RoutingKey: r.str()}
+func (r *BinaryReader) message() *Message {
+	m := &Message{Exchange: r.Str(), RoutingKey: r.Str()}
 	p := &m.Properties
-	p.Flags = r.u16()
+	p.Flags = r.U16()
 	if p.Flags&FlagContentType != 0 {
-		p.ContentType = r.str()
+		p.ContentType = r.Str()
 	}
 	if p.Flags&FlagContentEncoding != 0 {
-		p.ContentEncoding = r.str()
+		p.ContentEncoding = r.Str()
 	}
 	if p.Flags&FlagHeaders != 0 {
 		p.Headers = r.table(0)
 	}
 	if p.Flags&FlagDeliveryMode != 0 {
-		p.DeliveryMode = r.u8()
+		p.DeliveryMode = r.U8()
 	}
 	if p.Flags&FlagPriority != 0 {
-		p.Priority = r.u8()
+		p.Priority = r.U8()
 	}
 	if p.Flags&FlagCorrelationID != 0 {
-		p.CorrelationID = r.str()
+		p.CorrelationID = r.Str()
 	}
 	if p.Flags&FlagReplyTo != 0 {
-		p.ReplyTo = r.str()
+		p.ReplyTo = r.Str()
 	}
 	if p.Flags&FlagExpiration != 0 {
-		p.Expiration = r.str()
+		p.Expiration = r.Str()
 	}
 	if p.Flags&FlagMessageID != 0 {
-		p.MessageID = r.str()
+		p.MessageID = r.Str()
 	}
 	if p.Flags&FlagTimestamp != 0 {
-		p.Timestamp = r.int()
+		p.Timestamp = r.Int()
 	}
 	if p.Flags&FlagType != 0 {
-		p.Type = r.str()
+		p.Type = r.Str()
 	}
 	if p.Flags&FlagUserID != 0 {
-		p.UserID = r.str()
+		p.UserID = r.Str()
 	}
 	if p.Flags&FlagAppID != 0 {
-		p.AppID = r.str()
+		p.AppID = r.Str()
 	}
-	if n := r.count(); n > 0 {
-		m.Body = r.raw(n)
+	if n := r.Count(); n > 0 {
+		m.Body = r.Raw(n)
 	}
 	return m
 }
@@ -360,63 +387,63 @@ const maxDepth = 64
 // is bounded only by the bytes left, and every nesting level could claim it again.
 const maxPresize = 64
 
-func (r *binReader) table(depth int) Table {
-	n := r.count()
+func (r *BinaryReader) table(depth int) Table {
+	n := r.Count()
 	t := make(Table, min(n, maxPresize))
 	for ; n > 0 && r.err == nil; n-- {
-		k := r.str()
+		k := r.Str()
 		t[k] = r.value(depth + 1)
 	}
 	return t
 }
 
-func (r *binReader) value(depth int) any {
+func (r *BinaryReader) value(depth int) any {
 	if depth > maxDepth {
-		r.fail("nesting")
+		r.Fail("nesting")
 		return nil
 	}
-	switch tag := r.u8(); tag {
+	switch tag := r.U8(); tag {
 	case 't':
-		return r.u8() != 0
+		return r.U8() != 0
 	case 'b':
-		return int8(r.int())
+		return int8(r.Int())
 	case 'B':
-		return uint8(r.uint())
+		return uint8(r.Uint())
 	case 's':
-		return int16(r.int())
+		return int16(r.Int())
 	case 'u':
-		return uint16(r.uint())
+		return uint16(r.Uint())
 	case 'I':
-		return int32(r.int())
+		return int32(r.Int())
 	case 'i':
-		return uint32(r.uint())
+		return uint32(r.Uint())
 	case 'l':
-		return r.int()
+		return r.Int()
 	case 'f':
-		return float32(r.f64())
+		return float32(r.F64())
 	case 'd':
-		return r.f64()
+		return r.F64()
 	case 'S':
-		return r.str()
+		return r.Str()
 	case 'x':
-		return r.bytes()
+		return r.Bytes()
 	case 'A':
-		n := r.count()
+		n := r.Count()
 		a := make([]any, 0, min(n, maxPresize))
 		for ; n > 0 && r.err == nil; n-- {
 			a = append(a, r.value(depth+1))
 		}
 		return a
 	case 'D':
-		return Decimal{Scale: r.u8(), Value: int32(r.int())}
+		return Decimal{Scale: r.U8(), Value: int32(r.Int())}
 	case 'T':
-		return time.Unix(r.int(), 0).UTC()
+		return time.Unix(r.Int(), 0).UTC()
 	case 'F':
 		return r.table(depth)
 	case 'V':
 		return nil
 	default:
-		r.fail("value type")
+		r.Fail("value type")
 		return nil
 	}
 }

@@ -111,15 +111,15 @@ func (q *Queue) restore(data []byte) error {
 	if len(data) < len(snapshotMagic) || string(data[:len(snapshotMagic)]) != string(snapshotMagic) {
 		return errors.New("not a version 2 queue snapshot")
 	}
-	r := &snapReader{b: data[len(snapshotMagic):]}
-	q.nextSeq = r.uint()
-	q.nextID = DeliveryID(r.uint())
+	r := snapReader{message.NewBinaryReader(data[len(snapshotMagic):])}
+	q.nextSeq = r.Uint()
+	q.nextID = DeliveryID(r.Uint())
 	byID := map[ConsumerID]*consumer{}
-	for n := r.count(); n > 0 && r.err == nil; n-- {
-		spec := ConsumerSpec{ID: ConsumerID(r.uint()), Prefetch: uint32(r.uint())}
-		f := r.uint()
+	for n := r.Count(); n > 0 && r.Err() == nil; n-- {
+		spec := ConsumerSpec{ID: ConsumerID(r.Uint()), Prefetch: uint32(r.Uint())}
+		f := r.Uint()
 		spec.NoAck, spec.Exclusive = f&1 != 0, f&2 != 0
-		spec.Priority = int32(r.int())
+		spec.Priority = int32(r.Int())
 		c := &consumer{spec: spec}
 		if byID[spec.ID] != nil || spec.ID == 0 {
 			return errors.New("duplicate consumer")
@@ -128,13 +128,13 @@ func (q *Queue) restore(data []byte) error {
 		q.consumers = append(q.consumers, c)
 	}
 	placed := 0
-	for n := r.count(); n > 0 && r.err == nil; n-- {
-		g := group{prio: int32(r.int()), next: int(r.uint())}
+	for n := r.Count(); n > 0 && r.Err() == nil; n-- {
+		g := group{prio: int32(r.Int()), next: int(r.Uint())}
 		if len(q.groups) > 0 && q.groups[len(q.groups)-1].prio <= g.prio {
 			return errors.New("consumer groups out of order")
 		}
-		for m := r.count(); m > 0 && r.err == nil; m-- {
-			c := byID[ConsumerID(r.uint())]
+		for m := r.Count(); m > 0 && r.Err() == nil; m-- {
+			c := byID[ConsumerID(r.Uint())]
 			if c == nil || c.spec.Priority != g.prio || c.skip != 0 {
 				return errors.New("bad consumer group member")
 			}
@@ -150,23 +150,23 @@ func (q *Queue) restore(data []byte) error {
 		}
 		q.groups = append(q.groups, g)
 	}
-	if r.err == nil && placed != len(q.consumers) {
+	if r.Err() == nil && placed != len(q.consumers) {
 		return errors.New("consumer missing from its group")
 	}
 	for _, c := range q.consumers {
 		c.skip = 0
 	}
-	for n := r.count(); n > 0 && r.err == nil; n-- {
-		r.uint() // level: each entry carries its own
-		for m := r.count(); m > 0 && r.err == nil; m-- {
+	for n := r.Count(); n > 0 && r.Err() == nil; n-- {
+		r.Uint() // level: each entry carries its own
+		for m := r.Count(); m > 0 && r.Err() == nil; m-- {
 			e := r.entry()
 			e.prio = min(e.prio, q.cfg.MaxPriority)
 			q.pushReadyOrdered(e)
 		}
 	}
-	for n := r.count(); n > 0 && r.err == nil; n-- {
-		id := DeliveryID(r.uint())
-		cid := ConsumerID(r.uint())
+	for n := r.Count(); n > 0 && r.Err() == nil; n-- {
+		id := DeliveryID(r.Uint())
+		cid := ConsumerID(r.Uint())
 		e := r.entry()
 		e.prio = min(e.prio, q.cfg.MaxPriority)
 		var c *consumer
@@ -187,13 +187,13 @@ func (q *Queue) restore(data []byte) error {
 			c.unacked++
 		}
 	}
-	if r.err != nil {
-		return r.err
+	if r.Err() != nil {
+		return r.Err()
 	}
 	if q.pend.len() > 0 && q.pend.back().id >= q.nextID {
 		return errors.New("delivery id counter behind its deliveries")
 	}
-	if len(r.b) != 0 {
+	if r.Len() != 0 {
 		return errors.New("trailing bytes")
 	}
 	return nil
@@ -242,90 +242,31 @@ func (w *snapWriter) entry(e *entry) {
 	}
 }
 
-type snapReader struct {
-	b   []byte
-	err error
-}
-
-func (r *snapReader) fail(what string) {
-	if r.err == nil {
-		r.err = fmt.Errorf("truncated or corrupt %s", what)
-	}
-	r.b = nil
-}
-
-func (r *snapReader) uint() uint64 {
-	v, n := binary.Uvarint(r.b)
-	if n <= 0 {
-		r.fail("number")
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
-}
-
-func (r *snapReader) int() int64 {
-	v, n := binary.Varint(r.b)
-	if n <= 0 {
-		r.fail("number")
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
-}
-
-// count reads a length and bounds it by the bytes left, so a corrupt snapshot cannot make
-// Restore allocate or loop without end.
-func (r *snapReader) count() int {
-	n := r.uint()
-	if n > uint64(len(r.b)) {
-		r.fail("count")
-		return 0
-	}
-	return int(n)
-}
-
-func (r *snapReader) raw(n int) []byte {
-	if n > len(r.b) {
-		r.fail("string")
-		return nil
-	}
-	v := r.b[:n:n]
-	r.b = r.b[n:]
-	return v
-}
-
-func (r *snapReader) u8() uint8 {
-	b := r.raw(1)
-	if b == nil {
-		return 0
-	}
-	return b[0]
-}
+// snapReader reads a snapshot: message's binary primitives plus the queue's entries.
+type snapReader struct{ *message.BinaryReader }
 
 func (r *snapReader) entry() entry {
 	// A corrupt entry still gets a message, so restore can finish its pass before failing.
-	e := entry{seq: r.uint(), expiry: r.int(), prio: r.u8()}
-	flags := r.u8()
+	e := entry{seq: r.Uint(), expiry: r.Int(), prio: r.U8()}
+	flags := r.U8()
 	e.delivered = flags&1 != 0
-	e.ref = r.uint()
-	size := r.uint()
+	e.ref = r.Uint()
+	size := r.Uint()
 	e.size = uint32(size)
 	if size > 1<<32-1 || flags&^3 != 0 || (flags&2 != 0 && e.ref == 0) {
-		r.fail("entry")
+		r.Fail("entry")
 	}
-	if r.err != nil || flags&2 != 0 {
+	if r.Err() != nil || flags&2 != 0 {
 		return e
 	}
-	m, rest, err := message.DecodeBinary(r.b)
-	if err != nil {
-		r.fail("message")
+	m := r.Message()
+	if r.Err() != nil {
 		return e
 	}
 	if m.Size() != int(size) {
-		r.fail("message size")
+		r.Fail("message size")
 		return e
 	}
-	e.msg, r.b = m, rest
+	e.msg = m
 	return e
 }
