@@ -152,7 +152,8 @@ func (r *BinaryReader) Raw(n int) []byte {
 }
 
 // Str reads a length-prefixed string (a copy).
-func (r *BinaryReader) Str() string   { return string(r.Raw(r.Count())) }
+func (r *BinaryReader) Str() string { return string(r.Raw(r.Count())) }
+
 // Bytes reads a length-prefixed byte string (a copy).
 func (r *BinaryReader) Bytes() []byte { return slices.Clone(r.Raw(r.Count())) }
 
