@@ -25,13 +25,10 @@ type Server struct {
 	serverProps map[string]any
 
 	mu        sync.Mutex
-	conns     map[*conn]struct{}
-	listeners map[net.Listener]struct{}
-	closed    bool
+	reg       accept.Registry[*conn]
 	blocked   bool
 	reason    string
 	unblocked chan struct{} // closed while not blocked; replaced when a block starts
-	wg        sync.WaitGroup
 }
 
 // NewServer builds a server. log must not be nil.
@@ -46,8 +43,6 @@ func NewServer(cfg Config, b *broker.Broker, users *auth.Store, log *zap.Logger)
 		b:         b,
 		users:     users,
 		log:       log,
-		conns:     map[*conn]struct{}{},
-		listeners: map[net.Listener]struct{}{},
 		unblocked: make(chan struct{}),
 	}
 	close(s.unblocked)
@@ -81,41 +76,15 @@ func (s *Server) serverProperties() map[string]any {
 
 // Serve accepts connections on ln until ln is closed (or the server is), then returns nil.
 func (s *Server) Serve(ln net.Listener) error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return nil
-	}
-	s.listeners[ln] = struct{}{}
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.listeners, ln)
-		s.mu.Unlock()
-	}()
-	return accept.Loop(ln, s.log, s.isClosed, func(nc net.Conn) {
+	return s.reg.Serve(ln, s.log, func(nc net.Conn) {
 		c := newConn(s, nc)
-		s.mu.Lock()
-		if s.closed {
-			s.mu.Unlock()
+		if !s.reg.Add(c) {
 			_ = nc.Close()
 			return
 		}
-		s.conns[c] = struct{}{}
-		s.wg.Add(1)
-		s.mu.Unlock()
-		defer s.wg.Done()
+		defer s.reg.Done(c)
 		c.serve()
-		s.mu.Lock()
-		delete(s.conns, c)
-		s.mu.Unlock()
 	})
-}
-
-func (s *Server) isClosed() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.closed
 }
 
 // shutdownWait bounds how long Close waits for clients to answer connection.close.
@@ -124,30 +93,16 @@ const shutdownWait = 5 * time.Second
 // Close stops accepting, sends connection.close 320 CONNECTION_FORCED to every client (as
 // RabbitMQ does when it stops), waits a bounded time for their close-ok, then drops them.
 func (s *Server) Close() {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	conns, first := s.reg.Close()
+	if !first {
 		return
 	}
-	s.closed = true
-	for ln := range s.listeners {
-		_ = ln.Close()
-	}
-	conns := make([]*conn, 0, len(s.conns))
-	for c := range s.conns {
-		conns = append(conns, c)
-	}
-	s.mu.Unlock()
 	// RabbitMQ: rabbit_networking:close_connections/2 with reason "shutdown".
 	forced := newError(connectionForced, "broker forced connection closure with reason 'shutdown'")
 	for _, c := range conns {
 		c.forceClose(forced, shutdownWait)
 	}
-	done := make(chan struct{})
-	go func() { s.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(shutdownWait + time.Second):
+	if !s.reg.Wait(shutdownWait + time.Second) {
 		s.log.Warn("connections still open after shutdown wait; abandoning them")
 	}
 }
@@ -167,12 +122,8 @@ func (s *Server) SetBlocked(reason string, blocked bool) {
 	} else {
 		close(s.unblocked)
 	}
-	conns := make([]*conn, 0, len(s.conns))
-	for c := range s.conns {
-		conns = append(conns, c)
-	}
 	s.mu.Unlock()
-	for _, c := range conns {
+	for _, c := range s.reg.Conns() {
 		c.notifyBlocked(reason, blocked)
 	}
 }

@@ -19,11 +19,8 @@ type Server struct {
 	users *auth.Store
 	log   *zap.Logger
 
-	mu        sync.Mutex
-	conns     map[*conn]struct{}
-	listeners map[net.Listener]struct{}
-	closed    bool
-	wg        sync.WaitGroup
+	mu  sync.Mutex
+	reg accept.Registry[*conn]
 
 	blocked   bool
 	unblocked chan struct{} // closed while not blocked; replaced when a block starts
@@ -36,8 +33,6 @@ func NewServer(cfg Config, b *broker.Broker, users *auth.Store, log *zap.Logger)
 		b:         b,
 		users:     users,
 		log:       log,
-		conns:     map[*conn]struct{}{},
-		listeners: map[net.Listener]struct{}{},
 		unblocked: make(chan struct{}),
 	}
 	close(s.unblocked)
@@ -73,19 +68,7 @@ func (s *Server) unblockedChan() <-chan struct{} {
 
 // Serve accepts connections on ln until ln is closed (or the server is), then returns nil.
 func (s *Server) Serve(ln net.Listener) error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return nil
-	}
-	s.listeners[ln] = struct{}{}
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.listeners, ln)
-		s.mu.Unlock()
-	}()
-	return accept.Loop(ln, s.log, s.isClosed, func(nc net.Conn) { _ = s.ServeConn(nc, false) })
+	return s.reg.Serve(ln, s.log, func(nc net.Conn) { _ = s.ServeConn(nc, false) })
 }
 
 // ServeConn serves one STOMP connection on the calling goroutine until it ends, then closes
@@ -93,29 +76,13 @@ func (s *Server) Serve(ln net.Listener) error {
 // WebSocket each write is one message, and STOMP over WebSocket wants one frame per message.
 func (s *Server) ServeConn(nc net.Conn, framed bool) error {
 	c := newConn(s, nc, framed)
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	if !s.reg.Add(c) {
 		_ = nc.Close()
 		return nil
 	}
-	s.conns[c] = struct{}{}
-	s.wg.Add(1)
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.conns, c)
-		s.mu.Unlock()
-		s.wg.Done()
-	}()
+	defer s.reg.Done(c)
 	c.serve()
 	return nil
-}
-
-func (s *Server) isClosed() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.closed
 }
 
 // shutdownWait bounds how long Close waits for connections to end.
@@ -124,29 +91,15 @@ const shutdownWait = 5 * time.Second
 // Close stops accepting, sends every client an ERROR frame saying the broker is shutting
 // down, and closes their connections.
 func (s *Server) Close() {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	conns, first := s.reg.Close()
+	if !first {
 		return
 	}
-	s.closed = true
-	for ln := range s.listeners {
-		_ = ln.Close()
-	}
-	conns := make([]*conn, 0, len(s.conns))
-	for c := range s.conns {
-		conns = append(conns, c)
-	}
-	s.mu.Unlock()
 	for _, c := range conns {
 		// RabbitMQ's STOMP reader on shutdown: amqp_death with CONNECTION_FORCED.
 		c.fail(&stompError{msg: "connection_forced", detail: "broker forced connection closure with reason 'shutdown'"})
 	}
-	done := make(chan struct{})
-	go func() { s.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(shutdownWait):
+	if !s.reg.Wait(shutdownWait) {
 		s.log.Warn("STOMP connections still open after shutdown wait; abandoning them")
 	}
 }
