@@ -218,6 +218,25 @@ func (q *Queue) Cancel(id queue.ConsumerID) {
 	}
 }
 
+// SettleByQueue settles the deliveries of several queues with one Settle call per queue, each
+// queue's ids in the order given; of names an item's queue and delivery. It reorders items.
+func SettleByQueue[T any](items []T, o queue.Outcome, of func(T) (*Queue, queue.DeliveryID)) {
+	for len(items) > 0 {
+		q, _ := of(items[0])
+		ids := make([]queue.DeliveryID, 0, len(items))
+		rest := items[:0]
+		for _, it := range items {
+			if iq, id := of(it); iq == q {
+				ids = append(ids, id)
+			} else {
+				rest = append(rest, it)
+			}
+		}
+		q.Settle(ids, o)
+		items = rest
+	}
+}
+
 // Settle acks, requeues or discards deliveries. Settling on a deleted queue does nothing.
 func (q *Queue) Settle(ids []queue.DeliveryID, o queue.Outcome) {
 	q.send(command{kind: cmdSettle, ids: ids, outcome: o})

@@ -205,20 +205,7 @@ func (ch *channel) shutdown() {
 
 // settleGrouped settles deliveries with one Settle call per queue, in delivery order.
 func settleGrouped(ps []pendingAck, o queue.Outcome) {
-	for len(ps) > 0 {
-		q := ps[0].q
-		ids := make([]queue.DeliveryID, 0, len(ps))
-		rest := ps[:0]
-		for _, p := range ps {
-			if p.q == q {
-				ids = append(ids, p.id)
-			} else {
-				rest = append(rest, p)
-			}
-		}
-		q.Settle(ids, o)
-		ps = rest
-	}
+	broker.SettleByQueue(ps, o, func(p pendingAck) (*broker.Queue, queue.DeliveryID) { return p.q, p.id })
 }
 
 // method dispatches a method (not content) on an open channel.

@@ -134,22 +134,9 @@ func (s *subscription) Cancelled(*broker.Queue) {
 	c.w.Unlock(b)
 }
 
-// settle acks, requeues or discards deliveries, one Settle per queue.
+// settle settles deliveries with one Settle call per queue, in delivery order.
 func settle(ps []pendingAck, o queue.Outcome) {
-	for len(ps) > 0 {
-		q := ps[0].q
-		ids := make([]queue.DeliveryID, 0, len(ps))
-		rest := ps[:0]
-		for _, p := range ps {
-			if p.q == q {
-				ids = append(ids, p.id)
-			} else {
-				rest = append(rest, p)
-			}
-		}
-		q.Settle(ids, o)
-		ps = rest
-	}
+	broker.SettleByQueue(ps, o, func(p pendingAck) (*broker.Queue, queue.DeliveryID) { return p.q, p.id })
 }
 
 // requeue gives unacknowledged deliveries back to their queues (connection closed).
