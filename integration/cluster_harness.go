@@ -29,6 +29,7 @@ type ClusterStatus struct {
 	Groups         []struct {
 		ID      uint64            `json:"id"`
 		Leader  uint64            `json:"leader"`
+		Term    uint64            `json:"term"`
 		Commit  uint64            `json:"commit"`
 		Applied uint64            `json:"applied"`
 		Parked  bool              `json:"parked"`
@@ -108,4 +109,62 @@ func WaitServing(t testing.TB, nodes []*Node) *Node {
 	}
 	t.Fatal("no node of the cluster serves within 60s")
 	return nil
+}
+
+// WaitConverged waits (bounded by within) until every node in nodes reports the same groups,
+// each with the same leader, term and commit index on every node, applied as far as it is
+// committed: the nodes' data has converged. It fails the test with the last statuses if not.
+func WaitConverged(t testing.TB, nodes []*Node, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	var last string
+	for {
+		why := converged(nodes)
+		if why == "" {
+			return
+		}
+		last = why
+		if time.Now().After(deadline) {
+			t.Fatalf("the nodes' data did not converge within %v: %s", within, last)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// converged returns "" when the nodes agree (see WaitConverged), else what differs.
+func converged(nodes []*Node) string {
+	type key struct{ leader, term, commit uint64 }
+	var ref map[uint64]key
+	var refID int
+	for _, n := range nodes {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		st, err := n.Status(ctx)
+		cancel()
+		if err != nil {
+			return fmt.Sprintf("node %d: %v", n.ID, err)
+		}
+		groups := map[uint64]key{}
+		for _, g := range st.Groups {
+			if g.Applied < g.Commit {
+				return fmt.Sprintf("node %d group %d: applied %d < commit %d", n.ID, g.ID, g.Applied, g.Commit)
+			}
+			if g.Leader == 0 {
+				return fmt.Sprintf("node %d group %d: no leader", n.ID, g.ID)
+			}
+			groups[g.ID] = key{g.Leader, g.Term, g.Commit}
+		}
+		if ref == nil {
+			ref, refID = groups, n.ID
+			continue
+		}
+		if len(groups) != len(ref) {
+			return fmt.Sprintf("node %d has %d groups, node %d has %d", n.ID, len(groups), refID, len(ref))
+		}
+		for id, k := range ref {
+			if groups[id] != k {
+				return fmt.Sprintf("group %d: node %d has (leader, term, commit) %v, node %d has %v", id, refID, k, n.ID, groups[id])
+			}
+		}
+	}
+	return ""
 }

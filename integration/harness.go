@@ -22,6 +22,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -53,6 +54,9 @@ type Server struct {
 	dataDir string
 	logPath string
 	args    []string
+	// wrap runs the binary through another command (ip netns exec NS), which must exec it, so
+	// the process the test signals is parley itself.
+	wrap []string
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -181,8 +185,9 @@ func (s *Server) start() error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(lf, "=== %s %s\n", s.binary, strings.Join(s.commandArgs(), " "))
-	cmd := exec.Command(s.binary, s.commandArgs()...)
+	fmt.Fprintf(lf, "=== %s %s %s\n", strings.Join(s.wrap, " "), s.binary, strings.Join(s.commandArgs(), " "))
+	argv := append(append(slices.Clone(s.wrap), s.binary), s.commandArgs()...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout = lf
 	cmd.Stderr = lf
 	// The process must not pick up a developer's PARLEY_* settings (config file, listeners).

@@ -2,7 +2,8 @@
 # Installs what the tests need on a Debian machine, idempotently: python3-pika and python3-stomp
 # and python3-paho-mqtt (for integration/python), amqp-tools (rabbitmq-c's command-line tools),
 # mosquitto-clients (mosquitto_pub, mosquitto_sub), chromium (the browser tests), mosquitto
-# (cmd/parley-bench runs its MQTT mode against a private one), nodejs and npm when no node is on
+# (cmd/parley-bench runs its MQTT mode against a private one), iproute2 (ip netns: the cluster
+# partition tests run each node in its own network namespace), nodejs and npm when no node is on
 # the PATH, and the npm packages of integration/node and integration/browser from their
 # package-lock.json.
 # Runs as root without a terminal (CI); as another user it uses sudo when it must install.
@@ -12,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pkg in python3-pika python3-stomp python3-paho-mqtt amqp-tools mosquitto-clients mosquitto chromium; do
+for pkg in python3-pika python3-stomp python3-paho-mqtt amqp-tools mosquitto-clients mosquitto chromium iproute2; do
 	if ! dpkg -s "$pkg" >/dev/null 2>&1; then
 		need+=("$pkg")
 	fi

@@ -1,0 +1,200 @@
+package integration
+
+import (
+	"context"
+	"strconv"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// TestClusterNetnsPartitionServingNode runs three nodes in network namespaces and cuts the
+// serving node off from the two others by dropping its packets (no connection is closed: the
+// nodes find out from silence). A client connected to the cut-off node keeps publishing: none
+// of those publishes may be confirmed (the node has no majority), the client is blocked or gets
+// an error. The majority elects a new serving node and confirms publishes made through both of
+// its nodes (one of them forwards over the same network). After healing, the three nodes'
+// groups converge (same leader, term and commit, all applied), every confirmed message is in
+// the queue, nothing unpublished is, and duplicates carry the redelivered flag.
+func TestClusterNetnsPartitionServingNode(t *testing.T) {
+	c := StartNetnsCluster(t, 3)
+	nodes := c.Nodes
+	q := Name(t, "netns-partition")
+	confirmed := map[string]bool{}
+	published := map[string]bool{}
+	publish := func(n *Node, prefix string, count int) {
+		t.Helper()
+		conn := dialRetry(t, n)
+		defer conn.Close()
+		ch := channel(t, conn)
+		if _, err := ch.QueueDeclare(q, true, false, false, false, nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := ch.Confirm(false); err != nil {
+			t.Fatal(err)
+		}
+		ctx := ctxTimeout(t)
+		for i := range count {
+			body := prefix + strconv.Itoa(i)
+			published[body] = true
+			dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, "", q, false, false,
+				amqp.Publishing{DeliveryMode: amqp.Persistent, Body: []byte(body)})
+			if err != nil {
+				t.Fatalf("publish %s through node %d: %v", body, n.ID, err)
+			}
+			if ok, err := dc.WaitContext(ctx); err != nil || !ok {
+				t.Fatalf("confirm %s through node %d: %v %v", body, n.ID, ok, err)
+			}
+			confirmed[body] = true
+		}
+	}
+	old := WaitServing(t, nodes)
+	publish(old, "before-", 100)
+
+	// A client of the serving node, connected before the cut, keeps publishing through it.
+	oc := dialRetry(t, old)
+	och := channel(t, oc)
+	if err := och.Confirm(false); err != nil {
+		t.Fatal(err)
+	}
+	acks := och.NotifyPublish(make(chan amqp.Confirmation, 1024))
+	closed := oc.NotifyClose(make(chan *amqp.Error, 1))
+	c.Isolate(old.ID, true)
+	cutAt := time.Now()
+	var minoritySent int
+	var minorityErr error
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
+	for ctx.Err() == nil && minoritySent < 200 {
+		body := "minority-" + strconv.Itoa(minoritySent)
+		published[body] = true
+		if minorityErr = och.PublishWithContext(ctx, "", q, false, false,
+			amqp.Publishing{DeliveryMode: amqp.Persistent, Body: []byte(body)}); minorityErr != nil {
+			break
+		}
+		minoritySent++
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	// Every publish above came after the cut: a confirm for any of them, however late, would be
+	// a write the majority never saw. Watch until the node drops the connection (it stops
+	// serving) or a while after.
+	var minorityAcked, minorityNacked int
+	watch := time.After(20 * time.Second)
+watching:
+	for {
+		select {
+		case cf, ok := <-acks:
+			if !ok {
+				break watching
+			}
+			if cf.Ack {
+				minorityAcked++
+			} else {
+				minorityNacked++
+			}
+		case e := <-closed:
+			t.Logf("the cut-off node closed the publisher's connection: %v", e)
+			break watching
+		case <-watch:
+			break watching
+		}
+	}
+	oc.Close()
+	if minorityAcked > 0 {
+		t.Errorf("the cut-off node %d confirmed %d of %d publishes made after the cut", old.ID, minorityAcked, minoritySent)
+	}
+	t.Logf("minority: %d publishes after the cut, %d confirmed, %d nacked, publish error %v", minoritySent, minorityAcked, minorityNacked, minorityErr)
+
+	var rest []*Node
+	for _, n := range nodes {
+		if n != old {
+			rest = append(rest, n)
+		}
+	}
+	next := WaitServing(t, rest)
+	t.Logf("node %d cut off; node %d serves %v after the cut", old.ID, next.ID, time.Since(cutAt).Round(time.Millisecond))
+	for _, n := range rest {
+		publish(n, "majority-via-"+strconv.Itoa(n.ID)+"-", 50)
+	}
+
+	// The cut-off node stops serving on its own.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		sctx, scancel := context.WithTimeout(context.Background(), 2*time.Second)
+		st, err := old.Status(sctx)
+		scancel()
+		if err == nil && !st.Serving {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("cut-off node %d still serves: %+v %v", old.ID, st, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	c.Isolate(old.ID, false)
+	WaitConverged(t, nodes, 60*time.Second)
+
+	got := drainQueue(t, old, q)
+	for b := range got {
+		if !published[b] {
+			t.Errorf("message %q was never published", b)
+		}
+	}
+	for b := range confirmed {
+		if got[b] == 0 {
+			t.Errorf("confirmed message %s lost", b)
+		}
+	}
+	if len(confirmed) < 200 {
+		t.Fatalf("only %d messages confirmed: the test proved little", len(confirmed))
+	}
+	WaitConverged(t, nodes, 60*time.Second)
+}
+
+// drainQueue gets every message of q through node n (retrying the connection while the
+// cluster settles), acking each, and returns how often each body came. A body that comes twice
+// must carry the redelivered flag the second time.
+func drainQueue(t testing.TB, n *Node, q string) map[string]int {
+	t.Helper()
+	got := map[string]int{}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if time.Now().After(deadline) {
+			t.Fatalf("draining %s through node %d: no clean pass within 60s", q, n.ID)
+		}
+		c := dialRetry(t, n)
+		ch, err := c.Channel()
+		if err != nil {
+			c.Close()
+			continue
+		}
+		done := false
+		for {
+			d, ok, err := ch.Get(q, false)
+			if err != nil {
+				t.Logf("draining through node %d: %v; again", n.ID, err)
+				break
+			}
+			if !ok {
+				done = true
+				break
+			}
+			b := string(d.Body)
+			got[b]++
+			if got[b] > 1 && !d.Redelivered {
+				t.Errorf("message %s delivered again without the redelivered flag", b)
+			}
+			if err := d.Ack(false); err != nil {
+				t.Logf("ack through node %d: %v; again", n.ID, err)
+				break
+			}
+		}
+		c.Close()
+		if done {
+			return got
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
