@@ -19,6 +19,8 @@ type Node struct {
 	ID int
 	// HTTPAddr serves GET /api/cluster/status.
 	HTTPAddr string
+	// MQTTAddr is the node's MQTT listener.
+	MQTTAddr string
 }
 
 // ClusterStatus is the part of GET /api/cluster/status the tests read.
@@ -38,7 +40,7 @@ type ClusterStatus struct {
 }
 
 // StartCluster starts n parley processes on loopback forming one cluster (each with its own
-// data directory, AMQP, HTTP and cluster ports) and waits until one of them serves.
+// data directory, AMQP, MQTT, HTTP and cluster ports) and waits until one of them serves.
 func StartCluster(t testing.TB, n int) []*Node {
 	t.Helper()
 	if ExternalURL() != "" {
@@ -46,6 +48,7 @@ func StartCluster(t testing.TB, n int) []*Node {
 	}
 	clusterPorts := make([]int, n)
 	httpPorts := make([]int, n)
+	mqttPorts := make([]int, n)
 	var peers []string
 	for i := range n {
 		var err error
@@ -55,17 +58,22 @@ func StartCluster(t testing.TB, n int) []*Node {
 		if httpPorts[i], err = freePort(); err != nil {
 			t.Fatal(err)
 		}
+		if mqttPorts[i], err = freePort(); err != nil {
+			t.Fatal(err)
+		}
 		peers = append(peers, fmt.Sprintf("%d=127.0.0.1:%d", i+1, clusterPorts[i]))
 	}
 	nodes := make([]*Node, n)
 	for i := range n {
 		httpAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(httpPorts[i]))
+		mqttAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(mqttPorts[i]))
 		s := StartParley(t,
 			"--node-id", fmt.Sprintf("parley-%d", i+1),
 			"--cluster", net.JoinHostPort("127.0.0.1", strconv.Itoa(clusterPorts[i])),
 			"--peers", strings.Join(peers, ","),
-			"--http", httpAddr)
-		nodes[i] = &Node{Server: s, ID: i + 1, HTTPAddr: httpAddr}
+			"--http", httpAddr,
+			"--mqtt", mqttAddr)
+		nodes[i] = &Node{Server: s, ID: i + 1, HTTPAddr: httpAddr, MQTTAddr: mqttAddr}
 	}
 	WaitServing(t, nodes)
 	return nodes

@@ -159,6 +159,19 @@ watching:
 func drainQueue(t testing.TB, n *Node, q string) map[string]int {
 	t.Helper()
 	got := map[string]int{}
+	drainQueueFunc(t, n, q, func(body []byte, redelivered bool) {
+		b := string(body)
+		got[b]++
+		if got[b] > 1 && !redelivered {
+			t.Errorf("message %s delivered again without the redelivered flag", b)
+		}
+	})
+	return got
+}
+
+// drainQueueFunc is drainQueue handing each delivery to f.
+func drainQueueFunc(t testing.TB, n *Node, q string, f func(body []byte, redelivered bool)) {
+	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		if time.Now().After(deadline) {
@@ -181,11 +194,7 @@ func drainQueue(t testing.TB, n *Node, q string) map[string]int {
 				done = true
 				break
 			}
-			b := string(d.Body)
-			got[b]++
-			if got[b] > 1 && !d.Redelivered {
-				t.Errorf("message %s delivered again without the redelivered flag", b)
-			}
+			f(d.Body, d.Redelivered)
 			if err := d.Ack(false); err != nil {
 				t.Logf("ack through node %d: %v; again", n.ID, err)
 				break
@@ -193,7 +202,7 @@ func drainQueue(t testing.TB, n *Node, q string) map[string]int {
 		}
 		c.Close()
 		if done {
-			return got
+			return
 		}
 		time.Sleep(200 * time.Millisecond)
 	}

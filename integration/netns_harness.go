@@ -65,8 +65,6 @@ const netnsConfig = `users:
 // NetnsCluster is a cluster of parley processes, each in its own network namespace.
 type NetnsCluster struct {
 	Nodes []*Node
-	// MQTTAddrs are the nodes' MQTT listeners, by node index.
-	MQTTAddrs []string
 
 	t      testing.TB
 	prefix string
@@ -239,8 +237,7 @@ func StartNetnsCluster(t testing.TB, n int, extraArgs ...string) *NetnsCluster {
 				s.printLogTail(t, 60)
 			}
 		})
-		c.Nodes = append(c.Nodes, &Node{Server: s, ID: i, HTTPAddr: c.addr(i, nsHTTPPort)})
-		c.MQTTAddrs = append(c.MQTTAddrs, mqttAddr)
+		c.Nodes = append(c.Nodes, &Node{Server: s, ID: i, HTTPAddr: c.addr(i, nsHTTPPort), MQTTAddr: mqttAddr})
 	}
 	WaitServing(t, c.Nodes)
 	return c
