@@ -34,6 +34,11 @@ type Delivery struct {
 	Msg         *message.Message // nil when the queue keeps only a stub: the driver loads it by Ref
 	Ref         uint64           // the driver's reference (PublishRef); 0 for none
 	Redelivered bool
+	// Expiry is when the message expires, Unix ms (the lower of x-message-ttl and its
+	// expiration property, counted from when it was first enqueued); 0 for never. An adapter
+	// whose protocol tells the receiver the time left (MQTT 5's message expiry interval,
+	// [MQTT-3.3.2-6]) counts it down from here.
+	Expiry int64
 }
 
 // Reason is why a message was dead-lettered. String gives the name RabbitMQ writes in the
@@ -120,6 +125,14 @@ type entry struct {
 	size      uint32           // body size, what x-max-length-bytes counts
 	prio      uint8            // clamped priority level
 	delivered bool             // handed out before: the next delivery is a redelivery
+}
+
+// expiryMs is e's expiry as Delivery.Expiry gives it: 0 for never.
+func (e *entry) expiryMs() int64 {
+	if e.expiry == noExpiry {
+		return 0
+	}
+	return e.expiry
 }
 
 // Stub is what the queue needs to know of a message whose body it does not hold: a durable
@@ -532,7 +545,7 @@ func (q *Queue) pick(allow func(ConsumerID) bool) *consumer {
 
 // hand delivers e to c (nil: basic.get) and returns the delivery.
 func (q *Queue) hand(e entry, c *consumer, out *Output) Delivery {
-	d := Delivery{ID: q.nextID, Msg: e.msg, Ref: e.ref, Redelivered: e.delivered}
+	d := Delivery{ID: q.nextID, Msg: e.msg, Ref: e.ref, Redelivered: e.delivered, Expiry: e.expiryMs()}
 	q.nextID++
 	noAck := true
 	if c != nil {
@@ -567,7 +580,7 @@ func (q *Queue) Get(now int64, noAck bool, out *Output) (Delivery, bool) {
 		return Delivery{}, false
 	}
 	e := q.popReady()
-	d := Delivery{ID: q.nextID, Msg: e.msg, Ref: e.ref, Redelivered: e.delivered}
+	d := Delivery{ID: q.nextID, Msg: e.msg, Ref: e.ref, Redelivered: e.delivered, Expiry: e.expiryMs()}
 	q.nextID++
 	if !noAck {
 		q.track(e, nil, d.ID)

@@ -3,6 +3,7 @@ package mqtt
 import (
 	"errors"
 	"sort"
+	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
 
@@ -269,6 +270,16 @@ func (x *session) packetFor(p outDelivery) (packets.Packet, bool) {
 	if !matched {
 		return packets.Packet{}, false
 	}
+	var left uint32
+	if p.d.Expiry != 0 {
+		ms := p.d.Expiry - time.Now().UnixMilli()
+		if ms <= 0 {
+			// It expired between the queue's hand-over and now: never delivered
+			// [MQTT-3.3.2-5].
+			return packets.Packet{}, false
+		}
+		left = uint32(min((ms+999)/1000, 0xFFFFFFFF))
+	}
 	qos = min(qos, in.qos)
 	pk := packets.Packet{
 		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: qos, Dup: qos > 0 && p.d.Redelivered},
@@ -280,6 +291,11 @@ func (x *session) packetFor(p outDelivery) (packets.Packet, bool) {
 	}
 	if x.version == 5 {
 		outboundProperties(&pk.Properties, m)
+		if left > 0 {
+			// The interval the publisher gave, less the time the message waited in the
+			// core, queued or across a restart [MQTT-3.3.2-6].
+			pk.Properties.MessageExpiryInterval = left
+		}
 		if len(ids) > 0 {
 			sort.Ints(ids)
 			pk.Properties.SubscriptionIdentifier = ids
@@ -404,6 +420,10 @@ func (x *session) writeRetained(p outDelivery) {
 		return
 	}
 	in := inboundInfo(r.m)
+	left, live := retainedLeft(r.m, time.Now())
+	if !live {
+		return // expired while retained [MQTT-3.3.2-5]
+	}
 	pk := packets.Packet{
 		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: min(in.qos, r.sub.qos), Retain: true},
 		TopicName:   r.topic,
@@ -411,6 +431,9 @@ func (x *session) writeRetained(p outDelivery) {
 	}
 	if x.version == 5 {
 		outboundProperties(&pk.Properties, r.m)
+		if left > 0 {
+			pk.Properties.MessageExpiryInterval = left // [MQTT-3.3.2-6]
+		}
 		if r.sub.id > 0 {
 			pk.Properties.SubscriptionIdentifier = []int{r.sub.id}
 		}

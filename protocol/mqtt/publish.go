@@ -3,6 +3,7 @@ package mqtt
 import (
 	"fmt"
 	"strconv"
+	"time"
 	"unicode/utf8"
 
 	mochi "github.com/mochi-mqtt/server/v2"
@@ -20,6 +21,10 @@ const (
 	hdrClientID   = "x-mqtt-client-id"
 	hdrRetain     = "x-mqtt-retain"
 	hdrPayloadFmt = "x-mqtt-payload-format"
+	// hdrExpiresAt is set on the stored copy of a retained message with a message expiry:
+	// when it expires, Unix ms, so the interval counts down while it is retained (and across
+	// a restart) and an expired one is no longer sent [MQTT-3.3.2-5].
+	hdrExpiresAt = "x-mqtt-expires-at"
 )
 
 // publish hands a PUBLISH to the core and, for QoS 1 and 2, waits until every queue it
@@ -30,7 +35,7 @@ func (x *session) publish(pk packets.Packet) packets.Code {
 	if pk.FixedHeader.Retain {
 		// Stored (durably) before the publish is acknowledged; an empty payload clears the
 		// topic's retained message and is not itself retained [MQTT-3.3.1-5] [MQTT-3.3.1-10].
-		var keep = m
+		keep := retainedCopy(m, time.Now())
 		if len(pk.Payload) == 0 {
 			keep = nil
 		}
@@ -60,6 +65,41 @@ func (x *session) publish(pk packets.Packet) packets.Code {
 		return packets.CodeNoMatchingSubscribers
 	}
 	return packets.CodeSuccess
+}
+
+// retainedCopy is m as stored for a retained message: with hdrExpiresAt when it has an
+// expiration, so the copy (not m, which is also published) knows its deadline.
+func retainedCopy(m *message.Message, now time.Time) *message.Message {
+	if m.Properties.Flags&message.FlagExpiration == 0 {
+		return m
+	}
+	ms, err := strconv.ParseInt(m.Properties.Expiration, 10, 64)
+	if err != nil || ms < 0 {
+		return m
+	}
+	c := *m
+	h := make(message.Table, len(m.Properties.Headers)+1)
+	for k, v := range m.Properties.Headers {
+		h[k] = v
+	}
+	h[hdrExpiresAt] = now.UnixMilli() + ms
+	c.Properties.Headers = h
+	c.Properties.Flags |= message.FlagHeaders
+	return &c
+}
+
+// retainedLeft is the time a retained message has left: ok false once it has expired;
+// left 0 for a message without an expiry.
+func retainedLeft(m *message.Message, now time.Time) (left uint32, ok bool) {
+	at, has := message.Int(m.Properties.Headers[hdrExpiresAt])
+	if !has {
+		return 0, true
+	}
+	ms := at - now.UnixMilli()
+	if ms <= 0 {
+		return 0, false
+	}
+	return uint32(min((ms+999)/1000, 0xFFFFFFFF)), true
 }
 
 // refusePublish answers a publish the core did not take: MQTT 5 gets PUBACK or PUBREC with
@@ -183,7 +223,7 @@ func outboundProperties(pr *packets.Properties, m *message.Message) {
 	}
 	for k, v := range p.Headers {
 		switch k {
-		case hdrPublishQoS, hdrClientID, hdrRetain:
+		case hdrPublishQoS, hdrClientID, hdrRetain, hdrExpiresAt:
 			continue
 		case hdrPayloadFmt:
 			if b, ok := message.Int(v); ok {
