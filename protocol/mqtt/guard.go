@@ -24,6 +24,9 @@ type guardConn struct {
 	version byte   // from CONNECT
 	max     uint32
 	err     error
+	// tooLarge, when set, is called (on the reader goroutine) before an over-size packet ends
+	// the connection, so an MQTT 5 client is told why with DISCONNECT 0x95.
+	tooLarge func()
 }
 
 func newGuardConn(c net.Conn, maxPacket uint32) *guardConn {
@@ -71,6 +74,9 @@ func (g *guardConn) next() error {
 		}
 	}
 	if g.max > 0 && uint64(remaining)+uint64(len(hdr)) > uint64(g.max) {
+		if g.tooLarge != nil && g.version == 5 {
+			g.tooLarge() // [MQTT-3.1.2-24] [MQTT-4.13.1-1]
+		}
 		return fmt.Errorf("%w: packet of %d bytes over the maximum packet size", errMalformed, uint64(remaining)+uint64(len(hdr)))
 	}
 	pk := make([]byte, len(hdr)+int(remaining))

@@ -121,6 +121,17 @@ func (s *Server) ServeConn(c net.Conn) error {
 	s.mu.Unlock()
 	defer s.wg.Done()
 	g := newGuardConn(c, s.cfg.MaxPacketSize)
+	g.tooLarge = func() {
+		// A packet over the maximum size once the session is up: MQTT 5 says why with
+		// DISCONNECT 0x95 before the close [MQTT-3.1.2-24]; MQTT 3.1.1 has no such packet and
+		// just closes. (An over-size CONNECT has no session yet and is closed without a word.)
+		s.mu.Lock()
+		sess := s.byConn[g]
+		s.mu.Unlock()
+		if sess != nil {
+			_ = s.m.DisconnectClient(sess.cl, packets.ErrPacketTooLarge)
+		}
+	}
 	defer func() {
 		// A bug reached by one client's bytes must cost that client its connection, not the
 		// broker its process.
