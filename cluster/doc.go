@@ -9,9 +9,14 @@
 // A single node is a cluster of one: the same Host, the same loop, a group
 // whose only voter is this node. With peers, TCPTransport (tcp.go, framing in
 // wire.go) carries every group's raft messages over one connection per pair
-// of nodes; membership changes are still to come. Nothing here assumes one node
-// except the shortcuts that are explicitly conditioned on a group having a
-// single voter (campaign at once, skip ticking an idle leader).
+// of nodes, and pings each peer so that liveness is known per node; membership
+// changes are still to come. Idle groups quiesce (quiesce.go): their leader
+// stops heartbeating them and every node stops ticking them until a proposal,
+// a message or the loss of the leader's node wakes them. Heartbeats of groups
+// that are awake are not coalesced per node pair (DESIGN.md §5 says they are);
+// quiesce.go says why that is left out. Nothing here assumes one node except
+// the shortcuts that are explicitly conditioned on a group having a single
+// voter (campaign at once, skip ticking an idle leader).
 //
 // The broker's state machines (broker/queue, broker/meta) reach this package
 // only through StateMachine; this package never imports the broker.

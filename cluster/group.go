@@ -77,6 +77,11 @@ type Group struct {
 	parked bool
 	// leaderTerm is the term in which this node became leader (0 when it does not lead).
 	leaderTerm uint64
+	// quiesced: the group does not tick until something wakes it (quiesce.go).
+	quiesced bool
+	// dropHeartbeatResp: the next Ready's heartbeat responses answer a quiesce message and
+	// are not sent.
+	dropHeartbeatResp bool
 }
 
 // setSM installs the group's state machine (loop only, or before the group runs).

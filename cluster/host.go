@@ -49,6 +49,7 @@ type Host struct {
 	// ---- loop-owned ----
 	running    map[uint64]*Group
 	ticking    map[*Group]struct{}
+	liveness   map[uint64]*peerLiveness
 	dirty      []*Group
 	dirtySpare []*Group
 	spare      []*Group
@@ -82,6 +83,9 @@ const (
 	reportUnreachable
 	reportSnapshotFinished
 	reportSnapshotFailed
+	// reportPeerUp and reportPeerDown are about node to, not a group.
+	reportPeerUp
+	reportPeerDown
 )
 
 // op is a function the loop runs between two Ready cycles, for callers that
@@ -105,16 +109,17 @@ func NewHost(cfg Config, eng *storage.Engine, log *zap.Logger) (*Host, error) {
 	}
 	log = log.With(zap.Uint64("node", cfg.NodeID))
 	h := &Host{
-		cfg:     cfg,
-		eng:     eng,
-		log:     log,
-		rlog:    newRaftLogger(log.Named("raft")),
-		groups:  make(map[uint64]*Group),
-		donec:   make(chan struct{}),
-		wake:    make(chan struct{}, 1),
-		ops:     make(chan *op),
-		running: make(map[uint64]*Group),
-		ticking: make(map[*Group]struct{}),
+		cfg:      cfg,
+		eng:      eng,
+		log:      log,
+		rlog:     newRaftLogger(log.Named("raft")),
+		groups:   make(map[uint64]*Group),
+		donec:    make(chan struct{}),
+		wake:     make(chan struct{}, 1),
+		ops:      make(chan *op),
+		running:  make(map[uint64]*Group),
+		ticking:  make(map[*Group]struct{}),
+		liveness: make(map[uint64]*peerLiveness),
 	}
 	h.nextSeq.Store(uint64(time.Now().UnixNano()))
 	return h, nil
@@ -448,6 +453,15 @@ func (h *Host) ReportSnapshot(group, to uint64, failed bool) {
 	}
 	h.enqueueReport(incomingMsg{group: group, to: to, report: r})
 }
+
+// PeerUp tells the host that the transport has a working connection to node id; PeerDown
+// that it lost it. Liveness is per node: it is how quiesced groups learn that their leader's
+// node is gone (quiesce.go). A transport that never reports keeps every peer dead to the host,
+// so groups with peers never quiesce. They never block.
+func (h *Host) PeerUp(id uint64) { h.enqueueReport(incomingMsg{to: id, report: reportPeerUp}) }
+
+// PeerDown: see PeerUp.
+func (h *Host) PeerDown(id uint64) { h.enqueueReport(incomingMsg{to: id, report: reportPeerDown}) }
 
 func (h *Host) enqueueReport(im incomingMsg) {
 	select {

@@ -16,7 +16,7 @@ import (
 // cmd/parley's serving node leads every group), parked replicas on nodes 2 and 3. After every
 // group has a leader, it samples the process's CPU time (user+system, all three nodes) over
 // the benchmark's iterations of one second each and reports it as a share of one core, plus the
-// raft messages sent per second.
+// raft messages sent per second and how many of the 3,000 replicas are quiesced at the end.
 //
 //	go test ./cluster/ -run '^$' -bench IdleGroups3Nodes -benchtime 10x
 func BenchmarkIdleGroups3Nodes(b *testing.B) {
@@ -89,4 +89,9 @@ func BenchmarkIdleGroups3Nodes(b *testing.B) {
 	wall := time.Since(t0)
 	b.ReportMetric(float64(cpu()-c0)/float64(wall)*100, "%cpu")
 	b.ReportMetric(float64(sent()-s0)/wall.Seconds(), "msgs/s")
+	quiesced := 0
+	for _, h := range hosts {
+		quiesced += h.Metrics().Quiesced
+	}
+	b.ReportMetric(float64(quiesced), "quiesced-replicas")
 }

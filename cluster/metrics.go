@@ -30,6 +30,10 @@ type Metrics struct {
 	// SnapshotsReceived counts snapshots installed from a leader (a
 	// follower too far behind the leader's compacted log).
 	SnapshotsReceived uint64
+	// Quiesced is the number of groups quiesced now (quiesce.go); Wakes counts
+	// how many times a quiesced group woke up.
+	Quiesced int
+	Wakes    uint64
 }
 
 type counters struct {
@@ -44,6 +48,8 @@ type counters struct {
 	dropped        atomic.Uint64
 	snapshots      atomic.Uint64
 	received       atomic.Uint64
+	quiesced       atomic.Int64
+	wakes          atomic.Uint64
 }
 
 // Metrics returns a snapshot of the host's counters.
@@ -60,6 +66,8 @@ func (h *Host) Metrics() Metrics {
 		Dropped:           h.m.dropped.Load(),
 		Snapshots:         h.m.snapshots.Load(),
 		SnapshotsReceived: h.m.received.Load(),
+		Quiesced:          int(h.m.quiesced.Load()),
+		Wakes:             h.m.wakes.Load(),
 	}
 	if m.Fsyncs > 0 {
 		m.EntriesPerFsync = float64(h.m.syncedEntries.Load()) / float64(m.Fsyncs)

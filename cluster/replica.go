@@ -47,6 +47,7 @@ func (h *Host) Park(ctx context.Context, id uint64, sm StateMachine) error {
 		if g == nil {
 			return fmt.Errorf("park group %d: %w", id, ErrUnknownGroup)
 		}
+		h.unquiesce(g)
 		g.parked = true
 		g.setSM(sm)
 		g.failInflight(fmt.Errorf("%w: group parked", ErrDropped))
@@ -85,6 +86,7 @@ func (h *Host) adopt(ctx context.Context, g *Group, sm StateMachine) (*Group, er
 		if g.Leader() != h.cfg.NodeID {
 			_ = h.do(ctx, func() error {
 				if !g.removed && g.lead != h.cfg.NodeID {
+					h.unquiesce(g)
 					g.rn.TransferLeader(h.cfg.NodeID)
 					h.markDirty(g)
 				}
@@ -155,6 +157,7 @@ func (h *Host) TransferLeadership(ctx context.Context, id, to uint64) error {
 		if g == nil {
 			return fmt.Errorf("transfer leadership of group %d: %w", id, ErrUnknownGroup)
 		}
+		h.unquiesce(g)
 		g.rn.TransferLeader(to)
 		h.markDirty(g)
 		return nil

@@ -41,8 +41,7 @@ package cluster
 // Ticks go only to groups that need time: a group whose only voter is this
 // node and that leads has nobody to heartbeat and no quorum to lose, so it
 // is left out of the ticking set, and an idle queue costs nothing at all.
-// (Quiescing multi-voter groups needs the followers' cooperation and comes
-// with the transport.)
+// A group with peers leaves it too when its leader quiesces it (quiesce.go).
 //
 // Futures are matched by a header in the entry data (see encodeEntry), and
 // stripped before the state machine sees the data. When the leader a group
@@ -155,6 +154,10 @@ func (h *Host) unregister(g *Group, err error) {
 		return
 	}
 	g.removed = true
+	if g.quiesced {
+		g.quiesced = false
+		h.m.quiesced.Add(-1)
+	}
 	delete(h.running, g.id)
 	delete(h.ticking, g)
 	h.m.groups.Add(-1)
@@ -177,8 +180,12 @@ func (g *Group) isRecovered() bool {
 
 func (h *Host) tick() {
 	now := h.m.ticks.Add(1)
-	h.m.groupTicks.Add(uint64(len(h.ticking)))
+	h.checkLiveness(now)
 	for g := range h.ticking {
+		if h.maybeQuiesce(g) {
+			continue
+		}
+		h.m.groupTicks.Add(1)
 		g.rn.Tick()
 		h.markDirty(g)
 	}
@@ -214,12 +221,20 @@ func (h *Host) takeIncoming() {
 	h.incoming = nil
 	h.inMu.Unlock()
 	for _, im := range in {
+		switch im.report {
+		case reportPeerUp, reportPeerDown:
+			h.peerReport(im.to, im.report == reportPeerUp)
+			continue
+		}
 		g := h.running[im.group]
 		if g == nil {
 			continue
 		}
 		switch im.report {
 		case reportUnreachable:
+			// A message did not reach the peer: if it was a quiesce message, that follower
+			// may be awake and campaign; keep the group awake until it is sure.
+			h.unquiesce(g)
 			g.rn.ReportUnreachable(im.to)
 		case reportSnapshotFinished:
 			g.rn.ReportSnapshot(im.to, raft.SnapshotFinish)
@@ -230,10 +245,7 @@ func (h *Host) takeIncoming() {
 			h.markDirty(g)
 			continue
 		}
-		if err := g.rn.Step(im.msg); err != nil {
-			h.log.Debug("raft message refused", zap.Uint64("group", g.id), zap.Error(err))
-		}
-		h.markDirty(g)
+		h.stepIncoming(g, im.msg)
 	}
 }
 
@@ -251,6 +263,13 @@ func (h *Host) takeProposals() {
 		props := g.takeProposals(h.propBuf[:0])
 		if len(props) == 0 {
 			continue
+		}
+		if g.quiesced {
+			h.unquiesce(g)
+			// A follower forwards the proposal, which wakes the leader; but a forwarded
+			// proposal may be lost, and then the follower, ticking again, would campaign
+			// against a leader that says nothing. So it asks the leader to wake as well.
+			h.wakeLeader(g, g.lead, g.rn.BasicStatus().GetTerm())
 		}
 		ents := make([]*raftpb.Entry, len(props))
 		for i, p := range props {
@@ -373,8 +392,14 @@ func (h *Host) cycle() error {
 	}
 
 	for _, r := range readies {
-		if len(r.rd.Messages) > 0 {
-			h.cfg.Transport.Send(r.g.id, h.transferSnapshots(r.g, r.rd.Messages))
+		msgs := r.rd.Messages
+		if r.g.dropHeartbeatResp {
+			// The answer to a quiesce message (quiesce.go): the leader does not wait for it.
+			r.g.dropHeartbeatResp = false
+			msgs = dropHeartbeatResps(msgs)
+		}
+		if len(msgs) > 0 {
+			h.cfg.Transport.Send(r.g.id, h.transferSnapshots(r.g, msgs))
 		}
 	}
 
@@ -428,10 +453,9 @@ func (h *Host) noteSoftState(g *Group, ss *raft.SoftState) {
 		h.inMu.Unlock()
 		h.poke()
 	}
+	h.unquiesce(g)
 	if g.singleVoter && ss.Lead == h.cfg.NodeID {
 		delete(h.ticking, g)
-	} else if !g.removed {
-		h.ticking[g] = struct{}{}
 	}
 	g.serving.Store(false)
 	g.leaderTerm = 0
@@ -584,4 +608,16 @@ func (h *Host) snapshot(gs []*Group) error {
 		return fmt.Errorf("commit snapshot batch: %w", err)
 	}
 	return nil
+}
+
+// dropHeartbeatResps returns msgs without its heartbeat responses, in a new slice (raft owns
+// the one it handed out).
+func dropHeartbeatResps(msgs []*raftpb.Message) []*raftpb.Message {
+	out := make([]*raftpb.Message, 0, len(msgs))
+	for _, m := range msgs {
+		if m.GetType() != raftpb.MsgHeartbeatResp {
+			out = append(out, m)
+		}
+	}
+	return out
 }

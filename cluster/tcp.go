@@ -11,6 +11,11 @@ package cluster
 // ReportSnapshot failure for a snapshot), because raft tolerates lost messages and retransmits;
 // a stalled peer must not stall every other group of the node.
 //
+// Each side pings a connection it has written nothing on for PingInterval and gives the
+// connection up when it has read nothing for PeerTimeout, so a silent peer is noticed even when
+// no group has anything to send; the host hears PeerUp and PeerDown (liveness per node, which
+// quiesced groups rely on, see quiesce.go).
+//
 // A lost connection is re-dialled with a capped exponential backoff. The first frame each way is
 // a hello naming the node and what it advertises (its client listener addresses), which
 // cmd/parley uses to send clients to the node that serves them.
@@ -51,6 +56,13 @@ type TCPConfig struct {
 	DialTimeout time.Duration
 	// MaxBackoff caps the wait between two dials of an unreachable peer. Default 1s.
 	MaxBackoff time.Duration
+	// PingInterval is how long a connection may go without a write before a ping is sent on
+	// it. Default 200ms.
+	PingInterval time.Duration
+	// PeerTimeout is how long a connection may go without reading anything (pings included)
+	// before the peer is considered lost and the connection closed. It should be a few ping
+	// intervals, and below the hosts' election timeout. Default 1s.
+	PeerTimeout time.Duration
 }
 
 // TCPTransport carries raft messages over TCP. Create it with NewTCPTransport, give it to the
@@ -121,6 +133,16 @@ func NewTCPTransport(cfg TCPConfig, log *zap.Logger) (*TCPTransport, error) {
 	}
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = time.Second
+	}
+	if cfg.PingInterval <= 0 {
+		cfg.PingInterval = 200 * time.Millisecond
+	}
+	if cfg.PeerTimeout <= 0 {
+		cfg.PeerTimeout = time.Second
+	}
+	if cfg.PeerTimeout <= cfg.PingInterval {
+		return nil, fmt.Errorf("%w: PeerTimeout (%v) must exceed PingInterval (%v)",
+			ErrInvalidConfig, cfg.PeerTimeout, cfg.PingInterval)
 	}
 	if log == nil {
 		log = zap.NewNop()
@@ -300,7 +322,7 @@ func (t *TCPTransport) acceptLoop() {
 		t.wg.Add(1)
 		go func() {
 			defer t.wg.Done()
-			br := bufio.NewReaderSize(c, 64<<10)
+			br := bufio.NewReaderSize(liveReader{c, t.cfg.PeerTimeout}, 64<<10)
 			h, err := t.exchangeHello(c, br)
 			if err != nil {
 				t.log.Warn("cluster connection refused", zap.Stringer("from", c.RemoteAddr()), zap.Error(err))
@@ -328,6 +350,21 @@ func (t *TCPTransport) acceptLoop() {
 	}
 }
 
+// liveReader reads a connection with a deadline renewed at each read: a peer that has sent
+// nothing, not even a ping, for the timeout is lost, while a large frame (a snapshot) that keeps
+// arriving is not cut off.
+type liveReader struct {
+	c       net.Conn
+	timeout time.Duration
+}
+
+func (r liveReader) Read(b []byte) (int, error) {
+	if err := r.c.SetReadDeadline(time.Now().Add(r.timeout)); err != nil {
+		return 0, err
+	}
+	return r.c.Read(b)
+}
+
 // bufConn keeps the reader that already buffered bytes after the hello.
 type bufConn struct {
 	net.Conn
@@ -352,8 +389,14 @@ func (p *peer) run() {
 		}
 		p.connected.Store(true)
 		p.t.log.Info("cluster peer connected", zap.Uint64("peer", p.id), zap.String("addr", p.addr))
+		if h := p.t.host.Load(); h != nil {
+			h.PeerUp(p.id)
+		}
 		err := p.serve(c)
 		p.connected.Store(false)
+		if h := p.t.host.Load(); h != nil {
+			h.PeerDown(p.id)
+		}
 		p.t.untrack(c.Conn)
 		if p.t.ctx.Err() != nil {
 			return
@@ -420,7 +463,7 @@ func (p *peer) dial() *bufConn {
 	if !p.t.track(c) {
 		return nil
 	}
-	br := bufio.NewReaderSize(c, 64<<10)
+	br := bufio.NewReaderSize(liveReader{c, p.t.cfg.PeerTimeout}, 64<<10)
 	h, err := p.t.exchangeHello(c, br)
 	if err == nil && h.node != p.id {
 		err = fmt.Errorf("%s answered as node %d", p.addr, h.node)
@@ -441,6 +484,9 @@ func (p *peer) serve(c *bufConn) error {
 	bw := bufio.NewWriterSize(c.Conn, 256<<10)
 	var buf []byte
 	var written []outBatch
+	ping := time.NewTicker(p.t.cfg.PingInterval)
+	defer ping.Stop()
+	wrote := false // since the last ping tick
 	fail := func(err error) error {
 		for _, b := range written {
 			p.drop(b)
@@ -461,8 +507,21 @@ func (p *peer) serve(c *bufConn) error {
 			// The peer reconnected (it restarted): this connection is stale.
 			p.next = nc
 			return fail(errors.New("replaced by a new connection from the peer"))
+		case <-ping.C:
+			if wrote {
+				wrote = false
+				continue
+			}
+			if _, err := bw.Write(appendPing(buf[:0])); err != nil {
+				return fail(fmt.Errorf("write ping: %w", err))
+			}
+			if err := bw.Flush(); err != nil {
+				return fail(fmt.Errorf("write ping: %w", err))
+			}
+			continue
 		case b = <-p.out:
 		}
+		wrote = true
 		// Coalesce everything queued into one flush.
 		written = written[:0]
 		for {
@@ -508,6 +567,9 @@ func (p *peer) read(c *bufConn) error {
 		kind, body, err := readFrame(c.br, p.t.cfg.MaxFrame)
 		if err != nil {
 			return err
+		}
+		if kind == kindPing {
+			continue
 		}
 		if kind != kindMessages {
 			return fmt.Errorf("%w: unexpected frame kind %d", ErrBadFrame, kind)

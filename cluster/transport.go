@@ -13,6 +13,9 @@ import (
 // receiving side hands each message to the destination host's Receive. The
 // sending side reports back to its host: ReportUnreachable when a peer
 // cannot be reached, and ReportSnapshot for every MsgSnap, delivered or not.
+// It also reports each peer node's liveness (Host.PeerUp, Host.PeerDown),
+// which quiesced groups rely on to notice a dead leader (quiesce.go); the
+// host treats a peer it was never told about as down.
 //
 // TCPTransport (tcp.go) is the networked one: one TCP connection per peer
 // multiplexing every group (DESIGN.md §5). Messages to this node itself never
@@ -46,22 +49,48 @@ func NewLocalNetwork() *LocalNetwork {
 // Attach makes h receive the messages addressed to its node id.
 func (n *LocalNetwork) Attach(h *Host) {
 	n.mu.Lock()
-	n.hosts[h.cfg.NodeID] = h
-	n.mu.Unlock()
+	defer n.mu.Unlock()
+	id := h.cfg.NodeID
+	n.hosts[id] = h
+	n.reportLocked(id, !n.isolated[id])
 }
 
 // Detach stops delivering to node id.
 func (n *LocalNetwork) Detach(id uint64) {
 	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.reportLocked(id, false)
 	delete(n.hosts, id)
-	n.mu.Unlock()
 }
 
 // Isolate drops every message to or from node id while on is true.
 func (n *LocalNetwork) Isolate(id uint64, on bool) {
 	n.mu.Lock()
+	defer n.mu.Unlock()
 	n.isolated[id] = on
-	n.mu.Unlock()
+	n.reportLocked(id, !on)
+}
+
+// reportLocked tells node id and every other attached node (not isolated) that the link
+// between them is up or down, as a transport reports peer liveness.
+func (n *LocalNetwork) reportLocked(id uint64, up bool) {
+	self := n.hosts[id]
+	for oid, o := range n.hosts {
+		if oid == id || n.isolated[oid] {
+			continue
+		}
+		if up {
+			o.PeerUp(id)
+			if self != nil {
+				self.PeerUp(oid)
+			}
+		} else {
+			o.PeerDown(id)
+			if self != nil {
+				self.PeerDown(oid)
+			}
+		}
+	}
 }
 
 // Transport is the Transport of node from.

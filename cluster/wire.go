@@ -16,6 +16,11 @@ package cluster
 //	count   uvarint, then count pairs of (uvarint length, bytes) key, (uvarint length, bytes)
 //	        value: what the node advertises to its peers (its client listener addresses)
 //
+// kindPing has an empty body. Each side sends one when it has written nothing else for a
+// ping interval, so a peer that goes silent (a dead node, a partition that drops packets) is
+// noticed by its read deadline even while every group between the two is quiesced: liveness is
+// per node (quiesce.go).
+//
 // kindMessages carries raft messages of one group:
 //
 //	group   uvarint
@@ -40,9 +45,11 @@ import (
 const (
 	kindHello    byte = 1
 	kindMessages byte = 2
+	kindPing     byte = 3
 
-	wireMagic   = "PRLY"
-	wireVersion = 1
+	wireMagic = "PRLY"
+	// wireVersion 2 added kindPing (a version-1 peer would drop the connection on it).
+	wireVersion = 2
 
 	// DefaultMaxFrame bounds one frame a peer may send: a raft append is bounded by
 	// MaxSizePerMsg, but a snapshot carries a whole queue's live messages.
@@ -86,6 +93,12 @@ func appendHello(buf []byte, h hello) []byte {
 		buf = appendBytes(buf, []byte(k))
 		buf = appendBytes(buf, []byte(h.meta[k]))
 	}
+	return finishFrame(buf, start)
+}
+
+// appendPing appends a ping frame.
+func appendPing(buf []byte) []byte {
+	buf, start := appendFrameHeader(buf, kindPing)
 	return finishFrame(buf, start)
 }
 

@@ -25,7 +25,7 @@ package main
 //
 // Deviation from DESIGN.md §5: queue leaders are not spread over the nodes (the serving node
 // leads every group), and forwarding is per connection, not per publish/ack with deliveries
-// relayed; idle groups are not quiesced. These are the next steps; the replication, the
+// relayed. These are the next steps; the replication, the
 // transport and the failover path they need are the ones used here.
 
 import (
