@@ -1,12 +1,12 @@
 package mqtt
 
 import (
-	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"sync"
 )
 
 // errMalformed reports bytes that are not a well-formed MQTT packet.
@@ -17,20 +17,39 @@ var errMalformed = errors.New("mqtt: malformed packet")
 // whose last filter has no options byte indexes past the packet). A refused packet is a read
 // error: mochi ends that connection, as for any other malformed packet. The packet size limit
 // is checked here as well, before anything is allocated for the packet.
+//
+// Its read buffer costs an idle connection almost nothing: a read that may block (the
+// previous one did not fill its buffer, so the socket had nothing more) goes into the small
+// array inside the struct; only when a read fills its buffer, so that more bytes are likely
+// waiting, does the next one borrow a readBufSize buffer from a pool, given back as soon as it
+// is empty. A connection that only sends PINGREQ every keep-alive never holds one. The rest
+// of a packet larger than what is buffered is read straight into the packet.
 type guardConn struct {
 	net.Conn
-	br      *bufio.Reader
-	pending []byte // the current packet, handed to mochi as it reads
-	version byte   // from CONNECT
+	buf     []byte // buffered bytes are buf[r:w]; small[:] or a pooled buffer
+	r, w    int
+	pooled  *[]byte // the pooled buffer buf is, if it is one
+	full    bool    // the last read filled its buffer
+	pending []byte  // the current packet, handed to mochi as it reads
+	version byte    // from CONNECT
 	max     uint32
 	err     error
 	// tooLarge, when set, is called (on the reader goroutine) before an over-size packet ends
 	// the connection, so an MQTT 5 client is told why with DISCONNECT 0x95.
 	tooLarge func()
+	small    [smallReadSize]byte
 }
 
+const (
+	// smallReadSize holds a PINGREQ, an acknowledgement or a small PUBLISH with its header.
+	smallReadSize = 64
+	readBufSize   = 4096
+)
+
+var readBufs = sync.Pool{New: func() any { b := make([]byte, readBufSize); return &b }}
+
 func newGuardConn(c net.Conn, maxPacket uint32) *guardConn {
-	return &guardConn{Conn: c, br: bufio.NewReaderSize(c, 4096), max: maxPacket}
+	return &guardConn{Conn: c, max: maxPacket}
 }
 
 func (g *guardConn) Read(p []byte) (int, error) {
@@ -40,6 +59,7 @@ func (g *guardConn) Read(p []byte) (int, error) {
 		}
 		if err := g.next(); err != nil {
 			g.err = err
+			g.release()
 			if len(g.pending) == 0 {
 				return 0, err
 			}
@@ -50,21 +70,79 @@ func (g *guardConn) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// release gives the pooled buffer back once nothing is buffered in it.
+func (g *guardConn) release() {
+	if g.pooled != nil && g.r == g.w {
+		readBufs.Put(g.pooled)
+		g.pooled, g.buf, g.r, g.w = nil, nil, 0, 0
+	}
+}
+
+// fill reads more bytes from the connection into an empty buffer.
+func (g *guardConn) fill() error {
+	g.release()
+	if g.full && g.pooled == nil {
+		g.pooled = readBufs.Get().(*[]byte)
+		g.buf = *g.pooled
+	} else if g.pooled == nil {
+		g.buf = g.small[:]
+	}
+	g.r, g.w = 0, 0
+	n, err := g.Conn.Read(g.buf)
+	g.w = n
+	g.full = n == len(g.buf)
+	if n > 0 {
+		return nil
+	}
+	if err == nil {
+		err = io.ErrNoProgress
+	}
+	return err
+}
+
+func (g *guardConn) readByte() (byte, error) {
+	if g.r == g.w {
+		if err := g.fill(); err != nil {
+			return 0, err
+		}
+	}
+	b := g.buf[g.r]
+	g.r++
+	return b, nil
+}
+
+// readFull fills p from what is buffered, then straight from the connection.
+func (g *guardConn) readFull(p []byte) error {
+	n := copy(p, g.buf[g.r:g.w])
+	g.r += n
+	if n == len(p) {
+		return nil
+	}
+	_, err := io.ReadFull(g.Conn, p[n:])
+	// The packet was larger than the buffer: more is likely on its way.
+	g.full = true
+	return err
+}
+
 // next reads one whole packet into pending. On a malformed packet it returns the error and
 // passes on nothing of that packet.
 func (g *guardConn) next() error {
-	first, err := g.br.ReadByte()
+	defer g.release()
+	first, err := g.readByte()
 	if err != nil {
 		return err
 	}
-	hdr := []byte{first}
+	var hdr [5]byte
+	hdr[0] = first
+	h := 1
 	var remaining uint32
 	for i := 0; ; i++ {
-		b, err := g.br.ReadByte()
+		b, err := g.readByte()
 		if err != nil {
 			return err
 		}
-		hdr = append(hdr, b)
+		hdr[h] = b
+		h++
 		remaining |= uint32(b&0x7F) << (7 * i)
 		if b&0x80 == 0 {
 			break
@@ -73,18 +151,18 @@ func (g *guardConn) next() error {
 			return fmt.Errorf("%w: remaining length over four bytes", errMalformed)
 		}
 	}
-	if g.max > 0 && uint64(remaining)+uint64(len(hdr)) > uint64(g.max) {
+	if g.max > 0 && uint64(remaining)+uint64(h) > uint64(g.max) {
 		if g.tooLarge != nil && g.version == 5 {
 			g.tooLarge() // [MQTT-3.1.2-24] [MQTT-4.13.1-1]
 		}
-		return fmt.Errorf("%w: packet of %d bytes over the maximum packet size", errMalformed, uint64(remaining)+uint64(len(hdr)))
+		return fmt.Errorf("%w: packet of %d bytes over the maximum packet size", errMalformed, uint64(remaining)+uint64(h))
 	}
-	pk := make([]byte, len(hdr)+int(remaining))
-	copy(pk, hdr)
-	if _, err := io.ReadFull(g.br, pk[len(hdr):]); err != nil {
+	pk := make([]byte, h+int(remaining))
+	copy(pk, hdr[:h])
+	if err := g.readFull(pk[h:]); err != nil {
 		return err
 	}
-	body := pk[len(hdr):]
+	body := pk[h:]
 	switch first >> 4 {
 	case 1: // CONNECT: protocol name, then the level
 		if len(body) >= 2 {

@@ -1,6 +1,12 @@
 package mqtt
 
-import "testing"
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"testing"
+)
 
 // The MQTT 5 SUBSCRIBE shapes mochi's decoder mis-handles are refused before it sees them.
 func TestWellFormedSubscribe5(t *testing.T) {
@@ -20,5 +26,85 @@ func TestWellFormedSubscribe5(t *testing.T) {
 		if got := wellFormedSubscribe5(c.body); got != c.want {
 			t.Errorf("%s: got %v, want %v", c.name, got, c.want)
 		}
+	}
+}
+
+// chunkConn serves a byte stream in reads of the given sizes, cycling through them.
+type chunkConn struct {
+	net.Conn
+	data  []byte
+	sizes []int
+	i     int
+}
+
+func (c *chunkConn) Read(p []byte) (int, error) {
+	if len(c.data) == 0 {
+		return 0, io.EOF
+	}
+	n := min(c.sizes[c.i%len(c.sizes)], len(p), len(c.data))
+	c.i++
+	copy(p, c.data[:n])
+	c.data = c.data[n:]
+	return n, nil
+}
+
+// packetBytes builds a packet of the given type with a body of n bytes (values i%251).
+func packetBytes(typ byte, n int) []byte {
+	out := []byte{typ << 4}
+	for l := n; ; {
+		b := byte(l & 0x7F)
+		l >>= 7
+		if l > 0 {
+			b |= 0x80
+		}
+		out = append(out, b)
+		if l == 0 {
+			break
+		}
+	}
+	for i := range n {
+		out = append(out, byte(i%251))
+	}
+	return out
+}
+
+// Whatever sizes the socket's reads come in, and whatever sizes the reader asks for, the
+// guard passes on the packets byte for byte, and gives its pooled buffer back once idle.
+func TestGuardConnFraming(t *testing.T) {
+	var stream []byte
+	for _, n := range []int{0, 2, 30, 61, 62, 63, 64, 100, 1024, 4095, 4096, 4097, 20000, 2, 0, 5} {
+		pk := packetBytes(3, n)
+		stream = append(stream, pk...)
+	}
+	for _, sizes := range [][]int{{1}, {7}, {64}, {4096}, {1 << 20}, {3, 64, 5000, 1, 4096}} {
+		for _, ask := range []int{16, 1000, 1 << 16} {
+			g := newGuardConn(&chunkConn{data: stream, sizes: sizes}, 0)
+			var got []byte
+			buf := make([]byte, ask)
+			for {
+				n, err := g.Read(buf)
+				got = append(got, buf[:n]...)
+				if err != nil {
+					if !errors.Is(err, io.EOF) {
+						t.Fatalf("sizes %v ask %d: %v", sizes, ask, err)
+					}
+					break
+				}
+			}
+			if !bytes.Equal(got, stream) {
+				t.Fatalf("sizes %v ask %d: %d bytes out, want %d, or different bytes", sizes, ask, len(got), len(stream))
+			}
+			if g.pooled != nil {
+				t.Fatalf("sizes %v ask %d: pooled buffer still held at the end", sizes, ask)
+			}
+		}
+	}
+}
+
+// A packet over the maximum size is refused before its body is read.
+func TestGuardConnMaxPacket(t *testing.T) {
+	g := newGuardConn(&chunkConn{data: packetBytes(3, 300), sizes: []int{4096}}, 100)
+	if _, err := g.Read(make([]byte, 16)); !errors.Is(err, errMalformed) {
+		t.Fatalf("got %v, want errMalformed", err)
 	}
 }

@@ -103,11 +103,8 @@ func (c *consumer) Deliver(q *broker.Queue, d queue.Delivery) {
 		return
 	}
 	x.pending = append(x.pending, outDelivery{c: c, d: d, credit: credit})
+	x.startWriterLocked()
 	x.mu.Unlock()
-	select {
-	case x.wake <- struct{}{}:
-	default:
-	}
 }
 
 // Cancelled: the queue was deleted (a clean session took the client id over, or an
@@ -139,46 +136,60 @@ func (x *session) release(n int32) {
 	}
 }
 
-// writeLoop writes deliveries to the client. It is the only goroutine that writes PUBLISH
-// packets, so a slow client holds up nothing but itself: the core keeps what credit does not
-// let through.
+// startWriterLocked starts the session's writer goroutine if it is not running and the
+// session is open. x.mu held. The writer runs only while there is something to write and
+// exits when pending is empty, so an idle connection costs no writer goroutine (and no
+// stack): with 10,000 idle MQTT connections that is 10,000 goroutines fewer.
+func (x *session) startWriterLocked() {
+	if x.writing || x.closed {
+		return
+	}
+	x.writing = true
+	// Add happens under x.mu with closed false, so it happens before close's Wait.
+	x.wg.Add(1)
+	go x.writeLoop()
+}
+
+// writeLoop writes deliveries to the client until none are pending. It is the only goroutine
+// that writes PUBLISH packets (at most one runs per session: x.writing), so a slow client
+// holds up nothing but itself: the core keeps what credit does not let through.
 func (x *session) writeLoop() {
 	defer x.wg.Done()
-	acks := map[*broker.Queue][]queue.DeliveryID{}
+	var acks map[*broker.Queue][]queue.DeliveryID
 	for {
-		select {
-		case <-x.wake:
-		case <-x.done:
+		x.mu.Lock()
+		batch := x.pending
+		x.pending = nil
+		if len(batch) == 0 || x.closed {
+			// Closed: close requeues what is still pending once this goroutine is gone.
+			x.pending = batch
+			x.writing = false
+			x.mu.Unlock()
 			return
 		}
-		for {
-			x.mu.Lock()
-			batch := x.pending
-			x.pending = nil
-			x.mu.Unlock()
-			if len(batch) == 0 {
-				break
+		x.mu.Unlock()
+		var freed int32
+		for _, p := range batch {
+			if p.c == nil {
+				x.writeRetained(p)
+				continue
 			}
-			var freed int32
-			for _, p := range batch {
-				if p.c == nil {
-					x.writeRetained(p)
-					continue
+			if done := x.write(p); done {
+				if acks == nil {
+					acks = map[*broker.Queue][]queue.DeliveryID{}
 				}
-				if done := x.write(p); done {
-					acks[p.c.q] = append(acks[p.c.q], p.d.ID)
-					if p.credit {
-						freed++
-					}
+				acks[p.c.q] = append(acks[p.c.q], p.d.ID)
+				if p.credit {
+					freed++
 				}
 			}
-			for q, ids := range acks {
-				q.Settle(ids, queue.Ack)
-				delete(acks, q)
-			}
-			if freed > 0 {
-				x.release(freed)
-			}
+		}
+		for q, ids := range acks {
+			q.Settle(ids, queue.Ack)
+			delete(acks, q)
+		}
+		if freed > 0 {
+			x.release(freed)
 		}
 	}
 }
@@ -397,11 +408,8 @@ func (x *session) sendRetained() {
 		for _, t := range topics {
 			x.pending = append(x.pending, outDelivery{retained: &retainedOut{sub: sub, topic: t, m: msgs[t]}})
 		}
+		x.startWriterLocked()
 		x.mu.Unlock()
-		select {
-		case x.wake <- struct{}{}:
-		default:
-		}
 	}
 }
 

@@ -64,9 +64,15 @@ func NewServer(cfg Config, b *broker.Broker, users *auth.Store, log *zap.Logger)
 		caps.MaximumSessionExpiryInterval = cfg.MaxSessionExpiry
 	}
 	opts := &mochi.Options{
-		Capabilities:             caps,
-		Logger:                   newSlog(log.Named("mochi")),
-		ClientNetReadBufferSize:  4096,
+		Capabilities: caps,
+		Logger:       newSlog(log.Named("mochi")),
+		// mochi reads from a guardConn, which hands it one whole packet at a time from its
+		// own buffer (and holds none while the client is idle): a second buffer of its own
+		// would only cost every connection its size. 16 bytes is bufio's minimum; a body
+		// larger than that is read straight from the guardConn's packet.
+		ClientNetReadBufferSize: 16,
+		// Not a buffer mochi allocates up front: the size at which it flushes what it
+		// coalesced while more packets were queued.
 		ClientNetWriteBufferSize: 4096,
 	}
 	s := &Server{

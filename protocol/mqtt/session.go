@@ -80,11 +80,10 @@ type session struct {
 	inflight  map[uint16]*outMsg // written with QoS 1/2, not yet acknowledged
 	nextID    uint16
 	closed    bool
+	writing   bool // a writeLoop goroutine is running (started by startWriterLocked)
 	main      *consumer
 
-	wake chan struct{}
-	done chan struct{}
-	wg   sync.WaitGroup
+	wg sync.WaitGroup // the writeLoop goroutine, while one runs
 }
 
 type outDelivery struct {
@@ -161,7 +160,6 @@ func (s *Server) openSession(cl *mochi.Client, pk packets.Packet, user string) (
 		persistent: persistent, present: existed && persistent, q: q, qdef: def,
 		limit: limit, subs: map[string]*subscription{}, refused: map[string]bool{},
 		inflight: map[uint16]*outMsg{},
-		wake:     make(chan struct{}, 1), done: make(chan struct{}),
 	}
 	if cl.Properties.Will.Flag != 0 {
 		w := cl.Properties.Will
@@ -232,8 +230,6 @@ func subscriptionFromArgs(args message.Table) (*subscription, bool) {
 
 // start begins consuming the session queue, once the CONNACK has been sent.
 func (x *session) start() {
-	x.wg.Add(1)
-	go x.writeLoop()
 	x.resendPubrels()
 	if x.q == nil {
 		return
@@ -448,7 +444,6 @@ func (x *session) close(cause error) {
 		}
 	}
 	x.mu.Unlock()
-	close(x.done)
 	// No delivery starts after Cancel returns; Deliver requeues what races with it.
 	for _, c := range consumers {
 		c.cancel()
