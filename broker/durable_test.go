@@ -23,7 +23,7 @@ type node struct {
 	stop context.CancelFunc
 }
 
-func openNode(t *testing.T, dir string, opts ...func(*Config)) *node {
+func openNode(t testing.TB, dir string, opts ...func(*Config)) *node {
 	t.Helper()
 	eng, err := storage.Open(dir, storage.DefaultOptions(), zap.NewNop())
 	if err != nil {

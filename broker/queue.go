@@ -88,9 +88,8 @@ type Queue struct {
 	log   *queueLog
 
 	// Owned by the goroutine.
-	waiting   []*pendingPublish // durable: publishes in order, waiting for the log
-	confirms  []pendingConfirm  // answered at the end of the batch, once the counters are current
-	entryBuf  []byte
+	waiting   []*pendingPublish           // durable: publishes in order, waiting for the log
+	confirms  []pendingConfirm            // answered at the end of the batch, once the counters are current
 	bodies    map[uint64]*message.Message // durable: bodies read ahead from the log, by ref
 	sm        *queue.Queue
 	out       queue.Output
@@ -517,11 +516,10 @@ func (q *Queue) forwardDead() {
 func (q *Queue) publishDurable(now int64, m *message.Message, t *confirmTracker) {
 	p := &pendingPublish{m: m, confirm: t}
 	if m.Persistent() {
-		entry, err := q.log.enqueueEntry(q.entryBuf, now, m)
+		entry, err := q.log.enqueueEntry(now, m)
 		if err == nil {
-			q.entryBuf = entry[:0]
 			p.logged = true
-			err = q.group.ProposeAsync(entry, func(res any, err error) {
+			err = q.group.ProposeAsyncInPlace(entry, func(res any, err error) {
 				if err == nil {
 					if e, ok := res.(error); ok {
 						err = e

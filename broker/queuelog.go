@@ -95,14 +95,19 @@ func (l *queueLog) KeepFrom() uint64 { return l.keepFrom }
 func (l *queueLog) SnapshotInterval() uint64 { return uint64(len(l.live)-l.removed) / 8 }
 
 // enqueueEntry encodes m for the log and remembers it under a token, so that Apply on this node
-// takes the message itself instead of decoding its own bytes again.
-func (l *queueLog) enqueueEntry(buf []byte, at int64, m *message.Message) ([]byte, error) {
+// takes the message itself instead of decoding its own bytes again. The entry starts with
+// cluster.EntryHeaderRoom free bytes for cluster.Group.ProposeAsyncInPlace, and its capacity
+// is sized for the message, so the body is copied once, here, on its way to the log (raft's
+// own copy of each proposed entry aside).
+func (l *queueLog) enqueueEntry(at int64, m *message.Message) ([]byte, error) {
 	l.mu.Lock()
 	l.nextToken++
 	token := l.nextToken
 	l.pending[token] = m
 	l.mu.Unlock()
-	buf = append(buf[:0], entryEnqueue)
+	size := cluster.EntryHeaderRoom + 17 + len(m.Body) + len(m.Exchange) + len(m.RoutingKey) + enqueueEntrySlack
+	buf := make([]byte, cluster.EntryHeaderRoom, size)
+	buf = append(buf, entryEnqueue)
 	buf = binary.BigEndian.AppendUint64(buf, token)
 	buf = binary.BigEndian.AppendUint64(buf, uint64(at))
 	buf, err := message.AppendBinary(buf, m)
@@ -114,6 +119,10 @@ func (l *queueLog) enqueueEntry(buf []byte, at int64, m *message.Message) ([]byt
 	}
 	return buf, nil
 }
+
+// enqueueEntrySlack is room for a message's encoding besides its body, exchange and routing
+// key (lengths, flags, the common properties); a larger one (many headers) grows the buffer.
+const enqueueEntrySlack = 128
 
 // decodeEnqueue reads an enqueue entry: its enqueue time and message.
 func decodeEnqueue(data []byte) (at int64, m *message.Message, err error) {

@@ -60,12 +60,21 @@ const (
 	entryHeaderLen   = 1 + 8 + 8
 )
 
+// EntryHeaderRoom is how many bytes ProposeAsyncInPlace needs in front of the data for the
+// proposal header.
+const EntryHeaderRoom = entryHeaderLen
+
 func encodeEntry(node, seq uint64, data []byte) []byte {
 	b := make([]byte, entryHeaderLen, entryHeaderLen+len(data))
+	return append(putEntryHeader(b, node, seq), data...)
+}
+
+// putEntryHeader writes the header into b[:entryHeaderLen] and returns b.
+func putEntryHeader(b []byte, node, seq uint64) []byte {
 	b[0] = entryTagProposal
 	binary.BigEndian.PutUint64(b[1:], node)
 	binary.BigEndian.PutUint64(b[9:], seq)
-	return append(b, data...)
+	return b
 }
 
 // decodeEntry splits an entry written by encodeEntry; ok is false for any

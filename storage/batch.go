@@ -6,6 +6,10 @@ import (
 	"syscall"
 
 	"github.com/cockroachdb/pebble/v2"
+	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/parleymq/parley/storage/keys"
 )
 
 // Batch collects writes for any number of raft groups and commits them
@@ -22,8 +26,8 @@ type Batch struct {
 	touched   map[*RaftLog]uint64
 	done      bool
 	committed bool
-	// scratch is reused for encoding values; Pebble copies what it is given.
-	key, val []byte
+	// key is scratch for encoding keys; Pebble copies what it is given.
+	key []byte
 }
 
 // NewBatch starts a batch. On a closed engine it returns a batch that
@@ -43,6 +47,31 @@ func (b *Batch) touch(l *RaftLog, last uint64) {
 		last = b.touched[l]
 	}
 	b.touched[l] = last
+}
+
+// setEntry writes a raft log entry, marshalled straight into the batch's own buffer: an
+// entry carries a message body, and encoding it into scratch first would copy every body once
+// more on its way to the log. It returns the encoded size.
+func (b *Batch) setEntry(group uint64, ent *raftpb.Entry) (int, error) {
+	b.key = keys.AppendLogEntry(b.key[:0], group, ent.GetIndex())
+	mo := proto.MarshalOptions{UseCachedSize: true}
+	size := mo.Size(ent)
+	op := b.b.SetDeferred(len(b.key), size)
+	copy(op.Key, b.key)
+	out, err := mo.MarshalAppend(op.Value[:0:size], ent)
+	if err != nil {
+		return 0, fmt.Errorf("encode: %w", err)
+	}
+	if len(out) != size {
+		return 0, fmt.Errorf("encode: %d bytes, sized at %d", len(out), size)
+	}
+	if size > 0 && &out[0] != &op.Value[0] {
+		copy(op.Value, out) // not expected with the capacity capped at size
+	}
+	if err := op.Finish(); err != nil {
+		return 0, err
+	}
+	return size, nil
 }
 
 // Len is the number of Pebble operations in the batch.

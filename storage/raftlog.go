@@ -259,16 +259,11 @@ func (l *RaftLog) Append(b *Batch, entries []*raftpb.Entry) error {
 	}
 	sizes := make([]int, len(entries))
 	for i, ent := range entries {
-		b.key = keys.AppendLogEntry(b.key[:0], l.group, ent.GetIndex())
-		var err error
-		b.val, err = proto.MarshalOptions{}.MarshalAppend(b.val[:0], ent)
+		size, err := b.setEntry(l.group, ent)
 		if err != nil {
-			return fmt.Errorf("storage: group %d: encode entry %d: %w", l.group, ent.GetIndex(), err)
-		}
-		sizes[i] = len(b.val)
-		if err := b.b.Set(b.key, b.val, nil); err != nil {
 			return fmt.Errorf("storage: group %d: write entry %d: %w", l.group, ent.GetIndex(), err)
 		}
+		sizes[i] = size
 	}
 	if newLast < l.lastIndex {
 		lo, hi := keys.LogRange(l.group, newLast+1, l.lastIndex+1)
