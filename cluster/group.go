@@ -73,7 +73,7 @@ type Group struct {
 	dirty       bool
 	removed     bool
 	// parked: the group replicates its log, but its state machine is a stand-in (possibly
-	// nil) to be replaced by AddGroup; no snapshot is taken meanwhile (see replica.go).
+	// nil) to be replaced by AddGroup; a nil stand-in takes no snapshot (see replica.go).
 	parked bool
 	// leaderTerm is the term in which this node became leader (0 when it does not lead).
 	leaderTerm uint64

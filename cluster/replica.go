@@ -5,13 +5,19 @@ package cluster
 // The broker drives a group's state machine on the node that serves the group's clients. Every
 // other voter must still keep the group's log (and vote), or there is no majority to commit to
 // and nothing to fail over to. AddReplica runs such a group "parked": its log is replicated,
-// fsynced and acknowledged like any other, its committed entries are handed to a stand-in state
-// machine (nil: to nobody), and no snapshot is taken, so the stored log plus the last snapshot
+// fsynced and acknowledged like any other, and its committed entries are handed to a stand-in
+// state machine. A stand-in that is the real state machine minus its side effects (the broker
+// gives a queue's log state machine, which applies but delivers nothing) is snapshotted and its
+// log compacted exactly as on the serving node, so a standby reclaims the space of consumed
+// messages too: without that, a standby's log would keep every message ever published. A nil
+// stand-in sees nothing and no snapshot is taken, so the stored log plus the last snapshot
 // received keep everything a real state machine needs.
 //
 // When the node takes the group over, the broker calls AddGroup as it always does; for a
 // parked group that adopts it in place: the real state machine is restored from the stored
-// snapshot and every entry after it up to the applied index is replayed into it, on the loop
+// snapshot (the stand-in's own, or one received from the leader: either is a snapshot of the
+// same state machine) and every entry after it up to the applied index is replayed into it, on
+// the loop
 // (nothing else of the group moves meanwhile). The raft node keeps running, so nothing is
 // re-elected. AddGroup then asks for the group's leadership and returns once this node leads
 // it and has applied an entry of its own term: only then is every entry committed by earlier
@@ -19,8 +25,9 @@ package cluster
 // the queue (a confirmed message must not be missing from it).
 //
 // A LogKeeper (a deep queue, whose snapshot omits the bodies it reads back from the log) is
-// adopted the same way: AttachLog before Restore. A parked replica compacts nothing itself, and a
-// snapshot it installs from the leader carries the kept bodies (TransferSnapshot, logkeeper.go).
+// adopted the same way: AttachLog before Restore. A LogKeeper stand-in keeps what its own
+// snapshots leave in the log (KeepFrom), and a snapshot a replica installs from the leader
+// carries the kept bodies (TransferSnapshot, logkeeper.go).
 
 import (
 	"context"
@@ -40,12 +47,18 @@ func (h *Host) AddReplica(ctx context.Context, id uint64, sm StateMachine) (*Gro
 }
 
 // Park turns a running group back into a replica: its state machine is dropped (replaced by
-// sm, which may be nil), its pending proposals fail with ErrDropped.
+// sm, which may be nil; a stand-in is restored from the group's stored snapshot and the entries
+// after it, as an adopted state machine is), its pending proposals fail with ErrDropped.
 func (h *Host) Park(ctx context.Context, id uint64, sm StateMachine) error {
 	return h.do(ctx, func() error {
 		g := h.running[id]
 		if g == nil {
 			return fmt.Errorf("park group %d: %w", id, ErrUnknownGroup)
+		}
+		if sm != nil {
+			if err := h.replay(g, sm); err != nil {
+				return fmt.Errorf("park group %d: %w", id, err)
+			}
 		}
 		h.unquiesce(g)
 		g.parked = true

@@ -13,6 +13,9 @@ import (
 // A group served on one node and parked on two: the parked replicas keep the log (the group
 // commits with them), and when the serving node is cut off another node adopts the group with
 // its real state machine and sees every committed entry, with no re-election of the group.
+// Node 2's stand-in is a real state machine, so it snapshots and compacts its log as the
+// serving node does, and the adoption starts from its own snapshot; node 3's is nil and keeps
+// the whole log.
 func TestReplicaAdoptedAfterFailover(t *testing.T) {
 	ctx := testContext(t)
 	net := NewLocalNetwork()
@@ -31,8 +34,9 @@ func TestReplicaAdoptedAfterFailover(t *testing.T) {
 	}
 	served := newKV()
 	groups[1] = addGroup(t, ctx, hosts[1], 9, served)
+	standIns := map[uint64]StateMachine{2: newKV(), 3: nil}
 	for _, id := range []uint64{2, 3} {
-		g, err := hosts[id].AddReplica(ctx, 9, nil)
+		g, err := hosts[id].AddReplica(ctx, 9, standIns[id])
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -63,9 +67,10 @@ func TestReplicaAdoptedAfterFailover(t *testing.T) {
 	if hosts[1].Metrics().Snapshots == 0 {
 		t.Fatal("the serving node took no snapshot")
 	}
-	if m := hosts[2].Metrics(); m.Snapshots != 0 {
-		t.Fatalf("a parked replica took a snapshot: %+v", m)
+	if m := hosts[3].Metrics(); m.Snapshots != 0 {
+		t.Fatalf("a parked replica with no stand-in took a snapshot: %+v", m)
 	}
+	waitFor(t, ctx, "node 2's stand-in to snapshot", func() bool { return hosts[2].Metrics().Snapshots > 0 })
 	want, _ := served.state()
 
 	net.Isolate(1, true)

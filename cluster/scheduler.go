@@ -421,7 +421,7 @@ func (h *Host) cycle() error {
 		h.markDirty(g)
 		h.maybeCampaign(g)
 		h.maybeRecovered(g)
-		if !g.parked && g.applied-g.snapIndex >= h.snapshotEvery(g) {
+		if g.sm != nil && g.applied-g.snapIndex >= h.snapshotEvery(g) {
 			snaps = append(snaps, g)
 		}
 	}

@@ -23,6 +23,11 @@ package main
 // A serving node that loses group 0's leadership stops serving: it shuts down its broker and
 // listeners (clients reconnect, to any node) and re-executes itself, coming back as a standby.
 //
+// A standby's replicas are not inert: group 0's stand-in and each queue group's stand-in are the
+// broker's own pure state machines (broker.MetaStandIn, broker.QueueStandIn), which apply every
+// entry and deliver nothing, so a standby snapshots and compacts its logs as the serving node
+// does and its disk does not grow with every message ever published.
+//
 // Deviation from DESIGN.md §5: queue leaders are not spread over the nodes (the serving node
 // leads every group), and forwarding is per connection, not per publish/ack with deliveries
 // relayed. These are the next steps; the replication, the
@@ -213,7 +218,7 @@ func (cn *clusterNode) start(ctx context.Context) error {
 		return nil
 	}
 	cn.tr.Start(cn.host)
-	g, err := cn.host.AddReplica(ctx, broker.MetaGroup, &metaWatcher{cn: cn})
+	g, err := cn.host.AddReplica(ctx, broker.MetaGroup, broker.MetaStandIn(cn.noteMeta))
 	if err != nil {
 		return fmt.Errorf("metadata group: %w", err)
 	}
@@ -229,15 +234,9 @@ func (cn *clusterNode) close() {
 	}
 }
 
-// metaWatcher is group 0's stand-in state machine on a standby: each metadata entry names the
-// durable queues, whose groups the standby must keep.
-type metaWatcher struct{ cn *clusterNode }
-
-func (w *metaWatcher) Apply(_ uint64, data []byte) any { w.cn.noteMeta(data); return nil }
-func (w *metaWatcher) Snapshot() ([]byte, error)       { return nil, errors.New("parked: no snapshot") }
-func (w *metaWatcher) Restore(data []byte) error       { w.cn.noteMeta(data); return nil }
-
-// noteMeta runs on the host's loop: it only records the list and wakes keepReplicas.
+// noteMeta is told every metadata entry group 0's stand-in applies (each names the durable
+// queues, whose groups the standby must keep). It runs on the host's loop: it only records the
+// list and wakes keepReplicas.
 func (cn *clusterNode) noteMeta(data []byte) {
 	ids, err := broker.DurableQueueGroups(data)
 	if err != nil {
@@ -262,7 +261,7 @@ func (cn *clusterNode) keepReplicas(ctx context.Context) {
 	if stored, err := cn.host.StoredGroups(); err == nil {
 		for _, id := range stored {
 			if id != broker.MetaGroup && cn.host.Group(id) == nil {
-				if _, err := cn.host.AddReplica(ctx, id, nil); err == nil {
+				if _, err := cn.host.AddReplica(ctx, id, broker.QueueStandIn()); err == nil {
 					cn.replicas[id] = true
 				}
 			}
@@ -299,7 +298,7 @@ func (cn *clusterNode) applyReplicaList(ctx context.Context, want []uint64) {
 	}
 	for _, id := range want {
 		if !cn.replicas[id] {
-			if _, err := cn.host.AddReplica(ctx, id, nil); err != nil && !errors.Is(err, cluster.ErrGroupExists) {
+			if _, err := cn.host.AddReplica(ctx, id, broker.QueueStandIn()); err != nil && !errors.Is(err, cluster.ErrGroupExists) {
 				cn.log.Warn("queue replica not started", zap.Uint64("group", id), zap.Error(err))
 				continue
 			}
