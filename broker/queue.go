@@ -300,13 +300,16 @@ func (q *Queue) logRemoved() {
 // has nothing to do and no timer to wait for; the inbox starts a new one on the next post or
 // kick (see inbox).
 func (q *Queue) run() {
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
+	// The timer is made only when the queue has something to expire: run starts again at
+	// each wake-up of an idle queue (inbox.park), so a timer made up front was an allocation
+	// per wake-up, which an MQTT subscriber's every PUBACK could be.
+	var timer *time.Timer
+	var timerC <-chan time.Time
 	var timerAt int64
 	for {
 		select {
 		case <-q.inbox.wake:
-		case <-timer.C:
+		case <-timerC:
 			timerAt = 0
 		}
 		// Everything waiting is one batch.
@@ -315,7 +318,9 @@ func (q *Queue) run() {
 			if q.apply(c) {
 				q.abandon(batch[i+1:])
 				q.abandon(q.inbox.close())
-				timer.Stop()
+				if timer != nil {
+					timer.Stop()
+				}
 				close(q.done)
 				return
 			}
@@ -328,7 +333,12 @@ func (q *Queue) run() {
 			if d < 0 {
 				d = 0
 			}
-			timer.Reset(d)
+			if timer == nil {
+				timer = time.NewTimer(d)
+				timerC = timer.C
+			} else {
+				timer.Reset(d)
+			}
 		}
 		if timerAt == 0 && q.inbox.park() {
 			return
