@@ -37,7 +37,10 @@ type guardConn struct {
 	// tooLarge, when set, is called (on the reader goroutine) before an over-size packet ends
 	// the connection, so an MQTT 5 client is told why with DISCONNECT 0x95.
 	tooLarge func()
-	small    [smallReadSize]byte
+	// sess is the connection's session once CONNECT opened it (set on the reader goroutine,
+	// which alone uses it here): its PUBACKs are settled before each read that may wait.
+	sess  *session
+	small [smallReadSize]byte
 }
 
 const (
@@ -78,8 +81,12 @@ func (g *guardConn) release() {
 	}
 }
 
-// fill reads more bytes from the connection into an empty buffer.
+// fill reads more bytes from the connection into an empty buffer. Everything read so far has
+// been handled, so the acknowledgements it carried are settled first, together.
 func (g *guardConn) fill() error {
+	if g.sess != nil {
+		g.sess.flushAcks()
+	}
 	g.release()
 	if g.full && g.pooled == nil {
 		g.pooled = readBufs.Get().(*[]byte)

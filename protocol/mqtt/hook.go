@@ -81,6 +81,9 @@ func (h *bridge) OnConnect(cl *mochi.Client, pk packets.Packet) error {
 	s.sessions[cl] = sess
 	s.byConn[cl.Net.Conn] = sess
 	s.mu.Unlock()
+	if g, ok := cl.Net.Conn.(*guardConn); ok {
+		g.sess = sess
+	}
 	return nil
 }
 

@@ -2,6 +2,7 @@ package mqtt
 
 import (
 	"errors"
+	"runtime"
 	"sort"
 	"time"
 
@@ -155,26 +156,39 @@ func (x *session) startWriterLocked() {
 // holds up nothing but itself: the core keeps what credit does not let through.
 func (x *session) writeLoop() {
 	defer x.wg.Done()
+	w := newOutWriter(x)
+	defer w.release()
 	var acks map[*broker.Queue][]queue.DeliveryID
+	var spare []outDelivery // the previous batch, emptied: the next pending slice
+	lingered := false
 	for {
 		x.mu.Lock()
 		batch := x.pending
-		x.pending = nil
+		if len(batch) == 0 && !x.closed && !lingered {
+			// Nothing more yet. Under load the next delivery is usually a moment away: let
+			// the goroutines that produce it run once before this one ends, rather than
+			// starting a new writer (and growing a new pending slice) for it.
+			x.mu.Unlock()
+			lingered = true
+			runtime.Gosched()
+			continue
+		}
+		lingered = false
 		if len(batch) == 0 || x.closed {
 			// Closed: close requeues what is still pending once this goroutine is gone.
-			x.pending = batch
 			x.writing = false
 			x.mu.Unlock()
 			return
 		}
+		x.pending = spare
 		x.mu.Unlock()
 		var freed int32
 		for _, p := range batch {
 			if p.c == nil {
-				x.writeRetained(p)
+				x.writeRetained(w, p)
 				continue
 			}
-			if done := x.write(p); done {
+			if done := x.write(w, p); done {
 				if acks == nil {
 					acks = map[*broker.Queue][]queue.DeliveryID{}
 				}
@@ -183,6 +197,13 @@ func (x *session) writeLoop() {
 					freed++
 				}
 			}
+		}
+		// Written before settled: a QoS 0 delivery is done once it is on the wire.
+		w.flush()
+		clear(batch)
+		spare = nil
+		if cap(batch) <= maxSpareBatch {
+			spare = batch[:0]
 		}
 		for q, ids := range acks {
 			q.Settle(ids, queue.Ack)
@@ -194,15 +215,19 @@ func (x *session) writeLoop() {
 	}
 }
 
-// write sends one delivery. done reports that it needs no acknowledgement from the client
-// (QoS 0, or nothing to send) and the caller settles it now.
-func (x *session) write(p outDelivery) (done bool) {
+// maxSpareBatch bounds the pending slice a writer hands back for reuse (credit bounds a batch).
+const maxSpareBatch = 1024
+
+// write sends one delivery (through w: it is on the wire after w's next flush). done reports
+// that it needs no acknowledgement from the client (QoS 0, or nothing to send) and the caller
+// settles it once written.
+func (x *session) write(w *outWriter, p outDelivery) (done bool) {
 	pk, ok := x.packetFor(p)
 	if !ok {
 		return true
 	}
 	if pk.FixedHeader.Qos == 0 {
-		_ = x.cl.WritePacket(pk)
+		_ = w.add(pk)
 		return true
 	}
 	x.mu.Lock()
@@ -215,10 +240,10 @@ func (x *session) write(p outDelivery) (done bool) {
 		return false
 	}
 	id := x.nextPacketID()
-	x.inflight[id] = &outMsg{c: p.c, d: p.d.ID, qos: pk.FixedHeader.Qos, credit: p.credit}
+	x.inflight[id] = outMsg{c: p.c, d: p.d.ID, qos: pk.FixedHeader.Qos, credit: p.credit}
 	x.mu.Unlock()
 	pk.PacketID = id
-	if err := x.cl.WritePacket(pk); errors.Is(err, packets.ErrPacketTooLarge) {
+	if err := w.add(pk); errors.Is(err, packets.ErrPacketTooLarge) {
 		// Larger than the client's maximum packet size: discarded as if delivered
 		// [MQTT-3.1.2-25].
 		x.mu.Lock()
@@ -249,7 +274,7 @@ func (x *session) nextPacketID() uint16 {
 // subscription matches any more, or no-local).
 func (x *session) packetFor(p outDelivery) (packets.Packet, bool) {
 	m := p.d.Msg
-	topic := RoutingKeyToTopic(m.RoutingKey)
+	topic := x.topicOf(m.RoutingKey)
 	in := inboundInfo(m)
 	var qos byte
 	var ids []int
@@ -324,6 +349,15 @@ func (x *session) packetFor(p outDelivery) (packets.Packet, bool) {
 	return pk, true
 }
 
+// topicOf maps a delivery's routing key to its topic, remembering the last one: a subscriber
+// mostly gets one topic, or a few, in a row. Writer goroutine only.
+func (x *session) topicOf(key string) string {
+	if key != x.lastKey { // the zero values agree: "" maps to ""
+		x.lastKey, x.lastTopic = key, RoutingKeyToTopic(key)
+	}
+	return x.lastTopic
+}
+
 // acknowledged handles PUBACK, PUBREC and PUBCOMP for Parley's deliveries.
 func (x *session) acknowledged(pk packets.Packet) {
 	x.mu.Lock()
@@ -340,13 +374,16 @@ func (x *session) acknowledged(pk packets.Packet) {
 	switch pk.FixedHeader.Type {
 	case packets.Puback:
 		delete(x.inflight, pk.PacketID)
-		x.mu.Unlock()
+		// Settled with the other acknowledgements of the same read, before the reader waits
+		// for more (flushAcks): a subscriber's PUBACKs come in bursts, and one Settle per
+		// PUBACK woke the queue once per message.
 		if m.c != nil {
-			m.c.q.Settle([]queue.DeliveryID{m.d}, queue.Ack)
+			x.acks.add(m.c.q, m.d)
 		}
 		if m.credit {
-			x.release(1)
+			x.ackCredit++
 		}
+		x.mu.Unlock()
 	case packets.Pubrec:
 		if m.released {
 			x.mu.Unlock()
@@ -364,6 +401,7 @@ func (x *session) acknowledged(pk packets.Packet) {
 			return
 		} else {
 			m.released = true
+			x.inflight[pk.PacketID] = m
 			x.mu.Unlock()
 			// The client has the message: settle it now, so it is never sent again; the
 			// identifier stays in flight until PUBCOMP.
@@ -379,6 +417,49 @@ func (x *session) acknowledged(pk packets.Packet) {
 			x.release(1)
 		}
 	default:
+		x.mu.Unlock()
+	}
+}
+
+// ackRuns collects acknowledged deliveries by queue, in order, for one Settle per queue.
+type ackRuns []ackRun
+
+type ackRun struct {
+	q   *broker.Queue
+	ids []queue.DeliveryID
+}
+
+func (a *ackRuns) add(q *broker.Queue, id queue.DeliveryID) {
+	if n := len(*a); n > 0 && (*a)[n-1].q == q {
+		(*a)[n-1].ids = append((*a)[n-1].ids, id)
+		return
+	}
+	*a = append(*a, ackRun{q: q, ids: []queue.DeliveryID{id}})
+}
+
+// flushAcks settles the PUBACKs taken since the last flush and returns their credit. The
+// reader calls it before it waits for more bytes (guardConn.fill), and close before it gives
+// the session's deliveries back, so an acknowledged delivery is never requeued.
+func (x *session) flushAcks() {
+	x.mu.Lock()
+	runs, credit := x.acks, x.ackCredit
+	if len(runs) == 0 && credit == 0 {
+		x.mu.Unlock()
+		return
+	}
+	x.acks, x.ackCredit = x.ackSpare[:0], 0
+	x.ackSpare = nil
+	x.mu.Unlock()
+	for i := range runs {
+		runs[i].q.Settle(runs[i].ids, queue.Ack) // the queue keeps ids
+		runs[i] = ackRun{}
+	}
+	if credit > 0 {
+		x.release(credit)
+	}
+	if cap(runs) > 0 && cap(runs) <= 8 {
+		x.mu.Lock()
+		x.ackSpare = runs[:0]
 		x.mu.Unlock()
 	}
 }
@@ -422,7 +503,7 @@ type retainedOut struct {
 }
 
 // writeRetained sends a retained message with the retain flag set [MQTT-3.3.1-9].
-func (x *session) writeRetained(p outDelivery) {
+func (x *session) writeRetained(w *outWriter, p outDelivery) {
 	r := p.retained
 	if r == nil {
 		return
@@ -453,9 +534,13 @@ func (x *session) writeRetained(p outDelivery) {
 			return
 		}
 		id := x.nextPacketID()
-		x.inflight[id] = &outMsg{qos: pk.FixedHeader.Qos}
+		x.inflight[id] = outMsg{qos: pk.FixedHeader.Qos}
 		x.mu.Unlock()
 		pk.PacketID = id
 	}
-	_ = x.cl.WritePacket(pk)
+	if err := w.add(pk); errors.Is(err, packets.ErrPacketTooLarge) && pk.PacketID != 0 {
+		x.mu.Lock()
+		delete(x.inflight, pk.PacketID) // never sent: nothing will acknowledge it [MQTT-3.1.2-25]
+		x.mu.Unlock()
+	}
 }

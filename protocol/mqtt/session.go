@@ -76,12 +76,19 @@ type session struct {
 	// retainFor are the subscriptions of the SUBSCRIBE being processed that get the retained
 	// messages they match once SUBACK is out.
 	retainFor []*subscription
-	pending   []outDelivery      // handed over by the core, not yet written
-	inflight  map[uint16]*outMsg // written with QoS 1/2, not yet acknowledged
+	pending   []outDelivery     // handed over by the core, not yet written
+	inflight  map[uint16]outMsg // written with QoS 1/2, not yet acknowledged
 	nextID    uint16
 	closed    bool
 	writing   bool // a writeLoop goroutine is running (started by startWriterLocked)
-	main      *consumer
+	// PUBACKs taken by the reader and not yet settled (flushAcks), and the credit they free.
+	acks      ackRuns
+	ackSpare  ackRuns
+	ackCredit int32
+	// The writer's last routing key and its topic (topicOf); one writer runs at a time, and
+	// x.mu (writing) orders one after the other.
+	lastKey, lastTopic string
+	main               *consumer
 
 	wg sync.WaitGroup // the writeLoop goroutine, while one runs
 }
@@ -159,7 +166,7 @@ func (s *Server) openSession(cl *mochi.Client, pk packets.Packet, user string) (
 		s: s, cl: cl, clientID: cl.ID, user: user, v: v, version: version,
 		persistent: persistent, present: existed && persistent, q: q, qdef: def,
 		limit: limit, subs: map[string]*subscription{}, refused: map[string]bool{},
-		inflight: map[uint16]*outMsg{},
+		inflight: map[uint16]outMsg{},
 	}
 	if cl.Properties.Will.Flag != 0 {
 		w := cl.Properties.Will
@@ -253,7 +260,7 @@ func (x *session) resendPubrels() {
 	x.s.mu.Unlock()
 	for _, id := range ids {
 		x.mu.Lock()
-		x.inflight[id] = &outMsg{qos: 2, released: true}
+		x.inflight[id] = outMsg{qos: 2, released: true}
 		x.mu.Unlock()
 		_ = x.cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrel, Qos: 1}, PacketID: id})
 	}
@@ -444,6 +451,8 @@ func (x *session) close(cause error) {
 		}
 	}
 	x.mu.Unlock()
+	// What the client acknowledged is settled before anything goes back to a queue.
+	x.flushAcks()
 	// No delivery starts after Cancel returns; Deliver requeues what races with it.
 	for _, c := range consumers {
 		c.cancel()
@@ -465,7 +474,7 @@ func (x *session) close(cause error) {
 			back[m.c.q] = append(back[m.c.q], m.d)
 		}
 	}
-	x.inflight = map[uint16]*outMsg{}
+	x.inflight = map[uint16]outMsg{}
 	x.mu.Unlock()
 	for q, ids := range back {
 		q.Settle(ids, queue.Requeue)
