@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"fmt"
-	"slices"
 	"time"
 )
 
@@ -13,9 +12,20 @@ type Config struct {
 	NodeID uint64
 
 	// Peers maps every node id of the cluster, this one included, to its
-	// cluster address. A group added with AddGroup has all of them as
+	// cluster address: the membership until the node has stored one of its
+	// own (membership.go), which then wins. A new group has the members as
 	// voters. A single node lists just itself. Default: {NodeID: ""}.
 	Peers map[uint64]string
+
+	// Join says this node joins a running cluster: Peers lists some of its
+	// members but not this node, and the node bootstraps no group until a
+	// member's Join records it (every configuration comes from the groups'
+	// leaders). Default: false.
+	Join bool
+
+	// OnRemoved is called (once, on its own goroutine) when this node learns
+	// that it was removed from the cluster. Default: nil.
+	OnRemoved func()
 
 	// Transport carries raft messages to the other nodes. Default: a
 	// transport that drops everything, which is right for a single node
@@ -84,7 +94,11 @@ func (c Config) withDefaults() (Config, error) {
 		}
 		peers[id] = addr
 	}
-	if _, ok := peers[c.NodeID]; !ok {
+	if _, ok := peers[c.NodeID]; !ok && c.Join {
+		if len(peers) == 0 {
+			return c, fmt.Errorf("%w: a joining node needs Peers naming a member", ErrInvalidConfig)
+		}
+	} else if !ok {
 		if len(peers) > 0 {
 			return c, fmt.Errorf("%w: Peers does not list NodeID %d", ErrInvalidConfig, c.NodeID)
 		}
@@ -123,14 +137,4 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("%w: negative MaxInflightMsgs", ErrInvalidConfig)
 	}
 	return c, nil
-}
-
-// voters is the sorted voter set of a new group: every peer.
-func (c Config) voters() []uint64 {
-	ids := make([]uint64, 0, len(c.Peers))
-	for id := range c.Peers {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	return ids
 }

@@ -82,6 +82,9 @@ type Group struct {
 	// dropHeartbeatResp: the next Ready's heartbeat responses answer a quiesce message and
 	// are not sent.
 	dropHeartbeatResp bool
+	// confSnap asks for a snapshot after a conf change (membership.go): a node added to a
+	// compacted group catches up from the stored snapshot, which must name it.
+	confSnap bool
 }
 
 // setSM installs the group's state machine (loop only, or before the group runs).

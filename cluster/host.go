@@ -57,6 +57,13 @@ type Host struct {
 	readies    []groupReady
 
 	m counters
+
+	// Membership (membership.go). memberMu guards members alone (taken with no other lock);
+	// changeMu runs one Join or Leave at a time.
+	memberMu    sync.Mutex
+	members     map[uint64]string
+	changeMu    sync.Mutex
+	removedOnce atomic.Bool
 }
 
 type hostState int
@@ -122,6 +129,9 @@ func NewHost(cfg Config, eng *storage.Engine, log *zap.Logger) (*Host, error) {
 		liveness: make(map[uint64]*peerLiveness),
 	}
 	h.nextSeq.Store(uint64(time.Now().UnixNano()))
+	if err := h.loadMembers(); err != nil {
+		return nil, err
+	}
 	return h, nil
 }
 
@@ -135,7 +145,8 @@ func (h *Host) Start(ctx context.Context) error {
 	ctx, h.cancel = context.WithCancel(ctx)
 	h.state = stateRunning
 	go h.run(ctx)
-	h.log.Info("cluster host started", zap.Int("peers", len(h.cfg.Peers)))
+	h.announceMembers()
+	h.log.Info("cluster host started", zap.Int("members", len(h.members)))
 	return nil
 }
 
@@ -322,8 +333,9 @@ func (h *Host) prepare(g *Group) error {
 	if err != nil {
 		return fmt.Errorf("new raft node: %w", err)
 	}
-	if raft.IsEmptyHardState(hs) && last == 0 && raft.IsEmptySnap(snap) {
-		voters := h.cfg.voters()
+	// A new group: this node writes its first configuration, the members it records
+	// (membership.go), unless it is not a member yet (it joins: the leader sends it).
+	if voters := h.bootstrapVoters(); raft.IsEmptyHardState(hs) && last == 0 && raft.IsEmptySnap(snap) && voters != nil {
 		peers := make([]raft.Peer, len(voters))
 		for i, v := range voters {
 			peers[i] = raft.Peer{ID: v}

@@ -32,6 +32,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"go.etcd.io/raft/v3"
@@ -185,6 +186,9 @@ type GroupStatus struct {
 	Commit  uint64 `json:"commit"`
 	Applied uint64 `json:"applied"`
 	Parked  bool   `json:"parked"`
+	// Voters and Learners are the group's configuration as this node applied it.
+	Voters   []uint64 `json:"voters"`
+	Learners []uint64 `json:"learners,omitempty"`
 	// Lag is, on the leader, how many entries each follower's log is behind the leader's last
 	// index, by node id.
 	Lag map[uint64]uint64 `json:"lag,omitempty"`
@@ -200,6 +204,7 @@ func (h *Host) Status(ctx context.Context) ([]GroupStatus, error) {
 			gs := GroupStatus{
 				ID: g.id, Leader: g.lead, Term: st.HardState.GetTerm(), Commit: st.HardState.GetCommit(),
 				Applied: g.applied, Parked: g.parked,
+				Voters: slices.Clone(g.confState.GetVoters()), Learners: slices.Clone(g.confState.GetLearners()),
 			}
 			if g.lead == h.cfg.NodeID && len(st.Progress) > 1 {
 				last := st.Progress[h.cfg.NodeID].Match

@@ -421,7 +421,8 @@ func (h *Host) cycle() error {
 		h.markDirty(g)
 		h.maybeCampaign(g)
 		h.maybeRecovered(g)
-		if g.sm != nil && g.applied-g.snapIndex >= h.snapshotEvery(g) {
+		if g.sm != nil && (g.applied-g.snapIndex >= h.snapshotEvery(g) || g.confSnap) {
+			g.confSnap = false
 			snaps = append(snaps, g)
 		}
 	}
@@ -529,6 +530,9 @@ func (h *Host) applyEntries(g *Group, ents []*raftpb.Entry) error {
 				return fmt.Errorf("group %d: conf change at %d: %w", g.id, idx, err)
 			}
 			g.confState = g.rn.ApplyConfChange(&cc)
+			if err := h.noteConfChange(g, &cc); err != nil {
+				return fmt.Errorf("group %d: conf change at %d: %w", g.id, idx, err)
+			}
 		}
 		g.applied = idx
 		h.m.applied.Add(1)

@@ -17,8 +17,17 @@ package cluster
 // quiesced groups rely on, see quiesce.go).
 //
 // A lost connection is re-dialled with a capped exponential backoff. The first frame each way is
-// a hello naming the node and what it advertises (its client listener addresses), which
-// cmd/parley uses to send clients to the node that serves them.
+// a hello naming the node and what it advertises (its client listener addresses, which
+// cmd/parley uses to send clients to the node that serves them, and its cluster address).
+//
+// Peers change at run time (membership.go): the host adds a member it records (AddPeer) and
+// removes one it forgets (RemovePeer). A connection from a node the transport does not know yet
+// is accepted when its hello gives its cluster address: that is how a joining node, which knows
+// only the members its configuration lists, meets the others (the lower id dials, so members
+// with lower ids dial the new node as soon as they record it). A removed node is told so: the
+// transport writes one more hello carrying metaRemoved on the connection it closes, and answers
+// the removed node's later connections the same way, so that node stops (Host.NotifyRemoved)
+// instead of campaigning alone for ever.
 
 import (
 	"bufio"
@@ -63,16 +72,31 @@ type TCPConfig struct {
 	// before the peer is considered lost and the connection closed. It should be a few ping
 	// intervals, and below the hosts' election timeout. Default 1s.
 	PeerTimeout time.Duration
+	// Advertise is this node's cluster address as its peers dial it, sent in its hello so a
+	// node that did not know it can add it. Default: none.
+	Advertise string
 }
+
+// Hello meta keys the transport itself sets.
+const (
+	metaCluster = "cluster" // the sender's cluster address
+	metaRemoved = "removed" // "you are no longer a member" (its value: the sender's id)
+)
 
 // TCPTransport carries raft messages over TCP. Create it with NewTCPTransport, give it to the
 // host's Config, then Start it with that host.
 type TCPTransport struct {
-	cfg   TCPConfig
-	log   *zap.Logger
-	ln    net.Listener
-	host  atomic.Pointer[Host]
-	peers map[uint64]*peer
+	cfg  TCPConfig
+	log  *zap.Logger
+	ln   net.Listener
+	host atomic.Pointer[Host]
+	// peers is replaced, never changed in place (copy on write under mu), so Send reads it
+	// without a lock.
+	peers   atomic.Pointer[map[uint64]*peer]
+	started bool
+	removed map[uint64]bool // forgotten peers, told so when they connect
+	// toldRemoved: a peer said this node is no longer a member.
+	toldRemoved atomic.Bool
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -101,9 +125,12 @@ type outBatch struct {
 }
 
 type peer struct {
-	id   uint64
-	addr string
-	t    *TCPTransport
+	id     uint64
+	t      *TCPTransport
+	ctx    context.Context // ends when the transport closes or the peer is removed
+	cancel context.CancelFunc
+	// gone is set when the peer was removed: its last connection says so before closing.
+	gone atomic.Bool
 	out  chan outBatch
 	// accepted hands the writer a connection the listener accepted from this peer.
 	accepted chan *bufConn
@@ -111,6 +138,7 @@ type peer struct {
 	next *bufConn
 
 	mu        sync.Mutex
+	addr      string
 	meta      map[string]string
 	connected atomic.Bool
 	dropped   atomic.Uint64
@@ -156,14 +184,15 @@ func NewTCPTransport(cfg TCPConfig, log *zap.Logger) (*TCPTransport, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t := &TCPTransport{
-		cfg:    cfg,
-		log:    log.With(zap.Uint64("node", cfg.NodeID)),
-		ln:     ln,
-		peers:  make(map[uint64]*peer),
-		ctx:    ctx,
-		cancel: cancel,
-		conns:  make(map[net.Conn]struct{}),
+		cfg:     cfg,
+		log:     log.With(zap.Uint64("node", cfg.NodeID)),
+		ln:      ln,
+		ctx:     ctx,
+		cancel:  cancel,
+		conns:   make(map[net.Conn]struct{}),
+		removed: make(map[uint64]bool),
 	}
+	peers := make(map[uint64]*peer)
 	for id, addr := range cfg.Peers {
 		if id == cfg.NodeID {
 			continue
@@ -173,13 +202,84 @@ func NewTCPTransport(cfg TCPConfig, log *zap.Logger) (*TCPTransport, error) {
 			_ = ln.Close()
 			return nil, fmt.Errorf("%w: peer id 0", ErrInvalidConfig)
 		}
-		t.peers[id] = &peer{
-			id: id, addr: addr, t: t,
-			out:      make(chan outBatch, cfg.QueueLen),
-			accepted: make(chan *bufConn, 1),
-		}
+		peers[id] = t.newPeer(id, addr)
 	}
+	t.peers.Store(&peers)
 	return t, nil
+}
+
+func (t *TCPTransport) newPeer(id uint64, addr string) *peer {
+	ctx, cancel := context.WithCancel(t.ctx)
+	return &peer{
+		id: id, addr: addr, t: t, ctx: ctx, cancel: cancel,
+		out:      make(chan outBatch, t.cfg.QueueLen),
+		accepted: make(chan *bufConn, 1),
+	}
+}
+
+// AddPeer makes node id, at cluster address addr, a peer (or updates its address); a node
+// removed earlier may come back this way.
+func (t *TCPTransport) AddPeer(id uint64, addr string) {
+	if id == t.cfg.NodeID || id == 0 {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return
+	}
+	delete(t.removed, id)
+	old := *t.peers.Load()
+	if p := old[id]; p != nil {
+		if addr != "" {
+			p.mu.Lock()
+			p.addr = addr
+			p.mu.Unlock()
+		}
+		return
+	}
+	peers := maps.Clone(old)
+	p := t.newPeer(id, addr)
+	peers[id] = p
+	t.peers.Store(&peers)
+	if t.started {
+		t.wg.Add(1)
+		go p.run()
+	}
+	t.log.Info("cluster peer added", zap.Uint64("peer", id), zap.String("addr", addr))
+}
+
+// RemovePeer forgets node id: its connection is closed after telling it it is no longer a
+// member, and so is every later connection from it.
+func (t *TCPTransport) RemovePeer(id uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed || id == t.cfg.NodeID {
+		return
+	}
+	t.removed[id] = true
+	old := *t.peers.Load()
+	p := old[id]
+	if p == nil {
+		return
+	}
+	peers := maps.Clone(old)
+	delete(peers, id)
+	t.peers.Store(&peers)
+	p.gone.Store(true)
+	p.cancel()
+	t.log.Info("cluster peer removed", zap.Uint64("peer", id))
+}
+
+func (t *TCPTransport) isRemoved(id uint64) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.removed[id]
+}
+
+// goodbye is the hello that tells a removed node so.
+func (t *TCPTransport) goodbye() []byte {
+	return appendHello(nil, hello{node: t.cfg.NodeID, meta: map[string]string{metaRemoved: fmt.Sprint(t.cfg.NodeID)}})
 }
 
 // Addr is the address the transport listens on.
@@ -188,9 +288,12 @@ func (t *TCPTransport) Addr() net.Addr { return t.ln.Addr() }
 // Start delivers received messages to h and starts connecting to the peers.
 func (t *TCPTransport) Start(h *Host) {
 	t.host.Store(h)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.started = true
 	t.wg.Add(1)
 	go t.acceptLoop()
-	for _, p := range t.peers {
+	for _, p := range *t.peers.Load() {
 		t.wg.Add(1)
 		go p.run()
 	}
@@ -215,15 +318,16 @@ func (t *TCPTransport) Close() {
 
 // Peers reports every peer, by id.
 func (t *TCPTransport) Peers() []PeerStatus {
-	ids := slices.Sorted(maps.Keys(t.peers))
+	peers := *t.peers.Load()
+	ids := slices.Sorted(maps.Keys(peers))
 	out := make([]PeerStatus, 0, len(ids))
 	for _, id := range ids {
-		p := t.peers[id]
+		p := peers[id]
 		p.mu.Lock()
-		meta := maps.Clone(p.meta)
+		meta, addr := maps.Clone(p.meta), p.addr
 		p.mu.Unlock()
 		out = append(out, PeerStatus{
-			ID: id, Addr: p.addr, Connected: p.connected.Load(), Meta: meta,
+			ID: id, Addr: addr, Connected: p.connected.Load(), Meta: meta,
 			Dropped: p.dropped.Load(), Sent: p.sent.Load(),
 		})
 	}
@@ -233,13 +337,14 @@ func (t *TCPTransport) Peers() []PeerStatus {
 // Send queues msgs for their destinations; it never blocks (see the file comment).
 func (t *TCPTransport) Send(group uint64, msgs []*raftpb.Message) {
 	var byPeer map[*peer][]*raftpb.Message
+	peers := *t.peers.Load()
 	for _, m := range msgs {
-		p := t.peers[m.GetTo()]
+		p := peers[m.GetTo()]
 		if p == nil {
 			continue // not a node of the cluster: nothing to tell raft
 		}
 		if byPeer == nil {
-			byPeer = make(map[*peer][]*raftpb.Message, len(t.peers))
+			byPeer = make(map[*peer][]*raftpb.Message, len(peers))
 		}
 		byPeer[p] = append(byPeer[p], m)
 	}
@@ -286,7 +391,15 @@ func (t *TCPTransport) untrack(c net.Conn) {
 }
 
 func (t *TCPTransport) hello() []byte {
-	return appendHello(nil, hello{node: t.cfg.NodeID, meta: t.cfg.Meta})
+	meta := t.cfg.Meta
+	if t.cfg.Advertise != "" {
+		meta = maps.Clone(meta)
+		if meta == nil {
+			meta = map[string]string{}
+		}
+		meta[metaCluster] = t.cfg.Advertise
+	}
+	return appendHello(nil, hello{node: t.cfg.NodeID, meta: meta})
 }
 
 // exchangeHello writes our hello and reads the peer's, within the dial timeout.
@@ -329,7 +442,25 @@ func (t *TCPTransport) acceptLoop() {
 				t.untrack(c)
 				return
 			}
-			p := t.peers[h.node]
+			if t.isRemoved(h.node) {
+				t.log.Info("cluster connection from a removed node: told it so", zap.Uint64("peer", h.node))
+				_ = c.SetWriteDeadline(time.Now().Add(t.cfg.DialTimeout))
+				_, _ = c.Write(t.goodbye())
+				t.untrack(c)
+				return
+			}
+			if h.meta[metaRemoved] != "" {
+				t.told(h.node)
+				t.untrack(c)
+				return
+			}
+			p := (*t.peers.Load())[h.node]
+			if p == nil && h.meta[metaCluster] != "" {
+				// A node this one does not know yet (it joins, or this node joins): its
+				// hello says where it listens.
+				t.AddPeer(h.node, h.meta[metaCluster])
+				p = (*t.peers.Load())[h.node]
+			}
 			if p == nil || h.node > t.cfg.NodeID {
 				// Unknown node, or one we dial ourselves: two connections for one pair
 				// would race, so the lower id always dials.
@@ -371,6 +502,12 @@ type bufConn struct {
 	br *bufio.Reader
 }
 
+func (p *peer) getAddr() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.addr
+}
+
 func (p *peer) setMeta(m map[string]string) {
 	p.mu.Lock()
 	p.meta = m
@@ -388,7 +525,7 @@ func (p *peer) run() {
 			return
 		}
 		p.connected.Store(true)
-		p.t.log.Info("cluster peer connected", zap.Uint64("peer", p.id), zap.String("addr", p.addr))
+		p.t.log.Info("cluster peer connected", zap.Uint64("peer", p.id), zap.String("addr", p.getAddr()))
 		if h := p.t.host.Load(); h != nil {
 			h.PeerUp(p.id)
 		}
@@ -398,7 +535,7 @@ func (p *peer) run() {
 			h.PeerDown(p.id)
 		}
 		p.t.untrack(c.Conn)
-		if p.t.ctx.Err() != nil {
+		if p.ctx.Err() != nil {
 			return
 		}
 		p.t.log.Warn("cluster peer connection lost", zap.Uint64("peer", p.id), zap.Error(err))
@@ -427,7 +564,7 @@ func (p *peer) connect(backoff *time.Duration) *bufConn {
 			retry = timer.C
 			*backoff = min(*backoff*2, p.t.cfg.MaxBackoff)
 		}
-		if c := p.waitAccepted(retry); c != nil || !dials || p.t.ctx.Err() != nil {
+		if c := p.waitAccepted(retry); c != nil || !dials || p.ctx.Err() != nil {
 			if timer != nil {
 				timer.Stop()
 			}
@@ -441,7 +578,7 @@ func (p *peer) connect(backoff *time.Duration) *bufConn {
 func (p *peer) waitAccepted(retry <-chan time.Time) *bufConn {
 	for {
 		select {
-		case <-p.t.ctx.Done():
+		case <-p.ctx.Done():
 			return nil
 		case b := <-p.out:
 			p.drop(b)
@@ -455,7 +592,8 @@ func (p *peer) waitAccepted(retry <-chan time.Time) *bufConn {
 
 func (p *peer) dial() *bufConn {
 	d := net.Dialer{Timeout: p.t.cfg.DialTimeout}
-	c, err := d.DialContext(p.t.ctx, "tcp", p.addr)
+	addr := p.getAddr()
+	c, err := d.DialContext(p.ctx, "tcp", addr)
 	if err != nil {
 		p.t.log.Debug("cluster dial failed", zap.Uint64("peer", p.id), zap.Error(err))
 		return nil
@@ -466,7 +604,7 @@ func (p *peer) dial() *bufConn {
 	br := bufio.NewReaderSize(liveReader{c, p.t.cfg.PeerTimeout}, 64<<10)
 	h, err := p.t.exchangeHello(c, br)
 	if err == nil && h.node != p.id {
-		err = fmt.Errorf("%s answered as node %d", p.addr, h.node)
+		err = fmt.Errorf("%s answered as node %d", addr, h.node)
 	}
 	if err != nil {
 		p.t.log.Warn("cluster handshake failed", zap.Uint64("peer", p.id), zap.Error(err))
@@ -498,8 +636,13 @@ func (p *peer) serve(c *bufConn) error {
 	for {
 		var b outBatch
 		select {
-		case <-p.t.ctx.Done():
-			return fail(p.t.ctx.Err())
+		case <-p.ctx.Done():
+			if p.gone.Load() {
+				_ = c.SetWriteDeadline(time.Now().Add(p.t.cfg.DialTimeout))
+				_, _ = bw.Write(p.t.goodbye())
+				_ = bw.Flush()
+			}
+			return fail(p.ctx.Err())
 		case err := <-readErr:
 			readErr <- err
 			return fail(err)
@@ -571,6 +714,13 @@ func (p *peer) read(c *bufConn) error {
 		if kind == kindPing {
 			continue
 		}
+		if kind == kindHello {
+			// Only a goodbye follows the first hello.
+			if h, err := decodeHello(body); err == nil && h.node == p.id && h.meta[metaRemoved] != "" {
+				p.t.told(p.id)
+				return errors.New("removed from the cluster")
+			}
+		}
 		if kind != kindMessages {
 			return fmt.Errorf("%w: unexpected frame kind %d", ErrBadFrame, kind)
 		}
@@ -591,5 +741,16 @@ func (p *peer) read(c *bufConn) error {
 		if h := p.t.host.Load(); h != nil && len(keep) > 0 {
 			h.Receive(group, keep)
 		}
+	}
+}
+
+// told handles a peer's word that this node is no longer a member.
+func (t *TCPTransport) told(by uint64) {
+	if t.toldRemoved.Swap(true) {
+		return
+	}
+	t.log.Warn("a cluster peer says this node is no longer a member", zap.Uint64("peer", by))
+	if h := t.host.Load(); h != nil {
+		h.NotifyRemoved()
 	}
 }

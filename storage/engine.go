@@ -466,6 +466,10 @@ func (e *Engine) Groups() ([]uint64, error) {
 			valid = it.Next()
 			continue
 		}
+		if t == keys.TableNode {
+			valid = it.Next() // a node record, not a group
+			continue
+		}
 		groups = append(groups, g)
 		if t == keys.TableLogEntry {
 			_, end := keys.LogPrefixRange(g)
@@ -526,4 +530,23 @@ func (e *Engine) forget(l *RaftLog) {
 	if e.logs[l.group] == l {
 		delete(e.logs, l.group)
 	}
+}
+
+// NodeRecord reads node record id (keys.NodeMembers): nil, nil when it was never written.
+func (e *Engine) NodeRecord(id uint64) ([]byte, error) {
+	if e.isClosed.Load() {
+		return nil, ErrClosed
+	}
+	return e.get(keys.Node(id))
+}
+
+// SetNodeRecord writes node record id and syncs it: records are rare and must survive a crash.
+func (e *Engine) SetNodeRecord(id uint64, value []byte) error {
+	if e.isClosed.Load() {
+		return ErrClosed
+	}
+	if err := e.db.Set(keys.Node(id), value, pebble.Sync); err != nil {
+		return fmt.Errorf("storage: write %s: %w", keys.String(keys.Node(id)), err)
+	}
+	return nil
 }

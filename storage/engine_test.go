@@ -14,6 +14,8 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"go.etcd.io/raft/v3/raftpb"
+
+	"github.com/parleymq/parley/storage/keys"
 )
 
 func TestOpenWritesFormat(t *testing.T) {
@@ -249,5 +251,33 @@ func TestWALNotRecycled(t *testing.T) {
 				t.Fatalf("RecycleWAL: no WAL file kept for recycling")
 			}
 		})
+	}
+}
+
+// A node record survives a reopen and is not taken for a raft group.
+func TestNodeRecord(t *testing.T) {
+	dir := t.TempDir()
+	e, err := Open(dir, DefaultOptions(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, err := e.NodeRecord(keys.NodeMembers); err != nil || v != nil {
+		t.Fatalf("fresh record = %q, %v", v, err)
+	}
+	if err := e.SetNodeRecord(keys.NodeMembers, []byte("members")); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if e, err = Open(dir, DefaultOptions(), nil); err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	if v, err := e.NodeRecord(keys.NodeMembers); err != nil || string(v) != "members" {
+		t.Fatalf("record after reopen = %q, %v", v, err)
+	}
+	if gs, err := e.Groups(); err != nil || len(gs) != 0 {
+		t.Fatalf("groups = %v, %v; want none", gs, err)
 	}
 }

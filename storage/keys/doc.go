@@ -10,6 +10,7 @@
 //	0x04 | group           applied index
 //	0x05 | group           state-machine snapshot
 //	0x06 | group           log truncation state (index and term of the last removed entry)
+//	0x07 | record          a node record, not a group's (1: the cluster membership)
 //
 // Nothing else in Parley may lay out keys by hand; storage/ calls these
 // functions and the tests here pin the layout byte for byte, because changing

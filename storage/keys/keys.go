@@ -17,7 +17,14 @@ const (
 	TableApplied              Table = 0x04
 	TableStateMachineSnapshot Table = 0x05
 	TableTruncated            Table = 0x06
+	// TableNode holds records about the node rather than a raft group (the
+	// cluster membership); the "group" of its keys is the record's number.
+	TableNode Table = 0x07
 )
+
+// NodeMembers is the TableNode record holding the cluster membership as this
+// node last applied it (cluster/membership.go).
+const NodeMembers uint64 = 1
 
 // Key lengths: a prefix byte and one or two uint64s.
 const (
@@ -43,6 +50,8 @@ func (t Table) String() string {
 		return "smsnap"
 	case TableTruncated:
 		return "truncated"
+	case TableNode:
+		return "node"
 	}
 	return fmt.Sprintf("table(0x%02x)", byte(t))
 }
@@ -114,6 +123,9 @@ func StateMachineSnapshot(group uint64) []byte {
 // about (Storage.Term(FirstIndex()-1)).
 func Truncated(group uint64) []byte { return groupKey(TableTruncated, group) }
 
+// Node is the key of node record id (NodeMembers); not a raft group's.
+func Node(id uint64) []byte { return groupKey(TableNode, id) }
+
 // GroupKeys lists every single (non-log) key group owns; with LogPrefixRange
 // it is everything to delete when a group is destroyed.
 func GroupKeys(group uint64) [][]byte {
@@ -140,7 +152,7 @@ func ParseGroupKey(k []byte) (Table, uint64, error) {
 		return 0, 0, fmt.Errorf("%w: %x is not a group key", ErrMalformed, k)
 	}
 	switch t := Table(k[0]); t {
-	case TableHardState, TableSnapshotMeta, TableApplied, TableStateMachineSnapshot, TableTruncated:
+	case TableHardState, TableSnapshotMeta, TableApplied, TableStateMachineSnapshot, TableTruncated, TableNode:
 		return t, binary.BigEndian.Uint64(k[1:]), nil
 	}
 	return 0, 0, fmt.Errorf("%w: %x has unknown table 0x%02x", ErrMalformed, k, k[0])

@@ -120,10 +120,13 @@ func TestParse(t *testing.T) {
 			t.Fatalf("ParseGroupKey(%x) = %v %d %v", k, tb, g, err)
 		}
 	}
-	for _, bad := range [][]byte{nil, {}, {0x01}, LogEntry(1, 2)[:16], HardState(1)[:8], {0x07, 0, 0, 0, 0, 0, 0, 0, 1}, append(HardState(1), 0)} {
+	for _, bad := range [][]byte{nil, {}, {0x01}, LogEntry(1, 2)[:16], HardState(1)[:8], {0x08, 0, 0, 0, 0, 0, 0, 0, 1}, append(HardState(1), 0)} {
 		if _, _, _, err := Parse(bad); !errors.Is(err, ErrMalformed) {
 			t.Errorf("Parse(%x) error = %v, want ErrMalformed", bad, err)
 		}
+	}
+	if tb, id, _, err := Parse(Node(NodeMembers)); err != nil || tb != TableNode || id != NodeMembers {
+		t.Errorf("Parse(node record key) = %v %d %v", tb, id, err)
 	}
 	if _, _, err := ParseLogEntry(HardState(1)); !errors.Is(err, ErrMalformed) {
 		t.Errorf("ParseLogEntry(hard state key) error = %v", err)

@@ -1,0 +1,358 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"go.etcd.io/raft/v3/raftpb"
+)
+
+// memberNode is one host of a membership test over real loopback TCP and real Pebble.
+type memberNode struct {
+	id      uint64
+	dir     string
+	ln      net.Listener
+	addr    string
+	n       *tcpNode
+	removed atomic.Bool
+	sms     map[uint64]*kv
+	groups  map[uint64]*Group
+}
+
+func newMemberNode(t *testing.T, id uint64) *memberNode {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &memberNode{id: id, dir: t.TempDir(), ln: ln, addr: ln.Addr().String(),
+		sms: map[uint64]*kv{}, groups: map[uint64]*Group{}}
+}
+
+// start opens the node's storage, transport and host and adds groups; join: it is a new node
+// that knows only peers.
+func (m *memberNode) start(t *testing.T, ctx context.Context, peers map[uint64]string, join bool, groups ...uint64) {
+	t.Helper()
+	if m.ln == nil {
+		ln, err := net.Listen("tcp", m.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.ln = ln
+	}
+	n := &tcpNode{id: m.id, dir: m.dir, addr: m.addr}
+	n.eng = openEngine(t, m.dir, vfs.Default)
+	tr, err := NewTCPTransport(TCPConfig{
+		NodeID: m.id, Listener: m.ln, Peers: peers, Advertise: m.addr, MaxBackoff: 100 * time.Millisecond,
+	}, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.ln = nil // the transport owns it now
+	n.tr = tr
+	h, err := NewHost(Config{
+		NodeID: m.id, Peers: peers, Join: join, Transport: tr,
+		TickInterval: 10 * time.Millisecond, SnapshotEntries: 30,
+		OnRemoved: func() { m.removed.Store(true) },
+	}, n.eng, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	tr.Start(h)
+	n.host = h
+	m.n = n
+	for _, gid := range groups {
+		m.sms[gid] = newKV()
+		m.groups[gid] = addGroup(t, ctx, h, gid, m.sms[gid])
+	}
+}
+
+func (m *memberNode) conf(t *testing.T, ctx context.Context, gid uint64) (voters, learners []uint64) {
+	t.Helper()
+	st, err := m.n.host.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range st {
+		if g.ID == gid {
+			return g.Voters, g.Learners
+		}
+	}
+	t.Fatalf("node %d runs no group %d", m.id, gid)
+	return nil, nil
+}
+
+func memberIDs(ms []Member) []uint64 {
+	var ids []uint64
+	for _, m := range ms {
+		ids = append(ids, m.ID)
+	}
+	return ids
+}
+
+// TestJoinPromoteLeaveOverTCP: three hosts over TCP run two groups with data (the first
+// compacted, so a newcomer catches up by snapshot). A fourth host that knows only one member
+// joins: it is a learner first (commits go on without it), then Join promotes it to voter in
+// every group; every host records it, and a group created afterwards has it as a voter. Then a
+// node leaves: it is removed from every group, told so (OnRemoved), and forgotten by the
+// others; the leader cannot remove itself. The leader is then stopped: the remaining three
+// voters (the new node among them) elect and commit, a removal that would leave no live
+// majority is refused, and the new node, restarted with its original (joining) configuration,
+// comes back with its membership and configuration from storage.
+func TestJoinPromoteLeaveOverTCP(t *testing.T) {
+	ctx := testContext(t)
+	nodes := map[uint64]*memberNode{}
+	peers := map[uint64]string{}
+	for id := uint64(1); id <= 3; id++ {
+		nodes[id] = newMemberNode(t, id)
+		peers[id] = nodes[id].addr
+	}
+	for _, m := range nodes {
+		m.start(t, ctx, peers, false, 7, 8)
+	}
+	t.Cleanup(func() {
+		for _, m := range nodes {
+			if m.n != nil {
+				m.n.stop()
+			}
+		}
+	})
+
+	leaderOf := func(gid uint64, among ...uint64) uint64 {
+		t.Helper()
+		var lead uint64
+		waitFor(t, ctx, fmt.Sprintf("a leader of group %d", gid), func() bool {
+			lead = nodes[among[0]].groups[gid].Leader()
+			if lead == 0 || !slices.Contains(among, lead) {
+				return false
+			}
+			for _, id := range among {
+				if nodes[id].groups[gid].Leader() != lead {
+					return false
+				}
+			}
+			return nodes[lead].groups[gid].IsLeader()
+		})
+		return lead
+	}
+	propose := func(id, gid uint64, cmd string) {
+		t.Helper()
+		for {
+			f, err := nodes[id].groups[gid].Propose(ctx, []byte(cmd))
+			if err != nil {
+				t.Fatalf("propose %s on node %d: %v", cmd, id, err)
+			}
+			if _, err = f.Wait(ctx); err == nil {
+				return
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("propose %s on node %d: %v", cmd, id, err)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	converged := func(gid uint64, ids ...uint64) {
+		t.Helper()
+		waitFor(t, ctx, fmt.Sprintf("group %d to converge on %v", gid, ids), func() bool {
+			want, _ := nodes[ids[0]].sms[gid].state()
+			for _, id := range ids[1:] {
+				if got, _ := nodes[id].sms[gid].state(); !maps.Equal(got, want) {
+					return false
+				}
+			}
+			return true
+		})
+	}
+
+	lead := leaderOf(7, 1, 2, 3)
+	for i := range 100 {
+		propose(lead, 7, fmt.Sprintf("a%d=1", i))
+	}
+	propose(lead, 8, "b=1")
+
+	// Node 4 knows only the leader.
+	n4 := newMemberNode(t, 4)
+	nodes[4] = n4
+	n4.start(t, ctx, map[uint64]string{lead: peers[lead]}, true, 7, 8)
+	if v, _ := n4.conf(t, ctx, 7); len(v) != 0 {
+		t.Fatalf("a joining node bootstrapped group 7 with voters %v", v)
+	}
+	host := nodes[lead].n.host
+
+	// First step by hand: a learner receives the log but does not count.
+	err := host.ensureConf(ctx, 7, 4, func(gc groupConf) bool { return slices.Contains(gc.learners, 4) },
+		raftpb.ConfChangeAddLearnerNode, confContext{set: true, members: host.membersWith(4, n4.addr)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []uint64{1, 2, 3} {
+		waitFor(t, ctx, "the learner in every configuration", func() bool {
+			v, l := nodes[id].conf(t, ctx, 7)
+			return slices.Equal(l, []uint64{4}) && !slices.Contains(v, 4)
+		})
+	}
+	converged(7, 1, 2, 3, 4)
+	if m := n4.n.host.Metrics(); m.SnapshotsReceived == 0 {
+		t.Fatalf("the learner caught up without a snapshot, so the test did not cover it: %+v", m)
+	}
+
+	// Join finishes: promoted everywhere, in both groups.
+	if err := host.Join(ctx, 4, n4.addr); err != nil {
+		t.Fatal(err)
+	}
+	for _, gid := range []uint64{7, 8} {
+		for id := range nodes {
+			waitFor(t, ctx, fmt.Sprintf("node 4 a voter of group %d on node %d", gid, id), func() bool {
+				v, l := nodes[id].conf(t, ctx, gid)
+				return slices.Equal(v, []uint64{1, 2, 3, 4}) && len(l) == 0
+			})
+		}
+	}
+	for id := range nodes {
+		if got := memberIDs(nodes[id].n.host.Members()); !slices.Equal(got, []uint64{1, 2, 3, 4}) {
+			t.Fatalf("node %d records members %v", id, got)
+		}
+	}
+	converged(8, 1, 2, 3, 4)
+
+	// A group created after the join has the new node as a voter, on every node.
+	for _, m := range nodes {
+		m.sms[9] = newKV()
+		m.groups[9] = addGroup(t, ctx, m.n.host, 9, m.sms[9])
+	}
+	for id := range nodes {
+		if v, _ := nodes[id].conf(t, ctx, 9); !slices.Equal(v, []uint64{1, 2, 3, 4}) {
+			t.Fatalf("new group 9 on node %d has voters %v", id, v)
+		}
+	}
+	l9 := leaderOf(9, 1, 2, 3, 4)
+	propose(l9, 9, "c=1")
+	converged(9, 1, 2, 3, 4)
+
+	// Leave: the leader cannot remove itself; another node can go.
+	if err := host.Leave(ctx, lead); !errors.Is(err, ErrLeaderLeaving) {
+		t.Fatalf("leader removing itself: %v, want ErrLeaderLeaving", err)
+	}
+	gone := lead%3 + 1 // one of 1..3, not the leader
+	if err := host.Leave(ctx, gone); err != nil {
+		t.Fatal(err)
+	}
+	var rest []uint64
+	for id := range nodes {
+		if id != gone {
+			rest = append(rest, id)
+		}
+	}
+	slices.Sort(rest)
+	for _, gid := range []uint64{7, 8, 9} {
+		if v, l := nodes[lead].conf(t, ctx, gid); !slices.Equal(v, rest) || len(l) != 0 {
+			t.Fatalf("group %d after node %d left: voters %v learners %v", gid, gone, v, l)
+		}
+	}
+	waitFor(t, ctx, "the removed node to be told", func() bool { return nodes[gone].removed.Load() })
+	for _, id := range rest {
+		waitFor(t, ctx, fmt.Sprintf("node %d to forget node %d", id, gone), func() bool {
+			return slices.Equal(memberIDs(nodes[id].n.host.Members()), rest)
+		})
+	}
+	if err := host.Leave(ctx, gone); !errors.Is(err, ErrMembership) {
+		t.Fatalf("removing a node twice: %v, want ErrMembership", err)
+	}
+	nodes[gone].n.stop()
+	delete(nodes, gone)
+
+	// The leader goes: the three voters left (node 4 among them) elect and commit.
+	nodes[lead].n.stop()
+	var live []uint64
+	for _, id := range rest {
+		if id != lead {
+			live = append(live, id)
+		}
+	}
+	for _, gid := range []uint64{7, 8, 9} {
+		l := leaderOf(gid, live...)
+		propose(l, gid, "after=1")
+		converged(gid, live...)
+	}
+	// With the old leader down, removing a live voter would leave one live of two.
+	l7 := leaderOf(7, live...)
+	other := live[0]
+	if other == l7 {
+		other = live[1]
+	}
+	if err := nodes[l7].n.host.Leave(ctx, other); !errors.Is(err, ErrMembership) {
+		t.Fatalf("removal leaving no live majority: %v, want ErrMembership", err)
+	}
+
+	// Node 4 restarts with the configuration it joined with: storage has the rest.
+	n4.n.stop()
+	n4.start(t, ctx, map[uint64]string{lead: peers[lead]}, true, 7, 8, 9)
+	if got := memberIDs(n4.n.host.Members()); !slices.Equal(got, rest) {
+		t.Fatalf("restarted node 4 records members %v, want %v", got, rest)
+	}
+	for _, gid := range []uint64{7, 8, 9} {
+		if v, _ := n4.conf(t, ctx, gid); !slices.Equal(v, rest) {
+			t.Fatalf("restarted node 4: group %d voters %v, want %v", gid, v, rest)
+		}
+		converged(gid, live...)
+	}
+	propose(leaderOf(7, live...), 7, "restarted=1")
+	converged(7, live...)
+}
+
+func TestCheckRemoval(t *testing.T) {
+	active := func(ids ...uint64) map[uint64]bool {
+		m := map[uint64]bool{}
+		for _, id := range ids {
+			m[id] = true
+		}
+		return m
+	}
+	for _, tc := range []struct {
+		name string
+		gc   groupConf
+		id   uint64
+		ok   bool
+	}{
+		{"last voter", groupConf{voters: []uint64{1}, active: active(1)}, 1, false},
+		{"learner", groupConf{voters: []uint64{1}, learners: []uint64{2}, active: active(1)}, 2, true},
+		{"all live", groupConf{voters: []uint64{1, 2, 3}, active: active(1, 2, 3)}, 3, true},
+		{"one of two left down", groupConf{voters: []uint64{1, 2, 3}, active: active(1, 3)}, 3, false},
+		{"the down one", groupConf{voters: []uint64{1, 2, 3}, active: active(1, 3)}, 2, true},
+		{"four to three, one down", groupConf{voters: []uint64{1, 2, 3, 4}, active: active(1, 2, 4)}, 4, true},
+	} {
+		err := checkRemoval(tc.gc, tc.id)
+		if (err == nil) != tc.ok || (err != nil && !errors.Is(err, ErrMembership)) {
+			t.Errorf("%s: %v", tc.name, err)
+		}
+	}
+}
+
+func TestConfContextRoundTrip(t *testing.T) {
+	for _, c := range []confContext{
+		{node: 1, seq: 1 << 60, set: true, members: []Member{{1, "a:1"}, {4, "127.0.0.1:25672"}}},
+		{node: 2, seq: 5},
+		{node: 3, seq: 9, set: true, members: []Member{}},
+	} {
+		got, ok := decodeConfContext(c.encode())
+		if !ok || got.node != c.node || got.seq != c.seq || got.set != c.set || !slices.Equal(got.members, c.members) {
+			t.Errorf("round trip %+v: %+v %v", c, got, ok)
+		}
+	}
+	for _, bad := range [][]byte{nil, {2}, {1, 1}, append(confContext{node: 1}.encode(), 0), confContext{node: 1, set: true, members: []Member{{1, "x"}}}.encode()[:7]} {
+		if _, ok := decodeConfContext(bad); ok {
+			t.Errorf("decoded %x", bad)
+		}
+	}
+}
