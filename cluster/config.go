@@ -23,6 +23,11 @@ type Config struct {
 	// leaders). Default: false.
 	Join bool
 
+	// MembershipGroup is the group whose configuration is the cluster's
+	// membership (the broker's metadata group): a snapshot it installs from
+	// its leader refreshes the membership record (membership.go). Default: 0.
+	MembershipGroup uint64
+
 	// OnRemoved is called (once, on its own goroutine) when this node learns
 	// that it was removed from the cluster. Default: nil.
 	OnRemoved func()

@@ -62,6 +62,7 @@ type Host struct {
 	// changeMu runs one Join or Leave at a time.
 	memberMu    sync.Mutex
 	members     map[uint64]string
+	memberAt    storedMembers // what set members, as stored
 	changeMu    sync.Mutex
 	removedOnce atomic.Bool
 }
@@ -218,12 +219,12 @@ func (h *Host) AddGroup(ctx context.Context, id uint64, sm StateMachine) (*Group
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("add group %d: %w", id, err)
 	}
-	return h.addGroup(ctx, id, sm, false)
+	return h.addGroup(ctx, id, sm, false, true)
 }
 
 // addGroup adds a group, parked (a replica, see replica.go) or not. A parked group already
 // running is adopted instead.
-func (h *Host) addGroup(ctx context.Context, id uint64, sm StateMachine, parked bool) (*Group, error) {
+func (h *Host) addGroup(ctx context.Context, id uint64, sm StateMachine, parked, bootstrap bool) (*Group, error) {
 	g := &Group{
 		id:        id,
 		host:      h,
@@ -254,7 +255,7 @@ func (h *Host) addGroup(ctx context.Context, id uint64, sm StateMachine, parked 
 		}
 		h.mu.Unlock()
 	}
-	if err := h.prepare(g); err != nil {
+	if err := h.prepare(g, bootstrap); err != nil {
 		unreserve()
 		return nil, fmt.Errorf("add group %d: %w", id, err)
 	}
@@ -286,7 +287,7 @@ func (h *Host) addGroup(ctx context.Context, id uint64, sm StateMachine, parked 
 // prepare opens the group's log, restores its snapshot into the state
 // machine and builds its RawNode, on the caller's goroutine: nothing of it is
 // shared with the loop yet.
-func (h *Host) prepare(g *Group) error {
+func (h *Host) prepare(g *Group, bootstrap bool) error {
 	rl, err := h.eng.RaftLog(g.id)
 	if err != nil {
 		return fmt.Errorf("open raft log: %w", err)
@@ -335,7 +336,7 @@ func (h *Host) prepare(g *Group) error {
 	}
 	// A new group: this node writes its first configuration, the members it records
 	// (membership.go), unless it is not a member yet (it joins: the leader sends it).
-	if voters := h.bootstrapVoters(); raft.IsEmptyHardState(hs) && last == 0 && raft.IsEmptySnap(snap) && voters != nil {
+	if voters := h.bootstrapVoters(); bootstrap && raft.IsEmptyHardState(hs) && last == 0 && raft.IsEmptySnap(snap) && voters != nil {
 		peers := make([]raft.Peer, len(voters))
 		for i, v := range voters {
 			peers[i] = raft.Peer{ID: v}

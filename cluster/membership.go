@@ -177,6 +177,15 @@ type PeerDirectory interface {
 	RemovePeer(id uint64)
 }
 
+// storedMembers is the stored record: the members, and the log position (group, index) of
+// the entry (or snapshot) that set them. A restarted node replays its logs: entries at or below
+// that position are older than the record and must not set it back.
+type storedMembers struct {
+	Group   uint64   `json:"group"`
+	Index   uint64   `json:"index"`
+	Members []Member `json:"members"`
+}
+
 // loadMembers reads the stored membership record; without one it is the configuration's peers.
 func (h *Host) loadMembers() error {
 	v, err := h.eng.NodeRecord(keys.NodeMembers)
@@ -187,12 +196,13 @@ func (h *Host) loadMembers() error {
 	if v == nil {
 		return nil
 	}
-	var ms []Member
-	if err := json.Unmarshal(v, &ms); err != nil {
+	var sm storedMembers
+	if err := json.Unmarshal(v, &sm); err != nil {
 		return fmt.Errorf("read membership: %w", err)
 	}
-	h.members = make(map[uint64]string, len(ms))
-	for _, m := range ms {
+	h.memberAt = sm
+	h.members = make(map[uint64]string, len(sm.Members))
+	for _, m := range sm.Members {
 		h.members[m.ID] = m.Addr
 	}
 	return nil
@@ -241,7 +251,7 @@ func (h *Host) announceMembers() {
 
 // noteConfChange runs on the loop when g applies a ConfChangeV2: it completes the proposer's
 // future and stores the record the context carries.
-func (h *Host) noteConfChange(g *Group, cc *raftpb.ConfChangeV2) error {
+func (h *Host) noteConfChange(g *Group, index uint64, cc *raftpb.ConfChangeV2) error {
 	if g.snapIndex > 0 {
 		// The log below the last snapshot is gone: a node added now must be sent a snapshot
 		// whose configuration has it (raft refuses one that does not).
@@ -262,26 +272,34 @@ func (h *Host) noteConfChange(g *Group, cc *raftpb.ConfChangeV2) error {
 	if !c.set {
 		return nil
 	}
-	next := make(map[uint64]string, len(c.members))
-	for _, m := range c.members {
+	return h.setMembers(g.id, index, c.members)
+}
+
+// setMembers makes members the record as of entry index of group, unless the stored record is
+// newer; it stores it and tells the transport.
+func (h *Host) setMembers(group, index uint64, members []Member) error {
+	next := make(map[uint64]string, len(members))
+	for _, m := range members {
 		next[m.ID] = m.Addr
 	}
 	h.memberMu.Lock()
 	prev := h.members
-	if maps.Equal(prev, next) {
+	if at := h.memberAt; at.Group == group && index <= at.Index || maps.Equal(prev, next) {
 		h.memberMu.Unlock()
 		return nil
 	}
 	h.members = next
+	h.memberAt = storedMembers{Group: group, Index: index, Members: members}
+	data, err := json.Marshal(h.memberAt)
 	h.memberMu.Unlock()
-	data, err := json.Marshal(c.members)
 	if err != nil {
 		return fmt.Errorf("encode membership: %w", err)
 	}
 	if err := h.eng.SetNodeRecord(keys.NodeMembers, data); err != nil {
 		return fmt.Errorf("store membership: %w", err)
 	}
-	h.log.Info("cluster membership changed", zap.Uint64("group", g.id), zap.Any("members", c.members))
+	h.log.Info("cluster membership changed", zap.Uint64("group", group), zap.Uint64("index", index),
+		zap.Any("members", members))
 	self := h.cfg.NodeID
 	if _, was := prev[self]; was {
 		if _, is := next[self]; !is {
@@ -302,6 +320,36 @@ func (h *Host) noteConfChange(g *Group, cc *raftpb.ConfChangeV2) error {
 		}
 	}
 	return nil
+}
+
+// noteSnapshotConf runs on the loop when the membership group installs a snapshot from its
+// leader: the entries it skips may have changed the record, and its configuration says who the
+// members are now. Addresses come from the record, or the transport (a peer's hello).
+func (h *Host) noteSnapshotConf(g *Group, meta *raftpb.SnapshotMetadata) error {
+	if g.id != h.cfg.MembershipGroup {
+		return nil
+	}
+	cs := meta.GetConfState()
+	ids := append(slices.Clone(cs.GetVoters()), cs.GetLearners()...)
+	if len(ids) == 0 {
+		return nil
+	}
+	slices.Sort(ids)
+	cur := h.Members()
+	known := map[uint64]string{}
+	for _, m := range cur {
+		known[m.ID] = m.Addr
+	}
+	pd, _ := h.cfg.Transport.(interface{ PeerAddr(uint64) string })
+	members := make([]Member, 0, len(ids))
+	for _, id := range slices.Compact(ids) {
+		addr, ok := known[id]
+		if !ok && pd != nil {
+			addr = pd.PeerAddr(id)
+		}
+		members = append(members, Member{ID: id, Addr: addr})
+	}
+	return h.setMembers(g.id, meta.GetIndex(), members)
 }
 
 // removed calls Config.OnRemoved once.

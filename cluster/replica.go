@@ -44,7 +44,16 @@ import (
 // that sees the committed entries until AddGroup adopts the group. The group is recovered or
 // bootstrapped as AddGroup does.
 func (h *Host) AddReplica(ctx context.Context, id uint64, sm StateMachine) (*Group, error) {
-	return h.addGroup(ctx, id, sm, true)
+	return h.addGroup(ctx, id, sm, true, true)
+}
+
+// AddFollower is AddReplica for a group this node did not see created: it never writes the
+// group's first configuration itself, it waits for the group's leader to send it (by log or
+// snapshot). A node must bootstrap a group only with the members in force when the group was
+// created (membership.go); a node that learns of an older group (it joined later, or replays
+// its metadata after a restart) does not know them.
+func (h *Host) AddFollower(ctx context.Context, id uint64, sm StateMachine) (*Group, error) {
+	return h.addGroup(ctx, id, sm, true, false)
 }
 
 // Park turns a running group back into a replica: its state machine is dropped (replaced by

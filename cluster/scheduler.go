@@ -482,7 +482,7 @@ func (h *Host) restore(g *Group, snap *raftpb.Snapshot) error {
 	g.confState = meta.GetConfState()
 	g.appliedAt.Store(g.applied)
 	h.m.received.Add(1)
-	return nil
+	return h.noteSnapshotConf(g, meta)
 }
 
 // applyEntries applies committed entries to the state machine and completes
@@ -530,7 +530,7 @@ func (h *Host) applyEntries(g *Group, ents []*raftpb.Entry) error {
 				return fmt.Errorf("group %d: conf change at %d: %w", g.id, idx, err)
 			}
 			g.confState = g.rn.ApplyConfChange(&cc)
-			if err := h.noteConfChange(g, &cc); err != nil {
+			if err := h.noteConfChange(g, idx, &cc); err != nil {
 				return fmt.Errorf("group %d: conf change at %d: %w", g.id, idx, err)
 			}
 		}

@@ -271,6 +271,14 @@ func (t *TCPTransport) RemovePeer(id uint64) {
 	t.log.Info("cluster peer removed", zap.Uint64("peer", id))
 }
 
+// PeerAddr is the cluster address the transport has for node id ("" if none).
+func (t *TCPTransport) PeerAddr(id uint64) string {
+	if p := (*t.peers.Load())[id]; p != nil {
+		return p.getAddr()
+	}
+	return ""
+}
+
 func (t *TCPTransport) isRemoved(id uint64) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()

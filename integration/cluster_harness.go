@@ -6,8 +6,12 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -21,6 +25,8 @@ type Node struct {
 	HTTPAddr string
 	// MQTTAddr is the node's MQTT listener.
 	MQTTAddr string
+	// ClusterAddr is the node's cluster (raft transport) address.
+	ClusterAddr string
 }
 
 // ClusterStatus is the part of GET /api/cluster/status the tests read.
@@ -29,14 +35,20 @@ type ClusterStatus struct {
 	Serving        bool   `json:"serving"`
 	MetadataLeader uint64 `json:"metadata_leader"`
 	Groups         []struct {
-		ID      uint64            `json:"id"`
-		Leader  uint64            `json:"leader"`
-		Term    uint64            `json:"term"`
-		Commit  uint64            `json:"commit"`
-		Applied uint64            `json:"applied"`
-		Parked  bool              `json:"parked"`
-		Lag     map[string]uint64 `json:"lag"`
+		ID       uint64            `json:"id"`
+		Leader   uint64            `json:"leader"`
+		Term     uint64            `json:"term"`
+		Commit   uint64            `json:"commit"`
+		Applied  uint64            `json:"applied"`
+		Parked   bool              `json:"parked"`
+		Voters   []uint64          `json:"voters"`
+		Learners []uint64          `json:"learners"`
+		Lag      map[string]uint64 `json:"lag"`
 	} `json:"groups"`
+	Members []struct {
+		ID   uint64 `json:"id"`
+		Addr string `json:"addr"`
+	} `json:"members"`
 }
 
 // StartCluster starts n parley processes on loopback forming one cluster (each with its own
@@ -73,7 +85,8 @@ func StartCluster(t testing.TB, n int) []*Node {
 			"--peers", strings.Join(peers, ","),
 			"--http", httpAddr,
 			"--mqtt", mqttAddr)
-		nodes[i] = &Node{Server: s, ID: i + 1, HTTPAddr: httpAddr, MQTTAddr: mqttAddr}
+		nodes[i] = &Node{Server: s, ID: i + 1, HTTPAddr: httpAddr, MQTTAddr: mqttAddr,
+			ClusterAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(clusterPorts[i]))}
 	}
 	WaitServing(t, nodes)
 	return nodes
@@ -175,4 +188,64 @@ func converged(nodes []*Node) string {
 		}
 	}
 	return ""
+}
+
+// StartJoiningNode starts node id as a new node for a running cluster: its --peers lists only
+// the members given (not itself), so it bootstraps nothing and waits for `parleyctl cluster
+// join` to make it a member. Its client listener forwards to the serving node meanwhile.
+func StartJoiningNode(t testing.TB, id int, members ...*Node) *Node {
+	t.Helper()
+	clusterPort, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	httpPort, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var peers []string
+	for _, m := range members {
+		peers = append(peers, fmt.Sprintf("%d=%s", m.ID, m.ClusterAddr))
+	}
+	clusterAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(clusterPort))
+	httpAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(httpPort))
+	s := StartParley(t,
+		"--node-id", fmt.Sprintf("parley-%d", id),
+		"--cluster", clusterAddr,
+		"--peers", strings.Join(peers, ","),
+		"--http", httpAddr)
+	return &Node{Server: s, ID: id, HTTPAddr: httpAddr, ClusterAddr: clusterAddr}
+}
+
+var (
+	ctlOnce sync.Once
+	ctlPath string
+	ctlErr  error
+)
+
+// Parleyctl runs the parleyctl binary (built once per test binary) with args, bounded, and
+// returns its combined output.
+func Parleyctl(t testing.TB, args ...string) (string, error) {
+	t.Helper()
+	ctlOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "parleyctl-integration-bin-")
+		if err != nil {
+			ctlErr = err
+			return
+		}
+		ctlPath = filepath.Join(dir, "parleyctl")
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, "go", "build", "-o", ctlPath, "github.com/parleymq/parley/cmd/parleyctl").CombinedOutput()
+		if err != nil {
+			ctlErr = fmt.Errorf("go build ./cmd/parleyctl: %v\n%s", err, out)
+		}
+	})
+	if ctlErr != nil {
+		t.Fatal(ctlErr)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, ctlPath, args...).CombinedOutput()
+	return string(out), err
 }

@@ -122,13 +122,23 @@ type clusterNode struct {
 
 	// replicas: groups a standby keeps for the durable queues group 0 names.
 	repMu    sync.Mutex
-	repWant  [][]uint64 // lists from group 0's entries, in log order, not yet handled
+	repWant  []queueList // lists from group 0's entries, in log order, not yet handled
 	repWake  chan struct{}
 	replicas map[uint64]bool
+	// metaLive is set once group 0's replica has replayed what it had at start: from then on
+	// each metadata entry is applied as it commits, so a queue that first appears in it was
+	// created with the membership this node records at that moment.
+	metaLive atomic.Bool
+	// metaApplying is set (on the host's loop) while group 0's stand-in applies an entry.
+	metaApplying bool
+	// listed is the previous list of queue groups, nil while unknown (see applyReplicaList).
+	listed map[uint64]bool
 
 	serving   chan struct{} // closed when this node starts serving
 	lost      chan struct{} // closed when it stops
-	listening atomic.Bool   // the broker's listeners are up (what the status calls serving)
+	removed   chan struct{} // closed when it learns it was removed from the cluster
+	rmOnce    sync.Once
+	listening atomic.Bool // the broker's listeners are up (what the status calls serving)
 }
 
 // newClusterHost makes the node's cluster host. Without peers it is the single node of today:
@@ -149,36 +159,47 @@ func newClusterHost(cfg Config, eng *storage.Engine, log *zap.Logger) (*cluster.
 	if cfg.Cluster.Listen == "off" {
 		return nil, nil, fmt.Errorf("%w: cluster.listen is off but cluster.peers is set", errUsage)
 	}
-	if _, ok := peers[id]; !ok {
-		peers[id] = cfg.Cluster.Listen
+	// Peers not naming this node: it joins a running cluster (membership.go); a member's
+	// `parleyctl cluster join` makes it one.
+	self, listed := peers[id]
+	join := !listed
+	if join {
+		self = cfg.Cluster.Listen
 	}
-	if len(peers) < 2 {
+	if !join && len(peers) < 2 {
 		return nil, nil, fmt.Errorf("%w: cluster.peers lists no node but this one", errUsage)
 	}
 	advertise := map[string]string{}
 	for name, addr := range forwardedListeners(cfg) {
 		if addr != "off" {
-			advertise[name] = advertised(addr, peers[id])
+			advertise[name] = advertised(addr, self)
 		}
+	}
+	if cfg.HTTP != "off" {
+		advertise["http"] = advertised(cfg.HTTP, self) // join and leave go to the serving node's
 	}
 	tr, err := cluster.NewTCPTransport(cluster.TCPConfig{
 		NodeID: id, Listen: cfg.Cluster.Listen, Peers: peers, Meta: advertise,
+		Advertise: advertised(self, self),
 	}, log.Named("transport"))
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: cluster.listen: %v", errUsage, err)
 	}
-	host, err := cluster.NewHost(cluster.Config{NodeID: id, Peers: peers, Transport: tr}, eng, log.Named("cluster"))
+	cn := &clusterNode{
+		cfg: cfg, log: log.Named("node"), id: id, peers: peers, tr: tr,
+		repWake: make(chan struct{}, 1), replicas: map[uint64]bool{},
+		serving: make(chan struct{}), lost: make(chan struct{}), removed: make(chan struct{}),
+	}
+	host, err := cluster.NewHost(cluster.Config{
+		NodeID: id, Peers: peers, Join: join, Transport: tr, OnRemoved: cn.onRemoved,
+	}, eng, log.Named("cluster"))
 	if err != nil {
 		tr.Close()
 		return nil, nil, err
 	}
-	cn := &clusterNode{
-		cfg: cfg, log: log.Named("node"), id: id, peers: peers, tr: tr, host: host,
-		repWake: make(chan struct{}, 1), replicas: map[uint64]bool{},
-		serving: make(chan struct{}), lost: make(chan struct{}),
-	}
+	cn.host = host
 	log.Info("cluster node", zap.Uint64("id", id), zap.String("listen", tr.Addr().String()),
-		zap.Int("nodes", len(peers)))
+		zap.Int("members", len(host.Members())), zap.Bool("joining", join && !cn.isMember()))
 	return host, cn, nil
 }
 
@@ -218,11 +239,20 @@ func (cn *clusterNode) start(ctx context.Context) error {
 		return nil
 	}
 	cn.tr.Start(cn.host)
-	g, err := cn.host.AddReplica(ctx, broker.MetaGroup, broker.MetaStandIn(cn.noteMeta))
+	stored, err := cn.host.StoredGroups()
+	if err != nil {
+		return fmt.Errorf("metadata group: %w", err)
+	}
+	if !slices.Contains(stored, broker.MetaGroup) && cn.isMember() {
+		// A new cluster: every queue group 0 will name is created from now on.
+		cn.listed = map[uint64]bool{}
+	}
+	g, err := cn.host.AddReplica(ctx, broker.MetaGroup, &metaWatch{StateMachine: broker.MetaStandIn(cn.noteMeta), cn: cn})
 	if err != nil {
 		return fmt.Errorf("metadata group: %w", err)
 	}
 	cn.meta = g
+	cn.metaLive.Store(true)
 	go cn.keepReplicas(ctx)
 	return nil
 }
@@ -234,10 +264,31 @@ func (cn *clusterNode) close() {
 	}
 }
 
-// noteMeta is told every metadata entry group 0's stand-in applies (each names the durable
-// queues, whose groups the standby must keep). It runs on the host's loop: it only records the
-// list and wakes keepReplicas.
+// metaWatch wraps group 0's stand-in so that noteMeta knows an applied entry from a restored
+// snapshot.
+type metaWatch struct {
+	cluster.StateMachine
+	cn *clusterNode
+}
+
+func (w *metaWatch) Apply(index uint64, data []byte) any {
+	w.cn.metaApplying = true
+	defer func() { w.cn.metaApplying = false }()
+	return w.StateMachine.Apply(index, data)
+}
+
+// queueList is the durable queue groups one metadata entry names; live: applied as it
+// committed (not replayed, not from a snapshot).
+type queueList struct {
+	ids  []uint64
+	live bool
+}
+
+// noteMeta is told every metadata entry group 0's stand-in applies or restores (each names the
+// durable queues, whose groups the standby must keep). It runs on the host's loop: it only
+// records the list and wakes keepReplicas.
 func (cn *clusterNode) noteMeta(data []byte) {
+	live := cn.metaApplying && cn.metaLive.Load()
 	ids, err := broker.DurableQueueGroups(data)
 	if err != nil {
 		cn.log.Error("metadata entry not readable; replicas unchanged", zap.Error(err))
@@ -246,7 +297,7 @@ func (cn *clusterNode) noteMeta(data []byte) {
 	cn.repMu.Lock()
 	// Every list, in order, not just the latest: a queue deleted and declared again between two
 	// wake-ups must lose its old group (and its messages) before it gets a new one of the same id.
-	cn.repWant = append(cn.repWant, ids)
+	cn.repWant = append(cn.repWant, queueList{ids: ids, live: live})
 	cn.repMu.Unlock()
 	select {
 	case cn.repWake <- struct{}{}:
@@ -261,7 +312,7 @@ func (cn *clusterNode) keepReplicas(ctx context.Context) {
 	if stored, err := cn.host.StoredGroups(); err == nil {
 		for _, id := range stored {
 			if id != broker.MetaGroup && cn.host.Group(id) == nil {
-				if _, err := cn.host.AddReplica(ctx, id, broker.QueueStandIn()); err == nil {
+				if _, err := cn.host.AddFollower(ctx, id, broker.QueueStandIn()); err == nil {
 					cn.replicas[id] = true
 				}
 			}
@@ -285,8 +336,18 @@ func (cn *clusterNode) keepReplicas(ctx context.Context) {
 	}
 }
 
-// applyReplicaList makes the queue replicas match one list from group 0: removals first.
-func (cn *clusterNode) applyReplicaList(ctx context.Context, want []uint64) {
+// applyReplicaList makes the queue replicas match one list from group 0: removals first. A
+// queue that appears in a live entry is new: this node writes its group's first configuration
+// with the members it records, as the serving node did (cluster/membership.go). Any other
+// replica waits for the group's leader to send it the configuration (AddFollower): a node that
+// joined later, or replays its log, does not know the members the group was created with.
+func (cn *clusterNode) applyReplicaList(ctx context.Context, list queueList) {
+	want := list.ids
+	prev := cn.listed
+	cn.listed = make(map[uint64]bool, len(want))
+	for _, id := range want {
+		cn.listed[id] = true
+	}
 	for id := range cn.replicas {
 		if !slices.Contains(want, id) {
 			if err := cn.host.RemoveGroup(ctx, id); err != nil {
@@ -298,7 +359,11 @@ func (cn *clusterNode) applyReplicaList(ctx context.Context, want []uint64) {
 	}
 	for _, id := range want {
 		if !cn.replicas[id] {
-			if _, err := cn.host.AddReplica(ctx, id, broker.QueueStandIn()); err != nil && !errors.Is(err, cluster.ErrGroupExists) {
+			add := cn.host.AddFollower
+			if list.live && prev != nil && !prev[id] {
+				add = cn.host.AddReplica
+			}
+			if _, err := add(ctx, id, broker.QueueStandIn()); err != nil && !errors.Is(err, cluster.ErrGroupExists) {
 				cn.log.Warn("queue replica not started", zap.Uint64("group", id), zap.Error(err))
 				continue
 			}
@@ -487,13 +552,17 @@ type clusterStatus struct {
 	NodeID  string                `json:"node_id"`
 	Serving bool                  `json:"serving"`
 	Leader  uint64                `json:"metadata_leader"`
+	Members []cluster.Member      `json:"members"`
 	Peers   []cluster.PeerStatus  `json:"peers"`
 	Groups  []cluster.GroupStatus `json:"groups"`
 }
 
-// statusHandler serves the cluster status; cn nil is a single node.
+// statusHandler serves the cluster status and the membership changes (membership.go); cn nil
+// is a single node.
 func statusHandler(cfg Config, host *cluster.Host, cn *clusterNode) http.Handler {
 	mux := http.NewServeMux()
+	mux.HandleFunc("POST /api/cluster/join", cn.handleJoin)
+	mux.HandleFunc("POST /api/cluster/leave", cn.handleLeave)
 	mux.HandleFunc("GET /api/cluster/status", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 		defer cancel()
@@ -504,6 +573,7 @@ func statusHandler(cfg Config, host *cluster.Host, cn *clusterNode) http.Handler
 			st.Serving = cn.listening.Load() && cn.meta.Serving()
 			st.Peers = cn.tr.Peers()
 		}
+		st.Members = host.Members()
 		groups, err := host.Status(ctx)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)

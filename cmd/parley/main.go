@@ -120,6 +120,14 @@ func run(cfg Config) error {
 	defer cn.close()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	go func() {
+		// A node removed from the cluster stops as if told to (its onRemoved logged why).
+		select {
+		case <-cn.Removed():
+			stop()
+		case <-ctx.Done():
+		}
+	}()
 	if cfg.HTTP != "off" {
 		// For now the HTTP listener serves the cluster status only (GET /api/cluster/status).
 		ln, err := net.Listen("tcp", cfg.HTTP)

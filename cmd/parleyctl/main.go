@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -26,26 +27,36 @@ func main() {
 	}
 }
 
-var errUsage = errors.New("usage: parleyctl [--http ADDR] cluster status [--json]")
+var errUsage = errors.New(`usage: parleyctl [--http ADDR] [--timeout D] cluster status [--json]
+       parleyctl [--http ADDR] [--timeout D] cluster join ID=HOST:PORT
+       parleyctl [--http ADDR] [--timeout D] cluster leave ID`)
 
 func run(args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("parleyctl", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	httpAddr := fs.String("http", "127.0.0.1:15672", "the node's HTTP listener")
-	timeout := fs.Duration("timeout", 10*time.Second, "how long to wait for the node")
+	timeout := fs.Duration("timeout", 0, "how long to wait (default 10s for status, 5m for join and leave)")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	rest := fs.Args()
+	if len(rest) == 3 && rest[0] == "cluster" && (rest[1] == "join" || rest[1] == "leave") {
+		if *timeout == 0 {
+			*timeout = 5 * time.Minute
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+		defer cancel()
+		return changeMembership(ctx, *httpAddr, rest[1], rest[2], out)
+	}
 	asJSON := false
 	if n := len(rest); n == 3 && rest[2] == "--json" {
 		asJSON, rest = true, rest[:2]
 	}
 	if len(rest) != 2 || rest[0] != "cluster" || rest[1] != "status" {
-		if len(rest) == 2 && rest[0] == "cluster" && (rest[1] == "join" || rest[1] == "leave") {
-			return fmt.Errorf("cluster %s: membership changes are not implemented yet", rest[1])
-		}
 		return errUsage
+	}
+	if *timeout == 0 {
+		*timeout = 10 * time.Second
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
@@ -89,7 +100,11 @@ type status struct {
 	NodeID  string `json:"node_id"`
 	Serving bool   `json:"serving"`
 	Leader  uint64 `json:"metadata_leader"`
-	Peers   []struct {
+	Members []struct {
+		ID   uint64 `json:"id"`
+		Addr string `json:"addr"`
+	} `json:"members"`
+	Peers []struct {
 		ID        uint64
 		Addr      string
 		Connected bool
@@ -97,13 +112,15 @@ type status struct {
 		Dropped   uint64
 	} `json:"peers"`
 	Groups []struct {
-		ID      uint64            `json:"id"`
-		Leader  uint64            `json:"leader"`
-		Term    uint64            `json:"term"`
-		Commit  uint64            `json:"commit"`
-		Applied uint64            `json:"applied"`
-		Parked  bool              `json:"parked"`
-		Lag     map[string]uint64 `json:"lag"`
+		ID       uint64            `json:"id"`
+		Leader   uint64            `json:"leader"`
+		Term     uint64            `json:"term"`
+		Commit   uint64            `json:"commit"`
+		Applied  uint64            `json:"applied"`
+		Parked   bool              `json:"parked"`
+		Voters   []uint64          `json:"voters"`
+		Learners []uint64          `json:"learners"`
+		Lag      map[string]uint64 `json:"lag"`
 	} `json:"groups"`
 }
 
@@ -114,6 +131,27 @@ func (st status) print(out io.Writer) error {
 		role = "serving"
 	}
 	fmt.Fprintf(w, "node %d (%s): %s; serving node: %d\n\n", st.Node, st.NodeID, role, st.Leader)
+	if len(st.Members) > 0 {
+		// Roles as group 0 (the metadata) has them: a node joining is a learner until caught up.
+		var meta struct{ voters, learners []uint64 }
+		for _, g := range st.Groups {
+			if g.ID == 0 {
+				meta.voters, meta.learners = g.Voters, g.Learners
+			}
+		}
+		fmt.Fprintln(w, "MEMBER\tCLUSTER ADDR\tROLE (metadata group)")
+		for _, m := range st.Members {
+			role := "not in the metadata group"
+			switch {
+			case slices.Contains(meta.voters, m.ID):
+				role = "voter"
+			case slices.Contains(meta.learners, m.ID):
+				role = "learner (catching up)"
+			}
+			fmt.Fprintf(w, "%d\t%s\t%s\n", m.ID, m.Addr, role)
+		}
+		fmt.Fprintln(w)
+	}
 	if len(st.Peers) > 0 {
 		fmt.Fprintln(w, "PEER\tCLUSTER ADDR\tCONNECTED\tAMQP\tDROPPED MSGS")
 		for _, p := range st.Peers {
@@ -121,7 +159,7 @@ func (st status) print(out io.Writer) error {
 		}
 		fmt.Fprintln(w)
 	}
-	fmt.Fprintln(w, "GROUP\tLEADER\tTERM\tCOMMIT\tAPPLIED\tREPLICA\tFOLLOWER LAG (entries)")
+	fmt.Fprintln(w, "GROUP\tLEADER\tTERM\tCOMMIT\tAPPLIED\tREPLICA\tVOTERS\tLEARNERS\tFOLLOWER LAG (entries)")
 	for _, g := range st.Groups {
 		var lag []string
 		for id, n := range g.Lag {
@@ -134,7 +172,19 @@ func (st status) print(out io.Writer) error {
 		} else if g.ID>>63 == 1 {
 			name = fmt.Sprintf("queue %016x", g.ID)
 		}
-		fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\t%v\t%s\n", name, g.Leader, g.Term, g.Commit, g.Applied, g.Parked, strings.Join(lag, " "))
+		fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\t%v\t%s\t%s\t%s\n", name, g.Leader, g.Term, g.Commit, g.Applied, g.Parked,
+			ids(g.Voters), ids(g.Learners), strings.Join(lag, " "))
 	}
 	return w.Flush()
+}
+
+func ids(v []uint64) string {
+	if len(v) == 0 {
+		return "-"
+	}
+	s := make([]string, len(v))
+	for i, id := range v {
+		s[i] = strconv.FormatUint(id, 10)
+	}
+	return strings.Join(s, ",")
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -42,7 +43,55 @@ func TestClusterStatus(t *testing.T) {
 			t.Errorf("%v: %v, want usage", args, err)
 		}
 	}
-	if err := run([]string{"cluster", "join"}, &out); err == nil || !strings.Contains(err.Error(), "not implemented") {
-		t.Errorf("cluster join: %v", err)
+	for _, args := range [][]string{{"cluster", "join"}, {"cluster", "join", "4"}, {"cluster", "join", "x=h:1"},
+		{"cluster", "join", "4=nohostport"}, {"cluster", "leave", "node"}} {
+		if err := run(args, &out); !errors.Is(err, errUsage) {
+			t.Errorf("%v: %v, want usage", args, err)
+		}
+	}
+}
+
+// join and leave post to the node; a 503 asking to retry is retried, a refusal is an error with
+// the node's message.
+func TestClusterJoinLeave(t *testing.T) {
+	var got []string
+	tries := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		got = append(got, r.Method+" "+r.URL.Path+" "+string(body))
+		switch {
+		case r.URL.Path == "/api/cluster/join":
+			_, _ = w.Write([]byte(`{"ok":true}`))
+		case strings.Contains(string(body), `"id":1`) && tries == 0:
+			tries++
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte(`{"error":"serving moves","retry":true}`))
+		case strings.Contains(string(body), `"id":1`):
+			_, _ = w.Write([]byte(`{"ok":true}`))
+		default:
+			w.WriteHeader(http.StatusConflict)
+			_, _ = w.Write([]byte(`{"error":"node 3 is the last voter"}`))
+		}
+	}))
+	defer srv.Close()
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	var out bytes.Buffer
+	if err := run([]string{"--http", addr, "cluster", "join", "parley-4=127.0.0.1:25675"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	if err := run([]string{"--http", addr, "cluster", "leave", "parley-1"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	err := run([]string{"--http", addr, "cluster", "leave", "3"}, &out)
+	if err == nil || !strings.Contains(err.Error(), "last voter") {
+		t.Fatalf("refused leave: %v", err)
+	}
+	want := []string{
+		`POST /api/cluster/join {"id":4,"addr":"127.0.0.1:25675"}`,
+		`POST /api/cluster/leave {"id":1}`, `POST /api/cluster/leave {"id":1}`,
+		`POST /api/cluster/leave {"id":3}`,
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("requests:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }

@@ -1,0 +1,182 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// TestClusterJoinLeave: three parley processes; persistent messages published with confirms;
+// a fourth process started with --peers naming only node 1 is added with `parleyctl cluster
+// join` (sent to a standby, which forwards it to the serving node) and becomes a voter of
+// every group on every node; a queue declared afterwards has it as a voter too. Then
+// `parleyctl cluster leave` removes one of the original standbys (its process says so in its
+// log and stops), and the serving node is killed with SIGKILL: the three voters left (the new
+// node among them) elect a serving node, and every confirmed message of both queues is there.
+func TestClusterJoinLeave(t *testing.T) {
+	nodes := StartCluster(t, 3)
+	q1, q2 := Name(t, "before-join"), Name(t, "after-join")
+	confirmed := map[string]map[string]bool{q1: {}, q2: {}}
+	publish := func(n *Node, q string, count int) {
+		t.Helper()
+		c := dialRetry(t, n)
+		defer c.Close()
+		ch := channel(t, c)
+		if _, err := ch.QueueDeclare(q, true, false, false, false, nil); err != nil {
+			t.Fatal(err)
+		}
+		for i := range count {
+			body := fmt.Sprintf("%s-%d", q, len(confirmed[q])+i)
+			publishConfirmed(t, ch, "", q, amqp.Publishing{DeliveryMode: amqp.Persistent, Body: []byte(body)})
+			confirmed[q][body] = true
+		}
+	}
+	publish(nodes[0], q1, 200)
+
+	serving := WaitServing(t, nodes)
+	var standbys []*Node
+	for _, n := range nodes {
+		if n != serving {
+			standbys = append(standbys, n)
+		}
+	}
+	n4 := StartJoiningNode(t, 4, nodes[0])
+	out, err := Parleyctl(t, "--http", standbys[0].HTTPAddr, "--timeout", "60s", "cluster", "join", "parley-4="+n4.ClusterAddr)
+	if err != nil {
+		t.Fatalf("parleyctl cluster join: %v\n%s", err, out)
+	}
+	t.Logf("parleyctl cluster join: %s", strings.TrimSpace(out))
+	all := append(slices.Clone(nodes), n4)
+	waitVoters(t, all, []uint64{1, 2, 3, 4}, 2)
+
+	// A queue declared after the join has the new node as a voter, on every node.
+	publish(n4, q2, 50)
+	waitVoters(t, all, []uint64{1, 2, 3, 4}, 3)
+	out, err = Parleyctl(t, "--http", n4.HTTPAddr, "cluster", "status")
+	if err != nil || !regexp.MustCompile(`(?m)^4\s+\S+\s+voter$`).MatchString(out) {
+		t.Fatalf("parleyctl cluster status does not show node 4 as a voter: %v\n%s", err, out)
+	}
+	t.Logf("status after the join:\n%s", out)
+
+	// One of the original standbys leaves; asked through the new node.
+	gone := standbys[1]
+	out, err = Parleyctl(t, "--http", n4.HTTPAddr, "cluster", "leave", fmt.Sprint(gone.ID))
+	if err != nil {
+		t.Fatalf("parleyctl cluster leave %d: %v\n%s", gone.ID, err, out)
+	}
+	var rest []uint64
+	var live []*Node
+	for _, n := range all {
+		if n != gone {
+			rest = append(rest, uint64(n.ID))
+			live = append(live, n)
+		}
+	}
+	slices.Sort(rest)
+	waitVoters(t, live, rest, 3)
+	waitFor(t, "the removed node to stop on its own", func() bool { return !gone.Running() })
+	if log, err := os.ReadFile(gone.LogPath()); err != nil || !strings.Contains(string(log), "removed from the cluster") {
+		t.Fatalf("the removed node's log does not say it was removed (%v)", err)
+	}
+	gone.Kill() // reaps it if it lingers; a no-op when it stopped
+
+	// A refused removal says why.
+	if out, err := Parleyctl(t, "--http", n4.HTTPAddr, "cluster", "leave", fmt.Sprint(gone.ID)); err == nil {
+		t.Fatalf("removing node %d twice succeeded:\n%s", gone.ID, out)
+	} else {
+		t.Logf("second leave refused: %s", strings.TrimSpace(out))
+	}
+
+	serving.Kill()
+	var survivors []*Node
+	for _, n := range live {
+		if n != serving {
+			survivors = append(survivors, n)
+		}
+	}
+	next := WaitServing(t, survivors)
+	t.Logf("node %d killed; node %d serves", serving.ID, next.ID)
+
+	for _, q := range []string{q1, q2} {
+		c := dialRetry(t, survivors[0])
+		ch := channel(t, c)
+		got := map[string]bool{}
+		for {
+			d, ok, err := ch.Get(q, true)
+			if err != nil {
+				t.Fatalf("get %s: %v", q, err)
+			}
+			if !ok {
+				break
+			}
+			got[string(d.Body)] = true
+		}
+		c.Close()
+		for body := range confirmed[q] {
+			if !got[body] {
+				t.Errorf("confirmed message %s lost", body)
+			}
+		}
+		for body := range got {
+			if !confirmed[q][body] {
+				t.Errorf("message %q never published", body)
+			}
+		}
+		t.Logf("%s: %d confirmed, %d consumed", q, len(confirmed[q]), len(got))
+	}
+}
+
+// waitVoters waits (bounded) until every node reports at least groups groups, each with
+// exactly voters as voters and no learner.
+func waitVoters(t testing.TB, nodes []*Node, voters []uint64, groups int) {
+	t.Helper()
+	var last string
+	ok := func() bool {
+		for _, n := range nodes {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			st, err := n.Status(ctx)
+			cancel()
+			if err != nil {
+				last = fmt.Sprintf("node %d: %v", n.ID, err)
+				return false
+			}
+			if len(st.Groups) < groups {
+				last = fmt.Sprintf("node %d runs %d groups", n.ID, len(st.Groups))
+				return false
+			}
+			for _, g := range st.Groups {
+				if !slices.Equal(g.Voters, voters) || len(g.Learners) > 0 {
+					last = fmt.Sprintf("node %d group %d: voters %v learners %v", n.ID, g.ID, g.Voters, g.Learners)
+					return false
+				}
+			}
+		}
+		return true
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("voters %v in every group of every node: not within 60s (%s)", voters, last)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// waitFor polls cond (bounded).
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waiting for %s: not within 30s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
