@@ -9,8 +9,11 @@
 // A single node is a cluster of one: the same Host, the same loop, a group
 // whose only voter is this node. With peers, TCPTransport (tcp.go, framing in
 // wire.go) carries every group's raft messages over one connection per pair
-// of nodes, and pings each peer so that liveness is known per node; membership
-// changes are still to come. Idle groups quiesce (quiesce.go): their leader
+// of nodes, and pings each peer so that liveness is known per node. Membership
+// (membership.go) changes at run time: Join adds a node to every group as a
+// learner and promotes it once caught up, Leave removes one; each node stores
+// the membership record (node id -> cluster address) from the metadata group's
+// log, and new groups start with the members it names. Idle groups quiesce (quiesce.go): their leader
 // stops heartbeating them and every node stops ticking them until a proposal,
 // a message or the loss of the leader's node wakes them. Heartbeats of groups
 // that are awake are not coalesced per node pair (DESIGN.md §5 says they are);

@@ -28,6 +28,14 @@ package main
 // entry and deliver nothing, so a standby snapshots and compacts its logs as the serving node
 // does and its disk does not grow with every message ever published.
 //
+// Membership (membership.go here, cluster/membership.go for the raft part): a node started with
+// peers that do not name it joins a running cluster; `parleyctl cluster join`, sent to any node
+// and forwarded to the serving node, adds it to group 0 and every durable queue group as a
+// learner and promotes it when caught up; `parleyctl cluster leave` removes a node from every
+// group, and the removed node stops. A standby writes the first configuration of a queue's
+// group only when it applies, live, the metadata entry that creates the queue; any other
+// replica waits for the group's leader to send it (see applyReplicaList).
+//
 // Deviation from DESIGN.md §5: queue leaders are not spread over the nodes (the serving node
 // leads every group), and forwarding is per connection, not per publish/ack with deliveries
 // relayed. These are the next steps; the replication, the

@@ -76,7 +76,7 @@ type ClusterConfig struct {
 	// Listen is the address peers connect to (flag --cluster).
 	Listen string `yaml:"listen"`
 	// Peers lists the cluster's nodes as ID=host:port,ID=host:port (flag --peers); empty runs a
-	// single node.
+	// single node. A list that does not name this node makes it a joining node (membership.go).
 	Peers string `yaml:"peers"`
 }
 
