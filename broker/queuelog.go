@@ -95,18 +95,17 @@ func (l *queueLog) KeepFrom() uint64 { return l.keepFrom }
 func (l *queueLog) SnapshotInterval() uint64 { return uint64(len(l.live)-l.removed) / 8 }
 
 // enqueueEntry encodes m for the log and remembers it under a token, so that Apply on this node
-// takes the message itself instead of decoding its own bytes again. The entry starts with
-// cluster.EntryHeaderRoom free bytes for cluster.Group.ProposeAsyncInPlace, and its capacity
-// is sized for the message, so the body is copied once, here, on its way to the log (raft's
-// own copy of each proposed entry aside).
+// takes the message itself instead of decoding its own bytes again. The entry is a
+// cluster.EntryBuffer (recycled once raft has copied it, and with room for the proposal
+// header of cluster.Group.ProposeAsyncInPlace) sized for the message, so the body is copied
+// once, here, on its way to the log (raft's own copy of each proposed entry aside).
 func (l *queueLog) enqueueEntry(at int64, m *message.Message) ([]byte, error) {
 	l.mu.Lock()
 	l.nextToken++
 	token := l.nextToken
 	l.pending[token] = m
 	l.mu.Unlock()
-	size := cluster.EntryHeaderRoom + 17 + len(m.Body) + len(m.Exchange) + len(m.RoutingKey) + enqueueEntrySlack
-	buf := make([]byte, cluster.EntryHeaderRoom, size)
+	buf := cluster.EntryBuffer(17 + len(m.Body) + len(m.Exchange) + len(m.RoutingKey) + enqueueEntrySlack)
 	buf = append(buf, entryEnqueue)
 	buf = binary.BigEndian.AppendUint64(buf, token)
 	buf = binary.BigEndian.AppendUint64(buf, uint64(at))

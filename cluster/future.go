@@ -91,6 +91,9 @@ type proposal struct {
 	seq  uint64
 	data []byte // header + payload, as it goes into the log
 	cb   func(result any, err error)
+	// inPlace: data was handed over by ProposeAsyncInPlace, so the host may recycle it once
+	// raft has its own copy (see entrybuf.go).
+	inPlace bool
 	// tick is the host's tick count when the proposal went to raft: a proposal a follower
 	// forwarded to its leader expires (see expireForwarded) if it is never applied.
 	tick uint64

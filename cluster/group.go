@@ -137,12 +137,12 @@ func (g *Group) ProposeAsync(data []byte, cb func(result any, err error)) error 
 // ProposeAsyncInPlace is ProposeAsync for an entry whose first EntryHeaderRoom bytes are
 // left free for the proposal header: the header is written there, so the data is not copied
 // again behind a header (a persistent message's body is in it). The group owns entry from
-// then on; the caller must not touch it again.
+// then on; the caller must not touch it again (the host may reuse it: see EntryBuffer).
 func (g *Group) ProposeAsyncInPlace(entry []byte, cb func(result any, err error)) error {
 	if len(entry) < EntryHeaderRoom {
 		return fmt.Errorf("group %d: entry of %d bytes has no room for the %d-byte header", g.id, len(entry), EntryHeaderRoom)
 	}
-	p := &proposal{seq: g.host.nextSeq.Add(1), cb: cb}
+	p := &proposal{seq: g.host.nextSeq.Add(1), cb: cb, inPlace: true}
 	p.data = putEntryHeader(entry, g.host.cfg.NodeID, p.seq)
 	return g.enqueue(p)
 }

@@ -275,11 +275,22 @@ func (h *Host) takeProposals() {
 		for i, p := range props {
 			ents[i] = &raftpb.Entry{Data: p.data}
 		}
+		// A leader's raft copies every entry before Step returns (entrybuf.go); a follower's
+		// forwards these very entries to the leader.
+		leader := g.rn.BasicStatus().RaftState == raft.StateLeader
 		err := g.rn.Step(&raftpb.Message{
 			Type:    raftpb.MsgProp.Enum(),
 			From:    new(h.cfg.NodeID),
 			Entries: ents,
 		})
+		if leader {
+			for _, p := range props {
+				if p.inPlace {
+					recycleEntry(p.data)
+				}
+				p.data = nil
+			}
+		}
 		if err != nil {
 			h.m.dropped.Add(uint64(len(props)))
 			err = fmt.Errorf("%w: %w", ErrDropped, err)
