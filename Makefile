@@ -3,7 +3,7 @@ GO       ?= go
 FUZZTIME ?= 10s
 PKGS     := ./...
 
-.PHONY: build run cluster test test-deps test-long lint fuzz gen bench profile clean
+.PHONY: build run cluster test test-deps test-long lint fuzz gen bench bench-cluster profile clean
 
 build:
 	$(GO) build -o bin/parley ./cmd/parley
@@ -47,6 +47,11 @@ gen:
 # Never part of `make test`. BENCH_ARGS passes options, e.g. BENCH_ARGS="-r 5 -s mqtt".
 bench:
 	bash scripts/bench.sh $(BENCH_ARGS)
+
+# Three-node Parley against a three-node RabbitMQ cluster (quorum queues) on this machine,
+# persistent messages with confirms (same as `make bench BENCH_ARGS=-C`).
+bench-cluster:
+	bash scripts/bench-cluster.sh $(BENCH_ARGS)
 
 # CPU, allocation, block and mutex profiles of Parley under one bench scenario, e.g.
 # `make profile SCENARIO=amqp-4p4c-persistent-confirm-ack`; prints where it wrote them.

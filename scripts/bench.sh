@@ -10,7 +10,7 @@
 # yet reads n/a. Everything it started is stopped on exit, whatever the exit path.
 #
 # usage: scripts/bench.sh [-r REPEATS] [-d DURATION] [-s SCENARIO_REGEX] [-o SUMMARY.md]
-#                         [-u RABBITMQ_AMQP_URL] [-p PARLEY_AMQP_URL] [-P] [-M] [-R]
+#                         [-u RABBITMQ_AMQP_URL] [-p PARLEY_AMQP_URL] [-P] [-M] [-R] [-C]
 #   -r N     runs per scenario and broker (default 3)
 #   -d DUR   publishing time per run, Go duration (default 10s)
 #   -s RE    only scenarios whose name matches RE (awk regex)
@@ -20,6 +20,8 @@
 #   -P       do not start Parley
 #   -M       do not start Mosquitto
 #   -R       do not start RabbitMQ
+#   -C       instead: three-node Parley against a three-node RabbitMQ cluster's quorum queues,
+#            persistent with confirms (scripts/bench-cluster.sh; takes -r, -d and -o)
 # Raw per-run JSON (parley-bench -json) is kept in the results directory printed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,7 +37,8 @@ parley_url=
 no_parley=0
 no_mosquitto=0
 no_rabbitmq=0
-while getopts "r:d:s:o:u:p:PMRh" opt; do
+cluster=0
+while getopts "r:d:s:o:u:p:PMRCh" opt; do
   case "$opt" in
     r) repeats=$OPTARG ;;
     d) duration=$OPTARG ;;
@@ -46,9 +49,13 @@ while getopts "r:d:s:o:u:p:PMRh" opt; do
     P) no_parley=1 ;;
     M) no_mosquitto=1 ;;
     R) no_rabbitmq=1 ;;
+    C) cluster=1 ;;
     *) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 2 ;;
   esac
 done
+if [ "$cluster" = 1 ]; then
+  exec bash scripts/bench-cluster.sh -r "$repeats" -d "$duration" ${summary_out:+-o "$summary_out"}
+fi
 scenario_lines "$filter" | grep -q . || die "no scenario matches '$filter'"
 
 # ---- prerequisites ---------------------------------------------------------------------------
