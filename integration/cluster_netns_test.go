@@ -2,10 +2,13 @@ package integration
 
 import (
 	"context"
+	"maps"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
 
+	paho3 "github.com/eclipse/paho.mqtt.golang"
 	amqp "github.com/rabbitmq/amqp091-go"
 )
 
@@ -205,5 +208,88 @@ func drainQueueFunc(t testing.TB, n *Node, q string, f func(body []byte, redeliv
 			return
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestClusterNetnsPartitionMQTT: an MQTT device's persistent session (clean session false)
+// holds what QoS 1 publishers send it. A publisher connected to the serving node keeps
+// publishing QoS 1 after that node is cut off: no PUBACK may come for those (the node has no
+// majority). Publishes through the majority are acknowledged. After healing and convergence the
+// device, reconnecting through the node that was cut off, gets every acknowledged message and
+// nothing that was never published.
+func TestClusterNetnsPartitionMQTT(t *testing.T) {
+	c := StartNetnsCluster(t, 3)
+	nodes := c.Nodes
+	const topic = "np/dev/cmd"
+	dev, _, _ := connect3(t, nodes[0].MQTTAddr, "np-dev", false)
+	wait3(t, "subscribe", dev.Subscribe(topic, 1, nil))
+	dev.Disconnect(100)
+
+	acked := map[string]bool{}
+	published := map[string]bool{}
+	old := WaitServing(t, nodes)
+	pub, _, _ := connect3(t, old.MQTTAddr, "np-pub-old", true)
+	for i := range 20 {
+		m := "before-" + strconv.Itoa(i)
+		published[m] = true
+		wait3(t, "publish "+m, pub.Publish(topic, 1, false, m))
+		acked[m] = true
+	}
+
+	c.Isolate(old.ID, true)
+	var tokens []paho3.Token
+	var sent []string
+	for i := 0; i < 100 && pub.IsConnectionOpen(); i++ {
+		m := "minority-" + strconv.Itoa(i)
+		published[m] = true
+		tokens = append(tokens, pub.Publish(topic, 1, false, m))
+		sent = append(sent, m)
+		time.Sleep(30 * time.Millisecond)
+	}
+	minorityAcked := 0
+	for i, tok := range tokens {
+		if tok.WaitTimeout(20*time.Second) && tok.Error() == nil {
+			minorityAcked++
+			t.Errorf("PUBACK for %s, published to node %d after it was cut off", sent[i], old.ID)
+			acked[sent[i]] = true // acknowledged: it must not be lost either
+		}
+	}
+	t.Logf("minority: %d QoS 1 publishes after the cut, %d acknowledged", len(sent), minorityAcked)
+	pub.Disconnect(100)
+
+	var rest []*Node
+	for _, n := range nodes {
+		if n != old {
+			rest = append(rest, n)
+		}
+	}
+	next := WaitServing(t, rest)
+	p2, _, _ := connect3(t, next.MQTTAddr, "np-pub-new", true)
+	for i := range 20 {
+		m := "majority-" + strconv.Itoa(i)
+		published[m] = true
+		wait3(t, "publish "+m, p2.Publish(topic, 1, false, m))
+		acked[m] = true
+	}
+	p2.Disconnect(100)
+
+	c.Isolate(old.ID, false)
+	WaitConverged(t, nodes, 60*time.Second)
+	_, in, present := connect3(t, old.MQTTAddr, "np-dev", false)
+	if !present {
+		t.Error("the device's session is not present after the partition healed")
+	}
+	missing := maps.Clone(acked)
+	deadline := time.After(30 * time.Second)
+	for len(missing) > 0 {
+		select {
+		case m := <-in:
+			if !published[m.payload] {
+				t.Errorf("the device got %q, never published", m.payload)
+			}
+			delete(missing, m.payload)
+		case <-deadline:
+			t.Fatalf("acknowledged messages never delivered to the device: %d, for instance %v", len(missing), slices.Collect(maps.Keys(missing))[:1])
+		}
 	}
 }
