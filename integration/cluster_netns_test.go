@@ -289,7 +289,7 @@ func TestClusterNetnsPartitionMQTT(t *testing.T) {
 			}
 			delete(missing, m.payload)
 		case <-deadline:
-			t.Fatalf("acknowledged messages never delivered to the device: %d, for instance %v", len(missing), slices.Collect(maps.Keys(missing))[:1])
+			t.Fatalf("acknowledged messages never delivered to the device: %v", slices.Sorted(maps.Keys(missing)))
 		}
 	}
 }

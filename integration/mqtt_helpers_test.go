@@ -116,7 +116,7 @@ func dial5(addr, clientID string, clean bool, expiry uint32, configure ...func(*
 		Conn: conn,
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
 			p := pr.Packet
-			cl.msgs <- received{topic: p.Topic, payload: string(p.Payload), qos: p.QoS, retain: p.Retain, p5: p}
+			cl.msgs <- received{topic: p.Topic, payload: string(p.Payload), qos: p.QoS, retain: p.Retain, dup: p.Duplicate(), p5: p}
 			return true, nil
 		}},
 	})
