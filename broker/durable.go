@@ -41,6 +41,7 @@ const metaGroup = 0
 const (
 	entryEnqueue byte = 1 // token(8) enqueuedAt(8) message
 	entryRemove  byte = 2 // uvarint refs
+	entryState   byte = 3 // uvarint key length, key, then the value (absent: delete); see Queue.SetState
 )
 
 // errCorruptEntry reports a log entry the queue cannot parse.

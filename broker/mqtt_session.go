@@ -1,6 +1,12 @@
 package broker
 
-import "github.com/parleymq/parley/broker/exchange"
+import (
+	"bytes"
+	"context"
+	"fmt"
+
+	"github.com/parleymq/parley/broker/exchange"
+)
 
 // What the MQTT adapter needs from the core beyond what AMQP uses. An MQTT session is a queue
 // (DESIGN.md §3) whose bindings are its subscriptions; the adapter keeps each subscription's
@@ -28,3 +34,65 @@ func (v *VHost) DeleteQueueIf(q *Queue) bool {
 
 // LookupQueue returns the running queue of that name, without the exclusivity check of Queue.
 func (v *VHost) LookupQueue(name string) (*Queue, bool) { return v.queue(name) }
+
+// Queue state records. A protocol session that is a queue (an MQTT session, DESIGN.md §3) has a
+// little state of its own that must live and die with the queue: for MQTT, the will of the live
+// connection, QoS 2 packet identifiers between PUBREC and PUBREL, shared subscriptions. A
+// durable queue keeps these records in its log, next to its messages (one entry per change,
+// group-committed and replicated like an enqueue; its snapshot carries them), so they survive a
+// restart and a kill -9 and go when the queue is deleted. A transient queue keeps them in
+// memory, so the adapter has one code path.
+
+// SetState sets the state record key to val, or deletes it when val is nil, and returns once
+// the change is committed (for a durable queue: written, fsynced and replicated).
+func (q *Queue) SetState(ctx context.Context, key string, val []byte) error {
+	if q.log == nil {
+		q.stateMu.Lock()
+		if val == nil {
+			delete(q.memState, key)
+		} else {
+			if q.memState == nil {
+				q.memState = map[string][]byte{}
+			}
+			q.memState[key] = bytes.Clone(val)
+		}
+		q.stateMu.Unlock()
+		return nil
+	}
+	f, err := q.group.Propose(ctx, stateEntry(key, val))
+	if err != nil {
+		return fmt.Errorf("queue %q state %q: %w", q.def.Name, key, err)
+	}
+	res, err := f.Wait(ctx)
+	if err == nil {
+		err, _ = res.(error)
+	}
+	if err != nil {
+		return fmt.Errorf("queue %q state %q: %w", q.def.Name, key, err)
+	}
+	return nil
+}
+
+// State returns a copy of the queue's state records.
+func (q *Queue) State() map[string][]byte {
+	if q.log != nil {
+		return q.log.stateCopy()
+	}
+	q.stateMu.Lock()
+	defer q.stateMu.Unlock()
+	out := make(map[string][]byte, len(q.memState))
+	for k, v := range q.memState {
+		out[k] = v
+	}
+	return out
+}
+
+// SetIdleSince tells the queue when it was last used, Unix ms, for x-expires: a session the
+// adapter knows was left at that time (before a restart, which otherwise counts as a use)
+// expires that long after it, not after the restart.
+func (q *Queue) SetIdleSince(ms int64) {
+	if ms < q.lastUsed.Load() {
+		q.lastUsed.Store(ms)
+		q.Kick()
+	}
+}

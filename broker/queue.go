@@ -87,6 +87,10 @@ type Queue struct {
 	group *cluster.Group
 	log   *queueLog
 
+	// A transient queue's state records (SetState); a durable queue's are in its log.
+	stateMu  sync.Mutex
+	memState map[string][]byte
+
 	// Owned by the goroutine.
 	waiting   []*pendingPublish           // durable: publishes in order, waiting for the log
 	confirms  []pendingConfirm            // answered at the end of the batch, once the counters are current

@@ -42,8 +42,13 @@ const (
 	inlineMaxBytes    = 8 << 20
 )
 
-// queueLogMagic starts a queue log snapshot; the last byte is its version.
-var queueLogMagic = []byte("PQL\x01")
+// queueLogMagic starts a queue log snapshot; the last byte is its version. Version 2 adds the
+// queue's state records (Queue.SetState) after the live messages; version 1 snapshots, which
+// have none, are still read.
+var (
+	queueLogMagic   = []byte("PQL\x02")
+	queueLogMagicV1 = []byte("PQL\x01")
+)
 
 // queueLog is a durable queue's state machine: the live messages by reference.
 type queueLog struct {
@@ -53,6 +58,9 @@ type queueLog struct {
 	pending   map[uint64]*message.Message
 	nextToken uint64
 	inline    map[uint64]*message.Message
+	// state holds the queue's state records by key (Queue.SetState): the host's loop changes
+	// it, the adapter reads it through Queue.State.
+	state map[string][]byte
 
 	reader cluster.LogReader // set by AttachLog, before anything is applied
 
@@ -80,7 +88,8 @@ func (r *liveRecord) stub() queue.Stub {
 }
 
 func newQueueLog() *queueLog {
-	return &queueLog{pending: map[uint64]*message.Message{}, inline: map[uint64]*message.Message{}}
+	return &queueLog{pending: map[uint64]*message.Message{}, inline: map[uint64]*message.Message{},
+		state: map[string][]byte{}}
 }
 
 // AttachLog implements cluster.LogKeeper.
@@ -191,8 +200,61 @@ func (l *queueLog) Apply(index uint64, data []byte) any {
 		}
 		l.compactLive()
 		return nil
+	case entryState:
+		key, val, del, err := decodeStateEntry(data)
+		if err != nil {
+			return err
+		}
+		l.mu.Lock()
+		if del {
+			delete(l.state, key)
+		} else {
+			l.state[key] = val
+		}
+		l.mu.Unlock()
+		return nil
 	}
 	return errCorruptEntry
+}
+
+// stateEntry encodes a state record change: val nil deletes key.
+func stateEntry(key string, val []byte) []byte {
+	buf := make([]byte, 0, 2+len(key)+len(val)+binary.MaxVarintLen64)
+	buf = append(buf, entryState)
+	buf = binary.AppendUvarint(buf, uint64(len(key)))
+	buf = append(buf, key...)
+	if val != nil {
+		buf = append(buf, 1)
+		buf = append(buf, val...)
+	}
+	return buf
+}
+
+func decodeStateEntry(data []byte) (key string, val []byte, del bool, err error) {
+	n, used := binary.Uvarint(data[1:])
+	if used <= 0 || n > uint64(len(data)-1-used) {
+		return "", nil, false, errCorruptEntry
+	}
+	rest := data[1+used:]
+	key, rest = string(rest[:n]), rest[n:]
+	if len(rest) == 0 {
+		return key, nil, true, nil
+	}
+	if rest[0] != 1 {
+		return "", nil, false, errCorruptEntry
+	}
+	return key, bytes.Clone(rest[1:]), false, nil
+}
+
+// stateCopy returns a copy of the state records.
+func (l *queueLog) stateCopy() map[string][]byte {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make(map[string][]byte, len(l.state))
+	for k, v := range l.state {
+		out[k] = v
+	}
+	return out
 }
 
 // remove marks the record of ref gone; an unknown ref is ignored (removed twice after a
@@ -249,7 +311,7 @@ func (l *queueLog) Snapshot() ([]byte, error) {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	buf, err := encodeSnapshot(floor, live, func(ref uint64) (*message.Message, error) {
+	buf, err := encodeSnapshot(floor, live, l.state, func(ref uint64) (*message.Message, error) {
 		if m := l.inline[ref]; m != nil {
 			return m, nil
 		}
@@ -271,7 +333,7 @@ func (l *queueLog) TransferSnapshot(data []byte, index uint64) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return encodeSnapshot(index+1, snap.live, func(ref uint64) (*message.Message, error) {
+	return encodeSnapshot(index+1, snap.live, snap.state, func(ref uint64) (*message.Message, error) {
 		if m := snap.inline[ref]; m != nil {
 			return m, nil
 		}
@@ -282,9 +344,10 @@ func (l *queueLog) TransferSnapshot(data []byte, index uint64) ([]byte, error) {
 // encodeSnapshot writes a queue log snapshot: the floor, then the live records, each with its
 // message if it lies below the floor (inline), which body gives:
 //
-//	"PQL" 1, floor, n, then per record: ref delta, at (varint), ttl (varint), size, prio,
-//	inline (0/1), and if inline the message (message.AppendBinary).
-func encodeSnapshot(floor uint64, live []liveRecord, body func(ref uint64) (*message.Message, error)) ([]byte, error) {
+//	"PQL" 2, floor, n, then per record: ref delta, at (varint), ttl (varint), size, prio,
+//	inline (0/1), and if inline the message (message.AppendBinary); then the number of state
+//	records and each one's key and value, each a uvarint length and the bytes, by key order.
+func encodeSnapshot(floor uint64, live []liveRecord, state map[string][]byte, body func(ref uint64) (*message.Message, error)) ([]byte, error) {
 	buf := make([]byte, 0, len(queueLogMagic)+20+len(live)*12)
 	buf = append(buf, queueLogMagic...)
 	buf = binary.AppendUvarint(buf, floor)
@@ -309,6 +372,18 @@ func encodeSnapshot(floor uint64, live []liveRecord, body func(ref uint64) (*mes
 		if buf, err = message.AppendBinary(buf, m); err != nil {
 			return nil, fmt.Errorf("snapshot message %d: %w", r.ref, err)
 		}
+	}
+	keys := make([]string, 0, len(state))
+	for k := range state {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	buf = binary.AppendUvarint(buf, uint64(len(keys)))
+	for _, k := range keys {
+		buf = binary.AppendUvarint(buf, uint64(len(k)))
+		buf = append(buf, k...)
+		buf = binary.AppendUvarint(buf, uint64(len(state[k])))
+		buf = append(buf, state[k]...)
 	}
 	return buf, nil
 }
@@ -380,6 +455,7 @@ func (l *queueLog) Restore(data []byte) error {
 	}
 	l.mu.Lock()
 	l.inline = snap.inline
+	l.state = snap.state
 	l.mu.Unlock()
 	l.live, l.removed, l.floor, l.keepFrom = snap.live, 0, snap.floor, snap.floor
 	return nil
@@ -390,12 +466,14 @@ type queueLogSnapshot struct {
 	floor  uint64
 	live   []liveRecord
 	inline map[uint64]*message.Message
+	state  map[string][]byte
 }
 
 // decodeSnapshot reads what encodeSnapshot wrote.
 func decodeSnapshot(data []byte) (queueLogSnapshot, error) {
 	var snap queueLogSnapshot
-	if !bytes.HasPrefix(data, queueLogMagic) {
+	v1 := bytes.HasPrefix(data, queueLogMagicV1)
+	if !v1 && !bytes.HasPrefix(data, queueLogMagic) {
 		return snap, errOldSnapshot
 	}
 	data = data[len(queueLogMagic):]
@@ -450,10 +528,37 @@ func decodeSnapshot(data []byte) (queueLogSnapshot, error) {
 		}
 		live = append(live, r)
 	}
+	state := map[string][]byte{}
+	if !v1 {
+		n, ok := next()
+		if !ok || n > uint64(len(data)) {
+			return snap, errCorruptEntry
+		}
+		bytesOf := func() ([]byte, bool) {
+			l, ok := next()
+			if !ok || l > uint64(len(data)) {
+				return nil, false
+			}
+			b := bytes.Clone(data[:l])
+			data = data[l:]
+			return b, true
+		}
+		for range n {
+			k, ok1 := bytesOf()
+			v, ok2 := bytesOf()
+			if !ok1 || !ok2 {
+				return snap, errCorruptEntry
+			}
+			if v == nil {
+				v = []byte{}
+			}
+			state[string(k)] = v
+		}
+	}
 	if len(data) != 0 {
 		return snap, errCorruptEntry
 	}
-	return queueLogSnapshot{floor: floor, live: live, inline: inline}, nil
+	return queueLogSnapshot{floor: floor, live: live, inline: inline, state: state}, nil
 }
 
 // recover puts the live messages back into a queue's state machine, in log order: inline ones

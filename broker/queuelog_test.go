@@ -237,11 +237,13 @@ func TestTransferSnapshotStandsAlone(t *testing.T) {
 func FuzzQueueLogSnapshot(f *testing.F) {
 	rec := func(ref uint64) liveRecord { return liveRecord{ref: ref, at: 5, ttl: -1, size: 3, prio: 2} }
 	body := func(uint64) (*message.Message, error) { return &message.Message{Body: []byte("abc")}, nil }
+	state := map[string][]byte{"will": []byte("w"), "in:7": {}}
 	for _, seed := range []struct {
 		floor uint64
 		live  []liveRecord
-	}{{0, nil}, {1, []liveRecord{rec(3)}}, {5, []liveRecord{rec(2), rec(4), rec(7), rec(9)}}} {
-		b, err := encodeSnapshot(seed.floor, seed.live, body)
+		state map[string][]byte
+	}{{0, nil, nil}, {1, []liveRecord{rec(3)}, state}, {5, []liveRecord{rec(2), rec(4), rec(7), rec(9)}, nil}} {
+		b, err := encodeSnapshot(seed.floor, seed.live, seed.state, body)
 		if err != nil {
 			f.Fatal(err)
 		}
@@ -252,7 +254,7 @@ func FuzzQueueLogSnapshot(f *testing.F) {
 		if err != nil {
 			return
 		}
-		again, err := encodeSnapshot(snap.floor, snap.live, func(ref uint64) (*message.Message, error) { return snap.inline[ref], nil })
+		again, err := encodeSnapshot(snap.floor, snap.live, snap.state, func(ref uint64) (*message.Message, error) { return snap.inline[ref], nil })
 		if err != nil {
 			t.Fatalf("re-encoding an accepted snapshot: %v", err)
 		}
@@ -260,4 +262,39 @@ func FuzzQueueLogSnapshot(f *testing.F) {
 			t.Fatalf("decoding a re-encoded snapshot: %v", err)
 		}
 	})
+}
+
+// State records (Queue.SetState) are applied from the log, carried by snapshots, and a
+// version 1 snapshot (before state records) still restores.
+func TestQueueLogStateRecords(t *testing.T) {
+	l := newQueueLog()
+	for i, e := range [][]byte{stateEntry("will", []byte("bye")), stateEntry("in:7", []byte{}),
+		stateEntry("gone", []byte("x")), stateEntry("gone", nil)} {
+		if res := l.Apply(uint64(i+1), e); res != nil {
+			t.Fatalf("entry %d: %v", i, res)
+		}
+	}
+	want := func(st map[string][]byte) {
+		t.Helper()
+		if len(st) != 2 || string(st["will"]) != "bye" || st["in:7"] == nil || len(st["in:7"]) != 0 {
+			t.Fatalf("state %q", st)
+		}
+	}
+	want(l.stateCopy())
+	snap, err := encodeSnapshot(5, nil, l.state, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := newQueueLog()
+	if err := other.Restore(snap); err != nil {
+		t.Fatal(err)
+	}
+	want(other.stateCopy())
+	v1 := append([]byte("PQL\x01"), 5, 0) // floor 5, no records
+	if err := other.Restore(v1); err != nil || len(other.stateCopy()) != 0 {
+		t.Fatalf("version 1 snapshot: %v, state %q", err, other.stateCopy())
+	}
+	if res := l.Apply(9, []byte{entryState, 9, 'x'}); res == nil {
+		t.Fatal("a state entry whose key runs past its end was applied")
+	}
 }
