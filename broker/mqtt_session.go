@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/parleymq/parley/broker/exchange"
 )
@@ -95,4 +96,16 @@ func (q *Queue) SetIdleSince(ms int64) {
 		q.lastUsed.Store(ms)
 		q.Kick()
 	}
+}
+
+// QueuesWithPrefix returns the running queues whose name starts with prefix (an adapter finds
+// its sessions' queues after a restart this way).
+func (v *VHost) QueuesWithPrefix(prefix string) []*Queue {
+	var out []*Queue
+	for name, q := range v.queueMap() {
+		if strings.HasPrefix(name, prefix) {
+			out = append(out, q)
+		}
+	}
+	return out
 }

@@ -140,6 +140,11 @@ func newQueue(v *VHost, def meta.QueueDef, cfg queue.Config, g *cluster.Group, l
 	q.touch()
 	q.inbox = newInbox(v.b.cfg.QueueInbox, func() { go q.run() })
 	go q.run()
+	if l != nil || q.expires > 0 {
+		// The goroutine sets its timer (x-expires, message TTLs) only after a first batch: a
+		// recovered queue nobody touches must still expire, and its messages too.
+		q.Kick()
+	}
 	return q
 }
 

@@ -69,6 +69,8 @@ type MQTTConfig struct {
 	AllowAnonymous   bool          `yaml:"allow_anonymous"`
 	MaxKeepAlive     time.Duration `yaml:"max_keep_alive"`
 	MaxSessionExpiry time.Duration `yaml:"max_session_expiry"`
+	// PersistentSessionExpiry: see protocol/mqtt.Config.PersistentSessionExpiry; 0s = never.
+	PersistentSessionExpiry time.Duration `yaml:"persistent_session_expiry"`
 }
 
 // ClusterConfig places the node in a cluster (see cluster.go in this directory).
@@ -304,6 +306,9 @@ func (c *Config) validate() error {
 	}
 	if c.MQTTOptions.MaxSessionExpiry < 0 || c.MQTTOptions.MaxSessionExpiry > 4294967295*time.Second {
 		return fmt.Errorf("%w: mqtt_options.max_session_expiry %s: out of range", errUsage, c.MQTTOptions.MaxSessionExpiry)
+	}
+	if e := c.MQTTOptions.PersistentSessionExpiry; e < 0 || e > 4294967295*time.Second || (e > 0 && e < time.Second) {
+		return fmt.Errorf("%w: mqtt_options.persistent_session_expiry %s: want 0s (never) or 1s to 4294967295s", errUsage, e)
 	}
 	for _, u := range c.Users {
 		if u.Name == "" {

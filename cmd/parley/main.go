@@ -185,6 +185,7 @@ func run(cfg Config) error {
 	mcfg.AllowAnonymous = &cfg.MQTTOptions.AllowAnonymous
 	mcfg.MaxKeepAlive = uint16(cfg.MQTTOptions.MaxKeepAlive / time.Second)
 	mcfg.MaxSessionExpiry = uint32(cfg.MQTTOptions.MaxSessionExpiry / time.Second)
+	mcfg.PersistentSessionExpiry = uint32(cfg.MQTTOptions.PersistentSessionExpiry / time.Second)
 	mqttServer := mqtt.NewServer(mcfg, core, users, log.Named("mqtt"))
 	defer mqttServer.Close()
 

@@ -31,6 +31,12 @@ type Config struct {
 	// MaxSessionExpiry caps an MQTT 5 session expiry interval, in seconds. Default 0 = no cap
 	// beyond the protocol's.
 	MaxSessionExpiry uint32
+	// PersistentSessionExpiry, in seconds, is how long an MQTT 3.1.1 (or 3.1) clean-session-
+	// false session is kept after its connection ends, counted across restarts; it is then
+	// deleted with its queued messages (MQTT 3.1.1 has no session expiry of its own; this is
+	// Mosquitto's persistent_client_expiration). Default 0 = never, as Mosquitto's default.
+	// A session keeps the expiry it was created with.
+	PersistentSessionExpiry uint32
 }
 
 // Defaults.

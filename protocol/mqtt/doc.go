@@ -15,7 +15,17 @@
 //     options (QoS, identifier, no-local, retain-as-published) in the binding's arguments so a
 //     durable session's subscriptions survive a restart with the metadata.
 //     $share/<group>/<filter> is one queue, mqtt.share.<group>.<filter>, with a consumer per
-//     subscribed client (competing consumers).
+//     subscribed client (competing consumers). The group's queue is transient and lives while
+//     the group has connected members; a persistent session's shared subscriptions are kept
+//     with it and rejoined when it connects again (also after a restart), but messages sent
+//     while no member is connected are not kept for the group.
+//   - What else a persistent session must keep (the connection's will, QoS 2 packet
+//     identifiers between PUBREC and PUBREL/PUBCOMP, shared subscriptions, when it was left)
+//     are state records of its queue, durable with it (durable.go). A session expires (its
+//     queue is deleted) its expiry interval after its connection ended, counted across
+//     restarts: MQTT 5's own, Config.PersistentSessionExpiry for MQTT 3.1.1.
+//   - mochi keeps no record of a client once its connection has ended: sessions are the
+//     core's, and ever new client ids must not grow its maps.
 //   - Each connection consumes its queues as a broker.Consumer whose credit is the client's
 //     receive maximum. Deliveries go out through the session's writer goroutine with our own
 //     packet identifiers; PUBACK (QoS 1) and PUBREC (QoS 2) settle the delivery in the core,

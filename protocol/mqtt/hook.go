@@ -80,10 +80,13 @@ func (h *bridge) OnConnect(cl *mochi.Client, pk packets.Packet) error {
 	s.mu.Lock()
 	s.sessions[cl] = sess
 	s.byConn[cl.Net.Conn] = sess
+	s.current[cl.ID] = sess
 	s.mu.Unlock()
 	if g, ok := cl.Net.Conn.(*guardConn); ok {
 		g.sess = sess
 	}
+	sess.saveConnected()
+	sess.resume()
 	return nil
 }
 
@@ -123,6 +126,7 @@ func (h *bridge) OnDisconnect(cl *mochi.Client, err error, _ bool) {
 	if sess != nil {
 		sess.close(err)
 	}
+	s.forgetClient(cl)
 }
 
 // OnPublish routes the message into the core and returns once the core has accepted it, so
@@ -134,11 +138,14 @@ func (h *bridge) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet,
 		return pk, packets.ErrRejectPacket
 	}
 	code := sess.publish(pk)
-	if code == packets.CodeSuccess {
+	if code == packets.CodeSuccess || (code == packets.CodeNoMatchingSubscribers && pk.FixedHeader.Qos == 2) {
+		if pk.FixedHeader.Qos == 2 {
+			sess.acceptedQoS2(pk.PacketID) // before mochi's PUBREC
+		}
 		return pk, packets.CodeSuccessIgnore
 	}
-	if code == packets.CodeNoMatchingSubscribers && (cl.Properties.ProtocolVersion < 5 || pk.FixedHeader.Qos != 1) {
-		// MQTT 3.1.1 has no such code; for QoS 2 mochi's PUBREC flow must go on.
+	if code == packets.CodeNoMatchingSubscribers && cl.Properties.ProtocolVersion < 5 {
+		// MQTT 3.1.1 has no such code.
 		return pk, packets.CodeSuccessIgnore
 	}
 	sess.refusePublish(pk, code)
@@ -176,6 +183,12 @@ func (h *bridge) OnUnsubscribe(cl *mochi.Client, pk packets.Packet) packets.Pack
 func (h *bridge) OnPacketRead(cl *mochi.Client, pk packets.Packet) (packets.Packet, error) {
 	switch pk.FixedHeader.Type {
 	case packets.Puback, packets.Pubrec, packets.Pubcomp:
+	case packets.Pubrel:
+		// An inbound QoS 2 flow ends: its durable record goes before mochi's PUBCOMP.
+		if sess := h.s.session(cl); sess != nil {
+			sess.released(pk.PacketID)
+		}
+		return pk, nil
 	default:
 		return pk, nil
 	}

@@ -26,6 +26,7 @@ type consumer struct {
 
 	active    bool // guarded by x.mu
 	cancelled bool // guarded by x.mu
+	joined    bool // shared: counted as a member of its group (Server.joinShare); reader only
 	// reserved counts credit taken by Allow and not yet passed to Deliver (queue goroutine only).
 	reserved int
 }
@@ -142,7 +143,7 @@ func (x *session) release(n int32) {
 // exits when pending is empty, so an idle connection costs no writer goroutine (and no
 // stack): with 10,000 idle MQTT connections that is 10,000 goroutines fewer.
 func (x *session) startWriterLocked() {
-	if x.writing || x.closed {
+	if x.writing || x.closed || !x.started {
 		return
 	}
 	x.writing = true
@@ -404,10 +405,11 @@ func (x *session) acknowledged(pk packets.Packet) {
 			x.inflight[pk.PacketID] = m
 			x.mu.Unlock()
 			// The client has the message: settle it now, so it is never sent again; the
-			// identifier stays in flight until PUBCOMP.
+			// identifier stays in flight until PUBCOMP, in the core for a persistent session.
 			if m.c != nil {
 				m.c.q.Settle([]queue.DeliveryID{m.d}, queue.Ack)
 			}
+			x.setState(packetIDKey(stateOutPrefix, pk.PacketID), []byte{})
 		}
 		_ = x.cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrel, Qos: 1}, PacketID: pk.PacketID})
 	case packets.Pubcomp:
@@ -415,6 +417,9 @@ func (x *session) acknowledged(pk packets.Packet) {
 		x.mu.Unlock()
 		if m.credit {
 			x.release(1)
+		}
+		if m.released {
+			x.setState(packetIDKey(stateOutPrefix, pk.PacketID), nil)
 		}
 	default:
 		x.mu.Unlock()

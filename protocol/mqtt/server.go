@@ -33,10 +33,13 @@ type Server struct {
 	sessions  map[*mochi.Client]*session
 	byConn    map[net.Conn]*session
 	listeners map[net.Listener]struct{}
-	// pubrels holds, per client id of a persistent session, the packet identifiers of QoS 2
-	// deliveries whose PUBREC came but whose PUBCOMP did not before the connection ended: the
-	// next connection sends PUBREL for them again [MQTT-4.4.0-1].
-	pubrels map[string][]uint16
+	// current is the live session of each client id: the one that records the session's
+	// connection state (durable.go); a connection taken over is no longer current.
+	current map[string]*session
+	// shareMu orders joining and leaving shared subscription groups; shares counts each
+	// group queue's members (joinShare).
+	shareMu sync.Mutex
+	shares  map[string]int
 	// wills are delayed wills (MQTT 5 will delay interval) waiting to be published; a new
 	// connection with the same client id cancels its will [MQTT-3.1.3-9].
 	wills  map[string]*time.Timer
@@ -83,7 +86,8 @@ func NewServer(cfg Config, b *broker.Broker, users *auth.Store, log *zap.Logger)
 		sessions:  map[*mochi.Client]*session{},
 		byConn:    map[net.Conn]*session{},
 		listeners: map[net.Listener]struct{}{},
-		pubrels:   map[string][]uint16{},
+		current:   map[string]*session{},
+		shares:    map[string]int{},
 		wills:     map[string]*time.Timer{},
 	}
 	s.m = mochi.New(opts)
@@ -92,6 +96,7 @@ func NewServer(cfg Config, b *broker.Broker, users *auth.Store, log *zap.Logger)
 	if err := s.m.AddHook(&bridge{s: s}, nil); err != nil {
 		panic(fmt.Sprintf("mqtt: adding the bridge hook: %v", err)) // only fails for a nil hook
 	}
+	s.recoverSessions()
 	return s
 }
 
@@ -157,6 +162,7 @@ func (s *Server) ServeConn(c net.Conn) error {
 		s.mu.Unlock()
 		if sess != nil {
 			sess.close(errors.New("connection ended before the session was established"))
+			s.forgetClient(sess.cl)
 		}
 	}()
 	err := s.m.EstablishConnection(listenerID, g)

@@ -78,6 +78,7 @@ type session struct {
 	retainFor []*subscription
 	pending   []outDelivery     // handed over by the core, not yet written
 	inflight  map[uint16]outMsg // written with QoS 1/2, not yet acknowledged
+	inbound   map[uint16]bool   // persistent sessions: inbound QoS 2 identifiers awaiting PUBREL
 	nextID    uint16
 	closed    bool
 	writing   bool // a writeLoop goroutine is running (started by startWriterLocked)
@@ -88,7 +89,11 @@ type session struct {
 	// The writer's last routing key and its topic (topicOf); one writer runs at a time, and
 	// x.mu (writing) orders one after the other.
 	lastKey, lastTopic string
-	main               *consumer
+	// started: the CONNACK is out (start ran). Deliveries of shared subscriptions resumed
+	// before it wait in pending until then.
+	started bool
+	main    *consumer
+	resumed map[string][]byte // the state records read at connect, for start
 
 	wg sync.WaitGroup // the writeLoop goroutine, while one runs
 }
@@ -133,9 +138,6 @@ func (s *Server) openSession(cl *mochi.Client, pk packets.Packet, user string) (
 		t.Stop() // [MQTT-3.1.3-9]
 		delete(s.wills, cl.ID)
 	}
-	if pk.Connect.Clean {
-		delete(s.pubrels, cl.ID)
-	}
 	s.mu.Unlock()
 
 	name := sessionQueuePrefix + cl.ID
@@ -148,6 +150,11 @@ func (s *Server) openSession(cl *mochi.Client, pk packets.Packet, user string) (
 		// The core deletes a session nobody consumed from for its expiry interval (RabbitMQ
 		// does the same with x-expires).
 		def.Args = message.Table{"x-expires": int64(expiry) * 1000}
+	}
+	if persistent && version < 5 && s.cfg.PersistentSessionExpiry > 0 {
+		// MQTT 3.1.1 has no session expiry; the configured one (Mosquitto's
+		// persistent_client_expiration) applies to every clean-session-false session.
+		def.Args = message.Table{"x-expires": int64(s.cfg.PersistentSessionExpiry) * 1000}
 	}
 	var q *broker.Queue
 	if persistent || existed {
@@ -166,7 +173,7 @@ func (s *Server) openSession(cl *mochi.Client, pk packets.Packet, user string) (
 		s: s, cl: cl, clientID: cl.ID, user: user, v: v, version: version,
 		persistent: persistent, present: existed && persistent, q: q, qdef: def,
 		limit: limit, subs: map[string]*subscription{}, refused: map[string]bool{},
-		inflight: map[uint16]outMsg{},
+		inflight: map[uint16]outMsg{}, inbound: map[uint16]bool{},
 	}
 	if cl.Properties.Will.Flag != 0 {
 		w := cl.Properties.Will
@@ -235,9 +242,16 @@ func subscriptionFromArgs(args message.Table) (*subscription, bool) {
 	return sub, true
 }
 
-// start begins consuming the session queue, once the CONNACK has been sent.
+// start begins consuming the session queue, once the CONNACK has been sent and before the
+// client's next packet is read. A persistent session that existed resumes its QoS 2 flows and
+// shared subscriptions from the core (durable.go).
 func (x *session) start() {
-	x.resendPubrels()
+	x.mu.Lock()
+	x.started = true
+	x.startWriterLocked()
+	x.mu.Unlock()
+	x.resendPubrels(x.restoreInflight(x.resumed))
+	x.resumed = nil
 	if x.q == nil {
 		return
 	}
@@ -251,13 +265,20 @@ func (x *session) start() {
 	}
 }
 
+// resume reads a persistent session's state records, before the CONNACK, and rejoins its
+// shared subscriptions then, so that a publish that follows the CONNACK finds them (their
+// deliveries wait for start).
+func (x *session) resume() {
+	if !x.persistent || !x.present || x.q == nil {
+		return
+	}
+	x.resumed = x.q.State()
+	x.resumeShared(x.resumed)
+}
+
 // resendPubrels sends PUBREL again for QoS 2 deliveries a previous connection had not
 // completed [MQTT-4.4.0-1].
-func (x *session) resendPubrels() {
-	x.s.mu.Lock()
-	ids := x.s.pubrels[x.clientID]
-	delete(x.s.pubrels, x.clientID)
-	x.s.mu.Unlock()
+func (x *session) resendPubrels(ids []uint16) {
 	for _, id := range ids {
 		x.mu.Lock()
 		x.inflight[id] = outMsg{qos: 2, released: true}
@@ -364,27 +385,69 @@ func (x *session) bindShared(f packets.Subscription, group, filter string, qos b
 	old := x.subs[f.Filter]
 	x.mu.Unlock()
 	if old != nil && old.shared != nil {
+		x.mu.Lock()
 		old.qos, old.id = qos, f.Identifier
+		x.mu.Unlock()
+		x.setState(stateSharePrefix+f.Filter, shareRecord(qos, f.Identifier))
 		return nil
 	}
-	name := shareQueuePrefix + group + "." + filter
-	if _, err := x.v.DeclareQueue(meta.QueueDef{Name: name, Durable: false, AutoDelete: true}, false); err != nil {
-		return err
-	}
-	if err := x.v.Bind(meta.BindingDef{Source: x.s.cfg.Exchange, Dest: destQueue(name), Key: FilterToBindingKey(filter)}, 0); err != nil {
-		return err
-	}
-	q, ok := x.v.LookupQueue(name)
-	if !ok {
-		return errors.New("shared subscription queue vanished")
-	}
-	c := &consumer{x: x, q: q}
+	c := &consumer{x: x}
 	sub := &subscription{filter: f.Filter, match: filter, qos: qos, id: f.Identifier, shared: c}
 	c.sub = sub
 	x.mu.Lock()
 	x.subs[f.Filter] = sub
 	x.mu.Unlock()
-	return c.consume()
+	if err := x.s.joinShare(x.v, shareQueuePrefix+group+"."+filter, FilterToBindingKey(filter), c); err != nil {
+		x.mu.Lock()
+		delete(x.subs, f.Filter)
+		x.mu.Unlock()
+		return err
+	}
+	x.setState(stateSharePrefix+f.Filter, shareRecord(qos, f.Identifier))
+	return nil
+}
+
+// joinShare makes c a consumer of a shared subscription group's queue, declaring the queue and
+// its binding for the group's first member. The group's queue lives while it has members: the
+// last to leave (leaveShare) deletes it. Both run under shareMu, so a member joining as the
+// last one leaves never finds its queue deleted under it (an auto-delete queue would be).
+func (s *Server) joinShare(v *broker.VHost, name, key string, c *consumer) error {
+	s.shareMu.Lock()
+	defer s.shareMu.Unlock()
+	if _, err := v.DeclareQueue(meta.QueueDef{Name: name}, false); err != nil {
+		return err
+	}
+	if err := v.Bind(meta.BindingDef{Source: s.cfg.Exchange, Dest: destQueue(name), Key: key}, 0); err != nil {
+		return err
+	}
+	q, ok := v.LookupQueue(name)
+	if !ok {
+		return errors.New("shared subscription queue vanished")
+	}
+	c.q = q
+	if err := c.consume(); err != nil {
+		return err
+	}
+	s.shares[name]++
+	c.joined = true
+	return nil
+}
+
+// leaveShare ends c's membership of its group (c is cancelled already); the last member
+// deletes the group's queue.
+func (s *Server) leaveShare(c *consumer) {
+	if !c.joined {
+		return
+	}
+	c.joined = false
+	s.shareMu.Lock()
+	defer s.shareMu.Unlock()
+	name := c.q.Name()
+	if s.shares[name]--; s.shares[name] > 0 {
+		return
+	}
+	delete(s.shares, name)
+	c.x.v.DeleteQueueIf(c.q)
 }
 
 func sameArgs(a, b message.Table) bool {
@@ -420,6 +483,8 @@ func (x *session) unsubscribe(pk packets.Packet) {
 		}
 		if sub.shared != nil {
 			sub.shared.cancel()
+			x.s.leaveShare(sub.shared)
+			x.setState(stateSharePrefix+sub.filter, nil)
 			continue
 		}
 		if x.q == nil {
@@ -456,6 +521,9 @@ func (x *session) close(cause error) {
 	// No delivery starts after Cancel returns; Deliver requeues what races with it.
 	for _, c := range consumers {
 		c.cancel()
+		if c.sub != nil {
+			x.s.leaveShare(c)
+		}
 	}
 	x.wg.Wait()
 	x.mu.Lock()
@@ -466,11 +534,10 @@ func (x *session) close(cause error) {
 		}
 	}
 	x.pending = nil
-	var pubrels []uint16
-	for id, m := range x.inflight {
-		if m.released {
-			pubrels = append(pubrels, id)
-		} else if m.c != nil {
+	for _, m := range x.inflight {
+		// Released QoS 2 deliveries (PUBREC came) are settled already; a persistent session's
+		// next connection sends their PUBREL again from its "out:" records.
+		if !m.released && m.c != nil {
 			back[m.c.q] = append(back[m.c.q], m.d)
 		}
 	}
@@ -480,16 +547,32 @@ func (x *session) close(cause error) {
 		q.Settle(ids, queue.Requeue)
 	}
 	s := x.s
-	if x.persistent {
-		if len(pubrels) > 0 {
-			s.mu.Lock()
-			s.pubrels[x.clientID] = pubrels
-			s.mu.Unlock()
-		}
-	} else if x.q != nil {
+	s.mu.Lock()
+	current := s.current[x.clientID] == x
+	if current {
+		delete(s.current, x.clientID)
+	}
+	closing := s.closed
+	s.mu.Unlock()
+	if !x.persistent && x.q != nil {
 		x.v.DeleteQueueIf(x.q)
 	}
-	if cause != nil && x.will != nil && !s.isClosed() {
+	if closing {
+		// A shutdown: a persistent session's record still says connected, with its will,
+		// which the restart treats as a connection that died with the broker.
+		return
+	}
+	willLater := cause != nil && x.will != nil && x.will.WillDelayInterval > 0
+	if x.persistent && current {
+		r := connRecord{left: true, at: time.Now().UnixMilli()}
+		if willLater {
+			r.will, r.delay = willMessage(s.cfg.Exchange, x.clientID, *x.will), x.will.WillDelayInterval
+		}
+		x.setState(stateConn, r.encode())
+	}
+	if cause != nil && x.will != nil && (current || !willLater) {
+		// A connection taken over has its successor: a delayed will is cancelled by it
+		// [MQTT-3.1.3-9].
 		x.sendWill()
 	}
 }
@@ -498,19 +581,16 @@ func (x *session) close(cause error) {
 func (x *session) sendWill() {
 	w := *x.will
 	s := x.s
+	left := time.Now().UnixMilli()
 	publish := func() {
-		m := willMessage(s.cfg.Exchange, x.clientID, w)
-		if w.Retain {
-			var keep = m
-			if len(w.Payload) == 0 {
-				keep = nil
+		publishWill(s, x.v, x.clientID, willMessage(s.cfg.Exchange, x.clientID, w))
+		if w.WillDelayInterval > 0 {
+			s.mu.Lock()
+			back := s.current[x.clientID] != nil
+			s.mu.Unlock()
+			if !back {
+				x.setState(stateConn, connRecord{left: true, at: left}.encode()) // sent
 			}
-			if err := x.v.SetRetained(w.TopicName, keep); err != nil {
-				s.log.Warn("mqtt retained will not stored", zap.String("client_id", x.clientID), zap.Error(err))
-			}
-		}
-		if _, err := x.v.Publish(m, nil, nil); err != nil {
-			s.log.Info("mqtt will not published", zap.String("client_id", x.clientID), zap.Error(err))
 		}
 	}
 	if w.WillDelayInterval == 0 {

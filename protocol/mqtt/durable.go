@@ -1,0 +1,299 @@
+package mqtt
+
+// What a persistent session keeps in the core besides its messages and subscriptions. It lives
+// in the session queue's state records (broker Queue.SetState): for a durable session queue
+// they are entries in its log, so they survive a restart and a kill -9, are replicated with the
+// queue, and go when the session (its queue) is deleted or expires. Each change is written
+// before the packet that depends on it goes out.
+//
+//   - "conn": the connection. While connected: the connect time and the will, so a will whose
+//     connection died with the broker is published after the restart, after its delay
+//     [MQTT-3.1.3-9] (and no later than the session's end). Once left: the time it left, so the
+//     session expiry counts from then across a restart, and a delayed will not yet published.
+//   - "in:<id>": an inbound QoS 2 publish that has been accepted by the core and answered with
+//     PUBREC, until PUBREL. After a reconnect or a restart a PUBLISH sent again with that
+//     identifier is recognised as the same message, and PUBREL completes it [MQTT-4.3.3-10]
+//     [MQTT-4.4.0-1]. The record is written after the core accepted the message and before
+//     PUBREC: a crash between the two, which the client sees as no PUBREC, makes its resend a
+//     second copy (nothing makes a publish to several queues and this record one atomic write).
+//   - "out:<id>": an outbound QoS 2 delivery whose PUBREC came (the core has settled it), until
+//     PUBCOMP: the next connection sends PUBREL for it again [MQTT-4.4.0-1].
+//   - "share:<filter>": a shared subscription, so it is resumed with the session.
+//
+// Clean sessions keep these in memory only (mochi's in-flight table, the session struct): they
+// end with their connection.
+
+import (
+	"context"
+	"encoding/binary"
+	"strconv"
+	"strings"
+	"time"
+
+	mochi "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"go.uber.org/zap"
+
+	"github.com/parleymq/parley/broker"
+	"github.com/parleymq/parley/broker/message"
+)
+
+const (
+	stateConn        = "conn"
+	stateInPrefix    = "in:"
+	stateOutPrefix   = "out:"
+	stateSharePrefix = "share:"
+)
+
+// stateTimeout bounds one state write (a log append, fsync and replication).
+const stateTimeout = 30 * time.Second
+
+// connRecord is the "conn" record.
+type connRecord struct {
+	left  bool  // the connection has ended; false: it was live when last written
+	at    int64 // Unix ms: when it connected, or when it left
+	will  *message.Message
+	delay uint32 // will delay interval, seconds
+}
+
+// encode: left (0/1), at (8 bytes), then, with a will, the delay (4 bytes) and the will as a
+// core message.
+func (r connRecord) encode() []byte {
+	buf := make([]byte, 0, 16)
+	if r.left {
+		buf = append(buf, 1)
+	} else {
+		buf = append(buf, 0)
+	}
+	buf = binary.BigEndian.AppendUint64(buf, uint64(r.at))
+	if r.will != nil {
+		buf = binary.BigEndian.AppendUint32(buf, r.delay)
+		if b, err := message.AppendBinary(buf, r.will); err == nil {
+			buf = b
+		} else {
+			buf = buf[:9]
+		}
+	}
+	return buf
+}
+
+func decodeConnRecord(b []byte) (connRecord, bool) {
+	if len(b) < 9 || b[0] > 1 {
+		return connRecord{}, false
+	}
+	r := connRecord{left: b[0] == 1, at: int64(binary.BigEndian.Uint64(b[1:9]))}
+	if len(b) == 9 {
+		return r, true
+	}
+	if len(b) < 13 {
+		return connRecord{}, false
+	}
+	r.delay = binary.BigEndian.Uint32(b[9:13])
+	m, rest, err := message.DecodeBinary(append([]byte(nil), b[13:]...))
+	if err != nil || len(rest) != 0 {
+		return connRecord{}, false
+	}
+	r.will = m
+	return r, true
+}
+
+// setState writes one state record of a persistent session (nil val deletes it). Transient
+// sessions keep nothing.
+func (x *session) setState(key string, val []byte) {
+	if !x.persistent || x.q == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), stateTimeout)
+	defer cancel()
+	if err := x.q.SetState(ctx, key, val); err != nil {
+		x.s.log.Warn("mqtt session state not stored", zap.String("client_id", x.clientID),
+			zap.String("record", key), zap.Error(err))
+	}
+}
+
+// saveConnected records the live connection and its will, before the CONNACK.
+func (x *session) saveConnected() {
+	r := connRecord{at: time.Now().UnixMilli()}
+	if x.will != nil {
+		r.will, r.delay = willMessage(x.s.cfg.Exchange, x.clientID, *x.will), x.will.WillDelayInterval
+	}
+	x.setState(stateConn, r.encode())
+}
+
+func packetIDKey(prefix string, id uint16) string { return prefix + strconv.Itoa(int(id)) }
+
+// restoreInflight puts the inbound QoS 2 identifiers awaiting PUBREL back into mochi's
+// in-flight table of the new connection, so a PUBLISH sent again is a duplicate and PUBREL
+// completes it; and returns the outbound identifiers awaiting PUBCOMP.
+func (x *session) restoreInflight(state map[string][]byte) (pubrels []uint16) {
+	for k := range state {
+		var prefix string
+		switch {
+		case strings.HasPrefix(k, stateInPrefix):
+			prefix = stateInPrefix
+		case strings.HasPrefix(k, stateOutPrefix):
+			prefix = stateOutPrefix
+		default:
+			continue
+		}
+		n, err := strconv.ParseUint(k[len(prefix):], 10, 16)
+		if err != nil || n == 0 {
+			continue
+		}
+		id := uint16(n)
+		if prefix == stateOutPrefix {
+			pubrels = append(pubrels, id)
+			continue
+		}
+		x.mu.Lock()
+		x.inbound[id] = true
+		x.mu.Unlock()
+		x.cl.State.Inflight.Set(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrec},
+			PacketID: id, Created: time.Now().Unix()})
+	}
+	return pubrels
+}
+
+// acceptedQoS2 records an inbound QoS 2 publish the core accepted, before mochi's PUBREC.
+func (x *session) acceptedQoS2(id uint16) {
+	if !x.persistent {
+		return
+	}
+	x.mu.Lock()
+	x.inbound[id] = true
+	x.mu.Unlock()
+	x.setState(packetIDKey(stateInPrefix, id), []byte{})
+}
+
+// released forgets an inbound QoS 2 identifier at PUBREL, before mochi's PUBCOMP: once the
+// client has PUBCOMP it may use the identifier for a new message.
+func (x *session) released(id uint16) {
+	x.mu.Lock()
+	had := x.inbound[id]
+	delete(x.inbound, id)
+	x.mu.Unlock()
+	if had {
+		x.setState(packetIDKey(stateInPrefix, id), nil)
+	}
+}
+
+// shareRecord encodes a shared subscription's options: QoS, then the subscription identifier.
+func shareRecord(qos byte, id int) []byte {
+	return binary.AppendUvarint([]byte{qos}, uint64(id))
+}
+
+// resumeShared joins again the shared subscriptions the session had.
+func (x *session) resumeShared(state map[string][]byte) {
+	for k, v := range state {
+		filter, ok := strings.CutPrefix(k, stateSharePrefix)
+		if !ok || len(v) < 1 {
+			continue
+		}
+		group, match, ok := splitShared(filter)
+		if !ok {
+			continue
+		}
+		id, _ := binary.Uvarint(v[1:])
+		if err := x.bindShared(packets.Subscription{Filter: filter, Qos: v[0], Identifier: int(id)}, group, match, min(v[0], 2)); err != nil {
+			x.s.log.Warn("mqtt shared subscription not resumed", zap.String("client_id", x.clientID),
+				zap.String("filter", filter), zap.Error(err))
+		}
+	}
+}
+
+// recoverSessions runs once at start: the persistent sessions found in the core get their
+// expiry counted from when their connection ended, and the wills of connections that died with
+// the broker (or were waiting for their delay) are published in due time.
+func (s *Server) recoverSessions() {
+	v, ok := s.b.VHost(s.cfg.VHost)
+	if !ok {
+		return
+	}
+	now := time.Now().UnixMilli()
+	for _, q := range v.QueuesWithPrefix(sessionQueuePrefix) {
+		if !q.Def().Durable {
+			continue
+		}
+		r, ok := decodeConnRecord(q.State()[stateConn])
+		if !ok {
+			continue
+		}
+		clientID := strings.TrimPrefix(q.Name(), sessionQueuePrefix)
+		if !r.left {
+			// Live when the broker went down: its connection ended then; the restart is the
+			// closest time known.
+			r.left, r.at = true, now
+		} else {
+			q.SetIdleSince(r.at)
+		}
+		if r.will == nil {
+			continue
+		}
+		delay := int64(r.delay) * 1000
+		if exp, ok := message.Int(q.Def().Args["x-expires"]); ok && exp < delay {
+			delay = exp // the will goes at the latest when the session ends [MQTT-3.1.3-9]
+		}
+		s.scheduleWill(v, q, clientID, r, time.Duration(max(0, r.at+delay-now))*time.Millisecond)
+	}
+}
+
+// scheduleWill publishes a recovered will after wait, unless the client connects first, and
+// then records it as sent.
+func (s *Server) scheduleWill(v *broker.VHost, q *broker.Queue, clientID string, r connRecord, wait time.Duration) {
+	publish := func() {
+		publishWill(s, v, clientID, r.will)
+		r.will = nil
+		ctx, cancel := context.WithTimeout(context.Background(), stateTimeout)
+		defer cancel()
+		if err := q.SetState(ctx, stateConn, r.encode()); err != nil {
+			s.log.Warn("mqtt will sent but not recorded as sent", zap.String("client_id", clientID), zap.Error(err))
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var t *time.Timer
+	t = time.AfterFunc(wait, func() {
+		s.mu.Lock()
+		cur := s.wills[clientID]
+		if cur == t {
+			delete(s.wills, clientID)
+		}
+		s.mu.Unlock()
+		if cur == t {
+			publish()
+		}
+	})
+	s.wills[clientID] = t
+}
+
+// publishWill sends a will (a core message) through the exchange, storing it as the topic's
+// retained message first when it has the retain flag.
+func publishWill(s *Server, v *broker.VHost, clientID string, m *message.Message) {
+	if retain, _ := m.Properties.Headers[hdrRetain].(bool); retain {
+		keep := retainedCopy(m, time.Now())
+		if len(m.Body) == 0 {
+			keep = nil
+		}
+		if err := v.SetRetained(RoutingKeyToTopic(m.RoutingKey), keep); err != nil {
+			s.log.Warn("mqtt retained will not stored", zap.String("client_id", clientID), zap.Error(err))
+		}
+	}
+	if _, err := v.Publish(m, nil, nil); err != nil {
+		s.log.Info("mqtt will not published", zap.String("client_id", clientID), zap.Error(err))
+	}
+}
+
+// forgetClient drops mochi's record of a client whose connection has ended. Parley keeps
+// sessions in the core, so mochi needs none, and a fleet reconnecting under ever new client
+// ids must not grow its client map and subscription index without bound. A client taken over
+// by a new connection has been replaced already.
+func (s *Server) forgetClient(cl *mochi.Client) {
+	if cl.IsTakenOver() {
+		return
+	}
+	if cur, ok := s.m.Clients.Get(cl.ID); ok && cur == cl {
+		s.m.UnsubscribeClient(cl)
+		cl.ClearInflights()
+		s.m.Clients.Delete(cl.ID)
+	}
+}
