@@ -402,6 +402,9 @@ func (q *Queue) apply(c command) bool {
 		} else {
 			err = meta.Errorf(meta.AccessRefused, "queue '%s' in vhost '%s' in exclusive use", q.def.Name, q.v.name)
 		}
+		// Counted before the reply: a delete if-unused right after basic.consume-ok must
+		// see the consumer (the end-of-batch update came too late for it).
+		q.consumers.Store(int64(q.sm.ConsumerCount()))
 		c.reply <- result{err: err}
 	case cmdCancel:
 		del := false
