@@ -186,6 +186,7 @@ func run(cfg Config) error {
 	mcfg.MaxKeepAlive = uint16(cfg.MQTTOptions.MaxKeepAlive / time.Second)
 	mcfg.MaxSessionExpiry = uint32(cfg.MQTTOptions.MaxSessionExpiry / time.Second)
 	mcfg.PersistentSessionExpiry = uint32(cfg.MQTTOptions.PersistentSessionExpiry / time.Second)
+	mcfg.NodeID = cfg.NodeID
 	mqttServer := mqtt.NewServer(mcfg, core, users, log.Named("mqtt"))
 	defer mqttServer.Close()
 

@@ -37,6 +37,9 @@ type Config struct {
 	// Mosquitto's persistent_client_expiration). Default 0 = never, as Mosquitto's default.
 	// A session keeps the expiry it was created with.
 	PersistentSessionExpiry uint32
+	// NodeID is this node's id in the cluster. A persistent session records the node that
+	// serves its connection; after a restart only that node publishes the connection's will.
+	NodeID string
 }
 
 // Defaults.

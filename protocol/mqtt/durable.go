@@ -50,46 +50,52 @@ const stateTimeout = 30 * time.Second
 
 // connRecord is the "conn" record.
 type connRecord struct {
-	left  bool  // the connection has ended; false: it was live when last written
-	at    int64 // Unix ms: when it connected, or when it left
+	left  bool   // the connection has ended; false: it was live when last written
+	at    int64  // Unix ms: when it connected, or when it left
+	node  string // the node that served the connection, which publishes a recovered will
 	will  *message.Message
 	delay uint32 // will delay interval, seconds
 }
 
-// encode: left (0/1), at (8 bytes), then, with a will, the delay (4 bytes) and the will as a
-// core message.
+// encode: left (0/1), at (8 bytes), the node (a length byte and the id), then, with a will,
+// the delay (4 bytes) and the will as a core message.
 func (r connRecord) encode() []byte {
-	buf := make([]byte, 0, 16)
+	buf := make([]byte, 0, 32)
 	if r.left {
 		buf = append(buf, 1)
 	} else {
 		buf = append(buf, 0)
 	}
 	buf = binary.BigEndian.AppendUint64(buf, uint64(r.at))
+	node := r.node[:min(len(r.node), 255)]
+	buf = append(buf, byte(len(node)))
+	buf = append(buf, node...)
 	if r.will != nil {
+		n := len(buf)
 		buf = binary.BigEndian.AppendUint32(buf, r.delay)
 		if b, err := message.AppendBinary(buf, r.will); err == nil {
 			buf = b
 		} else {
-			buf = buf[:9]
+			buf = buf[:n]
 		}
 	}
 	return buf
 }
 
 func decodeConnRecord(b []byte) (connRecord, bool) {
-	if len(b) < 9 || b[0] > 1 {
+	if len(b) < 10 || b[0] > 1 || len(b) < 10+int(b[9]) {
 		return connRecord{}, false
 	}
 	r := connRecord{left: b[0] == 1, at: int64(binary.BigEndian.Uint64(b[1:9]))}
-	if len(b) == 9 {
+	r.node, b = string(b[10:10+int(b[9])]), b[10+int(b[9]):]
+	if len(b) == 0 {
 		return r, true
 	}
-	if len(b) < 13 {
+	if len(b) < 4 {
 		return connRecord{}, false
 	}
-	r.delay = binary.BigEndian.Uint32(b[9:13])
-	m, rest, err := message.DecodeBinary(append([]byte(nil), b[13:]...))
+	r.delay = binary.BigEndian.Uint32(b[:4])
+	m, rest, err := message.DecodeBinary(append([]byte(nil), b[4:]...))
 	if err != nil || len(rest) != 0 {
 		return connRecord{}, false
 	}
@@ -113,7 +119,7 @@ func (x *session) setState(key string, val []byte) {
 
 // saveConnected records the live connection and its will, before the CONNACK.
 func (x *session) saveConnected() {
-	r := connRecord{at: time.Now().UnixMilli()}
+	r := connRecord{at: time.Now().UnixMilli(), node: x.s.cfg.NodeID}
 	if x.will != nil {
 		r.will, r.delay = willMessage(x.s.cfg.Exchange, x.clientID, *x.will), x.will.WillDelayInterval
 	}
@@ -215,7 +221,9 @@ func (s *Server) recoverSessions() {
 			continue
 		}
 		r, ok := decodeConnRecord(q.State()[stateConn])
-		if !ok {
+		if !ok || r.node != s.cfg.NodeID {
+			// Another node served the connection: that node publishes its will when it
+			// comes back (in a cluster a will is not taken over by the surviving nodes).
 			continue
 		}
 		clientID := strings.TrimPrefix(q.Name(), sessionQueuePrefix)

@@ -476,8 +476,8 @@ func (x *session) sendRetained() {
 	subs := x.retainFor
 	x.retainFor = nil
 	x.mu.Unlock()
-	for _, sub := range subs {
-		msgs := x.v.RetainedMessages(func(topic string) bool { return matchFilter(sub.match, topic) })
+	for _, rf := range subs {
+		sub, msgs := rf.sub, rf.msgs
 		if len(msgs) == 0 {
 			continue
 		}
@@ -497,6 +497,13 @@ func (x *session) sendRetained() {
 		x.startWriterLocked()
 		x.mu.Unlock()
 	}
+}
+
+// retainedFor is what a SUBSCRIBE found retained for one of its subscriptions, sent once its
+// SUBACK is out.
+type retainedFor struct {
+	sub  *subscription
+	msgs map[string]*message.Message
 }
 
 // retainedOut is a retained message sent to a new subscription: it comes from the metadata,

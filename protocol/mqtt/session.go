@@ -75,7 +75,7 @@ type session struct {
 	refused map[string]bool          // filters of the SUBSCRIBE being processed that failed
 	// retainFor are the subscriptions of the SUBSCRIBE being processed that get the retained
 	// messages they match once SUBACK is out.
-	retainFor []*subscription
+	retainFor []retainedFor
 	pending   []outDelivery     // handed over by the core, not yet written
 	inflight  map[uint16]outMsg // written with QoS 1/2, not yet acknowledged
 	inbound   map[uint16]bool   // persistent sessions: inbound QoS 2 identifiers awaiting PUBREL
@@ -368,10 +368,17 @@ func (x *session) bind(f packets.Subscription) error {
 	// Retain handling 0 sends the retained messages on every SUBSCRIBE, 1 only for a new
 	// subscription, 2 never [MQTT-3.3.1-9] [MQTT-3.3.1-10] [MQTT-3.3.1-11]. (Shared
 	// subscriptions get none.)
-	if f.RetainHandling == 0 || (f.RetainHandling == 1 && old == nil) {
-		x.retainFor = append(x.retainFor, sub)
-	}
+	send := f.RetainHandling == 0 || (f.RetainHandling == 1 && old == nil)
 	x.mu.Unlock()
+	if send {
+		// The retained messages as of the SUBSCRIBE (the binding is in place): one
+		// published after it reaches the subscription live, not also as retained, even when
+		// it comes before the SUBACK is written.
+		msgs := x.v.RetainedMessages(func(topic string) bool { return matchFilter(sub.match, topic) })
+		x.mu.Lock()
+		x.retainFor = append(x.retainFor, retainedFor{sub: sub, msgs: msgs})
+		x.mu.Unlock()
+	}
 	if old != nil && old.shared == nil && !sameArgs(old.args, args) {
 		// A new SUBSCRIBE for the same filter replaces the old subscription [MQTT-3.8.4-3];
 		// the new binding is in place first, so nothing published meanwhile is missed.
@@ -564,7 +571,7 @@ func (x *session) close(cause error) {
 	}
 	willLater := cause != nil && x.will != nil && x.will.WillDelayInterval > 0
 	if x.persistent && current {
-		r := connRecord{left: true, at: time.Now().UnixMilli()}
+		r := connRecord{left: true, at: time.Now().UnixMilli(), node: s.cfg.NodeID}
 		if willLater {
 			r.will, r.delay = willMessage(s.cfg.Exchange, x.clientID, *x.will), x.will.WillDelayInterval
 		}
@@ -589,7 +596,7 @@ func (x *session) sendWill() {
 			back := s.current[x.clientID] != nil
 			s.mu.Unlock()
 			if !back {
-				x.setState(stateConn, connRecord{left: true, at: left}.encode()) // sent
+				x.setState(stateConn, connRecord{left: true, at: left, node: s.cfg.NodeID}.encode()) // sent
 			}
 		}
 	}
