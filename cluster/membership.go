@@ -66,6 +66,8 @@ var (
 	// ErrMembership is returned for a membership change that is refused (unknown node, last
 	// voter, no majority left).
 	ErrMembership = errors.New("cluster: membership change refused")
+	// ErrNotMember (wrapping ErrMembership) is returned by Leave for a node that is no member.
+	ErrNotMember = fmt.Errorf("%w: not a member", ErrMembership)
 )
 
 // promoteLag is how many entries a learner's log may be behind the leader's when it is
@@ -670,7 +672,7 @@ func (h *Host) Leave(ctx context.Context, id uint64) error {
 		}
 	}
 	if !known && !h.isMemberID(id) {
-		return fmt.Errorf("%w: node %d is not a member", ErrMembership, id)
+		return fmt.Errorf("%w: node %d", ErrNotMember, id)
 	}
 	for pass := 0; pass < 3; pass++ {
 		ids = h.groupIDs()

@@ -133,6 +133,83 @@ func TestClusterJoinLeave(t *testing.T) {
 	}
 }
 
+// TestClusterLeaveServingNode: `parleyctl cluster leave` for the serving node itself moves
+// serving to another node first (the old one restarts as a standby), then removes it; the
+// removed process stops, the two nodes left serve, and every confirmed message is there. A
+// removal that would leave a group without a live majority is refused.
+func TestClusterLeaveServingNode(t *testing.T) {
+	nodes := StartCluster(t, 3)
+	q := Name(t, "leave-serving")
+	c := dialRetry(t, nodes[0])
+	ch := channel(t, c)
+	if _, err := ch.QueueDeclare(q, true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	confirmed := map[string]bool{}
+	for i := range 100 {
+		body := fmt.Sprintf("m-%d", i)
+		publishConfirmed(t, ch, "", q, amqp.Publishing{DeliveryMode: amqp.Persistent, Body: []byte(body)})
+		confirmed[body] = true
+	}
+	c.Close()
+
+	serving := WaitServing(t, nodes)
+	out, err := Parleyctl(t, "--http", serving.HTTPAddr, "--timeout", "90s", "cluster", "leave", fmt.Sprintf("parley-%d", serving.ID))
+	if err != nil {
+		t.Fatalf("parleyctl cluster leave of the serving node %d: %v\n%s", serving.ID, err, out)
+	}
+	t.Logf("parleyctl cluster leave %d:\n%s", serving.ID, strings.TrimSpace(out))
+	var rest []*Node
+	var ids []uint64
+	for _, n := range nodes {
+		if n != serving {
+			rest = append(rest, n)
+			ids = append(ids, uint64(n.ID))
+		}
+	}
+	waitFor(t, "the removed node to stop on its own", func() bool { return !serving.Running() })
+	serving.Kill()
+	waitVoters(t, rest, ids, 2)
+	next := WaitServing(t, rest)
+	t.Logf("node %d left; node %d serves", serving.ID, next.ID)
+
+	// With its only peer down, the serving node cannot hand serving over, so it cannot leave:
+	// refused with the reason.
+	other := rest[0]
+	if other == next {
+		other = rest[1]
+	}
+	other.Kill()
+	out, err = Parleyctl(t, "--http", next.HTTPAddr, "--timeout", "30s", "cluster", "leave", fmt.Sprint(next.ID))
+	if err == nil {
+		t.Fatalf("removing the serving node with its only peer down succeeded:\n%s", out)
+	}
+	t.Logf("refused as it should be: %s", strings.TrimSpace(out))
+	other.Restart()
+	WaitServing(t, rest)
+
+	cc := dialRetry(t, rest[0])
+	defer cc.Close()
+	cch := channel(t, cc)
+	got := map[string]bool{}
+	for {
+		d, ok, err := cch.Get(q, true)
+		if err != nil {
+			t.Fatalf("get: %v", err)
+		}
+		if !ok {
+			break
+		}
+		got[string(d.Body)] = true
+	}
+	for body := range confirmed {
+		if !got[body] {
+			t.Errorf("confirmed message %s lost", body)
+		}
+	}
+	t.Logf("%d confirmed, %d consumed", len(confirmed), len(got))
+}
+
 // waitVoters waits (bounded) until every node reports at least groups groups, each with
 // exactly voters as voters and no learner.
 func waitVoters(t testing.TB, nodes []*Node, voters []uint64, groups int) {

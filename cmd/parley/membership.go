@@ -45,8 +45,12 @@ type memberRequest struct {
 type memberReply struct {
 	OK    bool   `json:"ok,omitempty"`
 	Error string `json:"error,omitempty"`
-	// Retry: serving is moving; send the request again shortly.
-	Retry bool `json:"retry,omitempty"`
+	// Retry: serving is moving; send the request again shortly, to RetryAt if set (the HTTP
+	// listener of the node taking over: the one answering may be on its way out).
+	Retry   bool   `json:"retry,omitempty"`
+	RetryAt string `json:"retry_at,omitempty"`
+	// NotMember: the node to remove is no member (a retried leave that already succeeded).
+	NotMember bool `json:"not_member,omitempty"`
 }
 
 func writeReply(w http.ResponseWriter, code int, r memberReply) {
@@ -152,7 +156,8 @@ func (cn *clusterNode) answerErr(w http.ResponseWriter, what string, id uint64, 
 		code = http.StatusGatewayTimeout
 	}
 	cn.log.Warn("membership change failed", zap.String("op", what), zap.Uint64("node", id), zap.Error(err))
-	writeReply(w, code, memberReply{Error: fmt.Sprintf("%s node %d: %v", what, id, err)})
+	writeReply(w, code, memberReply{Error: fmt.Sprintf("%s node %d: %v", what, id, err),
+		NotMember: errors.Is(err, cluster.ErrNotMember)})
 }
 
 // servesHere: this node serves (its broker runs and it leads group 0).
@@ -227,6 +232,12 @@ func (cn *clusterNode) moveServing(w http.ResponseWriter, ctx context.Context) {
 	for cn.meta.Leader() == cn.id && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
-	writeReply(w, http.StatusServiceUnavailable, memberReply{Retry: true, Error: fmt.Sprintf(
+	var at string
+	for _, p := range cn.tr.Peers() {
+		if p.ID == to {
+			at = p.Meta["http"]
+		}
+	}
+	writeReply(w, http.StatusServiceUnavailable, memberReply{Retry: true, RetryAt: at, Error: fmt.Sprintf(
 		"node %d serves the cluster: serving moves to node %d first; send the request again (parleyctl does)", cn.id, to)})
 }

@@ -54,6 +54,7 @@ func changeMembership(ctx context.Context, httpAddr, op, arg string, out io.Writ
 	req.ID = id
 	body, _ := json.Marshal(req)
 	url := "http://" + httpAddr + "/api/cluster/" + op
+	retrying := false // the node asked for a retry: it may restart meanwhile (serving moved)
 	for {
 		r, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 		if err != nil {
@@ -62,12 +63,22 @@ func changeMembership(ctx context.Context, httpAddr, op, arg string, out io.Writ
 		r.Header.Set("Content-Type", "application/json")
 		resp, err := http.DefaultClient.Do(r)
 		if err != nil {
-			return fmt.Errorf("cluster %s: asking %s: %w", op, httpAddr, err)
+			if !retrying || ctx.Err() != nil {
+				return fmt.Errorf("cluster %s: asking %s: %w", op, httpAddr, err)
+			}
+			fmt.Fprintf(out, "asking %s: %v; retrying\n", httpAddr, err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+			continue
 		}
 		var reply struct {
-			OK    bool   `json:"ok"`
-			Error string `json:"error"`
-			Retry bool   `json:"retry"`
+			OK        bool   `json:"ok"`
+			Error     string `json:"error"`
+			Retry     bool   `json:"retry"`
+			RetryAt   string `json:"retry_at"`
+			NotMember bool   `json:"not_member"`
 		}
 		raw, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 		resp.Body.Close()
@@ -82,10 +93,22 @@ func changeMembership(ctx context.Context, httpAddr, op, arg string, out io.Writ
 			}
 			return nil
 		}
+		if op == "leave" && retrying && reply.NotMember {
+			// The retried removal had gone through before its answer was lost (the node that
+			// relayed it was the one removed).
+			fmt.Fprintf(out, "node %d left: it is no longer a member; stop its process if it still runs\n", id)
+			return nil
+		}
 		if !reply.Retry {
 			return fmt.Errorf("cluster %s: %s", op, reply.Error)
 		}
 		fmt.Fprintf(out, "%s; retrying\n", reply.Error)
+		if reply.RetryAt != "" && reply.RetryAt != httpAddr {
+			httpAddr = reply.RetryAt
+			url = "http://" + httpAddr + "/api/cluster/" + op
+			fmt.Fprintf(out, "sending it to %s\n", httpAddr)
+		}
+		retrying = true
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("cluster %s: %s: %w", op, reply.Error, ctx.Err())
