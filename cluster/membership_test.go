@@ -356,3 +356,39 @@ func TestConfContextRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// A node learns members it was not configured with from a peer's hello (the peer's membership
+// record), and connects to them: how a node that missed a join, or installed the metadata
+// group's snapshot, finds the new members.
+func TestTransportLearnsMembersFromHello(t *testing.T) {
+	ctx := testContext(t)
+	var ms []*memberNode
+	all := map[uint64]string{}
+	for id := uint64(1); id <= 3; id++ {
+		m := newMemberNode(t, id)
+		ms = append(ms, m)
+		all[id] = m.addr
+	}
+	// Node 3 (the highest id: it dials nobody) knows only node 2; 1 and 2 know everyone.
+	for _, m := range ms {
+		peers := all
+		if m.id == 3 {
+			peers = map[uint64]string{2: all[2], 3: all[3]}
+		}
+		m.start(t, ctx, peers, false)
+		t.Cleanup(m.n.stop)
+	}
+	// Node 1 dials node 3 (lower id dials), so make node 1 unaware of 3 instead: restart it with
+	// only node 2 in its configuration and nothing stored; it must learn node 3 from node 2.
+	ms[0].n.stop()
+	ms[0].dir = t.TempDir()
+	ms[0].start(t, ctx, map[uint64]string{1: all[1], 2: all[2]}, false)
+	waitFor(t, ctx, "node 1 to connect to node 3, learnt from node 2's hello", func() bool {
+		for _, p := range ms[0].n.tr.Peers() {
+			if p.ID == 3 && p.Connected && p.Addr == all[3] {
+				return true
+			}
+		}
+		return false
+	})
+}

@@ -24,7 +24,11 @@ package cluster
 // removes one it forgets (RemovePeer). A connection from a node the transport does not know yet
 // is accepted when its hello gives its cluster address: that is how a joining node, which knows
 // only the members its configuration lists, meets the others (the lower id dials, so members
-// with lower ids dial the new node as soon as they record it). A removed node is told so: the
+// with lower ids dial the new node as soon as they record it). Every hello also carries the
+// sender's membership record, and a transport adds the members it did not know: a node that
+// missed a join (or installed the metadata group by snapshot) finds the new members from the
+// first member it reaches, and a joining node finds the members its configuration omits. A
+// removed node is told so: the
 // transport writes one more hello carrying metaRemoved on the connection it closes, and answers
 // the removed node's later connections the same way, so that node stops (Host.NotifyRemoved)
 // instead of campaigning alone for ever.
@@ -37,6 +41,8 @@ import (
 	"maps"
 	"net"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -81,6 +87,7 @@ type TCPConfig struct {
 const (
 	metaCluster = "cluster" // the sender's cluster address
 	metaRemoved = "removed" // "you are no longer a member" (its value: the sender's id)
+	metaMembers = "members" // the sender's membership record, "id=addr,id=addr"
 )
 
 // TCPTransport carries raft messages over TCP. Create it with NewTCPTransport, give it to the
@@ -399,15 +406,42 @@ func (t *TCPTransport) untrack(c net.Conn) {
 }
 
 func (t *TCPTransport) hello() []byte {
-	meta := t.cfg.Meta
+	meta := maps.Clone(t.cfg.Meta)
+	if meta == nil {
+		meta = map[string]string{}
+	}
 	if t.cfg.Advertise != "" {
-		meta = maps.Clone(meta)
-		if meta == nil {
-			meta = map[string]string{}
-		}
 		meta[metaCluster] = t.cfg.Advertise
 	}
+	if h := t.host.Load(); h != nil {
+		var b strings.Builder
+		for _, m := range h.Members() {
+			if m.Addr != "" {
+				if b.Len() > 0 {
+					b.WriteByte(',')
+				}
+				fmt.Fprintf(&b, "%d=%s", m.ID, m.Addr)
+			}
+		}
+		meta[metaMembers] = b.String()
+	}
 	return appendHello(nil, hello{node: t.cfg.NodeID, meta: meta})
+}
+
+// learnMembers adds the members a peer's hello lists that this transport does not know (nor
+// removed): a node that restarts after a join it missed, or installed the metadata group by
+// snapshot, learns where the new members listen from any member it reaches.
+func (t *TCPTransport) learnMembers(h hello) {
+	for item := range strings.SplitSeq(h.meta[metaMembers], ",") {
+		ids, addr, ok := strings.Cut(item, "=")
+		id, err := strconv.ParseUint(ids, 10, 64)
+		if !ok || err != nil || id == 0 || id == t.cfg.NodeID || addr == "" {
+			continue
+		}
+		if (*t.peers.Load())[id] == nil && !t.isRemoved(id) {
+			t.AddPeer(id, addr)
+		}
+	}
 }
 
 // exchangeHello writes our hello and reads the peer's, within the dial timeout.
@@ -462,6 +496,7 @@ func (t *TCPTransport) acceptLoop() {
 				t.untrack(c)
 				return
 			}
+			t.learnMembers(h)
 			p := (*t.peers.Load())[h.node]
 			if p == nil && h.meta[metaCluster] != "" {
 				// A node this one does not know yet (it joins, or this node joins): its
@@ -620,6 +655,7 @@ func (p *peer) dial() *bufConn {
 		return nil
 	}
 	p.setMeta(h.meta)
+	p.t.learnMembers(h)
 	return &bufConn{Conn: c, br: br}
 }
 
