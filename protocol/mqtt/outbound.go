@@ -177,6 +177,9 @@ func (x *session) writeLoop() {
 		lingered = false
 		if len(batch) == 0 || x.closed {
 			// Closed: close requeues what is still pending once this goroutine is gone.
+			if len(batch) == 0 && cap(batch) > idlePendingCap {
+				x.pending = nil // an idle session keeps no large slice from its last burst
+			}
 			x.writing = false
 			x.mu.Unlock()
 			return
@@ -216,8 +219,12 @@ func (x *session) writeLoop() {
 	}
 }
 
-// maxSpareBatch bounds the pending slice a writer hands back for reuse (credit bounds a batch).
-const maxSpareBatch = 1024
+// maxSpareBatch bounds the pending slice a writer hands back for reuse while it runs (credit
+// bounds a batch); idlePendingCap the one a session keeps once its writer has ended.
+const (
+	maxSpareBatch  = 1024
+	idlePendingCap = 16
+)
 
 // write sends one delivery (through w: it is on the wire after w's next flush). done reports
 // that it needs no acknowledgement from the client (QoS 0, or nothing to send) and the caller
