@@ -32,6 +32,14 @@
 //     PUBCOMP releases the identifier. Unsettled deliveries go back to the queue when the
 //     connection ends and come again (DUP set) to the session's next connection.
 //
+// Cost per connection (docs/performance.md). DESIGN.md §2 gives each connection one reader
+// and one writer goroutine; here the session writer runs only while deliveries are pending
+// and ends when there are none (so an idle connection has mochi's reader and mochi's own
+// WriteLoop, which Parley never feeds, and no third goroutine), and it encodes a batch of
+// PUBLISH packets into one buffer and writes them at once (writer.go) rather than one
+// WritePacket, one buffer and one system call each. The reader holds no read buffer while
+// the client is idle (guardConn), and settles the PUBACKs of each read together.
+//
 // The Server's Serve accepts on a listener; ServeConn serves one already accepted connection
 // (the WebSocket gateway hands over connections for the "mqtt" subprotocol this way).
 package mqtt
