@@ -290,3 +290,58 @@ func TestMQTTSessionExpiryDeletesSession(t *testing.T) {
 		t.Fatal("an expired session is present")
 	}
 }
+
+// A QoS 1 or 2 message sent to a persistent session and not acknowledged when the connection
+// drops comes again to the next connection with DUP set and under the same packet identifier
+// [MQTT-4.4.0-1] [MQTT-3.3.1-1], so a QoS 2 receiver that has it already knows it for the same
+// message.
+func TestMQTTRedeliveryKeepsPacketIdentifier(t *testing.T) {
+	_, addr := StartParleyMQTT(t)
+	r, _ := connectRaw(t, addr, 4, "same-ids", false, nil)
+	r.send(t, mqttPacket(0x82, append(append([]byte{0, 1}, mqttString("ids/+")...), 2)))
+	r.expect(t, 0x90)
+	p := mqtt5(t, addr, "same-ids-pub", true, 0)
+	readPublish := func(r *rawMQTT) (string, uint16, byte) {
+		t.Helper()
+		_ = r.c.SetDeadline(time.Now().Add(mqttTimeout))
+		typ, b, err := r.readPacket()
+		if err != nil || typ&0xF0 != 0x30 {
+			t.Fatalf("want PUBLISH, got %x %v", typ, err)
+		}
+		n := int(binary.BigEndian.Uint16(b))
+		return string(b[2 : 2+n]), binary.BigEndian.Uint16(b[2+n:]), typ
+	}
+	// A first message, acknowledged, so the unacknowledged ones are not under the
+	// identifiers a fresh connection would hand out first.
+	p.pub(t, &paho.Publish{Topic: "ids/zero", QoS: 1, Payload: []byte("zero")})
+	_, id0, _ := readPublish(r)
+	r.send(t, ack(0x40, id0))
+	p.pub(t, &paho.Publish{Topic: "ids/one", QoS: 1, Payload: []byte("one")})
+	p.pub(t, &paho.Publish{Topic: "ids/two", QoS: 2, Payload: []byte("two")})
+	first := map[string]uint16{}
+	for range 2 {
+		topic, id, _ := readPublish(r)
+		first[topic] = id
+	}
+	r.c.Close() // no acknowledgement
+	r, present := connectRaw(t, addr, 4, "same-ids", false, nil)
+	if !present {
+		t.Fatal("session not present")
+	}
+	for range 2 {
+		topic, id, typ := readPublish(r)
+		if typ&0x08 == 0 {
+			t.Fatalf("%s sent again without DUP", topic)
+		}
+		if id != first[topic] {
+			t.Fatalf("%s sent again under packet id %d, first under %d", topic, id, first[topic])
+		}
+		if typ&0x06 == 0x04 { // QoS 2
+			r.send(t, ack(0x50, id))
+			r.expect(t, 0x62)
+			r.send(t, ack(0x70, id))
+		} else {
+			r.send(t, ack(0x40, id))
+		}
+	}
+}

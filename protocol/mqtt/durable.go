@@ -305,3 +305,33 @@ func (s *Server) forgetClient(cl *mochi.Client) {
 		s.m.Clients.Delete(cl.ID)
 	}
 }
+
+// handOverIDs passes the packet identifiers of x's unacknowledged deliveries to the session's
+// next connection: the current one if it took over already, else the next to come. Kept in
+// memory only: after a restart the messages come again under new identifiers. Clients whose
+// session is gone are swept out now and then, so abandoned sessions do not pile up.
+func (s *Server) handOverIDs(x *session, ids map[uint64]uint16) {
+	s.mu.Lock()
+	next := s.current[x.clientID]
+	if next == nil || next == x {
+		s.sentIDs[x.clientID] = ids
+		if len(s.sentIDs) > 1024 && len(s.sentIDs)&1023 == 0 {
+			for id := range s.sentIDs {
+				if _, ok := x.v.LookupQueue(sessionQueuePrefix + id); !ok {
+					delete(s.sentIDs, id)
+				}
+			}
+		}
+		s.mu.Unlock()
+		return
+	}
+	s.mu.Unlock()
+	next.mu.Lock()
+	if next.prevIDs == nil {
+		next.prevIDs = map[uint64]uint16{}
+	}
+	for ref, id := range ids {
+		next.prevIDs[ref] = id
+	}
+	next.mu.Unlock()
+}

@@ -247,8 +247,23 @@ func (x *session) write(w *outWriter, p outDelivery) (done bool) {
 		}
 		return false
 	}
-	id := x.nextPacketID()
-	x.inflight[id] = outMsg{c: p.c, d: p.d.ID, qos: pk.FixedHeader.Qos, credit: p.credit}
+	var id uint16
+	ref := uint64(0)
+	if p.c.sub == nil {
+		ref = p.d.Ref
+	}
+	if prev, ok := x.prevIDs[ref]; ok && ref != 0 {
+		// Sent unacknowledged to the previous connection: again under the same identifier,
+		// so the client knows it for the same message [MQTT-4.4.0-1].
+		delete(x.prevIDs, ref)
+		if _, busy := x.inflight[prev]; !busy {
+			id = prev
+		}
+	}
+	if id == 0 {
+		id = x.nextPacketID()
+	}
+	x.inflight[id] = outMsg{c: p.c, d: p.d.ID, qos: pk.FixedHeader.Qos, credit: p.credit, ref: ref}
 	x.mu.Unlock()
 	pk.PacketID = id
 	if err := w.add(pk); errors.Is(err, packets.ErrPacketTooLarge) {

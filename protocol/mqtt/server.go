@@ -40,6 +40,9 @@ type Server struct {
 	// group queue's members (joinShare).
 	shareMu sync.Mutex
 	shares  map[string]int
+	// sentIDs: per client id of a persistent session without a connection, the packet
+	// identifiers its last connection sent unacknowledged messages under (session.prevIDs).
+	sentIDs map[string]map[uint64]uint16
 	// wills are delayed wills (MQTT 5 will delay interval) waiting to be published; a new
 	// connection with the same client id cancels its will [MQTT-3.1.3-9].
 	wills  map[string]*time.Timer
@@ -88,6 +91,7 @@ func NewServer(cfg Config, b *broker.Broker, users *auth.Store, log *zap.Logger)
 		listeners: map[net.Listener]struct{}{},
 		current:   map[string]*session{},
 		shares:    map[string]int{},
+		sentIDs:   map[string]map[uint64]uint16{},
 		wills:     map[string]*time.Timer{},
 	}
 	s.m = mochi.New(opts)

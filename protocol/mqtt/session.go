@@ -92,6 +92,10 @@ type session struct {
 	// started: the CONNACK is out (start ran). Deliveries of shared subscriptions resumed
 	// before it wait in pending until then.
 	started bool
+	// prevIDs: the packet identifiers the session's previous connection sent unacknowledged
+	// messages of its queue under, by message reference; a redelivery reuses its identifier
+	// [MQTT-4.4.0-1].
+	prevIDs map[uint64]uint16
 	main    *consumer
 	resumed map[string][]byte // the state records read at connect, for start
 
@@ -111,6 +115,7 @@ type outMsg struct {
 	qos      byte
 	released bool // QoS 2: PUBREC came, the core has settled it; waiting for PUBCOMP
 	credit   bool
+	ref      uint64 // the message's reference in the session queue (Delivery.Ref); 0 for none
 }
 
 // openSession finds or creates the client's session queue. A clean session (3.1.1 clean
@@ -138,7 +143,12 @@ func (s *Server) openSession(cl *mochi.Client, pk packets.Packet, user string) (
 		t.Stop() // [MQTT-3.1.3-9]
 		delete(s.wills, cl.ID)
 	}
+	prevIDs := s.sentIDs[cl.ID]
+	delete(s.sentIDs, cl.ID)
 	s.mu.Unlock()
+	if pk.Connect.Clean || !persistent {
+		prevIDs = nil
+	}
 
 	name := sessionQueuePrefix + cl.ID
 	if q, ok := v.LookupQueue(name); ok && (pk.Connect.Clean || q.Def().Durable != persistent) {
@@ -173,7 +183,7 @@ func (s *Server) openSession(cl *mochi.Client, pk packets.Packet, user string) (
 		s: s, cl: cl, clientID: cl.ID, user: user, v: v, version: version,
 		persistent: persistent, present: existed && persistent, q: q, qdef: def,
 		limit: limit, subs: map[string]*subscription{}, refused: map[string]bool{},
-		inflight: map[uint16]outMsg{}, inbound: map[uint16]bool{},
+		inflight: map[uint16]outMsg{}, inbound: map[uint16]bool{}, prevIDs: prevIDs,
 	}
 	if cl.Properties.Will.Flag != 0 {
 		w := cl.Properties.Will
@@ -541,15 +551,27 @@ func (x *session) close(cause error) {
 		}
 	}
 	x.pending = nil
-	for _, m := range x.inflight {
+	var sent map[uint64]uint16
+	for id, m := range x.inflight {
 		// Released QoS 2 deliveries (PUBREC came) are settled already; a persistent session's
 		// next connection sends their PUBREL again from its "out:" records.
 		if !m.released && m.c != nil {
 			back[m.c.q] = append(back[m.c.q], m.d)
+			if m.ref != 0 && x.persistent {
+				if sent == nil {
+					sent = map[uint64]uint16{}
+				}
+				sent[m.ref] = id
+			}
 		}
 	}
 	x.inflight = map[uint16]outMsg{}
 	x.mu.Unlock()
+	if sent != nil {
+		// Before the requeue: the next connection, maybe already here, must know them when
+		// the messages come back.
+		x.s.handOverIDs(x, sent)
+	}
 	for q, ids := range back {
 		q.Settle(ids, queue.Requeue)
 	}
