@@ -22,6 +22,13 @@ package mqtt
 //
 // Clean sessions keep these in memory only (mochi's in-flight table, the session struct): they
 // end with their connection.
+//
+// Deviation from DESIGN.md §3, which puts MQTT session records in the metadata state machine:
+// these records live in the session queue's own raft group instead. Group 0 appends the whole
+// metadata per change, which a write per QoS 2 publish and per connect cannot afford; in the
+// queue's group a record costs one small entry, group-committed with the queue's messages, and
+// goes when the queue (the session) is deleted or expires. The session itself (queue, bindings)
+// is still metadata, as DESIGN.md says.
 
 import (
 	"context"
