@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"sync"
 )
 
@@ -118,17 +119,34 @@ func (g *guardConn) readByte() (byte, error) {
 	return b, nil
 }
 
-// readFull fills p from what is buffered, then straight from the connection.
-func (g *guardConn) readFull(p []byte) error {
-	n := copy(p, g.buf[g.r:g.w])
-	g.r += n
-	if n == len(p) {
-		return nil
+// packetAllocStep is how much of a packet's declared size is allocated before its bytes come:
+// a larger packet's buffer grows as they arrive (at most doubling), so a client that declares
+// the maximum packet size and sends nothing more costs this, not the maximum.
+const packetAllocStep = 64 << 10
+
+// readPacket returns the header followed by the n bytes after it: what is buffered, then
+// straight from the connection.
+func (g *guardConn) readPacket(hdr []byte, n int) ([]byte, error) {
+	pk := make([]byte, len(hdr), len(hdr)+min(n, packetAllocStep))
+	copy(pk, hdr)
+	want := len(hdr) + n
+	m := min(n, g.w-g.r)
+	pk = append(pk, g.buf[g.r:g.r+m]...)
+	g.r += m
+	if len(pk) == want {
+		return pk, nil
 	}
-	_, err := io.ReadFull(g.Conn, p[n:])
 	// The packet was larger than the buffer: more is likely on its way.
 	g.full = true
-	return err
+	for len(pk) < want {
+		step := min(want-len(pk), max(len(pk), packetAllocStep))
+		pk = slices.Grow(pk, step)
+		if _, err := io.ReadFull(g.Conn, pk[len(pk):len(pk)+step]); err != nil {
+			return nil, err
+		}
+		pk = pk[:len(pk)+step]
+	}
+	return pk, nil
 }
 
 // next reads one whole packet into pending. On a malformed packet it returns the error and
@@ -164,9 +182,8 @@ func (g *guardConn) next() error {
 		}
 		return fmt.Errorf("%w: packet of %d bytes over the maximum packet size", errMalformed, uint64(remaining)+uint64(h))
 	}
-	pk := make([]byte, h+int(remaining))
-	copy(pk, hdr[:h])
-	if err := g.readFull(pk[h:]); err != nil {
+	pk, err := g.readPacket(hdr[:h], int(remaining))
+	if err != nil {
 		return err
 	}
 	body := pk[h:]

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"runtime"
 	"testing"
 )
 
@@ -72,7 +73,7 @@ func packetBytes(typ byte, n int) []byte {
 // guard passes on the packets byte for byte, and gives its pooled buffer back once idle.
 func TestGuardConnFraming(t *testing.T) {
 	var stream []byte
-	for _, n := range []int{0, 2, 30, 61, 62, 63, 64, 100, 1024, 4095, 4096, 4097, 20000, 2, 0, 5} {
+	for _, n := range []int{0, 2, 30, 61, 62, 63, 64, 100, 1024, 4095, 4096, 4097, 20000, 65535, 65536, 300000, 2, 0, 5} {
 		pk := packetBytes(3, n)
 		stream = append(stream, pk...)
 	}
@@ -106,5 +107,69 @@ func TestGuardConnMaxPacket(t *testing.T) {
 	g := newGuardConn(&chunkConn{data: packetBytes(3, 300), sizes: []int{4096}}, 100)
 	if _, err := g.Read(make([]byte, 16)); !errors.Is(err, errMalformed) {
 		t.Fatalf("got %v, want errMalformed", err)
+	}
+}
+
+// FuzzGuardConn: whatever the bytes and however the socket splits them, the guard never
+// panics, never hands on more bytes than it read, and what it hands on is a prefix of the
+// input made of whole packets (it refuses, with an error, what it does not pass on).
+func FuzzGuardConn(f *testing.F) {
+	f.Add(append(packetBytes(3, 10), packetBytes(4, 2)...), uint8(7), uint32(0))
+	f.Add(packetBytes(3, 5000), uint8(64), uint32(0))
+	f.Add(packetBytes(3, 300), uint8(1), uint32(100))
+	f.Add([]byte{0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F}, uint8(3), uint32(0))
+	f.Add([]byte{0x82, 0x03, 0x00, 0x01, 0x00}, uint8(2), uint32(0))
+	f.Fuzz(func(t *testing.T, data []byte, chunk uint8, max uint32) {
+		sizes := []int{int(chunk%97) + 1, int(chunk%13) + 1, 4096}
+		// 64 B to 1 MiB: the server's limit is never 0 (Config defaults it to 16 MiB).
+		g := newGuardConn(&chunkConn{data: data, sizes: sizes}, 64+max%(1<<20))
+		var got []byte
+		buf := make([]byte, 16+int(chunk))
+		for range len(data) + 16 {
+			n, err := g.Read(buf)
+			got = append(got, buf[:n]...)
+			if err != nil {
+				break
+			}
+		}
+		if len(got) > len(data) || !bytes.Equal(got, data[:len(got)]) {
+			t.Fatalf("handed on %d bytes that are not a prefix of the %d read", len(got), len(data))
+		}
+		// What was handed on splits into whole packets.
+		for rest := got; len(rest) > 0; {
+			n, used := 0, 1
+			for i := 0; ; i++ {
+				if used >= len(rest) || i == 4 {
+					t.Fatalf("handed on a partial packet header: % x", rest)
+				}
+				c := rest[used]
+				used++
+				n |= int(c&0x7F) << (7 * i)
+				if c&0x80 == 0 {
+					break
+				}
+			}
+			if used+n > len(rest) {
+				t.Fatalf("handed on a partial packet: %d of %d bytes", len(rest)-used, n)
+			}
+			rest = rest[used+n:]
+		}
+	})
+}
+
+// A client that declares a large packet and sends little of it costs the first allocation
+// step, not the declared size.
+func TestGuardConnDeclaredSizeNotAllocated(t *testing.T) {
+	declared := packetBytes(3, 8<<20)[:64] // an 8 MiB PUBLISH, 60-odd bytes of it sent
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	before := ms.TotalAlloc
+	g := newGuardConn(&chunkConn{data: declared, sizes: []int{4096}}, 16<<20)
+	if _, err := g.Read(make([]byte, 16)); err == nil {
+		t.Fatal("a cut packet was handed on")
+	}
+	runtime.ReadMemStats(&ms)
+	if got := ms.TotalAlloc - before; got > 4*packetAllocStep {
+		t.Fatalf("%d bytes allocated for a packet of which 64 bytes came", got)
 	}
 }
