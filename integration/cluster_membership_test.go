@@ -48,11 +48,12 @@ func TestClusterJoinLeave(t *testing.T) {
 		}
 	}
 	n4 := StartJoiningNode(t, 4, nodes[0])
+	joinStart := time.Now()
 	out, err := Parleyctl(t, "--http", standbys[0].HTTPAddr, "--timeout", "60s", "cluster", "join", "parley-4="+n4.ClusterAddr)
 	if err != nil {
 		t.Fatalf("parleyctl cluster join: %v\n%s", err, out)
 	}
-	t.Logf("parleyctl cluster join: %s", strings.TrimSpace(out))
+	t.Logf("parleyctl cluster join: %s (%v, 200 messages in the queue)", strings.TrimSpace(out), time.Since(joinStart).Round(time.Millisecond))
 	all := append(slices.Clone(nodes), n4)
 	waitVoters(t, all, []uint64{1, 2, 3, 4}, 2)
 

@@ -27,7 +27,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"time"
 
 	"go.uber.org/zap"
 
@@ -136,7 +135,7 @@ func (cn *clusterNode) handleLeave(w http.ResponseWriter, r *http.Request) {
 	cn.log.Info("membership: leave requested", zap.Uint64("node", req.ID))
 	err := cn.host.Leave(r.Context(), req.ID)
 	if errors.Is(err, cluster.ErrLeaderLeaving) {
-		cn.moveServing(w, r.Context())
+		cn.moveServing(r.Context(), w)
 		return
 	}
 	if err != nil {
@@ -194,7 +193,7 @@ func (cn *clusterNode) forward(w http.ResponseWriter, r *http.Request, path stri
 
 // moveServing hands group 0's leadership to the most caught-up other voter, so that this node
 // (asked to leave) stops serving and the other runs the request when it is sent again.
-func (cn *clusterNode) moveServing(w http.ResponseWriter, ctx context.Context) {
+func (cn *clusterNode) moveServing(ctx context.Context, w http.ResponseWriter) {
 	st, err := cn.host.Status(ctx)
 	if err != nil {
 		writeReply(w, http.StatusInternalServerError, memberReply{Error: err.Error()})
@@ -221,16 +220,10 @@ func (cn *clusterNode) moveServing(w http.ResponseWriter, ctx context.Context) {
 			return
 		}
 	}
-	if err := cn.host.TransferLeadership(ctx, broker.MetaGroup, to); err != nil {
-		writeReply(w, http.StatusInternalServerError, memberReply{Error: err.Error()})
+	if to == 0 {
+		writeReply(w, http.StatusConflict, memberReply{Error: fmt.Sprintf(
+			"node %d serves the cluster and runs no metadata group to hand over: it cannot leave", cn.id)})
 		return
-	}
-	cn.log.Warn("membership: this node is asked to leave while it serves: serving moves to another node first",
-		zap.Uint64("to", to))
-	// Give the transfer a moment, so the retry finds the new serving node.
-	deadline := time.Now().Add(5 * time.Second)
-	for cn.meta.Leader() == cn.id && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
 	}
 	var at string
 	for _, p := range cn.tr.Peers() {
@@ -238,6 +231,16 @@ func (cn *clusterNode) moveServing(w http.ResponseWriter, ctx context.Context) {
 			at = p.Meta["http"]
 		}
 	}
+	// Answer first: once the leadership moves this node stops serving and restarts as a
+	// standby, which would cut an answer still to be written.
 	writeReply(w, http.StatusServiceUnavailable, memberReply{Retry: true, RetryAt: at, Error: fmt.Sprintf(
 		"node %d serves the cluster: serving moves to node %d first; send the request again (parleyctl does)", cn.id, to)})
+	if f, ok := w.(http.Flusher); ok {
+		f.Flush()
+	}
+	cn.log.Warn("membership: this node is asked to leave while it serves: serving moves to another node first",
+		zap.Uint64("to", to))
+	if err := cn.host.TransferLeadership(context.WithoutCancel(ctx), broker.MetaGroup, to); err != nil {
+		cn.log.Warn("membership: moving serving failed; the retried request tries again", zap.Error(err))
+	}
 }

@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -63,9 +65,13 @@ func changeMembership(ctx context.Context, httpAddr, op, arg string, out io.Writ
 		r.Header.Set("Content-Type", "application/json")
 		resp, err := http.DefaultClient.Do(r)
 		if err != nil {
-			if !retrying || ctx.Err() != nil {
+			// Join and leave are idempotent, so a request whose answer was lost (the node
+			// restarted as serving moved away from it) is sent again; a node that was never
+			// reached (connection refused at the first try) is an error at once.
+			if ctx.Err() != nil || !retrying && errors.Is(err, syscall.ECONNREFUSED) {
 				return fmt.Errorf("cluster %s: asking %s: %w", op, httpAddr, err)
 			}
+			retrying = true
 			fmt.Fprintf(out, "asking %s: %v; retrying\n", httpAddr, err)
 			select {
 			case <-ctx.Done():
