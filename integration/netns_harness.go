@@ -22,7 +22,7 @@ package integration
 //
 // Namespaces are named parley-it-<pid>-<n>-…; they are deleted at t.Cleanup, after the
 // processes stopped, and namespaces of a test binary that no longer runs (killed before its
-// cleanup) are deleted by the next run.
+// cleanup) are deleted by the next run, with the parley processes still running in them.
 
 import (
 	"bytes"
@@ -37,6 +37,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -123,6 +124,15 @@ func sweepStaleNetns() {
 		}
 		if _, err := os.Stat(filepath.Join("/proc", pidText)); err == nil {
 			continue // its test binary still runs
+		}
+		// Its parley processes outlived it (a test binary killed by -timeout runs no cleanup):
+		// they would keep the namespace, and their CPU, after its name is gone.
+		if pids, err := ip("netns", "pids", name); err == nil {
+			for _, f := range strings.Fields(pids) {
+				if pid, err := strconv.Atoi(f); err == nil {
+					_ = syscall.Kill(pid, syscall.SIGKILL)
+				}
+			}
 		}
 		_, _ = ip("netns", "del", name)
 	}
