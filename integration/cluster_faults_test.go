@@ -211,8 +211,9 @@ func faultConsume(ctx context.Context, url, q string, ck *faultChecker) {
 
 // TestClusterRandomFaults runs a three-node cluster in network namespaces through a seeded
 // random sequence of faults and repairs (kill -9 of a node, often the serving one; restart;
-// isolating a node; cutting one link; healing) while two publishers with confirms and two
-// consumers with manual acks run throughout, each reconnecting to another node when its
+// isolating a node; cutting one link; healing) while two AMQP publishers with confirms and two
+// consumers with manual acks run throughout, and an MQTT QoS 1 publisher and a device with a
+// persistent session (cluster_faults_mqtt_test.go), each reconnecting to another node when its
 // connection fails. At the end everything is healed and restarted; the cluster must then take
 // a final batch through every node, the consumers must get every message ever confirmed, no
 // message that was never published, and a message twice only as a redelivery; the nodes' data
@@ -242,17 +243,23 @@ func TestClusterRandomFaults(t *testing.T) {
 	}
 
 	ck := newFaultChecker()
+	// The MQTT side: a QoS 1 publisher and a device with a persistent session.
+	mck := newFaultChecker()
+	topic := "faults/" + q
+	device := fmt.Sprintf("faults-dev-%d", os.Getpid())
+	setupFaultDevice(t, nodes[0], device, topic, mck)
+
 	pubCtx, stopPub := context.WithCancel(context.Background())
 	conCtx, stopCon := context.WithCancel(context.Background())
 	var pubs, cons sync.WaitGroup
 	defer func() { stopPub(); stopCon(); pubs.Wait(); cons.Wait() }()
-	client := func(wg *sync.WaitGroup, ctx context.Context, start int, run func(context.Context, string, string, *faultChecker)) {
+	client := func(wg *sync.WaitGroup, ctx context.Context, start int, run func(context.Context, *Node)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for i := start; ctx.Err() == nil; i++ {
 				if n := nodes[i%len(nodes)]; n.Running() {
-					run(ctx, n.URL, q, ck)
+					run(ctx, n)
 				}
 				select {
 				case <-ctx.Done():
@@ -262,13 +269,19 @@ func TestClusterRandomFaults(t *testing.T) {
 		}()
 	}
 	for i := range 2 {
-		client(&pubs, pubCtx, i, faultPublish)
-		client(&cons, conCtx, i+1, faultConsume)
+		client(&pubs, pubCtx, i, func(ctx context.Context, n *Node) { faultPublish(ctx, n.URL, q, ck) })
+		client(&cons, conCtx, i+1, func(ctx context.Context, n *Node) { faultConsume(ctx, n.URL, q, ck) })
 	}
+	client(&pubs, pubCtx, 2, func(ctx context.Context, n *Node) { faultMQTTPublish(ctx, n.MQTTAddr, topic, mck) })
+	client(&cons, conCtx, 1, func(ctx context.Context, n *Node) {
+		_ = faultMQTTDevice(ctx, n.MQTTAddr, device, topic, false, mck)
+	})
 
 	// The faults start once messages flow.
 	for warm := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if _, conf, got, _ := ck.counts(); conf > 0 && got > 0 {
+		_, conf, got, _ := ck.counts()
+		_, mconf, mgot, _ := mck.counts()
+		if conf > 0 && got > 0 && mconf > 0 && mgot > 0 {
 			break
 		}
 		if time.Now().After(warm) {
@@ -347,7 +360,9 @@ func TestClusterRandomFaults(t *testing.T) {
 		}
 		pause := time.Duration(300+rng.IntN(1700)) * time.Millisecond
 		sent, conf, got, redel := ck.counts()
-		t.Logf("event %d: %s; then %v (so far: %d sent, %d confirmed, %d consumed, %d redeliveries)", ev+1, did, pause, sent, conf, got, redel)
+		_, mconf, mgot, mredel := mck.counts()
+		t.Logf("event %d: %s; then %v (so far AMQP: %d sent, %d confirmed, %d consumed, %d redeliveries; MQTT: %d PUBACKed, %d received, %d again)",
+			ev+1, did, pause, sent, conf, got, redel, mconf, mgot, mredel)
 		time.Sleep(pause)
 	}
 
@@ -371,11 +386,14 @@ func TestClusterRandomFaults(t *testing.T) {
 		}
 		conn.Close()
 	}
+	finalMQTTBatch(t, nodes, topic, mck)
 
 	// The consumers carry on until they have every confirmed message (bounded).
 	deadline := time.Now().Add(120 * time.Second)
 	for {
-		if n, _ := ck.missing(); n == 0 {
+		n, _ := ck.missing()
+		m, _ := mck.missing()
+		if n == 0 && m == 0 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -386,6 +404,9 @@ func TestClusterRandomFaults(t *testing.T) {
 			if n, example := ck.missing(); n > 0 {
 				t.Errorf("%d confirmed messages never consumed (for instance %d)", n, example)
 			}
+			if n, example := mck.missing(); n > 0 {
+				t.Errorf("MQTT: %d PUBACKed messages never reached the device (for instance %d)", n, example)
+			}
 			break
 		}
 		time.Sleep(200 * time.Millisecond)
@@ -394,16 +415,19 @@ func TestClusterRandomFaults(t *testing.T) {
 	cons.Wait()
 	// Left in the queue: only messages published but never confirmed, and redeliveries.
 	drainQueueFunc(t, nodes[rng.IntN(3)], q, ck.delivered)
-	ck.mu.Lock()
-	for _, p := range ck.problems {
-		t.Error(p)
+	for proto, k := range map[string]*faultChecker{"AMQP": ck, "MQTT": mck} {
+		k.mu.Lock()
+		for _, p := range k.problems {
+			t.Errorf("%s: %s", proto, p)
+		}
+		k.mu.Unlock()
 	}
-	ck.mu.Unlock()
 	sent, conf, got, redel := ck.counts()
-	t.Logf("seed %d: %d events; %d messages sent, %d confirmed, %d distinct consumed, %d redeliveries",
-		seed, faultEvents(), sent, conf, got, redel)
-	if conf < 100 {
-		t.Errorf("only %d messages confirmed over the whole run: the test proved little", conf)
+	msent, mconf, mgot, mredel := mck.counts()
+	t.Logf("seed %d: %d events; AMQP: %d messages sent, %d confirmed, %d distinct consumed, %d redeliveries; MQTT: %d sent, %d PUBACKed, %d distinct received, %d again",
+		seed, faultEvents(), sent, conf, got, redel, msent, mconf, mgot, mredel)
+	if conf < 100 || mconf < 30 {
+		t.Errorf("only %d AMQP and %d MQTT messages confirmed over the whole run: the test proved little", conf, mconf)
 	}
 	WaitConverged(t, nodes, 60*time.Second)
 }

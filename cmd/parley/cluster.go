@@ -141,6 +141,8 @@ type clusterNode struct {
 	metaApplying bool
 	// listed is the previous list of queue groups, nil while unknown (see applyReplicaList).
 	listed map[uint64]bool
+	// seen is every queue group a list named since this process started (keepReplicas only).
+	seen map[uint64]bool
 
 	serving   chan struct{} // closed when this node starts serving
 	lost      chan struct{} // closed when it stops
@@ -356,8 +358,19 @@ func (cn *clusterNode) applyReplicaList(ctx context.Context, list queueList) {
 	for _, id := range want {
 		cn.listed[id] = true
 	}
+	if cn.seen == nil {
+		cn.seen = map[uint64]bool{}
+	}
 	for id := range cn.replicas {
-		if !slices.Contains(want, id) {
+		// A replica no list of this run has named yet is one stored by an earlier run, and this
+		// list is older than its queue: after a restart group 0 replays (or receives, "live", if
+		// its commit index was not stored yet) the entries from before the queue's declaration.
+		// Removing it would delete the entries this node acknowledged for it, and the group's
+		// leader, which counts them as this node's, would then send a commit index past the end
+		// of the re-created log (raft panics: "tocommit out of range"; TestClusterRandomFaults
+		// found it). A queue deleted while the node was down is removed once a list that named
+		// it no longer does.
+		if !slices.Contains(want, id) && cn.seen[id] {
 			if err := cn.host.RemoveGroup(ctx, id); err != nil {
 				cn.log.Warn("deleted queue's replica not removed", zap.Uint64("group", id), zap.Error(err))
 				continue
@@ -366,6 +379,7 @@ func (cn *clusterNode) applyReplicaList(ctx context.Context, list queueList) {
 		}
 	}
 	for _, id := range want {
+		cn.seen[id] = true
 		if !cn.replicas[id] {
 			add := cn.host.AddFollower
 			if list.live && prev != nil && !prev[id] {
