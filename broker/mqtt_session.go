@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"strings"
 
+	"go.uber.org/zap"
+
 	"github.com/parleymq/parley/broker/exchange"
+	"github.com/parleymq/parley/broker/queue"
 )
 
 // What the MQTT adapter needs from the core beyond what AMQP uses. An MQTT session is a queue
@@ -72,6 +75,65 @@ func (q *Queue) SetState(ctx context.Context, key string, val []byte) error {
 		return fmt.Errorf("queue %q state %q: %w", q.def.Name, key, err)
 	}
 	return nil
+}
+
+// SetStateAsync is SetState without waiting: the change is proposed now, after every change
+// proposed before it (so changes of one key apply in the order made), and logged when done
+// fails.
+func (q *Queue) SetStateAsync(key string, val []byte) {
+	if q.log == nil {
+		_ = q.SetState(context.Background(), key, val)
+		return
+	}
+	err := q.group.ProposeAsync(stateEntry(key, val), func(res any, err error) {
+		if err == nil {
+			err, _ = res.(error)
+		}
+		if err != nil {
+			q.v.b.log.Warn("queue state record not stored", zap.String("queue", q.def.Name), zap.String("key", key), zap.Error(err))
+		}
+	})
+	if err != nil {
+		q.v.b.log.Warn("queue state record not proposed", zap.String("queue", q.def.Name), zap.String("key", key), zap.Error(err))
+	}
+}
+
+// SettleWithState settles deliveries and writes a state record after the settlement, and
+// returns once both are committed: the record's log entry follows the settlement's, so once
+// the record is there the settlement is too. (MQTT QoS 2: the delivery a PUBREC answered is
+// settled for good before PUBREL goes out, so a crash cannot bring it back.)
+func (q *Queue) SettleWithState(ctx context.Context, ids []queue.DeliveryID, o queue.Outcome, key string, val []byte) error {
+	if q.log == nil {
+		q.Settle(ids, o)
+		return q.SetState(ctx, key, val)
+	}
+	c := command{kind: cmdSettle, ids: ids, outcome: o, state: &stateChange{key: key, val: val}, reply: make(chan result, 1)}
+	if !q.send(c) {
+		return fmt.Errorf("queue %q: deleted", q.def.Name)
+	}
+	select {
+	case r := <-c.reply:
+		return r.err
+	case <-q.done:
+		return fmt.Errorf("queue %q: deleted", q.def.Name)
+	case <-ctx.Done():
+		return fmt.Errorf("queue %q state %q: %w", q.def.Name, key, ctx.Err())
+	}
+}
+
+// settledWithState proposes the removals of a settlement now, then its state record, on the
+// queue's goroutine (so in that order in the log), and answers c once the record commits.
+func (q *Queue) settledWithState(c command) {
+	q.logRemoved()
+	err := q.group.ProposeAsync(stateEntry(c.state.key, c.state.val), func(res any, err error) {
+		if err == nil {
+			err, _ = res.(error)
+		}
+		c.reply <- result{err: err}
+	})
+	if err != nil {
+		c.reply <- result{err: err}
+	}
 }
 
 // State returns a copy of the queue's state records.

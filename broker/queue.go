@@ -59,6 +59,14 @@ type command struct {
 	noAck    bool
 	silent   bool // cmdDelete at shutdown: do not cancel consumers
 	reply    chan result
+	// cmdSettle of SettleWithState: the state record written after the settlement's removal
+	// entry, and reply answered once it is committed.
+	state *stateChange
+}
+
+type stateChange struct {
+	key string
+	val []byte
 }
 
 type result struct {
@@ -394,6 +402,9 @@ func (q *Queue) apply(c command) bool {
 	case cmdSettle:
 		// Unknown ids are the adapter's bug or a race with a requeue on close; nothing to undo.
 		_ = q.sm.Settle(now, c.ids, c.outcome, &q.out)
+		if c.state != nil {
+			q.settledWithState(c)
+		}
 	case cmdConsume:
 		err := q.sm.AddConsumer(c.spec)
 		if err == nil {

@@ -31,6 +31,9 @@ type mqttConfig struct {
 	Window    int
 	Shared    bool
 	KeepAlive time.Duration
+	// Persistent connects every client with clean session false: a persistent session
+	// (durable session queue; on Parley, QoS 2 state and the connection kept with it).
+	Persistent bool
 }
 
 func parseMQTTFlags(args []string, stderr io.Writer) (mqttConfig, error) {
@@ -42,6 +45,7 @@ func parseMQTTFlags(args []string, stderr io.Writer) (mqttConfig, error) {
 	fs.IntVar(&c.Window, "window", 64, "QoS 1/2: at most this many unacknowledged publishes per publisher")
 	fs.BoolVar(&c.Shared, "shared", false, "subscribers share one $share/<group>/<topic> subscription (competing) instead of each receiving every message")
 	fs.DurationVar(&c.KeepAlive, "keepalive", 30*time.Second, "MQTT keep-alive of every connection")
+	fs.BoolVar(&c.Persistent, "persistent", false, "connect with clean session false (persistent sessions, each under a new client id)")
 	if err := parseFlags(fs, args); err != nil {
 		return c, err
 	}
@@ -89,7 +93,13 @@ func (c *mqttConfig) shape() string {
 // mqttOptions are the paho options every connection of a run uses: no reconnects (a lost
 // connection is an error of the run, not something to paper over), in-order handlers.
 func mqttOptions(rawURL, clientID string, keepAlive time.Duration) *paho.ClientOptions {
-	o := paho.NewClientOptions().AddBroker(rawURL).SetClientID(clientID).SetCleanSession(true).
+	return mqttSessionOptions(rawURL, clientID, keepAlive, false)
+}
+
+// mqttSessionOptions is mqttOptions with a persistent session (clean session false) when
+// persistent is set.
+func mqttSessionOptions(rawURL, clientID string, keepAlive time.Duration, persistent bool) *paho.ClientOptions {
+	o := paho.NewClientOptions().AddBroker(rawURL).SetClientID(clientID).SetCleanSession(!persistent).
 		SetAutoReconnect(false).SetConnectRetry(false).SetOrderMatters(true).
 		SetKeepAlive(keepAlive).SetConnectTimeout(10 * time.Second).SetWriteTimeout(0)
 	if u, err := url.Parse(rawURL); err == nil && u.User != nil {
@@ -171,7 +181,7 @@ type mqttPending struct {
 
 func mqttProduce(ctx context.Context, cfg mqttConfig, p *producer, clientID, topic string, quota uint64,
 	stop *atomic.Bool, ready func(), start <-chan struct{}) error {
-	client, lost, err := connectMQTT(ctx, mqttOptions(cfg.URL, clientID, cfg.KeepAlive))
+	client, lost, err := connectMQTT(ctx, mqttSessionOptions(cfg.URL, clientID, cfg.KeepAlive, cfg.Persistent))
 	if err != nil {
 		return fmt.Errorf("producer %d: %w", p.id, err)
 	}
@@ -244,7 +254,7 @@ func mqttProduce(ctx context.Context, cfg mqttConfig, p *producer, clientID, top
 }
 
 func mqttConsume(ctx context.Context, cfg mqttConfig, c *consumer, clientID, filter string, t *Tracker, ready func()) error {
-	client, lost, err := connectMQTT(ctx, mqttOptions(cfg.URL, clientID, cfg.KeepAlive))
+	client, lost, err := connectMQTT(ctx, mqttSessionOptions(cfg.URL, clientID, cfg.KeepAlive, cfg.Persistent))
 	if err != nil {
 		return fmt.Errorf("consumer %d: %w", c.id, err)
 	}

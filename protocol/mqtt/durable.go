@@ -3,8 +3,9 @@ package mqtt
 // What a persistent session keeps in the core besides its messages and subscriptions. It lives
 // in the session queue's state records (broker Queue.SetState): for a durable session queue
 // they are entries in its log, so they survive a restart and a kill -9, are replicated with the
-// queue, and go when the session (its queue) is deleted or expires. Each change is written
-// before the packet that depends on it goes out.
+// queue, and go when the session (its queue) is deleted or expires. A change that a message's
+// fate depends on (a connection's will, an accepted QoS 2 publish) is written before the packet
+// that follows it goes out; the others are not waited for (setStateLater).
 //
 //   - "conn": the connection. While connected: the connect time and the will, so a will whose
 //     connection died with the broker is published after the restart, after its delay
@@ -17,7 +18,8 @@ package mqtt
 //     PUBREC: a crash between the two, which the client sees as no PUBREC, makes its resend a
 //     second copy (nothing makes a publish to several queues and this record one atomic write).
 //   - "out:<id>": an outbound QoS 2 delivery whose PUBREC came (the core has settled it), until
-//     PUBCOMP: the next connection sends PUBREL for it again [MQTT-4.4.0-1].
+//     PUBCOMP: the next connection sends PUBREL for it again [MQTT-4.4.0-1]. (Deleting an
+//     "in:" record at PUBREL is not waited for either; newFlow copes with a stale one.)
 //   - "share:<filter>": a shared subscription, so it is resumed with the session.
 //
 // Clean sessions keep these in memory only (mochi's in-flight table, the session struct): they
@@ -124,6 +126,15 @@ func (x *session) setState(key string, val []byte) {
 	}
 }
 
+// setStateLater is setState without waiting for the write, for records whose loss in a crash
+// costs no message (see released and the outbound records).
+func (x *session) setStateLater(key string, val []byte) {
+	if !x.persistent || x.q == nil {
+		return
+	}
+	x.q.SetStateAsync(key, val)
+}
+
 // saveConnected records the live connection and its will, before the CONNACK.
 func (x *session) saveConnected() {
 	r := connRecord{at: time.Now().UnixMilli(), node: x.s.cfg.NodeID}
@@ -160,6 +171,7 @@ func (x *session) restoreInflight(state map[string][]byte) (pubrels []uint16) {
 		}
 		x.mu.Lock()
 		x.inbound[id] = true
+		x.restored[id] = true
 		x.mu.Unlock()
 		x.cl.State.Inflight.Set(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrec},
 			PacketID: id, Created: time.Now().Unix()})
@@ -178,15 +190,35 @@ func (x *session) acceptedQoS2(id uint16) {
 	x.setState(packetIDKey(stateInPrefix, id), []byte{})
 }
 
-// released forgets an inbound QoS 2 identifier at PUBREL, before mochi's PUBCOMP: once the
-// client has PUBCOMP it may use the identifier for a new message.
+// released forgets an inbound QoS 2 identifier at PUBREL. The record's deletion is not
+// waited for: if a crash loses it, the record comes back stale after the restart, and
+// newFlow tells a new message under that identifier from the old one sent again.
 func (x *session) released(id uint16) {
 	x.mu.Lock()
 	had := x.inbound[id]
 	delete(x.inbound, id)
+	delete(x.restored, id)
 	x.mu.Unlock()
 	if had {
-		x.setState(packetIDKey(stateInPrefix, id), nil)
+		x.setStateLater(packetIDKey(stateInPrefix, id), nil)
+	}
+}
+
+// newFlow handles a QoS 2 PUBLISH under an identifier restored from the session's records:
+// sent again (DUP) it is the message the records speak of, answered with PUBREC and not
+// delivered again; without DUP it is a new message [MQTT-3.3.1-1] (a client reuses an
+// identifier only after PUBCOMP, so the record was stale), and mochi must not take it for a
+// duplicate.
+func (x *session) newFlow(pk packets.Packet) {
+	if pk.FixedHeader.Dup {
+		return
+	}
+	x.mu.Lock()
+	stale := x.restored[pk.PacketID]
+	delete(x.restored, pk.PacketID)
+	x.mu.Unlock()
+	if stale {
+		x.cl.State.Inflight.Delete(pk.PacketID)
 	}
 }
 

@@ -184,9 +184,16 @@ func (h *bridge) OnPacketRead(cl *mochi.Client, pk packets.Packet) (packets.Pack
 	switch pk.FixedHeader.Type {
 	case packets.Puback, packets.Pubrec, packets.Pubcomp:
 	case packets.Pubrel:
-		// An inbound QoS 2 flow ends: its durable record goes before mochi's PUBCOMP.
+		// An inbound QoS 2 flow ends: its record goes.
 		if sess := h.s.session(cl); sess != nil {
 			sess.released(pk.PacketID)
+		}
+		return pk, nil
+	case packets.Publish:
+		if pk.FixedHeader.Qos == 2 {
+			if sess := h.s.session(cl); sess != nil {
+				sess.newFlow(pk)
+			}
 		}
 		return pk, nil
 	default:

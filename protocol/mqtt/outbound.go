@@ -1,12 +1,14 @@
 package mqtt
 
 import (
+	"context"
 	"errors"
 	"runtime"
 	"sort"
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
+	"go.uber.org/zap"
 
 	"github.com/parleymq/parley/broker"
 	"github.com/parleymq/parley/broker/exchange"
@@ -428,10 +430,7 @@ func (x *session) acknowledged(pk packets.Packet) {
 			x.mu.Unlock()
 			// The client has the message: settle it now, so it is never sent again; the
 			// identifier stays in flight until PUBCOMP, in the core for a persistent session.
-			if m.c != nil {
-				m.c.q.Settle([]queue.DeliveryID{m.d}, queue.Ack)
-			}
-			x.setState(packetIDKey(stateOutPrefix, pk.PacketID), []byte{})
+			x.settleReceived(m, pk.PacketID)
 		}
 		_ = x.cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrel, Qos: 1}, PacketID: pk.PacketID})
 	case packets.Pubcomp:
@@ -441,7 +440,7 @@ func (x *session) acknowledged(pk packets.Packet) {
 			x.release(1)
 		}
 		if m.released {
-			x.setState(packetIDKey(stateOutPrefix, pk.PacketID), nil)
+			x.setStateLater(packetIDKey(stateOutPrefix, pk.PacketID), nil)
 		}
 	default:
 		x.mu.Unlock()
@@ -577,4 +576,24 @@ func (x *session) writeRetained(w *outWriter, p outDelivery) {
 		delete(x.inflight, pk.PacketID) // never sent: nothing will acknowledge it [MQTT-3.1.2-25]
 		x.mu.Unlock()
 	}
+}
+
+// settleReceived settles a QoS 2 delivery whose PUBREC came and records its identifier as
+// awaiting PUBCOMP. For a persistent session's own queue both are committed, in that order,
+// before PUBREL goes out: after a crash the message is not delivered again, and the next
+// connection sends PUBREL for it [MQTT-4.4.0-1].
+func (x *session) settleReceived(m outMsg, id uint16) {
+	key := packetIDKey(stateOutPrefix, id)
+	if m.c != nil && x.persistent && m.c.q == x.q {
+		ctx, cancel := context.WithTimeout(context.Background(), stateTimeout)
+		defer cancel()
+		if err := x.q.SettleWithState(ctx, []queue.DeliveryID{m.d}, queue.Ack, key, []byte{}); err != nil {
+			x.s.log.Warn("mqtt QoS 2 delivery settled but not recorded", zap.String("client_id", x.clientID), zap.Error(err))
+		}
+		return
+	}
+	if m.c != nil {
+		m.c.q.Settle([]queue.DeliveryID{m.d}, queue.Ack)
+	}
+	x.setStateLater(key, []byte{})
 }

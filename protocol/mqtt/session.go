@@ -79,6 +79,7 @@ type session struct {
 	pending   []outDelivery     // handed over by the core, not yet written
 	inflight  map[uint16]outMsg // written with QoS 1/2, not yet acknowledged
 	inbound   map[uint16]bool   // persistent sessions: inbound QoS 2 identifiers awaiting PUBREL
+	restored  map[uint16]bool   // those of them read from the session's records at connect
 	nextID    uint16
 	closed    bool
 	writing   bool // a writeLoop goroutine is running (started by startWriterLocked)
@@ -183,7 +184,7 @@ func (s *Server) openSession(cl *mochi.Client, pk packets.Packet, user string) (
 		s: s, cl: cl, clientID: cl.ID, user: user, v: v, version: version,
 		persistent: persistent, present: existed && persistent, q: q, qdef: def,
 		limit: limit, subs: map[string]*subscription{}, refused: map[string]bool{},
-		inflight: map[uint16]outMsg{}, inbound: map[uint16]bool{}, prevIDs: prevIDs,
+		inflight: map[uint16]outMsg{}, inbound: map[uint16]bool{}, restored: map[uint16]bool{}, prevIDs: prevIDs,
 	}
 	if cl.Properties.Will.Flag != 0 {
 		w := cl.Properties.Will
