@@ -93,16 +93,31 @@ func setupFaultDevice(t testing.TB, n *Node, id, topic string, ck *faultChecker)
 	}
 }
 
-// finalMQTTBatch publishes 10 QoS 1 messages through each node once the cluster is whole.
+// finalMQTTBatch publishes 10 QoS 1 messages through each node once the cluster is whole,
+// retrying (bounded, under a new sequence number) a publish whose connection ended while the
+// cluster settles.
 func finalMQTTBatch(t testing.TB, nodes []*Node, topic string, ck *faultChecker) {
 	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
 	for _, n := range nodes {
-		p, _, _ := connect3(t, n.MQTTAddr, fmt.Sprintf("faults-final-%d", n.ID), true)
-		for i := range 10 {
+		var p paho3.Client
+		for i := 0; i < 10; {
+			if time.Now().After(deadline) {
+				t.Fatalf("node %d: final MQTT publishes not done within 60s of the repair (%d done)", n.ID, i)
+			}
+			if p == nil || !p.IsConnectionOpen() {
+				p, _, _ = connect3(t, n.MQTTAddr, fmt.Sprintf("faults-final-%d-%d", n.ID, time.Now().UnixNano()), true)
+			}
 			seq := ck.take()
 			payload := append(binary.BigEndian.AppendUint64(nil, seq), fmt.Sprintf("final-%d-%d", n.ID, i)...)
-			wait3(t, "final MQTT publish", p.Publish(topic, 1, false, payload))
-			ck.confirm(seq)
+			if tok := p.Publish(topic, 1, false, payload); tok.WaitTimeout(mqttTimeout) && tok.Error() == nil {
+				ck.confirm(seq)
+				i++
+				continue
+			}
+			t.Logf("node %d: final MQTT publish %d not acknowledged; again", n.ID, seq)
+			p.Disconnect(0)
+			p = nil
 		}
 		p.Disconnect(100)
 	}

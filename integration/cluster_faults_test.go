@@ -375,16 +375,7 @@ func TestClusterRandomFaults(t *testing.T) {
 	stopPub()
 	pubs.Wait()
 	for _, n := range nodes {
-		conn := dialRetry(t, n)
-		ch := channel(t, conn)
-		for i := range 10 {
-			seq := ck.take()
-			body := binary.BigEndian.AppendUint64(nil, seq)
-			body = append(body, fmt.Sprintf("final-%d-%d", n.ID, i)...)
-			publishConfirmed(t, ch, "", q, amqp.Publishing{DeliveryMode: amqp.Persistent, Body: body})
-			ck.confirm(seq)
-		}
-		conn.Close()
+		finalAMQPBatch(t, n, q, ck)
 	}
 	finalMQTTBatch(t, nodes, topic, mck)
 
@@ -430,4 +421,57 @@ func TestClusterRandomFaults(t *testing.T) {
 		t.Errorf("only %d AMQP and %d MQTT messages confirmed over the whole run: the test proved little", conf, mconf)
 	}
 	WaitConverged(t, nodes, 60*time.Second)
+}
+
+// finalAMQPBatch publishes 10 confirmed messages through node n once the cluster is whole. The
+// cluster may still be settling (a node that was cut off rejoins and a leader changes): a nack
+// or a closed connection is retried, bounded, under a new sequence number, since a message that
+// was nacked may or may not be in the queue.
+func finalAMQPBatch(t testing.TB, n *Node, q string, ck *faultChecker) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	var ch *amqp.Channel
+	var conn *amqp.Connection
+	defer func() {
+		if conn != nil {
+			conn.Close()
+		}
+	}()
+	for i := 0; i < 10; {
+		if time.Now().After(deadline) {
+			t.Fatalf("node %d: 10 confirmed publishes not done within 60s of the repair (%d done)", n.ID, i)
+		}
+		if ch == nil {
+			if conn != nil {
+				conn.Close()
+			}
+			conn = dialRetry(t, n)
+			var err error
+			if ch, err = conn.Channel(); err != nil || ch.Confirm(false) != nil {
+				ch = nil
+				time.Sleep(200 * time.Millisecond)
+				continue
+			}
+		}
+		seq := ck.take()
+		body := binary.BigEndian.AppendUint64(nil, seq)
+		body = append(body, fmt.Sprintf("final-%d-%d", n.ID, i)...)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, "", q, false, false, amqp.Publishing{DeliveryMode: amqp.Persistent, Body: body})
+		ok := false
+		if err == nil {
+			ok, err = dc.WaitContext(ctx)
+		}
+		cancel()
+		switch {
+		case err == nil && ok:
+			ck.confirm(seq)
+			i++
+		case err == nil:
+			t.Logf("node %d: final publish %d nacked; again", n.ID, seq)
+		default:
+			t.Logf("node %d: final publish %d: %v; again", n.ID, seq, err)
+			ch = nil
+		}
+	}
 }
