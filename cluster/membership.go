@@ -485,8 +485,9 @@ func (h *Host) ensureConf(ctx context.Context, id uint64, node uint64, done func
 		}
 		err = h.proposeConf(ctx, id, t, node, c)
 		switch {
-		case err == nil:
+		case err == nil && t == raftpb.ConfChangeRemoveNode:
 			h.settle(ctx, id)
+		case err == nil:
 		case errors.Is(err, ErrDropped), errors.Is(err, ErrNotLeader):
 			h.log.Info("membership change dropped; retrying", zap.Uint64("group", id), zap.Error(err))
 		default:
@@ -504,7 +505,8 @@ func (h *Host) electionTimeout() time.Duration {
 // the leader's commit index, then two heartbeats more, which tell them it is committed. Raft
 // applies a conf change when it is applied, not appended: if the leader died the instant it
 // applied a removal, voters that never heard it was committed would still count the removed
-// node, and with it gone, two of four would not elect anyone.
+// node, and with it gone, two of four would not elect anyone. Only removals need it: voters
+// that missed an addition or a promotion still elect under the configuration they know.
 func (h *Host) settle(ctx context.Context, id uint64) {
 	deadline := time.Now().Add(2 * h.electionTimeout())
 	for time.Now().Before(deadline) {
@@ -513,7 +515,7 @@ func (h *Host) settle(ctx context.Context, id uint64) {
 			return
 		}
 		behind := false
-		for _, v := range append(gc.voters, gc.learners...) {
+		for _, v := range gc.voters {
 			if gc.matches[v] < gc.commit {
 				behind = true
 			}

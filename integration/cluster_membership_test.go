@@ -21,6 +21,8 @@ import (
 // log and stops), and the serving node is killed with SIGKILL: the three voters left (the new
 // node among them) elect a serving node, and every confirmed message of both queues is there.
 func TestClusterJoinLeave(t *testing.T) {
+	began := time.Now()
+	phase := func(what string) { t.Logf("%v: %s", time.Since(began).Round(time.Millisecond), what) }
 	nodes := StartCluster(t, 3)
 	q1, q2 := Name(t, "before-join"), Name(t, "after-join")
 	confirmed := map[string]map[string]bool{q1: {}, q2: {}}
@@ -47,6 +49,7 @@ func TestClusterJoinLeave(t *testing.T) {
 			standbys = append(standbys, n)
 		}
 	}
+	phase("published; starting node 4")
 	n4 := StartJoiningNode(t, 4, nodes[0])
 	joinStart := time.Now()
 	out, err := Parleyctl(t, "--http", standbys[0].HTTPAddr, "--timeout", "60s", "cluster", "join", "parley-4="+n4.ClusterAddr)
@@ -57,6 +60,7 @@ func TestClusterJoinLeave(t *testing.T) {
 	all := append(slices.Clone(nodes), n4)
 	waitVoters(t, all, []uint64{1, 2, 3, 4}, 2)
 
+	phase("node 4 a voter everywhere")
 	// A queue declared after the join has the new node as a voter, on every node.
 	publish(n4, q2, 50)
 	waitVoters(t, all, []uint64{1, 2, 3, 4}, 3)
@@ -66,6 +70,7 @@ func TestClusterJoinLeave(t *testing.T) {
 	}
 	t.Logf("status after the join:\n%s", out)
 
+	phase("second queue published")
 	// One of the original standbys leaves; asked through the new node.
 	gone := standbys[1]
 	out, err = Parleyctl(t, "--http", n4.HTTPAddr, "cluster", "leave", fmt.Sprint(gone.ID))
@@ -86,6 +91,7 @@ func TestClusterJoinLeave(t *testing.T) {
 	if log, err := os.ReadFile(gone.LogPath()); err != nil || !strings.Contains(string(log), "removed from the cluster") {
 		t.Fatalf("the removed node's log does not say it was removed (%v)", err)
 	}
+	phase("the removed node stopped")
 	gone.Kill() // reaps it if it lingers; a no-op when it stopped
 
 	// A refused removal says why.
@@ -95,6 +101,7 @@ func TestClusterJoinLeave(t *testing.T) {
 		t.Logf("second leave refused: %s", strings.TrimSpace(out))
 	}
 
+	phase("killing the serving node")
 	serving.Kill()
 	var survivors []*Node
 	for _, n := range live {
@@ -105,6 +112,7 @@ func TestClusterJoinLeave(t *testing.T) {
 	next := WaitServing(t, survivors)
 	t.Logf("node %d killed; node %d serves", serving.ID, next.ID)
 
+	phase("a survivor serves")
 	for _, q := range []string{q1, q2} {
 		c := dialRetry(t, survivors[0])
 		ch := channel(t, c)
