@@ -29,10 +29,9 @@ type Server struct {
 	log   *zap.Logger
 	m     *mochi.Server
 
-	mu        sync.Mutex
-	sessions  map[*mochi.Client]*session
-	byConn    map[net.Conn]*session
-	listeners map[net.Listener]struct{}
+	mu       sync.Mutex
+	sessions map[*mochi.Client]*session
+	byConn   map[net.Conn]*session
 	// current is the live session of each client id: the one that records the session's
 	// connection state (durable.go); a connection taken over is no longer current.
 	current map[string]*session
@@ -45,9 +44,9 @@ type Server struct {
 	sentIDs map[string]map[uint64]uint16
 	// wills are delayed wills (MQTT 5 will delay interval) waiting to be published; a new
 	// connection with the same client id cancels its will [MQTT-3.1.3-9].
-	wills  map[string]*time.Timer
-	closed bool
-	wg     sync.WaitGroup
+	wills map[string]*time.Timer
+	// reg tracks the listeners and the connections being served.
+	reg accept.Registry[net.Conn]
 }
 
 // NewServer builds a server. log must not be nil.
@@ -82,17 +81,16 @@ func NewServer(cfg Config, b *broker.Broker, users *auth.Store, log *zap.Logger)
 		ClientNetWriteBufferSize: 4096,
 	}
 	s := &Server{
-		cfg:       cfg,
-		b:         b,
-		users:     users,
-		log:       log,
-		sessions:  map[*mochi.Client]*session{},
-		byConn:    map[net.Conn]*session{},
-		listeners: map[net.Listener]struct{}{},
-		current:   map[string]*session{},
-		shares:    map[string]int{},
-		sentIDs:   map[string]map[uint64]uint16{},
-		wills:     map[string]*time.Timer{},
+		cfg:      cfg,
+		b:        b,
+		users:    users,
+		log:      log,
+		sessions: map[*mochi.Client]*session{},
+		byConn:   map[net.Conn]*session{},
+		current:  map[string]*session{},
+		shares:   map[string]int{},
+		sentIDs:  map[string]map[uint64]uint16{},
+		wills:    map[string]*time.Timer{},
 	}
 	s.m = mochi.New(opts)
 	// mochi's Serve is never called: its listeners, $SYS publisher and housekeeping loop (client
@@ -106,19 +104,7 @@ func NewServer(cfg Config, b *broker.Broker, users *auth.Store, log *zap.Logger)
 
 // Serve accepts connections on ln until ln is closed (or the server is), then returns nil.
 func (s *Server) Serve(ln net.Listener) error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return nil
-	}
-	s.listeners[ln] = struct{}{}
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.listeners, ln)
-		s.mu.Unlock()
-	}()
-	return accept.Loop(ln, s.log, s.isClosed, func(nc net.Conn) { _ = s.ServeConn(nc) })
+	return s.reg.Serve(ln, s.log, func(nc net.Conn) { _ = s.ServeConn(nc) })
 }
 
 // ServeConn serves one MQTT connection that was accepted elsewhere (a TCP or TLS listener, or
@@ -126,15 +112,11 @@ func (s *Server) Serve(ln net.Listener) error {
 // MQTT stream) until it ends, and closes it. The error says why the connection ended; a clean
 // DISCONNECT gives nil.
 func (s *Server) ServeConn(c net.Conn) error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	if !s.reg.Add(c) {
 		_ = c.Close()
 		return net.ErrClosed
 	}
-	s.wg.Add(1)
-	s.mu.Unlock()
-	defer s.wg.Done()
+	defer s.reg.Done(c)
 	g := newGuardConn(c, s.cfg.MaxPacketSize)
 	g.tooLarge = func() {
 		// A packet over the maximum size once the session is up: MQTT 5 says why with
@@ -177,25 +159,14 @@ func (s *Server) ServeConn(c net.Conn) error {
 	return nil
 }
 
-func (s *Server) isClosed() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.closed
-}
-
 // Close stops accepting, disconnects every client (MQTT 5 clients get DISCONNECT with reason
 // 0x8B server shutting down) and waits, bounded, for their sessions to hand their unacknowledged
 // deliveries back to the core. Wills are not published for a shutdown.
 func (s *Server) Close() {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	if _, first := s.reg.Close(); !first {
 		return
 	}
-	s.closed = true
-	for ln := range s.listeners {
-		_ = ln.Close()
-	}
+	s.mu.Lock()
 	for _, t := range s.wills {
 		t.Stop()
 	}
@@ -207,14 +178,7 @@ func (s *Server) Close() {
 			cl.Stop(packets.ErrServerShuttingDown)
 		}
 	}
-	done := make(chan struct{})
-	go func() {
-		s.wg.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
+	if !s.reg.Wait(10 * time.Second) {
 		s.log.Warn("mqtt connections still closing after 10s")
 	}
 }

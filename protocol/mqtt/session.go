@@ -582,7 +582,7 @@ func (x *session) close(cause error) {
 	if current {
 		delete(s.current, x.clientID)
 	}
-	closing := s.closed
+	closing := s.reg.Closed()
 	s.mu.Unlock()
 	if !x.persistent && x.q != nil {
 		x.v.DeleteQueueIf(x.q)
