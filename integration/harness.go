@@ -17,6 +17,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/url"
 	"os"
@@ -157,7 +158,21 @@ func (s *Server) SkipIfExternal(t testing.TB, why string) {
 	}
 }
 
+// freePort picks a port on 127.0.0.1 that is free now, for a process the test starts to listen
+// on. It prefers ports below Linux's ephemeral range (32768–60999 by default): a port the
+// kernel handed out for ":0" is also where it picks the source ports of outgoing connections,
+// and the tests open thousands of those, so such a port was now and then taken by a client
+// connection between the pick and the server's bind. A random pick in 20000–32767 meets
+// neither; if none is free after a few tries, the kernel picks.
 func freePort() (int, error) {
+	for range 20 {
+		port := 20000 + rand.IntN(32768-20000)
+		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err == nil {
+			_ = ln.Close()
+			return port, nil
+		}
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err
