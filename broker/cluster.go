@@ -25,7 +25,7 @@ func DurableQueueGroups(metaEntry []byte) ([]uint64, error) {
 	for _, v := range st.VHosts() {
 		for _, def := range st.Queues(v) {
 			if def.Durable {
-				ids = append(ids, queueGroupID(v, def.Name))
+				ids = append(ids, queueGroup(def))
 			}
 		}
 	}

@@ -8,7 +8,9 @@ package broker
 //     follower or a restart needs nothing but the last entry. The cost is O(durable metadata) per
 //     change, which is fine for hundreds of durable queues and is the first thing to replace
 //     (with commands) when MQTT sessions bring tens of thousands.
-//   - Each durable queue has its own group. Its log is the message store: an enqueue entry carries
+//   - Each durable queue has its own group, recorded in its metadata (meta.QueueDef.Group): a
+//     new group for each incarnation, so a queue deleted and declared again never meets its
+//     predecessor's log on a replica that missed the delete. Its log is the message store: an enqueue entry carries
 //     the whole encoded message (written once, fsynced with everything else of that Ready cycle);
 //     a remove entry lists the references of messages that left the queue for good (acked,
 //     discarded, expired, dropped, purged). The reference of a message is the log index of its
@@ -47,10 +49,21 @@ const (
 // errCorruptEntry reports a log entry the queue cannot parse.
 var errCorruptEntry = errors.New("corrupt queue log entry")
 
-// queueGroupID gives a durable queue a stable raft group id derived from its vhost and name, so
-// a restart finds the same group without storing a mapping. Group 0 is the metadata's; the top
-// bit keeps queue groups clear of it and of ids a later placement scheme may hand out.
-func queueGroupID(vhost, name string) uint64 {
+// queueGroup is the raft group of a durable queue: the one its metadata records (a new group
+// for each incarnation of the queue, see meta.QueueDef.Group), or, for a queue declared before
+// groups were recorded, the one derived from its vhost and name.
+func queueGroup(def meta.QueueDef) uint64 {
+	if def.Group != 0 {
+		return def.Group
+	}
+	return legacyQueueGroupID(def.VHost, def.Name)
+}
+
+// legacyQueueGroupID is the group id of a durable queue declared before the metadata recorded
+// groups: a hash of its vhost and name, with the top bit set (clear of group 0 and of
+// meta.QueueGroupBase's ids). Every incarnation of a name had the same id, which let a queue
+// declared again meet its predecessor's log on a replica that missed the delete.
+func legacyQueueGroupID(vhost, name string) uint64 {
 	h := fnv.New64a()
 	_, _ = h.Write([]byte(vhost))
 	_, _ = h.Write([]byte{0})
@@ -166,7 +179,7 @@ func (v *VHost) startQueue(ctx context.Context, def meta.QueueDef) (*Queue, erro
 		return newQueue(v, def, cfg, nil, nil), nil
 	}
 	l := newQueueLog()
-	g, err := host.AddGroup(ctx, queueGroupID(v.name, def.Name), l)
+	g, err := host.AddGroup(ctx, queueGroup(def), l)
 	if err != nil {
 		return nil, meta.Errorf(meta.InternalError, "cannot start queue '%s' in vhost '%s': %v", def.Name, v.name, err)
 	}

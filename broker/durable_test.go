@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"fmt"
+	"slices"
 	"testing"
 
 	"go.uber.org/zap"
@@ -172,5 +173,53 @@ func TestDeletedDurableQueueStaysDeleted(t *testing.T) {
 	// Redeclared, it starts empty: its old log was destroyed.
 	if st, err := v.DeclareQueue(meta.QueueDef{Name: "gone", Durable: true}, false); err != nil || st.Messages != 0 {
 		t.Fatalf("redeclare: %+v %v", st, err)
+	}
+}
+
+// A durable queue deleted and declared again gets a raft group of its own, not its
+// predecessor's (a replica that missed the delete may still hold that one's log); the old
+// group's log is destroyed, and a restart finds the new group from the metadata.
+func TestRedeclaredDurableQueueGetsNewGroup(t *testing.T) {
+	dir := t.TempDir()
+	n := openNode(t, dir)
+	v, _ := n.b.VHost("/")
+	if _, err := v.DeclareQueue(meta.QueueDef{Name: "again", Durable: true}, false); err != nil {
+		t.Fatal(err)
+	}
+	old := groupOf(t, n, "again")
+	if _, err := v.DeleteQueue("again", false, false, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.DeclareQueue(meta.QueueDef{Name: "again", Durable: true}, false); err != nil {
+		t.Fatal(err)
+	}
+	cur := groupOf(t, n, "again")
+	if cur == old {
+		t.Fatalf("redeclared queue reuses group %d", old)
+	}
+	done := make(chan bool, 1)
+	m := persistent("new")
+	m.RoutingKey = "again"
+	v.Publish(m, func(ok bool) { done <- ok }, nil)
+	if !<-done {
+		t.Fatal("publish not confirmed")
+	}
+	stored, err := n.host.StoredGroups()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slices.Contains(stored, old) || !slices.Contains(stored, cur) {
+		t.Fatalf("stored groups %v: want %d and not %d", stored, cur, old)
+	}
+	n.close()
+	n = openNode(t, dir)
+	defer n.close()
+	if g := groupOf(t, n, "again"); g != cur {
+		t.Fatalf("after a restart the queue is in group %d, want %d", g, cur)
+	}
+	v, _ = n.b.VHost("/")
+	q, _ := v.Queue("again", 0)
+	if d, _, ok := q.Get(true); !ok || string(d.Msg.Body) != "new" {
+		t.Fatalf("after a restart: get %v", ok)
 	}
 }

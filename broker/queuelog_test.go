@@ -75,7 +75,7 @@ func TestDeepQueueBodiesStayInLog(t *testing.T) {
 
 	n = openNode(t, dir, window)
 	defer n.close()
-	snap, err := snapshotOf(n, "deep")
+	snap, err := snapshotOf(t, n, "deep")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,9 +110,23 @@ func TestDeepQueueBodiesStayInLog(t *testing.T) {
 	}
 }
 
+// groupOf is the raft group of durable queue q in vhost "/".
+func groupOf(t *testing.T, n *node, q string) uint64 {
+	t.Helper()
+	v, ok := n.b.VHost("/")
+	if !ok {
+		t.Fatal("no vhost /")
+	}
+	qq, err := v.Queue(q, 0)
+	if err != nil || qq.group == nil {
+		t.Fatalf("durable queue %s: %v", q, err)
+	}
+	return qq.group.ID()
+}
+
 // snapshotOf returns the stored snapshot of a durable queue's log.
-func snapshotOf(n *node, q string) ([]byte, error) {
-	l, err := n.eng.RaftLog(queueGroupID("/", q))
+func snapshotOf(t *testing.T, n *node, q string) ([]byte, error) {
+	l, err := n.eng.RaftLog(groupOf(t, n, q))
 	if err != nil {
 		return nil, err
 	}
@@ -148,7 +162,7 @@ func TestStuckHeadDoesNotPinLog(t *testing.T) {
 			}
 		}
 	}
-	l, err := n.eng.RaftLog(queueGroupID("/", "busy"))
+	l, err := n.eng.RaftLog(groupOf(t, n, "busy"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,7 +202,7 @@ func TestTransferSnapshotStandsAlone(t *testing.T) {
 		q.Get(true)
 	}
 	q.Get(false) // a barrier for the removals; stays live
-	l, err := n.eng.RaftLog(queueGroupID("/", "xfer"))
+	l, err := n.eng.RaftLog(groupOf(t, n, "xfer"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -155,9 +155,9 @@ func dialRetry(t testing.TB, n *Node) *amqp.Connection {
 	}
 }
 
-// TestClusterRedeclaredQueueAfterFailover: a durable queue deleted and declared again keeps
-// the same raft group id; after the serving node is killed, the new serving node must hold the
-// new queue's messages and none of the deleted one's.
+// TestClusterRedeclaredQueueAfterFailover: a durable queue deleted and declared again (in a
+// raft group of its own, see meta.QueueDef.Group); after the serving node is killed, the new
+// serving node must hold the new queue's messages and none of the deleted one's.
 func TestClusterRedeclaredQueueAfterFailover(t *testing.T) {
 	nodes := StartCluster(t, 3)
 	q := Name(t, "redeclared")

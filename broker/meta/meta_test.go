@@ -497,3 +497,57 @@ func TestErrorText(t *testing.T) {
 		t.Errorf("Error() = %q", got)
 	}
 }
+
+// Every incarnation of a durable queue gets a raft group of its own, recorded in the snapshot
+// so a restart finds it, and the counter survives a restore: a queue deleted and declared again
+// never reuses its predecessor's group. Transient queues have none.
+func TestDurableQueueGroupPerIncarnation(t *testing.T) {
+	s := New()
+	declare := func(s *State, name string, durable bool) QueueDef {
+		t.Helper()
+		q, created, err := s.DeclareQueue(QueueDef{VHost: "/", Name: name, Durable: durable, Group: 7}, false)
+		if err != nil || !created {
+			t.Fatalf("declare %s: created %v, %v", name, created, err)
+		}
+		return q
+	}
+	a := declare(s, "a", true)
+	b := declare(s, "b", true)
+	tr := declare(s, "t", false)
+	if a.Group < QueueGroupBase || b.Group < QueueGroupBase || a.Group == b.Group || tr.Group != 0 {
+		t.Fatalf("groups: a %d, b %d, transient %d", a.Group, b.Group, tr.Group)
+	}
+	if q, _, _ := s.DeclareQueue(QueueDef{VHost: "/", Name: "a", Durable: true}, false); q.Group != a.Group {
+		t.Fatalf("an equivalent redeclare changed the group: %d, was %d", q.Group, a.Group)
+	}
+	if _, err := s.DeleteQueue("/", "a", 0); err != nil {
+		t.Fatal(err)
+	}
+	a2 := declare(s, "a", true)
+	if a2.Group == a.Group || a2.Group == b.Group {
+		t.Fatalf("redeclared queue reuses a group: %d (a was %d, b is %d)", a2.Group, a.Group, b.Group)
+	}
+
+	snap, err := s.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Restore(snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []QueueDef{a2, b} {
+		if got, ok := r.Queue("/", want.Name); !ok || got.Group != want.Group {
+			t.Fatalf("restored %s: group %d, want %d", want.Name, got.Group, want.Group)
+		}
+	}
+	if _, err := r.DeleteQueue("/", "b", 0); err != nil {
+		t.Fatal(err)
+	}
+	b2 := declare(r, "b", true)
+	for _, old := range []uint64{a.Group, b.Group, a2.Group} {
+		if b2.Group == old {
+			t.Fatalf("after a restore, a redeclared queue got the used group %d", old)
+		}
+	}
+}

@@ -73,6 +73,11 @@ func (s *State) DeclareQueue(d QueueDef, passive bool) (q QueueDef, created bool
 		}
 	}
 	d.VHost = v.name
+	d.Group = 0
+	if d.Durable {
+		s.groupSeq++
+		d.Group = QueueGroupBase + s.groupSeq
+	}
 	v.queues[d.Name] = d
 	return d, true, nil
 }

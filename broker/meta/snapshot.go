@@ -23,6 +23,9 @@ const snapshotVersion = 1
 type snapState struct {
 	Version int         `json:"version"`
 	VHosts  []snapVHost `json:"vhosts"`
+	// GroupSeq is the last durable queue group handed out (absent in metadata written before
+	// groups were recorded).
+	GroupSeq uint64 `json:"group_seq,omitempty"`
 }
 
 type snapVHost struct {
@@ -52,6 +55,7 @@ type snapQueue struct {
 	Name       string               `json:"name"`
 	AutoDelete bool                 `json:"auto_delete,omitempty"`
 	Args       map[string]snapValue `json:"args,omitempty"`
+	Group      uint64               `json:"group,omitempty"`
 }
 
 type snapBinding struct {
@@ -69,7 +73,7 @@ type snapValue struct {
 
 // Snapshot encodes the durable metadata.
 func (s *State) Snapshot() ([]byte, error) {
-	st := snapState{Version: snapshotVersion}
+	st := snapState{Version: snapshotVersion, GroupSeq: s.groupSeq}
 	for _, name := range s.VHosts() {
 		v := s.vhosts[name]
 		sv := snapVHost{Name: name}
@@ -94,7 +98,7 @@ func (s *State) Snapshot() ([]byte, error) {
 			if err != nil {
 				return nil, fmt.Errorf("snapshot queue %q: %w", q.Name, err)
 			}
-			sv.Queues = append(sv.Queues, snapQueue{Name: q.Name, AutoDelete: q.AutoDelete, Args: args})
+			sv.Queues = append(sv.Queues, snapQueue{Name: q.Name, AutoDelete: q.AutoDelete, Args: args, Group: q.Group})
 		}
 		for _, b := range v.router.Bindings() {
 			if !durableX[b.Source] {
@@ -128,7 +132,7 @@ func Restore(data []byte) (*State, error) {
 	if st.Version != snapshotVersion {
 		return nil, fmt.Errorf("restore metadata: unknown snapshot version %d", st.Version)
 	}
-	s := &State{vhosts: map[string]*vhost{}}
+	s := &State{vhosts: map[string]*vhost{}, groupSeq: st.GroupSeq}
 	for _, sv := range st.VHosts {
 		if err := s.AddVHost(sv.Name); err != nil {
 			return nil, fmt.Errorf("restore metadata: %w", err)
@@ -147,7 +151,10 @@ func Restore(data []byte) (*State, error) {
 			if err != nil {
 				return nil, fmt.Errorf("restore queue %q: %w", q.Name, err)
 			}
-			v.queues[q.Name] = QueueDef{VHost: sv.Name, Name: q.Name, Durable: true, AutoDelete: q.AutoDelete, Args: args}
+			if q.Group != 0 && (q.Group < QueueGroupBase || q.Group > QueueGroupBase+st.GroupSeq) {
+				return nil, fmt.Errorf("restore queue %q: group %d outside the %d handed out", q.Name, q.Group, st.GroupSeq)
+			}
+			v.queues[q.Name] = QueueDef{VHost: sv.Name, Name: q.Name, Durable: true, AutoDelete: q.AutoDelete, Args: args, Group: q.Group}
 		}
 		for _, b := range sv.Bindings {
 			args, err := decodeTable(b.Args)

@@ -28,7 +28,20 @@ type QueueDef struct {
 	// ServerNamed marks a name the server generated (queue.declare with an empty name), which
 	// the "amq." reserved-prefix rule does not apply to.
 	ServerNamed bool
+	// Group is the raft group holding a durable queue's log: its placement, recorded here in
+	// the metadata (group 0) so a restart or another node finds it. DeclareQueue gives every
+	// incarnation of a durable queue a group of its own (QueueGroupBase plus a counter that
+	// only grows), so a queue deleted and declared again never shares a group with its
+	// predecessor, whose log a replica that missed the delete may still hold. It is 0 for a
+	// transient queue, and for a durable queue restored from metadata written before groups
+	// were recorded (the broker derives that one's group from its vhost and name).
+	Group uint64
 }
+
+// QueueGroupBase is the lowest raft group id DeclareQueue hands out; ids below it are group 0
+// (the metadata) and those a later placement scheme may use, and ids with the top bit set are
+// the name-derived groups of queues declared before groups were recorded.
+const QueueGroupBase = 1 << 62
 
 // BindingDef is a binding from the exchange Source to a queue or an exchange.
 type BindingDef struct {
@@ -50,6 +63,8 @@ type State struct {
 	vhosts map[string]*vhost
 	// retained holds MQTT retained messages: vhost -> topic -> encoded message (retained.go).
 	retained map[string]map[string][]byte
+	// groupSeq numbers the durable queues' groups (QueueDef.Group); it never goes back.
+	groupSeq uint64
 }
 
 // DefaultVHost is the vhost every broker starts with.
