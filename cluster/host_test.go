@@ -377,7 +377,15 @@ func TestIdleGroupsCostNothing(t *testing.T) {
 		return true
 	})
 	// Let the loop settle: the cycle that made the last leader may still
-	// be finishing.
+	// be finishing, and each leader applies its term's first entry after.
+	waitFor(t, ctx, "every group serving", func() bool {
+		for _, g := range groups {
+			if !g.Serving() {
+				return false
+			}
+		}
+		return true
+	})
 	waitFor(t, ctx, "a few ticks", func() bool { return h.Metrics().Ticks > 5 })
 	before := h.Metrics()
 	waitFor(t, ctx, "20 more ticks", func() bool { return h.Metrics().Ticks >= before.Ticks+20 })

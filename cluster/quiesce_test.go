@@ -180,7 +180,7 @@ func startQCluster(t *testing.T, ctx context.Context, groups int) *qcluster {
 		tr, err := NewTCPTransport(TCPConfig{
 			NodeID: id, Listener: lns[id], Peers: peers,
 			MaxBackoff: 100 * time.Millisecond, DialTimeout: 500 * time.Millisecond,
-			PingInterval: 50 * time.Millisecond, PeerTimeout: 300 * time.Millisecond,
+			PingInterval: 100 * time.Millisecond, PeerTimeout: time.Second,
 		}, testLogger(t))
 		if err != nil {
 			t.Fatal(err)
@@ -204,7 +204,13 @@ func startQCluster(t *testing.T, ctx context.Context, groups int) *qcluster {
 		}
 	}
 	for _, gid := range c.ids {
+		// A transfer is abandoned if node 1 does not catch up within an election timeout (a
+		// loaded machine): ask again now and then, as cmd/parley's adoption does.
+		polls := 0
 		waitFor(t, ctx, fmt.Sprintf("node 1 leading group %d on every node", gid), func() bool {
+			if polls++; polls%40 == 0 && c.nodes[1].groups[gid].Leader() != 1 {
+				_ = c.nodes[1].host.TransferLeadership(ctx, gid, 1)
+			}
 			for _, n := range c.nodes {
 				if n.groups[gid].Leader() != 1 {
 					return false
