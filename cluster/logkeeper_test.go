@@ -161,12 +161,25 @@ func TestLogKeeperSnapshotToFollowerIsTransferred(t *testing.T) {
 	behind := lead%3 + 1
 	net.Isolate(behind, true)
 	for i := range 80 {
-		f, err := groups[lead].Propose(ctx, fmt.Appendf(nil, "k%d=v", i))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := f.Wait(ctx); err != nil {
-			t.Fatal(err)
+		for {
+			// The leader may change meanwhile (a quiesced group's leader woken by the
+			// proposal can step down, see quiesce.go): find it, and retry a dropped
+			// proposal as a client would.
+			waitFor(t, ctx, "a leader on the connected side", func() bool {
+				lead = groups[behind%3+1].Leader()
+				return lead != 0 && lead != behind && groups[lead].IsLeader()
+			})
+			f, err := groups[lead].Propose(ctx, fmt.Appendf(nil, "k%d=v", i))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = f.Wait(ctx)
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, ErrDropped) {
+				t.Fatal(err)
+			}
 		}
 	}
 	net.Isolate(behind, false)

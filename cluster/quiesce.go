@@ -47,9 +47,8 @@ package cluster
 // Safety does not rest on any of this: quiescence only stops ticking, never changes a log or
 // a vote. A quiesced leader cut off from its followers still believes it leads, but a proposal
 // wakes it, the entry cannot commit without a quorum's acknowledgement, and CheckQuorum (which
-// runs again once it ticks) makes it step down within two election timeouts (plus the
-// transport's PeerTimeout: a waking leader counts followers whose node is live as heard from,
-// see markLiveFollowersActive), failing the proposal with ErrDropped. PreVote and CheckQuorum stay on. A quiesced follower's election
+// runs again once it ticks) makes it step down within two election timeouts, failing the
+// proposal with ErrDropped. PreVote and CheckQuorum stay on. A quiesced follower's election
 // clock stands still, so it keeps the leader's lease: it refuses (pre-)votes from a candidate
 // while its leader's node is live, exactly as it would right after a heartbeat.
 //
@@ -240,47 +239,12 @@ func (h *Host) unquiesce(g *Group) {
 		g.quiesced = false
 		h.m.quiesced.Add(-1)
 		h.m.wakes.Add(1)
-		h.markLiveFollowersActive(g)
 	}
 	if g.removed || (g.singleVoter && g.lead == h.cfg.NodeID) {
 		return
 	}
 	h.ticking[g] = struct{}{}
 	h.markDirty(g)
-}
-
-// markLiveFollowersActive tells a waking leader's CheckQuorum that the followers whose node
-// is live have been heard from; loop only. CheckQuorum demotes a leader that has not heard from
-// a quorum within an election timeout, judged on flags it clears at each check; a group that
-// went quiet right after such a check would otherwise find them all clear at its first check
-// after waking, before any follower could answer, and its leader would step down for nothing.
-// The node's liveness (pings within TCPConfig.PeerTimeout) is what a quiesced group has instead
-// of heartbeats, so it stands for them here, as raft's own heartbeat responses do when awake: a
-// leader cut off from its followers has no live follower (once the transport gives them up)
-// and CheckQuorum still demotes it.
-func (h *Host) markLiveFollowersActive(g *Group) {
-	if g.removed || g.singleVoter || g.lead != h.cfg.NodeID {
-		return
-	}
-	st := g.rn.BasicStatus()
-	if st.RaftState != raft.StateLeader {
-		return
-	}
-	self := h.cfg.NodeID
-	var live []uint64
-	g.rn.WithProgress(func(id uint64, _ raft.ProgressType, _ tracker.Progress) {
-		if id != self && h.isLive(id) {
-			live = append(live, id)
-		}
-	})
-	for _, id := range live {
-		_ = g.rn.Step(&raftpb.Message{
-			Type: raftpb.MsgHeartbeatResp.Enum(),
-			To:   new(self),
-			From: new(id),
-			Term: new(st.GetTerm()),
-		})
-	}
 }
 
 // peerReport records a change of a peer node's connection; loop only.
