@@ -26,11 +26,17 @@ type node struct {
 
 func openNode(t testing.TB, dir string, opts ...func(*Config)) *node {
 	t.Helper()
+	return openNodeHost(t, dir, cluster.Config{NodeID: 1, SnapshotEntries: 50}, opts...)
+}
+
+// openNodeHost is openNode with the host's configuration given.
+func openNodeHost(t testing.TB, dir string, hcfg cluster.Config, opts ...func(*Config)) *node {
+	t.Helper()
 	eng, err := storage.Open(dir, storage.DefaultOptions(), zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
-	host, err := cluster.NewHost(cluster.Config{NodeID: 1, SnapshotEntries: 50}, eng, zap.NewNop())
+	host, err := cluster.NewHost(hcfg, eng, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
