@@ -45,10 +45,9 @@ type Broker struct {
 	mu   sync.Mutex
 	meta *meta.State
 
-	// Durable metadata (group 0), when cfg.Host is set. lastMeta is what group 0 holds.
+	// Durable metadata (group 0), when cfg.Host is set.
 	metaLog   *metaLog
 	metaGroup *cluster.Group
-	lastMeta  []byte
 
 	vhosts atomic.Pointer[map[string]*VHost]
 

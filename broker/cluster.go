@@ -10,24 +10,15 @@ import (
 // MetaGroup is the raft group of the durable metadata.
 const MetaGroup = metaGroup
 
-// DurableQueueGroups lists the raft groups of the durable queues named in a metadata entry of
-// group 0 (what the broker writes there), so a node that does not serve the broker can keep
-// replicas of every queue's group (cmd/parley's cluster glue).
-func DurableQueueGroups(metaEntry []byte) ([]uint64, error) {
-	if len(metaEntry) == 0 {
-		return nil, nil
-	}
-	st, err := meta.Restore(metaEntry)
+// durableQueueGroups lists the raft groups of the durable queues group 0's records name.
+func durableQueueGroups(rs *meta.RecordSet) ([]uint64, error) {
+	qs, err := rs.DurableQueues()
 	if err != nil {
 		return nil, fmt.Errorf("durable queue groups: %w", err)
 	}
-	var ids []uint64
-	for _, v := range st.VHosts() {
-		for _, def := range st.Queues(v) {
-			if def.Durable {
-				ids = append(ids, queueGroup(def))
-			}
-		}
+	ids := make([]uint64, len(qs))
+	for i, def := range qs {
+		ids[i] = queueGroup(def)
 	}
 	return ids, nil
 }
@@ -40,22 +31,37 @@ func DurableQueueGroups(metaEntry []byte) ([]uint64, error) {
 // queue starts from the snapshots it took.
 func QueueStandIn() cluster.StateMachine { return newQueueLog() }
 
-// MetaStandIn is the state machine of a standby's replica of group 0: the same as the broker's
-// (the last metadata written, which is all a snapshot holds), calling onChange on the host's
-// loop with each metadata entry applied or snapshot restored, so the standby can follow the
-// durable queues it must keep replicas of. onChange must not block.
-func MetaStandIn(onChange func(metaEntry []byte)) cluster.StateMachine {
-	return &metaStandIn{onChange: onChange}
+// MetaStandIn is the state machine of a standby's replica of group 0: the broker's own (the
+// metadata's records, applying each entry's changes), which also tells the standby which
+// durable queues it must keep replicas of. It calls onChange on the host's loop with the raft
+// groups of every durable queue the records name, after each entry that may have changed a
+// queue's record and after each snapshot restored; with an error (and no groups) for an entry
+// it cannot read. Entries that change no queue (a retained message, a binding) do not call it.
+// onChange must not block.
+func MetaStandIn(onChange func(queueGroups []uint64, err error)) cluster.StateMachine {
+	return &metaStandIn{metaLog: newMetaLog(), onChange: onChange}
 }
 
 type metaStandIn struct {
-	metaLog
-	onChange func([]byte)
+	*metaLog
+	onChange func([]uint64, error)
 }
 
-func (m *metaStandIn) Apply(index uint64, data []byte) any {
-	m.metaLog.Apply(index, data)
-	m.onChange(data)
+func (m *metaStandIn) Apply(_ uint64, data []byte) any {
+	m.mu.Lock()
+	queues, err := m.apply(data)
+	var ids []uint64
+	if err == nil && queues {
+		ids, err = durableQueueGroups(m.recs)
+	}
+	m.mu.Unlock()
+	if err != nil {
+		m.onChange(nil, err)
+		return err
+	}
+	if queues {
+		m.onChange(ids, nil)
+	}
 	return nil
 }
 
@@ -63,6 +69,9 @@ func (m *metaStandIn) Restore(data []byte) error {
 	if err := m.metaLog.Restore(data); err != nil {
 		return err
 	}
-	m.onChange(data)
+	m.mu.Lock()
+	ids, err := durableQueueGroups(m.recs)
+	m.mu.Unlock()
+	m.onChange(ids, err)
 	return nil
 }

@@ -3,11 +3,14 @@ package broker
 // Durability. With Config.Host set, the broker keeps what must survive a restart in raft groups
 // run by that host (DESIGN.md §4–5):
 //
-//   - Group 0 holds the durable metadata. Each change that alters it appends the whole durable
-//     metadata (meta.State.Snapshot) as one entry: metadata changes are rare and small, and a
-//     follower or a restart needs nothing but the last entry. The cost is O(durable metadata) per
-//     change, which is fine for hundreds of durable queues and is the first thing to replace
-//     (with commands) when MQTT sessions bring tens of thousands.
+//   - Group 0 holds the durable metadata as keyed records (broker/meta/records.go: a vhost, a
+//     durable exchange, a durable queue with its group, a durable binding, a retained message,
+//     the group counter). Each change appends one entry with just the records it touched, put or
+//     deleted (meta.State.TakeChanges), so a change costs O(what it touched), not O(metadata):
+//     setting n retained messages or declaring n durable queues writes O(n) bytes. metaLog
+//     applies the entries to its record set; its snapshot is every record; a restart rebuilds
+//     meta.State from snapshot + entries. Entries written before records (the whole metadata
+//     as JSON) are still read, each replacing every record, so old data recovers as it was.
 //   - Each durable queue has its own group, recorded in its metadata (meta.QueueDef.Group): a
 //     new group for each incarnation, so a queue deleted and declared again never meets its
 //     predecessor's log on a replica that missed the delete. Its log is the message store: an enqueue entry carries
@@ -23,7 +26,6 @@ package broker
 // so a queue keeps the publish order, and are gone after a restart, as in RabbitMQ.
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -34,6 +36,7 @@ import (
 	"github.com/parleymq/parley/broker/message"
 	"github.com/parleymq/parley/broker/meta"
 	"github.com/parleymq/parley/cluster"
+	"go.uber.org/zap"
 )
 
 // metaGroup is the raft group of the durable metadata.
@@ -71,49 +74,100 @@ func legacyQueueGroupID(vhost, name string) uint64 {
 	return h.Sum64() | 1<<63
 }
 
-// metaLog is group 0's state machine: the last durable metadata written.
+// metaLog is group 0's state machine: the durable metadata as records (meta.RecordSet). Each
+// entry is one change of the metadata's records; a snapshot is every record.
+//
+// It is a cluster.LogKeeper only to space its snapshots: a snapshot costs O(records), so it
+// asks for at least as many entries between two snapshots as it has records, which keeps the
+// bytes snapshots write proportional to the bytes of the entries (10,000 retained messages set
+// one by one would otherwise write 10,000-record snapshots every SnapshotEntries entries, and
+// 100,000 would write ten of them per 10,000 entries). It keeps nothing in the log.
 type metaLog struct {
-	mu   sync.Mutex // Apply and Snapshot run on the host's loop; New reads after recovery
-	data []byte
+	mu   sync.Mutex // Apply, Snapshot and Restore run on the host's loop; the broker reads after recovery
+	recs *meta.RecordSet
+	err  error // the first entry that did not decode (every replica skips it alike)
+}
+
+func newMetaLog() *metaLog { return &metaLog{recs: meta.NewRecordSet()} }
+
+// apply applies one entry; queues reports whether a durable queue's record may have changed.
+func (l *metaLog) apply(data []byte) (queues bool, err error) {
+	queues, err = l.recs.ApplyEntry(data)
+	if err != nil {
+		err = fmt.Errorf("metadata entry: %w", err)
+		if l.err == nil {
+			l.err = err
+		}
+	}
+	return queues, err
 }
 
 func (l *metaLog) Apply(_ uint64, data []byte) any {
 	l.mu.Lock()
-	l.data = bytes.Clone(data)
-	l.mu.Unlock()
+	defer l.mu.Unlock()
+	if _, err := l.apply(data); err != nil {
+		return err
+	}
 	return nil
 }
 
 func (l *metaLog) Snapshot() ([]byte, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return bytes.Clone(l.data), nil
+	return l.recs.Encode(), nil
 }
 
 func (l *metaLog) Restore(data []byte) error {
+	rs, err := meta.DecodeRecordSet(data)
+	if err != nil {
+		return fmt.Errorf("metadata snapshot: %w", err)
+	}
 	l.mu.Lock()
-	l.data = bytes.Clone(data)
+	l.recs = rs
 	l.mu.Unlock()
 	return nil
+}
+
+func (l *metaLog) AttachLog(cluster.LogReader) {}
+func (l *metaLog) KeepFrom() uint64            { return 0 }
+
+func (l *metaLog) SnapshotInterval() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return uint64(l.recs.Len())
+}
+
+func (l *metaLog) TransferSnapshot(data []byte, _ uint64) ([]byte, error) { return data, nil }
+
+// state rebuilds the metadata from the records; nil when there are none (nothing was ever
+// written: the broker starts from meta.New).
+func (l *metaLog) state() (*meta.State, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.err != nil {
+		return nil, l.err
+	}
+	if l.recs.Len() == 0 {
+		return nil, nil
+	}
+	return l.recs.State()
 }
 
 // recoverDurable starts group 0, restores the durable metadata and starts a group and a queue
 // for each durable queue, with the messages its log still holds.
 func (b *Broker) recoverDurable(ctx context.Context) error {
-	b.metaLog = &metaLog{}
+	b.metaLog = newMetaLog()
 	g, err := b.cfg.Host.AddGroup(ctx, metaGroup, b.metaLog)
 	if err != nil {
 		return fmt.Errorf("recover metadata group: %w", err)
 	}
 	b.metaGroup = g
-	data, _ := b.metaLog.Snapshot()
-	if len(data) > 0 {
-		st, err := meta.Restore(data)
-		if err != nil {
-			return fmt.Errorf("recover metadata: %w", err)
-		}
+	st, err := b.metaLog.state()
+	if err != nil {
+		return fmt.Errorf("recover metadata: %w", err)
+	}
+	if st != nil {
 		b.meta = st
-		b.lastMeta = data
 	}
 	b.syncVHostsLocked()
 	for _, v := range *b.vhosts.Load() {
@@ -131,28 +185,36 @@ func (b *Broker) recoverDurable(ctx context.Context) error {
 	return nil
 }
 
-// persistMetaLocked writes the durable metadata to group 0 if it changed, and waits until it is
-// committed. b.mu held. Transient changes leave the snapshot as it was and cost no write.
+// persistMetaLocked writes the records the last changes touched to group 0, as one entry, and
+// waits until it is committed. b.mu held. Transient changes touch no record and cost no write.
+// If the entry is not stored, its records are touched again, so the next write carries them
+// (records are idempotent: writing one again is harmless if the entry did commit after all).
 func (b *Broker) persistMetaLocked() error {
+	cs, cerr := b.meta.TakeChanges()
 	if b.metaGroup == nil {
 		return nil
 	}
-	snap, err := b.meta.Snapshot()
-	if err != nil {
-		return meta.Errorf(meta.InternalError, "cannot store metadata: %v", err)
+	if cerr != nil {
+		b.log.Error("metadata records not encodable; not stored", zap.Error(cerr))
 	}
-	if bytes.Equal(snap, b.lastMeta) {
-		return nil
+	if len(cs) > 0 {
+		f, err := b.metaGroup.Propose(context.Background(), meta.EncodeChanges(cs))
+		var res any
+		if err == nil {
+			res, err = f.Wait(context.Background())
+		}
+		if e, ok := res.(error); ok && err == nil {
+			err = e
+		}
+		if err != nil {
+			b.meta.Untake(cs)
+			b.log.Error("metadata not stored", zap.Error(err))
+			return meta.Errorf(meta.InternalError, "cannot store metadata: %v", err)
+		}
 	}
-	f, err := b.metaGroup.Propose(context.Background(), snap)
-	if err == nil {
-		_, err = f.Wait(context.Background())
+	if cerr != nil {
+		return meta.Errorf(meta.InternalError, "cannot store metadata: %v", cerr)
 	}
-	if err != nil {
-		b.log.Error("metadata not stored")
-		return meta.Errorf(meta.InternalError, "cannot store metadata: %v", err)
-	}
-	b.lastMeta = snap
 	return nil
 }
 

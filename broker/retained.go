@@ -7,8 +7,10 @@ import (
 
 // Retained messages for MQTT. They are metadata (broker/meta): setting one writes the durable
 // metadata through group 0 and waits for it, so a retained publish is acknowledged only once it
-// would survive a crash. The whole metadata is written per change (see durable.go), so this is
-// meant for the modest rate at which devices update retained state, not for a firehose.
+// would survive a crash. Each set writes one entry with that message's record (durable.go,
+// broker/meta/records.go), whatever else the metadata holds; the sets are serialised with every
+// other metadata change (b.mu) and each waits for its fsync, so this is meant for the rate at
+// which devices update retained state, not for a firehose.
 
 // SetRetained makes m the retained message of topic; nil clears it.
 func (v *VHost) SetRetained(topic string, m *message.Message) error {

@@ -254,6 +254,22 @@ func (r *Router) BindingsTo(d Dest) []Binding {
 	return slices.Clone(bs)
 }
 
+// BindingsFrom returns the bindings whose source is the exchange, in no particular order.
+func (r *Router) BindingsFrom(source string) []Binding {
+	x, ok := r.xs.get(source)
+	if !ok {
+		return nil
+	}
+	var out []Binding
+	x.byKey.each(func(k string, es []entry) bool {
+		for _, en := range es {
+			out = append(out, Binding{Source: source, Dest: en.dest, Key: k, Args: en.args})
+		}
+		return true
+	})
+	return out
+}
+
 // Bindings lists every binding, ordered by source, destination kind and name, key.
 func (r *Router) Bindings() []Binding {
 	var out []Binding

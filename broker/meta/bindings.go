@@ -31,7 +31,12 @@ func (s *State) Bind(b BindingDef, owner uint64) error {
 			return err
 		}
 	}
-	v.router = v.router.WithBinding(exchange.Binding{Source: b.Source, Dest: b.Dest, Key: b.Key, Args: b.Args})
+	eb := exchange.Binding{Source: b.Source, Dest: b.Dest, Key: b.Key, Args: b.Args}
+	if v.router.HasBinding(eb) {
+		return nil // binding twice changes nothing (and writes nothing)
+	}
+	v.router = v.router.WithBinding(eb)
+	v.touchBinding(eb)
 	return nil
 }
 
@@ -92,6 +97,7 @@ func (s *State) Unbind(b BindingDef, owner uint64) error {
 	if q, ok := v.queues[b.Dest.Name]; !b.Dest.Exchange && ok && q.Exclusive && q.Owner != owner {
 		return lockedQueue(q.Name, v.name)
 	}
+	v.touchBinding(eb)
 	v.router = v.router.WithoutBinding(eb)
 	v.maybeAutoDelete(b.Source)
 	return nil

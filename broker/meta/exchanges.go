@@ -11,6 +11,9 @@ import (
 // putExchange stores d and tells the router.
 func (v *vhost) putExchange(d ExchangeDef) {
 	v.exchanges[d.Name] = d
+	if d.Durable {
+		v.s.touch(recordRef{kind: recExchange, vhost: v.name, name: d.Name})
+	}
 	if d.Name == "" {
 		return // the router routes the default exchange by name
 	}
@@ -157,6 +160,15 @@ func (s *State) DeleteExchange(vhost, name string, ifUnused bool) error {
 // the sources of the latter auto-delete.
 func (v *vhost) deleteExchange(name string) {
 	sources := v.router.BindingsTo(exchange.Dest{Name: name, Exchange: true})
+	if x := v.exchanges[name]; x.Durable {
+		v.s.touch(recordRef{kind: recExchange, vhost: v.name, name: name})
+		for _, b := range sources {
+			v.touchBinding(b)
+		}
+		for _, b := range v.router.BindingsFrom(name) {
+			v.touchBinding(b)
+		}
+	}
 	delete(v.exchanges, name)
 	v.router = v.router.WithoutExchange(name)
 	for _, b := range sources {

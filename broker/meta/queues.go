@@ -77,6 +77,8 @@ func (s *State) DeclareQueue(d QueueDef, passive bool) (q QueueDef, created bool
 	if d.Durable {
 		s.groupSeq++
 		d.Group = QueueGroupBase + s.groupSeq
+		s.touch(recordRef{kind: recGroupSeq})
+		s.touch(recordRef{kind: recQueue, vhost: v.name, name: d.Name})
 	}
 	v.queues[d.Name] = d
 	return d, true, nil
@@ -134,6 +136,12 @@ func (s *State) DeleteQueue(vhost, name string, owner uint64) (QueueDef, error) 
 func (v *vhost) deleteQueue(name string) {
 	d := exchange.Dest{Name: name}
 	bs := v.router.BindingsTo(d)
+	if q := v.queues[name]; q.Durable {
+		v.s.touch(recordRef{kind: recQueue, vhost: v.name, name: name})
+		for _, b := range bs {
+			v.touchBinding(b)
+		}
+	}
 	delete(v.queues, name)
 	v.router = v.router.WithoutDest(d)
 	for _, b := range bs {

@@ -7,8 +7,8 @@ import (
 
 // MQTT retained messages (DESIGN.md §3: they live in the metadata state machine, so they are
 // durable with it and replicated through group 0). The state keeps each message encoded (the
-// core's binary message encoding, broker/message): it never looks inside, and the snapshot
-// stores the bytes as they are.
+// core's binary message encoding, broker/message): it never looks inside, and its record
+// (records.go) holds the bytes as they are.
 
 // SetRetained stores msg as the retained message of topic in vhost; an empty msg clears it
 // [MQTT-3.3.1-10]. It reports whether anything changed.
@@ -19,6 +19,7 @@ func (s *State) SetRetained(vhost, topic string, msg []byte) bool {
 			return false
 		}
 		delete(m, topic)
+		s.touch(recordRef{kind: recRetained, vhost: vhost, name: topic})
 		return true
 	}
 	if s.retained == nil {
@@ -33,6 +34,7 @@ func (s *State) SetRetained(vhost, topic string, msg []byte) bool {
 		return false
 	}
 	m[topic] = bytes.Clone(msg)
+	s.touch(recordRef{kind: recRetained, vhost: vhost, name: topic})
 	return true
 }
 
@@ -50,13 +52,4 @@ func (s *State) RetainedMessages(vhost string, fn func(topic string, msg []byte)
 			return
 		}
 	}
-}
-
-func (s *State) snapRetained(vhost string) []snapRetained {
-	var out []snapRetained
-	s.RetainedMessages(vhost, func(topic string, msg []byte) bool {
-		out = append(out, snapRetained{Topic: topic, Message: msg})
-		return true
-	})
-	return out
 }

@@ -10,10 +10,11 @@ import (
 	"github.com/parleymq/parley/broker/message"
 )
 
-// Snapshots keep what survives a restart: every vhost, its durable exchanges and queues, and
-// the bindings between durable ends (RabbitMQ keeps a binding durable only when its source and
-// destination both are). The encoding is JSON with each field-table value tagged by its AMQP
-// type code, so a restore gives back the exact types (argument equivalence depends on them).
+// The whole-metadata JSON that group 0's entries and snapshots held before records
+// (records.go), read by restoreJSON so that old data still recovers: every vhost, its durable
+// exchanges and queues, and the bindings between durable ends. Field-table values are JSON
+// tagged by their AMQP type code, so a restore gives back the exact types (argument
+// equivalence depends on them); exchange and queue records still encode their arguments so.
 
 // ErrUnsupportedValue reports a field-table value the snapshot cannot encode.
 var ErrUnsupportedValue = errors.New("unsupported field-table value")
@@ -71,60 +72,9 @@ type snapValue struct {
 	V json.RawMessage `json:"v,omitempty"`
 }
 
-// Snapshot encodes the durable metadata.
-func (s *State) Snapshot() ([]byte, error) {
-	st := snapState{Version: snapshotVersion, GroupSeq: s.groupSeq}
-	for _, name := range s.VHosts() {
-		v := s.vhosts[name]
-		sv := snapVHost{Name: name}
-		durableX := map[string]bool{}
-		for _, x := range s.Exchanges(name) {
-			if !x.Durable {
-				continue
-			}
-			durableX[x.Name] = true
-			args, err := encodeTable(x.Args)
-			if err != nil {
-				return nil, fmt.Errorf("snapshot exchange %q: %w", x.Name, err)
-			}
-			sv.Exchanges = append(sv.Exchanges, snapExchange{Name: x.Name, Type: x.Type,
-				AutoDelete: x.AutoDelete, Internal: x.Internal, Args: args})
-		}
-		for _, q := range s.Queues(name) {
-			if !q.Durable {
-				continue
-			}
-			args, err := encodeTable(q.Args)
-			if err != nil {
-				return nil, fmt.Errorf("snapshot queue %q: %w", q.Name, err)
-			}
-			sv.Queues = append(sv.Queues, snapQueue{Name: q.Name, AutoDelete: q.AutoDelete, Args: args, Group: q.Group})
-		}
-		for _, b := range v.router.Bindings() {
-			if !durableX[b.Source] {
-				continue
-			}
-			if b.Dest.Exchange && !durableX[b.Dest.Name] {
-				continue
-			}
-			if q, ok := v.queues[b.Dest.Name]; !b.Dest.Exchange && (!ok || !q.Durable) {
-				continue
-			}
-			args, err := encodeTable(b.Args)
-			if err != nil {
-				return nil, fmt.Errorf("snapshot binding from %q: %w", b.Source, err)
-			}
-			sv.Bindings = append(sv.Bindings, snapBinding{Source: b.Source, Dest: b.Dest.Name,
-				ToExchange: b.Dest.Exchange, Key: b.Key, Args: args})
-		}
-		sv.Retained = s.snapRetained(name)
-		st.VHosts = append(st.VHosts, sv)
-	}
-	return json.Marshal(st)
-}
-
-// Restore rebuilds a State from Snapshot's output.
-func Restore(data []byte) (*State, error) {
+// restoreJSON rebuilds a State from the whole-metadata JSON group 0 held before records
+// (records.go reads old entries and snapshots with it).
+func restoreJSON(data []byte) (*State, error) {
 	var st snapState
 	if err := json.Unmarshal(data, &st); err != nil {
 		return nil, fmt.Errorf("restore metadata: %w", err)

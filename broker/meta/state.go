@@ -52,6 +52,7 @@ type BindingDef struct {
 }
 
 type vhost struct {
+	s         *State // for touch (records.go)
 	name      string
 	exchanges map[string]ExchangeDef
 	queues    map[string]QueueDef
@@ -65,12 +66,17 @@ type State struct {
 	retained map[string]map[string][]byte
 	// groupSeq numbers the durable queues' groups (QueueDef.Group); it never goes back.
 	groupSeq uint64
+	// touched are the records changed since the last TakeChanges (records.go), by key;
+	// changeErr what touch could not encode.
+	touched   map[string]recordRef
+	changeErr error
 }
 
 // DefaultVHost is the vhost every broker starts with.
 const DefaultVHost = "/"
 
-// New returns the state of a fresh broker: vhost "/" with its predeclared exchanges.
+// New returns the state of a fresh broker: vhost "/" with its predeclared exchanges. Its
+// records count as changed: the first TakeChanges returns them.
 func New() *State {
 	s := &State{vhosts: map[string]*vhost{}}
 	_ = s.AddVHost(DefaultVHost)
@@ -94,21 +100,41 @@ func (s *State) AddVHost(name string) error {
 	if _, ok := s.vhosts[name]; ok {
 		return fmt.Errorf("add vhost %q: %w", name, ErrVHostExists)
 	}
-	v := &vhost{name: name, exchanges: map[string]ExchangeDef{}, queues: map[string]QueueDef{},
+	v := &vhost{s: s, name: name, exchanges: map[string]ExchangeDef{}, queues: map[string]QueueDef{},
 		router: exchange.NewRouter()}
 	for _, d := range predeclared {
 		d.VHost = name
 		v.putExchange(d)
 	}
 	s.vhosts[name] = v
+	s.touch(recordRef{kind: recVHost, vhost: name})
 	return nil
 }
 
-// DeleteVHost removes a vhost and everything in it.
+// DeleteVHost removes a vhost and everything in it, its retained messages included.
 func (s *State) DeleteVHost(name string) error {
-	if _, ok := s.vhosts[name]; !ok {
+	v, ok := s.vhosts[name]
+	if !ok {
 		return fmt.Errorf("delete vhost %q: %w", name, ErrNoVHost)
 	}
+	s.touch(recordRef{kind: recVHost, vhost: name})
+	for _, x := range v.exchanges {
+		if x.Durable {
+			s.touch(recordRef{kind: recExchange, vhost: name, name: x.Name})
+		}
+	}
+	for _, q := range v.queues {
+		if q.Durable {
+			s.touch(recordRef{kind: recQueue, vhost: name, name: q.Name})
+		}
+	}
+	for _, b := range v.router.Bindings() {
+		v.touchBinding(b)
+	}
+	for topic := range s.retained[name] {
+		s.touch(recordRef{kind: recRetained, vhost: name, name: topic})
+	}
+	delete(s.retained, name)
 	delete(s.vhosts, name)
 	return nil
 }

@@ -287,19 +287,18 @@ func (w *metaWatch) Apply(index uint64, data []byte) any {
 	return w.StateMachine.Apply(index, data)
 }
 
-// queueList is the durable queue groups one metadata entry names; live: applied as it
+// queueList is the durable queue groups group 0 named after one entry; live: applied as it
 // committed (not replayed, not from a snapshot).
 type queueList struct {
 	ids  []uint64
 	live bool
 }
 
-// noteMeta is told every metadata entry group 0's stand-in applies or restores (each names the
-// durable queues, whose groups the standby must keep). It runs on the host's loop: it only
-// records the list and wakes keepReplicas.
-func (cn *clusterNode) noteMeta(data []byte) {
+// noteMeta is told the durable queue groups group 0's records name, each time an applied entry
+// may have changed them or a snapshot is restored (broker.MetaStandIn). It runs on the host's
+// loop: it only records the list and wakes keepReplicas.
+func (cn *clusterNode) noteMeta(ids []uint64, err error) {
 	live := cn.metaApplying && cn.metaLive.Load()
-	ids, err := broker.DurableQueueGroups(data)
 	if err != nil {
 		cn.log.Error("metadata entry not readable; replicas unchanged", zap.Error(err))
 		return
