@@ -35,9 +35,9 @@ func QueueStandIn() cluster.StateMachine { return newQueueLog() }
 // metadata's records, applying each entry's changes), which also tells the standby which
 // durable queues it must keep replicas of. It calls onChange on the host's loop with the raft
 // groups of every durable queue the records name, after each entry that may have changed a
-// queue's record and after each snapshot restored; with an error (and no groups) for an entry
-// it cannot read. Entries that change no queue (a retained message, a binding) do not call it.
-// onChange must not block.
+// queue's record, after the first entry it applies (the standby then knows the whole list) and
+// after each snapshot restored; with an error (and no groups) for an entry it cannot read.
+// Other entries (a retained message, a binding) do not call it. onChange must not block.
 func MetaStandIn(onChange func(queueGroups []uint64, err error)) cluster.StateMachine {
 	return &metaStandIn{metaLog: newMetaLog(), onChange: onChange}
 }
@@ -45,11 +45,13 @@ func MetaStandIn(onChange func(queueGroups []uint64, err error)) cluster.StateMa
 type metaStandIn struct {
 	*metaLog
 	onChange func([]uint64, error)
+	told     bool // onChange was given a list
 }
 
 func (m *metaStandIn) Apply(_ uint64, data []byte) any {
 	m.mu.Lock()
 	queues, err := m.apply(data)
+	queues = queues || !m.told
 	var ids []uint64
 	if err == nil && queues {
 		ids, err = durableQueueGroups(m.recs)
@@ -60,6 +62,7 @@ func (m *metaStandIn) Apply(_ uint64, data []byte) any {
 		return err
 	}
 	if queues {
+		m.told = true
 		m.onChange(ids, nil)
 	}
 	return nil
@@ -72,6 +75,7 @@ func (m *metaStandIn) Restore(data []byte) error {
 	m.mu.Lock()
 	ids, err := durableQueueGroups(m.recs)
 	m.mu.Unlock()
+	m.told = err == nil
 	m.onChange(ids, err)
 	return nil
 }

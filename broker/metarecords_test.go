@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"testing"
 	"time"
 
@@ -174,3 +175,73 @@ type rawLog struct{}
 func (rawLog) Apply(uint64, []byte) any  { return nil }
 func (rawLog) Snapshot() ([]byte, error) { return nil, nil }
 func (rawLog) Restore([]byte) error      { return nil }
+
+// A standby's group 0 stand-in follows the durable queues' groups from the record changes: it
+// reports the whole list after its first entry, after each entry that touched a queue and after
+// a snapshot, and stays quiet for the others (a retained message).
+func TestMetaStandInFollowsQueueGroups(t *testing.T) {
+	var lists [][]uint64
+	sm := MetaStandIn(func(ids []uint64, err error) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		lists = append(lists, ids)
+	})
+	s := meta.New()
+	index := uint64(0)
+	apply := func() {
+		t.Helper()
+		cs, err := s.TakeChanges()
+		if err != nil {
+			t.Fatal(err)
+		}
+		index++
+		if res := sm.Apply(index, meta.EncodeChanges(cs)); res != nil {
+			t.Fatalf("apply: %v", res)
+		}
+	}
+	expect := func(n int, want ...uint64) {
+		t.Helper()
+		if len(lists) != n {
+			t.Fatalf("%d lists, want %d: %v", len(lists), n, lists)
+		}
+		if got := lists[n-1]; len(got) != len(want) || (len(want) > 0 && !slices.Equal(got, want)) {
+			t.Fatalf("list %v, want %v", got, want)
+		}
+	}
+	s.SetRetained("/", "a", []byte("m"))
+	apply()
+	expect(1)
+	s.SetRetained("/", "b", []byte("m"))
+	apply()
+	expect(1)
+	a, _, _ := s.DeclareQueue(meta.QueueDef{VHost: "/", Name: "a", Durable: true}, false)
+	apply()
+	expect(2, a.Group)
+	b, _, _ := s.DeclareQueue(meta.QueueDef{VHost: "/", Name: "b", Durable: true}, false)
+	_, _, _ = s.DeclareQueue(meta.QueueDef{VHost: "/", Name: "t"}, false)
+	apply()
+	expect(3, a.Group, b.Group)
+	if _, err := s.DeleteQueue("/", "a", 0); err != nil {
+		t.Fatal(err)
+	}
+	apply()
+	expect(4, b.Group)
+	snap, err := sm.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := MetaStandIn(func(ids []uint64, err error) { lists = append(lists, ids) })
+	if err := other.Restore(snap); err != nil {
+		t.Fatal(err)
+	}
+	expect(5, b.Group)
+	legacy, err := os.ReadFile("meta/testdata/legacy-snapshot.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res := other.Apply(7, legacy); res != nil {
+		t.Fatal(res)
+	}
+	expect(6, meta.QueueGroupBase+1, meta.QueueGroupBase+3)
+}

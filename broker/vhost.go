@@ -165,10 +165,9 @@ func (v *VHost) deleteQueueLocked(q *Queue) (int, error) {
 	v.publishRouterLocked()
 	n := q.delete()
 	v.stopQueueGroup(q)
-	if q.def.Durable {
-		return n, v.b.persistMetaLocked()
-	}
-	return n, nil
+	// Even for a transient queue: an auto-delete exchange its bindings kept may have gone with
+	// it. A change that touched no durable record writes nothing.
+	return n, v.b.persistMetaLocked()
 }
 
 // deleteQueueIf deletes q if it is still the queue of that name; used by auto-delete and
