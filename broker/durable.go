@@ -11,6 +11,11 @@ package broker
 //     applies the entries to its record set; its snapshot is every record; a restart rebuilds
 //     meta.State from snapshot + entries. Entries written before records (the whole metadata
 //     as JSON) are still read, each replacing every record, so old data recovers as it was.
+//     Deviation from DESIGN.md §2 and §5 (state machines driven by commands through the log):
+//     the broker runs a metadata command on its meta.State first, under b.mu, and replicates
+//     the records it changed, not the command, as it replicated the whole resulting metadata
+//     before. The command's checks answer the client at once with RabbitMQ's errors, and a
+//     record is idempotent, so an entry written again after a failed wait does no harm.
 //   - Each durable queue has its own group, recorded in its metadata (meta.QueueDef.Group): a
 //     new group for each incarnation, so a queue deleted and declared again never meets its
 //     predecessor's log on a replica that missed the delete. Its log is the message store: an enqueue entry carries
