@@ -21,8 +21,10 @@ package broker
 //     predecessor's log on a replica that missed the delete. Its log is the message store: an enqueue entry carries
 //     the whole encoded message (written once, fsynced with everything else of that Ready cycle);
 //     a remove entry lists the references of messages that left the queue for good (acked,
-//     discarded, expired, dropped, purged). The reference of a message is the log index of its
-//     enqueue entry. queueLog (queuelog.go) is the state machine: a record per live message,
+//     discarded, expired, dropped, purged). Every persistent publish a queue takes in one inbox
+//     batch goes into one enqueue entry (DESIGN.md §2: one Raft proposal per batch), so the
+//     reference of a message packs the log index of its enqueue entry and its slot in it
+//     (packRef in queueentry.go). queueLog (queuelog.go) is the state machine: a record per live message,
 //     which is what a snapshot holds and what a restart gives back to the queue; the bodies stay
 //     in the log and are read back when delivered, so a deep queue costs little memory.
 //
@@ -49,9 +51,11 @@ const metaGroup = 0
 
 // Log entry kinds of a durable queue's group.
 const (
-	entryEnqueue byte = 1 // token(8) enqueuedAt(8) message
-	entryRemove  byte = 2 // uvarint refs
-	entryState   byte = 3 // uvarint key length, key, then the value (absent: delete); see Queue.SetState
+	entryEnqueue      byte = 1 // token(8) enqueuedAt(8) message; its message's ref is packRef(index, 0)
+	entryRemoveLegacy byte = 2 // uvarint log indexes: the refs of entryEnqueue entries before refs were packed
+	entryState        byte = 3 // uvarint key length, key, then the value (absent: delete); see Queue.SetState
+	entryEnqueueBatch byte = 4 // token(8) enqueuedAt(8) uvarint n, then n messages; refs packRef(index, slot)
+	entryRemove       byte = 5 // uvarint refs (packed: see packRef)
 )
 
 // errCorruptEntry reports a log entry the queue cannot parse.

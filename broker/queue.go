@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -101,6 +102,8 @@ type Queue struct {
 
 	// Owned by the goroutine.
 	waiting   []*pendingPublish           // durable: publishes in order, waiting for the log
+	batch     []*pendingPublish           // durable: this batch's persistent publishes, not yet proposed
+	batchSize int                         // about the bytes of batch's messages
 	confirms  []pendingConfirm            // answered at the end of the batch, once the counters are current
 	bodies    map[uint64]*message.Message // durable: bodies read ahead from the log, by ref
 	sm        *queue.Queue
@@ -343,6 +346,7 @@ func (q *Queue) run() {
 			}
 		}
 		q.inbox.recycle(batch)
+		q.proposeBatch(q.v.b.now())
 		q.drain()
 		if at, ok := q.nextWake(); ok && (timerAt == 0 || at < timerAt) {
 			timerAt = at
@@ -454,6 +458,8 @@ func (q *Queue) apply(c command) bool {
 			}
 		}
 		q.waiting = nil
+		clear(q.batch)
+		q.batch = q.batch[:0]
 		n := q.sm.Len()
 		if !c.silent {
 			for _, s := range q.sinks {
@@ -545,34 +551,95 @@ func (q *Queue) forwardDead() {
 
 // publishDurable puts a publish in the durable queue's FIFO. A persistent message is written to
 // the log first; a transient one only waits for those ahead of it, so the queue keeps the order
-// of publishes.
+// of publishes. The persistent messages of an inbox batch are proposed together, at its end
+// (proposeBatch): one log entry for the batch (DESIGN.md §2), or more when it is large.
 func (q *Queue) publishDurable(now int64, m *message.Message, t *confirmTracker) {
 	p := &pendingPublish{m: m, confirm: t}
 	if m.Persistent() {
-		entry, err := q.log.enqueueEntry(now, m)
-		if err == nil {
-			p.logged = true
-			err = q.group.ProposeAsyncInPlace(entry, func(res any, err error) {
-				if err == nil {
-					if e, ok := res.(error); ok {
-						err = e
-					} else {
-						p.ref, _ = res.(uint64)
-					}
-				}
-				p.err = err
-				p.done.Store(true)
-				q.Kick()
-			})
+		p.logged = true
+		size := entrySizeOf(m)
+		if len(q.batch) == maxBatchMessages || (len(q.batch) > 0 && q.batchSize+size > maxBatchBytes) {
+			q.proposeBatch(now)
 		}
-		if err != nil {
-			p.err = err
-			p.done.Store(true)
-		}
+		q.batch = append(q.batch, p)
+		q.batchSize += size
 	} else {
 		p.done.Store(true)
 	}
 	q.waiting = append(q.waiting, p)
+}
+
+// proposeBatch proposes the persistent messages gathered since the last call: one as an
+// entryEnqueue entry, several as one entryEnqueueBatch entry. Each message is confirmed when
+// the entry has committed (fsynced on a majority) and applied, as with one entry each.
+func (q *Queue) proposeBatch(now int64) {
+	switch len(q.batch) {
+	case 0:
+		return
+	case 1:
+		q.proposeOne(now, q.batch[0])
+	default:
+		ps := slices.Clone(q.batch)
+		ms := make([]*message.Message, len(ps))
+		for i, p := range ps {
+			ms[i] = p.m
+		}
+		entry, err := q.log.enqueueBatchEntry(now, ms)
+		if err != nil {
+			// One message the log cannot take: alone, each of the others still can.
+			for _, p := range ps {
+				q.proposeOne(now, p)
+			}
+			break
+		}
+		err = q.group.ProposeAsyncInPlace(entry, func(res any, err error) {
+			var first uint64
+			if err == nil {
+				if e, ok := res.(error); ok {
+					err = e
+				} else {
+					first, _ = res.(uint64)
+				}
+			}
+			for i, p := range ps {
+				p.ref, p.err = first+uint64(i), err
+				p.done.Store(true)
+			}
+			q.Kick()
+		})
+		if err != nil {
+			for _, p := range ps {
+				p.err = err
+				p.done.Store(true)
+			}
+		}
+	}
+	clear(q.batch)
+	q.batch = q.batch[:0]
+	q.batchSize = 0
+}
+
+// proposeOne proposes one persistent message in an entryEnqueue entry.
+func (q *Queue) proposeOne(now int64, p *pendingPublish) {
+	entry, err := q.log.enqueueEntry(now, p.m)
+	if err == nil {
+		err = q.group.ProposeAsyncInPlace(entry, func(res any, err error) {
+			if err == nil {
+				if e, ok := res.(error); ok {
+					err = e
+				} else {
+					p.ref, _ = res.(uint64)
+				}
+			}
+			p.err = err
+			p.done.Store(true)
+			q.Kick()
+		})
+	}
+	if err != nil {
+		p.err = err
+		p.done.Store(true)
+	}
 }
 
 // takeLogged moves the FIFO's head into the queue while the log has answered for it: only a

@@ -42,11 +42,12 @@ const (
 	inlineMaxBytes    = 8 << 20
 )
 
-// queueLogMagic starts a queue log snapshot; the last byte is its version. Version 2 adds the
-// queue's state records (Queue.SetState) after the live messages; version 1 snapshots, which
-// have none, are still read.
+// queueLogMagic starts a queue log snapshot; the last byte is its version. Version 2 added the
+// queue's state records (Queue.SetState) after the live messages; version 3 has packed refs
+// (packRef), where 1 and 2 had log indexes. Versions 1 and 2 are still read.
 var (
-	queueLogMagic   = []byte("PQL\x02")
+	queueLogMagic   = []byte("PQL\x03")
+	queueLogMagicV2 = []byte("PQL\x02")
 	queueLogMagicV1 = []byte("PQL\x01")
 )
 
@@ -55,7 +56,7 @@ type queueLog struct {
 	// mu guards pending (the queue goroutine adds, the host's loop takes) and inline (the
 	// host's loop changes it, the queue goroutine reads it).
 	mu        sync.Mutex
-	pending   map[uint64]*message.Message
+	pending   map[uint64]pendingEntry
 	nextToken uint64
 	inline    map[uint64]*message.Message
 	// state holds the queue's state records by key (Queue.SetState): the host's loop changes
@@ -68,14 +69,16 @@ type queueLog struct {
 	// when it starts, before it proposes anything.
 	live     []liveRecord // sorted by ref; removed records stay as tombstones until compacted
 	removed  int          // tombstones in live
-	floor    uint64       // the log is compacted below it: live messages below it are inline
-	keepFrom uint64       // what the last snapshot needs the log to keep
+	floor    uint64       // a ref: the log is compacted below its entry, live messages below it are inline
+	keepFrom uint64       // the log index the last snapshot needs the log to keep from
 	applied  uint64
+	// Enqueue entries applied and the messages they carried, for SnapshotInterval.
+	enqEntries, enqMessages uint64
 }
 
 // liveRecord is what a restart needs of a live message to put it back in its queue.
 type liveRecord struct {
-	ref  uint64 // the log index of its enqueue entry
+	ref  uint64 // packRef(index of its enqueue entry, its slot there)
 	at   int64  // enqueue time, unix ms: TTL counts from it
 	ttl  int64  // the expiration property in ms, -1 for none
 	size uint32
@@ -88,7 +91,7 @@ func (r *liveRecord) stub() queue.Stub {
 }
 
 func newQueueLog() *queueLog {
-	return &queueLog{pending: map[uint64]*message.Message{}, inline: map[uint64]*message.Message{},
+	return &queueLog{pending: map[uint64]pendingEntry{}, inline: map[uint64]*message.Message{},
 		state: map[string][]byte{}}
 }
 
@@ -99,58 +102,16 @@ func (l *queueLog) AttachLog(r cluster.LogReader) { l.reader = r }
 func (l *queueLog) KeepFrom() uint64 { return l.keepFrom }
 
 // SnapshotInterval implements cluster.LogKeeper: a snapshot costs about 12 bytes a live
-// message, so taking one every live/8 entries (of about a body each) keeps snapshots a few
-// percent of what the log writes, and a restart replays at most that many entries.
-func (l *queueLog) SnapshotInterval() uint64 { return uint64(len(l.live)-l.removed) / 8 }
-
-// enqueueEntry encodes m for the log and remembers it under a token, so that Apply on this node
-// takes the message itself instead of decoding its own bytes again. The entry is a
-// cluster.EntryBuffer (recycled once raft has copied it, and with room for the proposal
-// header of cluster.Group.ProposeAsyncInPlace) sized for the message, so the body is copied
-// once, here, on its way to the log (raft's own copy of each proposed entry aside).
-func (l *queueLog) enqueueEntry(at int64, m *message.Message) ([]byte, error) {
-	l.mu.Lock()
-	l.nextToken++
-	token := l.nextToken
-	l.pending[token] = m
-	l.mu.Unlock()
-	buf := cluster.EntryBuffer(17 + len(m.Body) + len(m.Exchange) + len(m.RoutingKey) + enqueueEntrySlack)
-	buf = append(buf, entryEnqueue)
-	buf = binary.BigEndian.AppendUint64(buf, token)
-	buf = binary.BigEndian.AppendUint64(buf, uint64(at))
-	buf, err := message.AppendBinary(buf, m)
-	if err != nil {
-		l.mu.Lock()
-		delete(l.pending, token)
-		l.mu.Unlock()
-		return nil, err
+// message, so taking one every live/8 enqueued messages (of a body each) keeps snapshots a few
+// percent of what the log writes, and a restart replays at most about that many messages. The
+// host counts entries, and a batch entry carries several messages: the interval is in entries
+// of the average batch so far.
+func (l *queueLog) SnapshotInterval() uint64 {
+	msgs := uint64(len(l.live)-l.removed) / 8
+	if l.enqMessages == 0 {
+		return msgs
 	}
-	return buf, nil
-}
-
-// enqueueEntrySlack is room for a message's encoding besides its body, exchange and routing
-// key (lengths, flags, the common properties); a larger one (many headers) grows the buffer.
-const enqueueEntrySlack = 128
-
-// decodeEnqueue reads an enqueue entry: its enqueue time and message.
-func decodeEnqueue(data []byte) (at int64, m *message.Message, err error) {
-	if len(data) < 17 || data[0] != entryEnqueue {
-		return 0, nil, errCorruptEntry
-	}
-	m, _, err = message.DecodeBinary(data[17:])
-	if err != nil {
-		return 0, nil, fmt.Errorf("%w: %v", errCorruptEntry, err)
-	}
-	return int64(binary.BigEndian.Uint64(data[9:17])), m, nil
-}
-
-func removeEntry(refs []uint64) []byte {
-	buf := make([]byte, 1, 1+len(refs)*4)
-	buf[0] = entryRemove
-	for _, r := range refs {
-		buf = binary.AppendUvarint(buf, r)
-	}
-	return buf
+	return msgs * l.enqEntries / l.enqMessages
 }
 
 func recordOf(ref uint64, at int64, m *message.Message) liveRecord {
@@ -162,41 +123,60 @@ func recordOf(ref uint64, at int64, m *message.Message) liveRecord {
 	return r
 }
 
-// Apply returns the message's reference (its index) for an enqueue entry, or an error.
+// Apply returns, for an enqueue entry, the reference of its first message (the others follow
+// slot by slot: packRef(index, slot)), or an error.
 func (l *queueLog) Apply(index uint64, data []byte) any {
 	l.applied = index
 	if len(data) == 0 {
 		return errCorruptEntry
 	}
 	switch data[0] {
-	case entryEnqueue:
+	case entryEnqueue, entryEnqueueBatch:
 		if len(data) < 17 {
 			return errCorruptEntry
 		}
+		if index >= 1<<(64-refSlotBits) {
+			return fmt.Errorf("%w: log index %d past what a reference holds", errCorruptEntry, index)
+		}
 		token := binary.BigEndian.Uint64(data[1:9])
 		at := int64(binary.BigEndian.Uint64(data[9:17]))
-		l.mu.Lock()
-		m := l.pending[token]
-		delete(l.pending, token)
-		l.mu.Unlock()
-		if m == nil {
-			// Replay after a restart (or, later, an entry another node proposed).
-			var err error
-			if _, m, err = decodeEnqueue(data); err != nil {
-				return err
+		n := len(l.live)
+		defer func() { l.enqEntries, l.enqMessages = l.enqEntries+1, l.enqMessages+uint64(len(l.live)-n) }()
+		if p, ok := l.take(token); ok {
+			if p.one != nil {
+				l.live = append(l.live, recordOf(packRef(index, 0), at, p.one))
 			}
+			for slot, m := range p.many {
+				l.live = append(l.live, recordOf(packRef(index, slot), at, m))
+			}
+			return packRef(index, 0)
 		}
-		l.live = append(l.live, recordOf(index, at, m))
-		return index
-	case entryRemove:
+		// Replay after a restart, or an entry another node proposed. A corrupt batch adds
+		// none of its messages.
+		if err := decodeEnqueued(data, func(slot int, at int64, m *message.Message) bool {
+			l.live = append(l.live, recordOf(packRef(index, slot), at, m))
+			return true
+		}); err != nil {
+			clear(l.live[n:])
+			l.live = l.live[:n]
+			return err
+		}
+		return packRef(index, 0)
+	case entryRemove, entryRemoveLegacy:
 		rest := data[1:]
 		for len(rest) > 0 {
 			r, n := binary.Uvarint(rest)
 			if n <= 0 {
 				return errCorruptEntry
 			}
-			l.remove(r)
 			rest = rest[n:]
+			if data[0] == entryRemoveLegacy {
+				var ok bool
+				if r, ok = legacyRef(r); !ok {
+					continue // never live
+				}
+			}
+			l.remove(r)
 		}
 		l.compactLive()
 		return nil
@@ -215,35 +195,6 @@ func (l *queueLog) Apply(index uint64, data []byte) any {
 		return nil
 	}
 	return errCorruptEntry
-}
-
-// stateEntry encodes a state record change: val nil deletes key.
-func stateEntry(key string, val []byte) []byte {
-	buf := make([]byte, 0, 2+len(key)+len(val)+binary.MaxVarintLen64)
-	buf = append(buf, entryState)
-	buf = binary.AppendUvarint(buf, uint64(len(key)))
-	buf = append(buf, key...)
-	if val != nil {
-		buf = append(buf, 1)
-		buf = append(buf, val...)
-	}
-	return buf
-}
-
-func decodeStateEntry(data []byte) (key string, val []byte, del bool, err error) {
-	n, used := binary.Uvarint(data[1:])
-	if used <= 0 || n > uint64(len(data)-1-used) {
-		return "", nil, false, errCorruptEntry
-	}
-	rest := data[1+used:]
-	key, rest = string(rest[:n]), rest[n:]
-	if len(rest) == 0 {
-		return key, nil, true, nil
-	}
-	if rest[0] != 1 {
-		return "", nil, false, errCorruptEntry
-	}
-	return key, bytes.Clone(rest[1:]), false, nil
 }
 
 // stateCopy returns a copy of the state records.
@@ -320,7 +271,7 @@ func (l *queueLog) Snapshot() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	l.floor, l.keepFrom = floor, floor
+	l.floor, l.keepFrom = floor, refIndex(floor)
 	return buf, nil
 }
 
@@ -333,7 +284,7 @@ func (l *queueLog) TransferSnapshot(data []byte, index uint64) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return encodeSnapshot(index+1, snap.live, snap.state, func(ref uint64) (*message.Message, error) {
+	return encodeSnapshot(packRef(index+1, 0), snap.live, snap.state, func(ref uint64) (*message.Message, error) {
 		if m := snap.inline[ref]; m != nil {
 			return m, nil
 		}
@@ -344,7 +295,7 @@ func (l *queueLog) TransferSnapshot(data []byte, index uint64) ([]byte, error) {
 // encodeSnapshot writes a queue log snapshot: the floor, then the live records, each with its
 // message if it lies below the floor (inline), which body gives:
 //
-//	"PQL" 2, floor, n, then per record: ref delta, at (varint), ttl (varint), size, prio,
+//	"PQL" 3, floor (a ref), n, then per record: ref delta, at (varint), ttl (varint), size, prio,
 //	inline (0/1), and if inline the message (message.AppendBinary); then the number of state
 //	records and each one's key and value, each a uvarint length and the bytes, by key order.
 func encodeSnapshot(floor uint64, live []liveRecord, state map[string][]byte, body func(ref uint64) (*message.Message, error)) ([]byte, error) {
@@ -388,7 +339,8 @@ func encodeSnapshot(floor uint64, live []liveRecord, state map[string][]byte, bo
 	return buf, nil
 }
 
-// chooseFloor picks the index below which the log may go. Below the current floor every live
+// chooseFloor picks the ref below which the log may go (from the entry of that ref on, the log
+// is kept). Below the current floor every live
 // message is inline already. Above it, making the first j live messages inline moves the floor
 // to the (j+1)th, at the cost of copying j bodies into every snapshot from now on; it is done
 // for the j that frees the most log, counting a copied body as four entries, within the
@@ -402,15 +354,17 @@ func (l *queueLog) chooseFloor(live []liveRecord) (uint64, error) {
 		if first+j < len(live) {
 			return live[first+j].ref
 		}
-		return l.applied + 1
+		return packRef(l.applied+1, 0)
 	}
-	best, bestScore := 0, int64(floorAt(0))
+	// Scores count log entries: making inline the messages of a batch entry below the floor's
+	// own entry frees nothing.
+	best, bestScore := 0, int64(refIndex(floorAt(0)))
 	var size int64
 	for j := 1; j <= inlineMaxMessages && first+j <= len(live); j++ {
 		if size += int64(live[first+j-1].size); size > inlineMaxBytes {
 			break
 		}
-		if s := int64(floorAt(j)) - 4*int64(j); s > bestScore {
+		if s := int64(refIndex(floorAt(j))) - 4*int64(j); s > bestScore {
 			best, bestScore = j, s
 		}
 	}
@@ -426,20 +380,33 @@ func (l *queueLog) chooseFloor(live []liveRecord) (uint64, error) {
 	return max(floorAt(best), l.floor), nil
 }
 
-// readBody reads the message of the enqueue entry at ref from the log.
+// readBody reads the message with reference ref from the log. A message of a batch entry gets
+// a body of its own, so that keeping it (inline) does not keep the whole entry in memory.
 func (l *queueLog) readBody(ref uint64) (*message.Message, error) {
 	var m *message.Message
 	var derr error
-	if _, err := l.reader.Read(ref, ref+1, 1, func(_ uint64, data []byte) {
-		_, m, derr = decodeEnqueue(data)
+	idx, slot := refIndex(ref), refSlot(ref)
+	if _, err := l.reader.Read(idx, idx+1, 1, func(_ uint64, data []byte) {
+		derr = decodeEnqueued(data, func(s int, _ int64, dm *message.Message) bool {
+			if s < slot {
+				return true
+			}
+			if s == slot {
+				m = dm
+				if data[0] == entryEnqueueBatch {
+					m.Body = bytes.Clone(m.Body)
+				}
+			}
+			return false
+		})
 	}); err != nil {
-		return nil, fmt.Errorf("read message %d: %w", ref, err)
+		return nil, fmt.Errorf("read message %d/%d: %w", idx, slot, err)
 	}
 	if derr != nil {
-		return nil, fmt.Errorf("read message %d: %w", ref, derr)
+		return nil, fmt.Errorf("read message %d/%d: %w", idx, slot, derr)
 	}
 	if m == nil {
-		return nil, fmt.Errorf("read message %d: %w", ref, errCorruptEntry)
+		return nil, fmt.Errorf("read message %d/%d: %w", idx, slot, errCorruptEntry)
 	}
 	return m, nil
 }
@@ -457,7 +424,7 @@ func (l *queueLog) Restore(data []byte) error {
 	l.inline = snap.inline
 	l.state = snap.state
 	l.mu.Unlock()
-	l.live, l.removed, l.floor, l.keepFrom = snap.live, 0, snap.floor, snap.floor
+	l.live, l.removed, l.floor, l.keepFrom = snap.live, 0, snap.floor, refIndex(snap.floor)
 	return nil
 }
 
@@ -473,7 +440,8 @@ type queueLogSnapshot struct {
 func decodeSnapshot(data []byte) (queueLogSnapshot, error) {
 	var snap queueLogSnapshot
 	v1 := bytes.HasPrefix(data, queueLogMagicV1)
-	if !v1 && !bytes.HasPrefix(data, queueLogMagic) {
+	legacy := v1 || bytes.HasPrefix(data, queueLogMagicV2) // refs are log indexes
+	if !legacy && !bytes.HasPrefix(data, queueLogMagic) {
 		return snap, errOldSnapshot
 	}
 	data = data[len(queueLogMagic):]
@@ -498,6 +466,11 @@ func decodeSnapshot(data []byte) (queueLogSnapshot, error) {
 	if !ok1 || !ok2 || count > uint64(len(data)) {
 		return snap, errCorruptEntry
 	}
+	if legacy {
+		if floor, ok1 = legacyRef(floor); !ok1 {
+			return snap, errCorruptEntry
+		}
+	}
 	live := make([]liveRecord, 0, count)
 	inline := map[uint64]*message.Message{}
 	var ref uint64
@@ -510,19 +483,25 @@ func decodeSnapshot(data []byte) (queueLogSnapshot, error) {
 			return snap, errCorruptEntry
 		}
 		ref += d
-		r := liveRecord{ref: ref, at: at, ttl: ttl, size: uint32(size), prio: data[0]}
+		rec := ref
+		if legacy {
+			if rec, ok1 = legacyRef(ref); !ok1 || ref < d {
+				return snap, errCorruptEntry
+			}
+		}
+		r := liveRecord{ref: rec, at: at, ttl: ttl, size: uint32(size), prio: data[0]}
 		isInline := data[1]
 		data = data[2:]
 		switch {
-		case isInline == 0 && ref < floor:
-			return snap, fmt.Errorf("%w: message %d below the floor %d without its body", errCorruptEntry, ref, floor)
+		case isInline == 0 && rec < floor:
+			return snap, fmt.Errorf("%w: message %d below the floor %d without its body", errCorruptEntry, rec, floor)
 		case isInline == 0:
 		case isInline == 1:
 			m, rest, err := message.DecodeBinary(data)
 			if err != nil {
 				return snap, fmt.Errorf("%w: %v", errCorruptEntry, err)
 			}
-			inline[ref], data = m, rest
+			inline[rec], data = m, rest
 		default:
 			return snap, errCorruptEntry
 		}
@@ -610,16 +589,23 @@ func (q *Queue) loadBody(ref uint64) *message.Message {
 	}
 	var found *message.Message
 	var derr error
-	_, err := q.log.reader.Read(ref, ref+readAheadEntries, readAheadBytes, func(i uint64, data []byte) {
-		if len(data) == 0 || data[0] != entryEnqueue {
+	idx := refIndex(ref)
+	_, err := q.log.reader.Read(idx, idx+readAheadEntries, readAheadBytes, func(i uint64, data []byte) {
+		if !isEnqueue(data) {
 			return
 		}
-		_, m, err := decodeEnqueue(data)
-		switch {
-		case i == ref:
-			found, derr = m, err
-		case err == nil:
-			q.bodies[i] = m
+		err := decodeEnqueued(data, func(slot int, _ int64, m *message.Message) bool {
+			switch r := packRef(i, slot); {
+			case r == ref:
+				found = m
+			case r > ref && len(q.bodies) < bodyCacheMax:
+				// Below ref in its own entry: delivered already, or acked.
+				q.bodies[r] = m
+			}
+			return true
+		})
+		if i == idx {
+			derr = err
 		}
 	})
 	if found != nil {

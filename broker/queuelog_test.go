@@ -44,7 +44,10 @@ func TestDeepQueueBodiesStayInLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	const total = 1500
-	publishPersistent(t, v, "deep", 0, total, deepBody)
+	// In waves, each of a few log entries (an inbox batch is one entry): past SnapshotEntries.
+	for i := 0; i < total; i += 10 {
+		publishPersistent(t, v, "deep", i, 10, deepBody)
+	}
 
 	// Half through a consumer (the drain path), acked, which reads stubs back in runs.
 	q, _ := v.Queue("deep", 0)
@@ -196,7 +199,9 @@ func TestTransferSnapshotStandsAlone(t *testing.T) {
 	if _, err := v.DeclareQueue(meta.QueueDef{Name: "xfer", Durable: true}, false); err != nil {
 		t.Fatal(err)
 	}
-	publishPersistent(t, v, "xfer", 0, 120, deepBody) // past SnapshotEntries (50)
+	for i := 0; i < 120; i += 2 { // past SnapshotEntries (50) entries
+		publishPersistent(t, v, "xfer", i, 2, deepBody)
+	}
 	q, _ := v.Queue("xfer", 0)
 	for range 5 {
 		q.Get(true)
@@ -263,6 +268,8 @@ func FuzzQueueLogSnapshot(f *testing.F) {
 		}
 		f.Add(b)
 	}
+	// Version 2 (refs are log indexes): floor 4, one record at 5 in the log, no state.
+	f.Add(append([]byte("PQL\x02"), 4, 1, 5, 6, 1, 1, 0, 0, 0))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		snap, err := decodeSnapshot(data)
 		if err != nil {

@@ -51,9 +51,15 @@ var (
 
 // FormatFile is the name of the file in the data directory that names its
 // format, and FormatVersion the content this build writes and accepts.
+// UpgradableFormat is the one before it, which this build still reads: it
+// opens such a directory and rewrites its FORMAT to FormatVersion before
+// writing anything, so an older build, which would misread what this one
+// writes, refuses the directory from then on.
 const (
 	FormatFile    = "FORMAT"
-	FormatVersion = "parley-data 2" // 2: durable queue snapshots keep bodies in the log
+	FormatVersion = "parley-data 3" // 3: durable queue messages are referenced by (log index, slot in a batch entry)
+	// UpgradableFormat: 2, durable queue snapshots keep bodies in the log.
+	UpgradableFormat = "parley-data 2"
 )
 
 // lockFile is Pebble's own lock file name (dir/LOCK): Pebble takes an fcntl
@@ -193,6 +199,9 @@ func (e *Engine) checkFormat() error {
 			return fmt.Errorf("storage: read %s: %w", path, rerr)
 		}
 		got := strings.TrimSpace(string(content))
+		if got == UpgradableFormat {
+			return e.writeFormat(path)
+		}
 		if got != FormatVersion {
 			return fmt.Errorf("%w: %s says %q, this build understands %q", ErrUnknownFormat, path, got, FormatVersion)
 		}

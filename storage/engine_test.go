@@ -29,6 +29,21 @@ func TestOpenWritesFormat(t *testing.T) {
 	openEngine(t, dir, testOptions(nil)).Close() // and accepts it
 }
 
+// A directory of the previous format opens, and says the current one from then on, so an
+// older build refuses it.
+func TestOpenUpgradesPreviousFormat(t *testing.T) {
+	dir := t.TempDir()
+	openEngine(t, dir, testOptions(nil)).Close()
+	path := filepath.Join(dir, FormatFile)
+	if err := os.WriteFile(path, []byte(UpgradableFormat+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	openEngine(t, dir, testOptions(nil)).Close()
+	if b, err := os.ReadFile(path); err != nil || string(b) != FormatVersion+"\n" {
+		t.Fatalf("FORMAT after opening a %q directory = %q %v", UpgradableFormat, b, err)
+	}
+}
+
 func TestOpenRefusesUnknownFormat(t *testing.T) {
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, FormatFile), []byte("parley-data 99\n"), 0o644); err != nil {
