@@ -11,6 +11,11 @@
 //   - Each queue's state machine is owned by one goroutine fed by a bounded inbox. At each wake-up
 //     it takes every command waiting as one batch, then runs the delivery step once and hands the
 //     deliveries to the consumers. A full inbox blocks the publisher: back-pressure, never a drop.
+//     A durable queue proposes the batch's persistent publishes as one log entry (queueentry.go).
+//     Deviation from DESIGN.md §2 ("one Raft proposal" per batch): a batch of more than about
+//     64 KiB of messages becomes several entries of up to 64 KiB each, which the host recycles
+//     instead of allocating, and which keep a message's read-back small; the settlements of a
+//     batch are one more entry (removals), and SettleWithState's state records their own.
 //   - Consumers are callbacks (the Consumer interface) that must not block: an adapter appends the
 //     delivery to its connection's write buffer and wakes its writer.
 //

@@ -446,6 +446,9 @@ func (q *Queue) apply(c command) bool {
 		c.reply <- result{n: q.sm.Purge(&q.out)}
 		q.bodies = nil
 	case cmdDelete:
+		// At shutdown (stop) the publishes of this batch still reach the log before the
+		// barrier stop proposes, as each did when it was proposed at once.
+		q.proposeBatch(now)
 		q.logRemoved()
 		// Publishers still waiting hear back: RabbitMQ confirms what reached a deleted queue.
 		for _, c := range q.confirms {
@@ -458,8 +461,6 @@ func (q *Queue) apply(c command) bool {
 			}
 		}
 		q.waiting = nil
-		clear(q.batch)
-		q.batch = q.batch[:0]
 		n := q.sm.Len()
 		if !c.silent {
 			for _, s := range q.sinks {

@@ -328,3 +328,71 @@ func FuzzQueueLogEntry(f *testing.F) {
 		}
 	})
 }
+
+// Publishes a queue takes in the same inbox batch as the broker's shutdown still reach the log
+// (they are proposed before the shutdown's barrier) and are there after a restart.
+func TestBatchBeforeShutdownIsLogged(t *testing.T) {
+	dir := t.TempDir()
+	n := openNode(t, dir)
+	v, _ := n.b.VHost("/")
+	if _, err := v.DeclareQueue(meta.QueueDef{Name: "last", Durable: true}, false); err != nil {
+		t.Fatal(err)
+	}
+	q, _ := v.Queue("last", 0)
+	h := &holdSink{held: make(chan struct{}), release: make(chan struct{})}
+	if _, err := q.Consume(ConsumeOptions{}, h); err != nil {
+		t.Fatal(err)
+	}
+	gate := persistent("gate")
+	gate.RoutingKey = "last"
+	if _, err := v.Publish(gate, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-h.held:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the gate message was not delivered")
+	}
+	const size = 10
+	for i := range size {
+		m := persistent(deepBody(i))
+		m.RoutingKey = "last"
+		if _, err := v.Publish(m, func(bool) {}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	closed := make(chan struct{})
+	go func() { n.b.Close(); close(closed) }()
+	// The shutdown's command waits behind the publishes, in the same batch.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		q.inbox.mu.Lock()
+		waiting := len(q.inbox.cmds)
+		q.inbox.mu.Unlock()
+		if waiting == size+1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d commands in the inbox, want %d publishes and the shutdown", waiting, size)
+		}
+	}
+	close(h.release)
+	select {
+	case <-closed:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the broker did not close")
+	}
+	n.close()
+
+	n = openNode(t, dir)
+	defer n.close()
+	v, _ = n.b.VHost("/")
+	q, _ = v.Queue("last", 0)
+	if d, _, ok := q.Get(true); !ok || string(d.Msg.Body) != "gate" {
+		t.Fatalf("the gate message after restart: ok=%v", ok)
+	}
+	for i := range size {
+		if d, _, ok := q.Get(true); !ok || string(d.Msg.Body) != deepBody(i) {
+			t.Fatalf("message %d published before the shutdown: lost (ok=%v)", i, ok)
+		}
+	}
+}
