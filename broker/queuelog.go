@@ -339,12 +339,11 @@ func encodeSnapshot(floor uint64, live []liveRecord, state map[string][]byte, bo
 	return buf, nil
 }
 
-// chooseFloor picks the ref below which the log may go (from the entry of that ref on, the log
-// is kept). Below the current floor every live
-// message is inline already. Above it, making the first j live messages inline moves the floor
-// to the (j+1)th, at the cost of copying j bodies into every snapshot from now on; it is done
-// for the j that frees the most log, counting a copied body as four entries, within the
-// inline budget. The bodies of newly inline messages are read from the log into l.inline.
+// chooseFloor picks the ref below which the log may go (the log is kept from the entry of that
+// ref on). Below the current floor every live message is inline already. Above it, making the
+// first j live messages inline moves the floor to the (j+1)th, at the cost of copying j bodies
+// into every snapshot from now on; it is done for the j that frees the most log, counting a
+// copied body as four entries, within the inline budget. The bodies of newly inline messages are read from the log into l.inline.
 func (l *queueLog) chooseFloor(live []liveRecord) (uint64, error) {
 	first := 0
 	for first < len(live) && live[first].ref < l.floor {
