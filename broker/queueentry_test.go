@@ -260,7 +260,7 @@ func TestBatchEntryPartiallyAckedAtHead(t *testing.T) {
 			}
 		}
 	}
-	l, err := n.eng.RaftLog(queueGroupID("/", "batch"))
+	l, err := n.eng.RaftLog(groupOf(t, n, "batch"))
 	if err != nil {
 		t.Fatal(err)
 	}
