@@ -396,3 +396,19 @@ func TestBatchBeforeShutdownIsLogged(t *testing.T) {
 		}
 	}
 }
+
+// An entry another instance proposed (another node, or this node before a restart) is decoded,
+// not mistaken for one of this instance's own pending proposals.
+func TestQueueLogTokensDoNotCollide(t *testing.T) {
+	mine, other := newQueueLog(), newQueueLog()
+	if _, err := mine.enqueueEntry(1, persistent("mine")); err != nil {
+		t.Fatal(err)
+	}
+	theirs := entryData(t)(other.enqueueBatchEntry(2, batchOf("a", "bb", "ccc")))
+	if res := mine.Apply(5, theirs); res != packRef(5, 0) {
+		t.Fatalf("applied: %v", res)
+	}
+	if len(mine.live) != 3 || mine.live[2].size != 3 || len(mine.pending) != 1 {
+		t.Fatalf("another instance's batch of 3 applied as %+v, %d pending", mine.live, len(mine.pending))
+	}
+}

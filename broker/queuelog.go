@@ -27,6 +27,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"sync"
 
@@ -57,7 +58,7 @@ type queueLog struct {
 	// host's loop changes it, the queue goroutine reads it).
 	mu        sync.Mutex
 	pending   map[uint64]pendingEntry
-	nextToken uint64
+	nextToken uint64 // starts at random: see newQueueLog
 	inline    map[uint64]*message.Message
 	// state holds the queue's state records by key (Queue.SetState): the host's loop changes
 	// it, the adapter reads it through Queue.State.
@@ -90,9 +91,15 @@ func (r *liveRecord) stub() queue.Stub {
 	return queue.Stub{Size: r.size, Priority: r.prio - 1, HasPrio: r.prio != 0, TTL: r.ttl}
 }
 
+// newQueueLog returns an empty queue log. Its proposal tokens start at a random number: Apply
+// takes the messages remembered under an entry's token, so a token must not match an entry
+// this instance did not propose (one of another node, or of this node before a restart that
+// commits only now). With every instance counting from the same start, they did; with a batch
+// entry, the records would then get another entry's messages, slots that do not exist, and a
+// snapshot that cannot read them back.
 func newQueueLog() *queueLog {
-	return &queueLog{pending: map[uint64]pendingEntry{}, inline: map[uint64]*message.Message{},
-		state: map[string][]byte{}}
+	return &queueLog{pending: map[uint64]pendingEntry{}, nextToken: rand.Uint64(),
+		inline: map[uint64]*message.Message{}, state: map[string][]byte{}}
 }
 
 // AttachLog implements cluster.LogKeeper.
