@@ -116,17 +116,7 @@ func TestClusterJoinLeave(t *testing.T) {
 	for _, q := range []string{q1, q2} {
 		c := dialRetry(t, survivors[0])
 		ch := channel(t, c)
-		got := map[string]bool{}
-		for {
-			d, ok, err := ch.Get(q, true)
-			if err != nil {
-				t.Fatalf("get %s: %v", q, err)
-			}
-			if !ok {
-				break
-			}
-			got[string(d.Body)] = true
-		}
+		got := getAll(t, ch, q)
 		c.Close()
 		for body := range confirmed[q] {
 			if !got[body] {
@@ -200,17 +190,7 @@ func TestClusterLeaveServingNode(t *testing.T) {
 	cc := dialRetry(t, rest[0])
 	defer cc.Close()
 	cch := channel(t, cc)
-	got := map[string]bool{}
-	for {
-		d, ok, err := cch.Get(q, true)
-		if err != nil {
-			t.Fatalf("get: %v", err)
-		}
-		if !ok {
-			break
-		}
-		got[string(d.Body)] = true
-	}
+	got := getAll(t, cch, q)
 	for body := range confirmed {
 		if !got[body] {
 			t.Errorf("confirmed message %s lost", body)

@@ -128,17 +128,7 @@ func TestClusterRedeclareWhileReplicaCutOff(t *testing.T) {
 	cc := dialRetry(t, next)
 	defer cc.Close()
 	cch := channel(t, cc)
-	got := map[string]bool{}
-	for {
-		d, ok, err := cch.Get(q, true)
-		if err != nil {
-			t.Fatalf("get: %v", err)
-		}
-		if !ok {
-			break
-		}
-		got[string(d.Body)] = true
-	}
+	got := getAll(t, cch, q)
 	for i := range 10 {
 		if !got["new-"+strconv.Itoa(i)] {
 			t.Errorf("new-%d lost (node %d serves)", i, next.ID)

@@ -331,3 +331,20 @@ func expectNothingLeft(t testing.TB, s *Server, ch *amqp.Channel, q string) {
 		t.Fatalf("queue %s holds %d messages after the channel closed; acks or drops were lost", q, n)
 	}
 }
+
+// getAll takes every ready message of q with basic.get (autoack) and returns their bodies as a
+// set: what a drained queue held, for checking confirmed messages against.
+func getAll(t testing.TB, ch *amqp.Channel, q string) map[string]bool {
+	t.Helper()
+	got := map[string]bool{}
+	for {
+		d, ok, err := ch.Get(q, true)
+		if err != nil {
+			t.Fatalf("get %s: %v", q, err)
+		}
+		if !ok {
+			return got
+		}
+		got[string(d.Body)] = true
+	}
+}
