@@ -42,20 +42,7 @@ func TestClusterStandbySpaceComesBack(t *testing.T) {
 	headConn := dialRetry(t, srv)
 	defer headConn.Close()
 	headCh := channel(t, headConn)
-	head := make([]amqp.Publishing, spaceHeadUnacked)
-	for i := range head {
-		head[i] = amqp.Publishing{DeliveryMode: amqp.Persistent, Body: fmt.Appendf(nil, "head-%d", i)}
-	}
-	publishConfirmed(t, headCh, "", q, head...)
-	if err := headCh.Qos(spaceHeadUnacked, 0, false); err != nil {
-		t.Fatalf("basic.qos: %v", err)
-	}
-	headDeliveries := consume(t, headCh, q, "head", false, nil)
-	for i := range spaceHeadUnacked {
-		if m := recv(t, headDeliveries); string(m.Body) != fmt.Sprintf("head-%d", i) {
-			t.Fatalf("head consumer got %q, want head-%d", m.Body, i)
-		}
-	}
+	holdHead(t, headCh, q)
 
 	// The standbys have the queue's replica once group 0 told them about it.
 	time.Sleep(2 * time.Second)

@@ -126,20 +126,7 @@ func TestSpaceComesBack(t *testing.T) {
 	// The head: a few messages delivered to a consumer that never acks them.
 	headConn := dial(t, s)
 	headCh := channel(t, headConn)
-	head := make([]amqp.Publishing, spaceHeadUnacked)
-	for i := range head {
-		head[i] = amqp.Publishing{DeliveryMode: amqp.Persistent, Body: fmt.Appendf(nil, "head-%d", i)}
-	}
-	publishConfirmed(t, headCh, "", q, head...)
-	if err := headCh.Qos(spaceHeadUnacked, 0, false); err != nil {
-		t.Fatalf("basic.qos: %v", err)
-	}
-	headDeliveries := consume(t, headCh, q, "head", false, nil)
-	for i := range spaceHeadUnacked {
-		if m := recv(t, headDeliveries); string(m.Body) != fmt.Sprintf("head-%d", i) {
-			t.Fatalf("head consumer got %q, want head-%d", m.Body, i)
-		}
-	}
+	holdHead(t, headCh, q)
 
 	// Measure once the queue and its head exist and have settled.
 	time.Sleep(quietPeriod)
@@ -345,4 +332,24 @@ func publishBulk(ctx context.Context, ch *amqp.Channel, q string, publisher, n i
 		return fmt.Errorf("%d confirms for %d messages", confirmed, n)
 	}
 	return nil
+}
+
+// holdHead publishes spaceHeadUnacked persistent messages (head-0, head-1, ...) to q and has a
+// consumer on ch take them and never ack them: the unacked head that must not pin the log.
+func holdHead(t *testing.T, ch *amqp.Channel, q string) {
+	t.Helper()
+	head := make([]amqp.Publishing, spaceHeadUnacked)
+	for i := range head {
+		head[i] = amqp.Publishing{DeliveryMode: amqp.Persistent, Body: fmt.Appendf(nil, "head-%d", i)}
+	}
+	publishConfirmed(t, ch, "", q, head...)
+	if err := ch.Qos(spaceHeadUnacked, 0, false); err != nil {
+		t.Fatalf("basic.qos: %v", err)
+	}
+	deliveries := consume(t, ch, q, "head", false, nil)
+	for i := range spaceHeadUnacked {
+		if m := recv(t, deliveries); string(m.Body) != fmt.Sprintf("head-%d", i) {
+			t.Fatalf("head consumer got %q, want head-%d", m.Body, i)
+		}
+	}
 }
