@@ -9,7 +9,9 @@
 // A single node is a cluster of one: the same Host, the same loop, a group
 // whose only voter is this node. With peers, TCPTransport (tcp.go, framing in
 // wire.go) carries every group's raft messages over one connection per pair
-// of nodes, and pings each peer so that liveness is known per node. Membership
+// of nodes, and pings each peer so that liveness is known per node; the same
+// connection carries the RPC channel (rpc.go: calls, replies and notifications
+// between nodes, which the broker uses to forward queue operations). Membership
 // (membership.go) changes at run time: Join adds a node to every group as a
 // learner and promotes it once caught up, Leave removes one; each node stores
 // the membership record (node id -> cluster address) from the metadata group's

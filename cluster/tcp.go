@@ -104,6 +104,8 @@ type TCPTransport struct {
 	removed map[uint64]bool // forgotten peers, told so when they connect
 	// toldRemoved: a peer said this node is no longer a member.
 	toldRemoved atomic.Bool
+	// rpc receives the RPC channel's messages (tcprpc.go); set before Start.
+	rpc RPCHandler
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -129,6 +131,10 @@ type PeerStatus struct {
 type outBatch struct {
 	group uint64
 	msgs  []*raftpb.Message
+	// An RPC channel message instead of raft messages (tcprpc.go); onDrop, if set, is called
+	// when it is known not to have been written.
+	rpc    []byte
+	onDrop func()
 }
 
 type peer struct {
@@ -374,6 +380,12 @@ func (t *TCPTransport) Send(group uint64, msgs []*raftpb.Message) {
 
 // drop tells the host that a batch will not reach the peer.
 func (p *peer) drop(b outBatch) {
+	if b.rpc != nil {
+		if b.onDrop != nil {
+			b.onDrop()
+		}
+		return
+	}
 	p.dropped.Add(uint64(len(b.msgs)))
 	h := p.t.host.Load()
 	if h == nil {
@@ -412,6 +424,9 @@ func (t *TCPTransport) hello() []byte {
 	}
 	if t.cfg.Advertise != "" {
 		meta[metaCluster] = t.cfg.Advertise
+	}
+	if t.rpc != nil {
+		meta[metaRPC] = "1"
 	}
 	if h := t.host.Load(); h != nil {
 		var b strings.Builder
@@ -577,6 +592,9 @@ func (p *peer) run() {
 		if h := p.t.host.Load(); h != nil {
 			h.PeerDown(p.id)
 		}
+		if p.t.rpc != nil {
+			p.t.rpc.PeerLost(p.id)
+		}
 		p.t.untrack(c.Conn)
 		if p.ctx.Err() != nil {
 			return
@@ -713,7 +731,12 @@ func (p *peer) serve(c *bufConn) error {
 		written = written[:0]
 		for {
 			var err error
-			if buf, err = appendMessages(buf[:0], b.group, b.msgs); err != nil {
+			if b.rpc != nil {
+				buf, err = appendRPC(buf[:0], b.rpc)
+			} else {
+				buf, err = appendMessages(buf[:0], b.group, b.msgs)
+			}
+			if err != nil {
 				p.t.log.Error("raft message not encodable; dropped", zap.Uint64("group", b.group), zap.Error(err))
 				p.drop(b)
 			} else {
@@ -737,6 +760,9 @@ func (p *peer) serve(c *bufConn) error {
 		}
 		h := p.t.host.Load()
 		for _, b := range written {
+			if b.rpc != nil {
+				continue
+			}
 			p.sent.Add(uint64(len(b.msgs)))
 			for _, m := range b.msgs {
 				if m.GetType() == raftpb.MsgSnap && h != nil {
@@ -756,6 +782,13 @@ func (p *peer) read(c *bufConn) error {
 			return err
 		}
 		if kind == kindPing {
+			continue
+		}
+		if kind == kindRPC {
+			if p.t.rpc == nil {
+				return fmt.Errorf("%w: RPC frame, but this node did not offer the RPC channel", ErrBadFrame)
+			}
+			p.t.rpc.ReceiveRPC(p.id, body)
 			continue
 		}
 		if kind == kindHello {

@@ -26,6 +26,11 @@ package cluster
 //	group   uvarint
 //	count   uvarint, then count times (uvarint length, bytes) a raftpb.Message in protobuf
 //
+// kindRPC carries one message of the RPC channel (rpc.go) beside the raft messages: its body is
+// opaque to the transport. A node sends it only to a peer whose hello advertised metaRPC, so
+// the wire version stays 2: a peer that predates the channel never receives one, and its hello
+// (without metaRPC) stays readable.
+//
 // Every count and length is checked against what is left of the frame before anything is
 // allocated, so a hostile or corrupt peer costs at most one frame of the reader's limit.
 
@@ -46,6 +51,7 @@ const (
 	kindHello    byte = 1
 	kindMessages byte = 2
 	kindPing     byte = 3
+	kindRPC      byte = 4
 
 	wireMagic = "PRLY"
 	// wireVersion 2 added kindPing (a version-1 peer would drop the connection on it).
@@ -119,6 +125,16 @@ func appendMessages(buf []byte, group uint64, msgs []*raftpb.Message) ([]byte, e
 	if len(buf)-start-4 > 0xFFFFFFFF {
 		return nil, fmt.Errorf("raft messages of group %d: frame too large", group)
 	}
+	return finishFrame(buf, start), nil
+}
+
+// appendRPC appends one frame with an RPC channel message.
+func appendRPC(buf, payload []byte) ([]byte, error) {
+	if len(payload)+1 > 0xFFFFFFFF {
+		return nil, errors.New("rpc message: frame too large")
+	}
+	buf, start := appendFrameHeader(buf, kindRPC)
+	buf = append(buf, payload...)
 	return finishFrame(buf, start), nil
 }
 
