@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -29,7 +30,12 @@ func testContext(t testing.TB) context.Context {
 
 func testLogger(t testing.TB) *zap.Logger {
 	if tt, ok := t.(*testing.T); ok {
-		return zaptest.NewLogger(tt, zaptest.Level(zap.WarnLevel))
+		level := zap.WarnLevel
+		// PARLEY_TEST_LOG=info (or debug) shows more of a failing test's story.
+		if l, err := zap.ParseAtomicLevel(os.Getenv("PARLEY_TEST_LOG")); err == nil && os.Getenv("PARLEY_TEST_LOG") != "" {
+			level = l.Level()
+		}
+		return zaptest.NewLogger(tt, zaptest.Level(level))
 	}
 	return zap.NewNop()
 }

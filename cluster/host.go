@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -336,7 +337,9 @@ func (h *Host) prepare(g *Group, bootstrap bool) error {
 	}
 	// A new group: this node writes its first configuration, the members it records
 	// (membership.go), unless it is not a member yet (it joins: the leader sends it).
-	if voters := h.bootstrapVoters(); bootstrap && raft.IsEmptyHardState(hs) && last == 0 && raft.IsEmptySnap(snap) && voters != nil {
+	voters := h.bootstrapVoters()
+	boot := bootstrap && raft.IsEmptyHardState(hs) && last == 0 && raft.IsEmptySnap(snap) && voters != nil
+	if boot {
 		peers := make([]raft.Peer, len(voters))
 		for i, v := range voters {
 			peers[i] = raft.Peer{ID: v}
@@ -348,7 +351,13 @@ func (h *Host) prepare(g *Group, bootstrap bool) error {
 	g.rn = rn
 	g.log = rl
 	g.stable = last // what the engine recovered is on disk
-	g.singleVoter = len(h.cfg.Peers) == 1
+	// A lone voter is one by its configuration, not by the node's: a node that joins lists a
+	// single peer (the member it knows) and is no lone voter of anything, and a group of a
+	// cluster of one stops being one when a node joins it (noteConfState).
+	g.singleVoter = h.soleMember(cs)
+	if boot {
+		g.singleVoter = slices.Equal(voters, []uint64{h.cfg.NodeID})
+	}
 	g.campaignAt = rn.BasicStatus().HardState.GetCommit()
 	g.campaignPending = g.singleVoter
 	g.recoverAt = g.campaignAt

@@ -240,6 +240,38 @@ func TestJoinPromoteLeaveOverTCP(t *testing.T) {
 	propose(l9, 9, "c=1")
 	converged(9, 1, 2, 3, 4)
 
+	// The node that joined (its configuration lists one peer) leads a group as any member does:
+	// it heartbeats (or quiesces) its followers, which therefore never campaign against it. It
+	// used to take itself for the group's lone voter, and stopped ticking the groups it led.
+	polls := 0
+	waitFor(t, ctx, "node 4 leading group 9", func() bool {
+		if polls++; polls%40 == 1 {
+			_ = n4.n.host.TransferLeadership(ctx, 9, 4)
+		}
+		return leaderOf(9, 1, 2, 3, 4) == 4 && n4.groups[9].Serving()
+	})
+	term := func(id uint64) uint64 {
+		st, err := nodes[id].n.host.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, g := range st {
+			if g.ID == 9 {
+				return g.Term
+			}
+		}
+		return 0
+	}
+	t4 := term(4)
+	time.Sleep(5 * nodes[1].n.host.electionTimeout()) // long enough for any follower to campaign
+	for id := range nodes {
+		if got, l := term(id), nodes[id].groups[9].Leader(); got != t4 || l != 4 {
+			t.Fatalf("group 9 led by the joined node: node %d at term %d with leader %d, want term %d, leader 4", id, got, l, t4)
+		}
+	}
+	propose(4, 9, "led-by-4=1")
+	converged(9, 1, 2, 3, 4)
+
 	// Leave: the leader cannot remove itself; another node can go.
 	if err := host.Leave(ctx, lead); !errors.Is(err, ErrLeaderLeaving) {
 		t.Fatalf("leader removing itself: %v, want ErrLeaderLeaving", err)

@@ -60,6 +60,7 @@ package cluster
 
 import (
 	"bytes"
+	"slices"
 
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
@@ -298,5 +299,32 @@ func (h *Host) checkLiveness(now uint64) {
 				h.unquiesce(g)
 			}
 		}
+	}
+}
+
+// soleMember reports whether cs makes this node a group's only member: its lone voter, with no
+// learner and no joint configuration. Such a group has nobody to heartbeat and no quorum to
+// lose, so its leader is not ticked.
+func (h *Host) soleMember(cs *raftpb.ConfState) bool {
+	return slices.Equal(cs.GetVoters(), []uint64{h.cfg.NodeID}) && len(cs.GetLearners()) == 0 &&
+		len(cs.GetVotersOutgoing()) == 0 && len(cs.GetLearnersNext()) == 0
+}
+
+// noteConfState follows a change of g's configuration (a conf change applied, a snapshot
+// installed): a group that gains a member must tick again if this node leads it, one left with
+// this node alone stops; loop only.
+func (h *Host) noteConfState(g *Group) {
+	single := h.soleMember(g.confState)
+	if single == g.singleVoter {
+		return
+	}
+	g.singleVoter = single
+	if g.lead != h.cfg.NodeID {
+		return
+	}
+	if single {
+		delete(h.ticking, g)
+	} else {
+		h.unquiesce(g)
 	}
 }

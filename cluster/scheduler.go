@@ -491,6 +491,7 @@ func (h *Host) restore(g *Group, snap *raftpb.Snapshot) error {
 	g.applied = meta.GetIndex()
 	g.snapIndex = g.applied
 	g.confState = meta.GetConfState()
+	h.noteConfState(g)
 	g.appliedAt.Store(g.applied)
 	h.m.received.Add(1)
 	return h.noteSnapshotConf(g, meta)
@@ -535,12 +536,14 @@ func (h *Host) applyEntries(g *Group, ents []*raftpb.Entry) error {
 				return fmt.Errorf("group %d: conf change at %d: %w", g.id, idx, err)
 			}
 			g.confState = g.rn.ApplyConfChange(&cc)
+			h.noteConfState(g)
 		case raftpb.EntryConfChangeV2:
 			var cc raftpb.ConfChangeV2
 			if err := proto.Unmarshal(e.GetData(), &cc); err != nil {
 				return fmt.Errorf("group %d: conf change at %d: %w", g.id, idx, err)
 			}
 			g.confState = g.rn.ApplyConfChange(&cc)
+			h.noteConfState(g)
 			if err := h.noteConfChange(g, idx, &cc); err != nil {
 				return fmt.Errorf("group %d: conf change at %d: %w", g.id, idx, err)
 			}
