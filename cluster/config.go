@@ -74,6 +74,11 @@ type Config struct {
 	// entries; proposals beyond it fail with ErrDropped. The broker bounds
 	// its inboxes, so this is a backstop. Default: 0 (no bound).
 	MaxUncommittedEntriesSize uint64
+
+	// Switches for benchmarks and tests that compare with and without a mechanism: noCoalesce
+	// sends every heartbeat on its own (heartbeat.go), noQuiesce never quiesces a group
+	// (quiesce.go).
+	noCoalesce, noQuiesce bool
 }
 
 // Defaults, named for the documentation above and for tests.

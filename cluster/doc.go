@@ -17,9 +17,9 @@
 // the membership record (node id -> cluster address) from the metadata group's
 // log, and new groups start with the members it names. Idle groups quiesce (quiesce.go): their leader
 // stops heartbeating them and every node stops ticking them until a proposal,
-// a message or the loss of the leader's node wakes them. Heartbeats of groups
-// that are awake are not coalesced per node pair (DESIGN.md §5 says they are);
-// quiesce.go says why that is left out. Nothing here assumes one node except
+// a message or the loss of the leader's node wakes them. The heartbeats of the
+// groups that are awake go to each peer as one coalesced list per tick
+// (heartbeat.go). Nothing here assumes one node except
 // the shortcuts that are explicitly conditioned on a group having a single
 // voter (campaign at once, skip ticking an idle leader).
 //

@@ -56,6 +56,10 @@ type Host struct {
 	spare      []*Group
 	propBuf    []*proposal
 	readies    []groupReady
+	// beatTr is the transport when it carries coalesced heartbeats (heartbeat.go); beats
+	// collects a cycle's heartbeats by peer.
+	beatTr HeartbeatTransport
+	beats  map[uint64][]Heartbeat
 
 	m counters
 
@@ -131,6 +135,9 @@ func NewHost(cfg Config, eng *storage.Engine, log *zap.Logger) (*Host, error) {
 		liveness: make(map[uint64]*peerLiveness),
 	}
 	h.nextSeq.Store(uint64(time.Now().UnixNano()))
+	if bt, ok := cfg.Transport.(HeartbeatTransport); ok && !cfg.noCoalesce {
+		h.beatTr = bt
+	}
 	if err := h.loadMembers(); err != nil {
 		return nil, err
 	}

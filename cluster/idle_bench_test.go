@@ -20,7 +20,35 @@ import (
 //
 //	go test ./cluster/ -run '^$' -bench IdleGroups3Nodes -benchtime 10x
 func BenchmarkIdleGroups3Nodes(b *testing.B) {
-	const groups = 1000
+	benchGroups3Nodes(b, 1000, nil)
+}
+
+// BenchmarkAwakeGroups3Nodes is BenchmarkIdleGroups3Nodes with quiescence off, so the 1,000
+// groups stay awake and heartbeat every tick (the default 100ms), with heartbeats coalesced per
+// node pair (coalesce=true, heartbeat.go) or sent one by one (coalesce=false): what coalescing
+// saves. frames/s counts the messages on the wire (a coalesced list is one), msgs/s the raft
+// messages they carry.
+//
+//	go test ./cluster/ -run '^$' -bench AwakeGroups3Nodes -benchtime 10x
+func BenchmarkAwakeGroups3Nodes(b *testing.B) {
+	for _, coalesce := range []bool{false, true} {
+		name := "coalesce=false"
+		if coalesce {
+			name = "coalesce=true"
+		}
+		b.Run(name, func(b *testing.B) {
+			benchGroups3Nodes(b, 1000, func(cfg *Config) {
+				cfg.noQuiesce = true
+				cfg.noCoalesce = !coalesce
+			})
+		})
+	}
+}
+
+// benchGroups3Nodes starts three nodes with groups groups led by node 1 (each host's Config
+// changed by adjust, if not nil), waits for them to settle, and reports the CPU and messages of
+// b.N seconds of doing nothing.
+func benchGroups3Nodes(b *testing.B, groups int, adjust func(*Config)) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	peers := map[uint64]string{}
@@ -42,7 +70,11 @@ func BenchmarkIdleGroups3Nodes(b *testing.B) {
 			b.Fatal(err)
 		}
 		defer tr.Close()
-		h := startHost(b, Config{NodeID: id, Peers: peers, Transport: tr}, eng)
+		cfg := Config{NodeID: id, Peers: peers, Transport: tr}
+		if adjust != nil {
+			adjust(&cfg)
+		}
+		h := startHost(b, cfg, eng)
 		defer h.Stop()
 		tr.Start(h)
 		hosts[id], trs[id] = h, tr
@@ -66,29 +98,31 @@ func BenchmarkIdleGroups3Nodes(b *testing.B) {
 		}
 	}
 	time.Sleep(2 * time.Second) // elections settle
-	sent := func() uint64 {
-		var n uint64
+	sent := func() (msgs, frames uint64) {
 		for _, tr := range trs {
 			for _, p := range tr.Peers() {
-				n += p.Sent
+				msgs, frames = msgs+p.Sent, frames+p.Frames
 			}
 		}
-		return n
+		return msgs, frames
 	}
 	cpu := func() time.Duration {
 		var ru syscall.Rusage
 		_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 	}
-	c0, s0, t0 := cpu(), sent(), time.Now()
+	c0, t0 := cpu(), time.Now()
+	s0, f0 := sent()
 	b.ResetTimer()
 	for range b.N {
 		time.Sleep(time.Second)
 	}
 	b.StopTimer()
 	wall := time.Since(t0)
+	s1, f1 := sent()
 	b.ReportMetric(float64(cpu()-c0)/float64(wall)*100, "%cpu")
-	b.ReportMetric(float64(sent()-s0)/wall.Seconds(), "msgs/s")
+	b.ReportMetric(float64(s1-s0)/wall.Seconds(), "msgs/s")
+	b.ReportMetric(float64(f1-f0)/wall.Seconds(), "frames/s")
 	quiesced := 0
 	for _, h := range hosts {
 		quiesced += h.Metrics().Quiesced

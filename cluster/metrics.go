@@ -34,6 +34,9 @@ type Metrics struct {
 	// how many times a quiesced group woke up.
 	Quiesced int
 	Wakes    uint64
+	// HeartbeatsCoalesced counts heartbeats and heartbeat responses sent in coalesced lists
+	// (heartbeat.go), HeartbeatLists the lists (one message to one peer each).
+	HeartbeatsCoalesced, HeartbeatLists uint64
 }
 
 type counters struct {
@@ -50,24 +53,28 @@ type counters struct {
 	received       atomic.Uint64
 	quiesced       atomic.Int64
 	wakes          atomic.Uint64
+	beatsSent      atomic.Uint64
+	beatLists      atomic.Uint64
 }
 
 // Metrics returns a snapshot of the host's counters.
 func (h *Host) Metrics() Metrics {
 	m := Metrics{
-		Groups:            int(h.m.groups.Load()),
-		Ticks:             h.m.ticks.Load(),
-		GroupTicks:        h.m.groupTicks.Load(),
-		ReadyCycles:       h.m.cycles.Load(),
-		Fsyncs:            h.m.fsyncs.Load(),
-		EntriesWritten:    h.m.entriesWritten.Load(),
-		Proposals:         h.proposals.Load(),
-		Applied:           h.m.applied.Load(),
-		Dropped:           h.m.dropped.Load(),
-		Snapshots:         h.m.snapshots.Load(),
-		SnapshotsReceived: h.m.received.Load(),
-		Quiesced:          int(h.m.quiesced.Load()),
-		Wakes:             h.m.wakes.Load(),
+		Groups:              int(h.m.groups.Load()),
+		Ticks:               h.m.ticks.Load(),
+		GroupTicks:          h.m.groupTicks.Load(),
+		ReadyCycles:         h.m.cycles.Load(),
+		Fsyncs:              h.m.fsyncs.Load(),
+		EntriesWritten:      h.m.entriesWritten.Load(),
+		Proposals:           h.proposals.Load(),
+		Applied:             h.m.applied.Load(),
+		Dropped:             h.m.dropped.Load(),
+		Snapshots:           h.m.snapshots.Load(),
+		SnapshotsReceived:   h.m.received.Load(),
+		Quiesced:            int(h.m.quiesced.Load()),
+		Wakes:               h.m.wakes.Load(),
+		HeartbeatsCoalesced: h.m.beatsSent.Load(),
+		HeartbeatLists:      h.m.beatLists.Load(),
 	}
 	if m.Fsyncs > 0 {
 		m.EntriesPerFsync = float64(h.m.syncedEntries.Load()) / float64(m.Fsyncs)

@@ -95,7 +95,7 @@ func (h *Host) isLive(id uint64) bool {
 // maybeQuiesce quiesces g, a group this node leads, if nothing is in flight (see the file
 // comment), and tells its live followers. It returns whether it did; loop only.
 func (h *Host) maybeQuiesce(g *Group) bool {
-	if g.singleVoter || g.lead != h.cfg.NodeID || g.quiesced || g.removed {
+	if g.singleVoter || g.lead != h.cfg.NodeID || g.quiesced || g.removed || h.cfg.noQuiesce {
 		return false
 	}
 	if g.rn.HasReady() || g.queued.Load() || len(g.inflight) > 0 {

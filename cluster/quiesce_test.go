@@ -146,6 +146,12 @@ type qcluster struct {
 
 func startQCluster(t *testing.T, ctx context.Context, groups int) *qcluster {
 	t.Helper()
+	return startQClusterWith(t, ctx, groups, nil)
+}
+
+// startQClusterWith is startQCluster with each host's Config changed by adjust (if not nil).
+func startQClusterWith(t *testing.T, ctx context.Context, groups int, adjust func(*Config)) *qcluster {
+	t.Helper()
 	c := &qcluster{t: t, ctx: ctx, nodes: map[uint64]*qnode{}, links: map[[2]uint64]*linkProxy{}}
 	lns := map[uint64]net.Listener{}
 	for id := uint64(1); id <= 3; id++ {
@@ -186,7 +192,11 @@ func startQCluster(t *testing.T, ctx context.Context, groups int) *qcluster {
 			t.Fatal(err)
 		}
 		n.tr = tr
-		n.host = startHost(t, Config{NodeID: id, Peers: peers, Transport: tr, TickInterval: 10 * time.Millisecond}, n.eng)
+		cfg := Config{NodeID: id, Peers: peers, Transport: tr, TickInterval: 10 * time.Millisecond}
+		if adjust != nil {
+			adjust(&cfg)
+		}
+		n.host = startHost(t, cfg, n.eng)
 		tr.Start(n.host)
 		c.nodes[id] = n
 		t.Cleanup(n.stop)

@@ -410,9 +410,13 @@ func (h *Host) cycle() error {
 			msgs = dropHeartbeatResps(msgs)
 		}
 		if len(msgs) > 0 {
+			msgs = h.coalesce(r.g.id, msgs)
+		}
+		if len(msgs) > 0 {
 			h.cfg.Transport.Send(r.g.id, h.transferSnapshots(r.g, msgs))
 		}
 	}
+	h.flushBeats()
 
 	var snaps []*Group
 	for _, r := range readies {

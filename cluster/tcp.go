@@ -106,6 +106,9 @@ type TCPTransport struct {
 	toldRemoved atomic.Bool
 	// rpc receives the RPC channel's messages (tcprpc.go); set before Start.
 	rpc RPCHandler
+	// noBeatOffer leaves metaBeats out of the hello, as a node that predates coalesced
+	// heartbeats does (tests); set before Start.
+	noBeatOffer bool
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -124,8 +127,9 @@ type PeerStatus struct {
 	Meta map[string]string
 	// Dropped counts messages to the peer dropped (queue full or peer unreachable).
 	Dropped uint64
-	// Sent counts messages written to the peer.
-	Sent uint64
+	// Sent counts raft messages written to the peer (a coalesced heartbeat counts as the
+	// message it stands for); Frames counts the frames that carried them.
+	Sent, Frames uint64
 }
 
 type outBatch struct {
@@ -135,6 +139,8 @@ type outBatch struct {
 	// when it is known not to have been written.
 	rpc    []byte
 	onDrop func()
+	// beats, when set, is a coalesced heartbeat list instead (heartbeat.go; group and msgs unset).
+	beats []Heartbeat
 }
 
 type peer struct {
@@ -156,6 +162,7 @@ type peer struct {
 	connected atomic.Bool
 	dropped   atomic.Uint64
 	sent      atomic.Uint64
+	frames    atomic.Uint64
 }
 
 // NewTCPTransport listens on the cluster address; it sends nothing until Start.
@@ -349,7 +356,7 @@ func (t *TCPTransport) Peers() []PeerStatus {
 		p.mu.Unlock()
 		out = append(out, PeerStatus{
 			ID: id, Addr: addr, Connected: p.connected.Load(), Meta: meta,
-			Dropped: p.dropped.Load(), Sent: p.sent.Load(),
+			Dropped: p.dropped.Load(), Sent: p.sent.Load(), Frames: p.frames.Load(),
 		})
 	}
 	return out
@@ -378,12 +385,41 @@ func (t *TCPTransport) Send(group uint64, msgs []*raftpb.Message) {
 	}
 }
 
+// SendHeartbeats queues a coalesced heartbeat list for node to (heartbeat.go); it never blocks.
+func (t *TCPTransport) SendHeartbeats(to uint64, beats []Heartbeat) {
+	p := (*t.peers.Load())[to]
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	lists := p.meta[metaBeats] != ""
+	p.mu.Unlock()
+	if !lists {
+		// A peer that predates the lists (its hello does not offer them) gets the messages
+		// they stand for, one group at a time.
+		for _, b := range beats {
+			t.Send(b.Group, []*raftpb.Message{b.message(t.cfg.NodeID, to)})
+		}
+		return
+	}
+	select {
+	case p.out <- outBatch{beats: beats}:
+	default:
+		p.drop(outBatch{beats: beats})
+	}
+}
+
 // drop tells the host that a batch will not reach the peer.
 func (p *peer) drop(b outBatch) {
 	if b.rpc != nil {
 		if b.onDrop != nil {
 			b.onDrop()
 		}
+		return
+	}
+	if b.beats != nil {
+		// Lost heartbeats are not reported: the next ones follow (heartbeat.go).
+		p.dropped.Add(uint64(len(b.beats)))
 		return
 	}
 	p.dropped.Add(uint64(len(b.msgs)))
@@ -427,6 +463,9 @@ func (t *TCPTransport) hello() []byte {
 	}
 	if t.rpc != nil {
 		meta[metaRPC] = "1"
+	}
+	if !t.noBeatOffer {
+		meta[metaBeats] = "1"
 	}
 	if h := t.host.Load(); h != nil {
 		var b strings.Builder
@@ -731,9 +770,12 @@ func (p *peer) serve(c *bufConn) error {
 		written = written[:0]
 		for {
 			var err error
-			if b.rpc != nil {
+			switch {
+			case b.rpc != nil:
 				buf, err = appendRPC(buf[:0], b.rpc)
-			} else {
+			case b.beats != nil:
+				buf = appendHeartbeats(buf[:0], b.beats)
+			default:
 				buf, err = appendMessages(buf[:0], b.group, b.msgs)
 			}
 			if err != nil {
@@ -763,7 +805,8 @@ func (p *peer) serve(c *bufConn) error {
 			if b.rpc != nil {
 				continue
 			}
-			p.sent.Add(uint64(len(b.msgs)))
+			p.sent.Add(uint64(len(b.msgs) + len(b.beats)))
+			p.frames.Add(1)
 			for _, m := range b.msgs {
 				if m.GetType() == raftpb.MsgSnap && h != nil {
 					h.ReportSnapshot(b.group, p.id, false)
@@ -797,6 +840,16 @@ func (p *peer) read(c *bufConn) error {
 				p.t.told(p.id)
 				return errors.New("removed from the cluster")
 			}
+		}
+		if kind == kindHeartbeats {
+			beats, err := decodeHeartbeats(body)
+			if err != nil {
+				return err
+			}
+			if h := p.t.host.Load(); h != nil && len(beats) > 0 {
+				h.ReceiveHeartbeats(p.id, beats)
+			}
+			continue
 		}
 		if kind != kindMessages {
 			return fmt.Errorf("%w: unexpected frame kind %d", ErrBadFrame, kind)

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"slices"
 	"sync"
 
 	"go.etcd.io/raft/v3/raftpb"
@@ -137,5 +138,20 @@ func (t localTransport) Send(group uint64, msgs []*raftpb.Message) {
 	}
 	for _, to := range lost {
 		self.ReportUnreachable(group, to)
+	}
+}
+
+// SendHeartbeats delivers a coalesced heartbeat list (heartbeat.go) as a network would: the
+// destination's host expands it, unless either end is cut off or absent (then it is lost,
+// unreported, as TCPTransport loses one).
+func (t localTransport) SendHeartbeats(to uint64, beats []Heartbeat) {
+	t.n.mu.Lock()
+	h := t.n.hosts[to]
+	if t.n.isolated[t.from] || t.n.isolated[to] {
+		h = nil
+	}
+	t.n.mu.Unlock()
+	if h != nil {
+		h.ReceiveHeartbeats(t.from, slices.Clone(beats))
 	}
 }

@@ -31,6 +31,11 @@ package cluster
 // the wire version stays 2: a peer that predates the channel never receives one, and its hello
 // (without metaRPC) stays readable.
 //
+// kindHeartbeats carries the heartbeats and heartbeat responses of many groups from the sender
+// to the receiver, coalesced into one list (the body is described in heartbeat.go). Likewise,
+// a node sends it only to a peer whose hello advertised metaBeats; an older peer gets the
+// heartbeats one by one.
+//
 // Every count and length is checked against what is left of the frame before anything is
 // allocated, so a hostile or corrupt peer costs at most one frame of the reader's limit.
 
@@ -52,6 +57,8 @@ const (
 	kindMessages byte = 2
 	kindPing     byte = 3
 	kindRPC      byte = 4
+	// kindHeartbeats: see heartbeat.go.
+	kindHeartbeats byte = 5
 
 	wireMagic = "PRLY"
 	// wireVersion 2 added kindPing (a version-1 peer would drop the connection on it).

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"maps"
+	"slices"
 	"testing"
 
 	"go.etcd.io/raft/v3/raftpb"
@@ -133,6 +134,15 @@ func decodeAll(in []byte, limit int) error {
 			if err != nil || g2 != group || len(m2) != len(msgs) {
 				panic("messages do not round-trip")
 			}
+		case kindHeartbeats:
+			beats, err := decodeHeartbeats(body)
+			if err != nil {
+				return err
+			}
+			again, err := decodeHeartbeats(appendHeartbeats(nil, beats)[5:])
+			if err != nil || !slices.Equal(again, beats) {
+				panic("heartbeats do not round-trip")
+			}
 		default:
 			return ErrBadFrame
 		}
@@ -144,6 +154,7 @@ func decodeAll(in []byte, limit int) error {
 func FuzzDecodeFrames(f *testing.F) {
 	seed := appendHello(nil, hello{node: 2, meta: map[string]string{"amqp": "127.0.0.1:5673"}})
 	seed, _ = appendMessages(seed, 1<<63|5, sampleMessages())
+	seed = appendHeartbeats(seed, sampleBeats())
 	f.Add(seed)
 	f.Add(appendHello(nil, hello{node: 1}))
 	f.Add([]byte{0, 0, 0, 1, kindMessages})
