@@ -52,11 +52,12 @@ package cluster
 // clock stands still, so it keeps the leader's lease: it refuses (pre-)votes from a candidate
 // while its leader's node is live, exactly as it would right after a heartbeat.
 //
-// Heartbeats of the groups that are awake are not coalesced into one per node pair: a group is
-// awake because it is busy (its heartbeats ride with its appends) or for a few ticks around a
-// change, and all its messages to a peer already share the peer's single connection and one
-// buffered write per wake-up of the transport's writer. With idle groups costing nothing the
-// per-group heartbeats of busy groups are a small share of their traffic.
+// A woken leader's CheckQuorum bookkeeping is as old as its quiescence: markLiveActive counts
+// the followers whose nodes are live as heard from, so the first check after waking does not
+// make it step down for nothing (see there).
+//
+// The heartbeats of the groups that are awake are coalesced into one message per node pair and
+// tick (heartbeat.go); the quiesce and wake messages are not (they carry contexts).
 
 import (
 	"bytes"
@@ -240,12 +241,52 @@ func (h *Host) unquiesce(g *Group) {
 		g.quiesced = false
 		h.m.quiesced.Add(-1)
 		h.m.wakes.Add(1)
+		if g.lead == h.cfg.NodeID {
+			h.markLiveActive(g)
+		}
 	}
 	if g.removed || (g.singleVoter && g.lead == h.cfg.NodeID) {
 		return
 	}
 	h.ticking[g] = struct{}{}
 	h.markDirty(g)
+}
+
+// markLiveActive tells the raft of g, a group this node leads and that just woke, that every
+// follower whose node is live was heard from, as a heartbeat response would; loop only.
+//
+// CheckQuorum counts the followers heard from since its last check (Progress.RecentActive) and
+// clears the flags at each check. Quiescence freezes the leader's clock and those flags with
+// it, and a quiesced follower says nothing by design, so the flags a woken leader holds are
+// those of the moment it quiesced: all clear if a check ran just before (the followers'
+// answers to that check's heartbeats can arrive late, or not at all: a follower drops the
+// heartbeat responses of the Ready that answers a quiesce message). Its clock may also be
+// close to the next check, which then found no quorum active and made the leader step down,
+// failing the proposal that woke it with ErrDropped, for no reason: its followers were there
+// all along. The transport's liveness is what stands for heartbeats while the group is quiet
+// (the file comment), so a follower whose node is live counts as heard from.
+func (h *Host) markLiveActive(g *Group) {
+	st := g.rn.BasicStatus()
+	if st.RaftState != raft.StateLeader {
+		return
+	}
+	self := h.cfg.NodeID
+	var live []uint64
+	g.rn.WithProgress(func(id uint64, _ raft.ProgressType, _ tracker.Progress) {
+		if id != self && h.isLive(id) {
+			live = append(live, id)
+		}
+	})
+	for _, id := range live {
+		// A leader steps a heartbeat response by marking the follower active (and sending it
+		// what it lacks, if anything): nothing else.
+		_ = g.rn.Step(&raftpb.Message{
+			Type: raftpb.MsgHeartbeatResp.Enum(),
+			From: new(id),
+			To:   new(self),
+			Term: new(st.GetTerm()),
+		})
+	}
 }
 
 // peerReport records a change of a peer node's connection; loop only.

@@ -5,12 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
+	"os"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
 
 	"github.com/parleymq/parley/storage"
 )
@@ -408,4 +412,117 @@ func TestQuiescedLeaderPartitioned(t *testing.T) {
 		}
 	}
 	c.waitQuiesced(1, 2, 3)
+}
+
+// (d) A quiesced leader woken by a proposal keeps its leadership: the proposal commits, no
+// proposal is dropped and no group changes leader or term, round after round of waking every
+// group and letting it quiesce again. CheckQuorum's bookkeeping stood still while the group
+// was quiet, and a leader that found its followers' activity flags cleared (as a check just
+// before quiescing leaves them) stepped down at its first check after waking.
+func TestWokenLeaderKeepsLeading(t *testing.T) {
+	ctx := testContext(t)
+	c := startQCluster(t, ctx, 30)
+	c.waitQuiesced(1, 2, 3)
+	terms := func() map[[2]uint64]uint64 {
+		out := map[[2]uint64]uint64{}
+		for id, n := range c.nodes {
+			st, err := n.host.Status(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, g := range st {
+				out[[2]uint64{id, g.ID}] = g.Term
+			}
+		}
+		return out
+	}
+	t0 := terms()
+	dropped0 := c.nodes[1].host.Metrics().Dropped
+	rounds := 4
+	if os.Getenv("PARLEY_TEST_LONG") != "" {
+		rounds = 40
+	}
+	for round := range rounds {
+		for _, gid := range c.ids {
+			f, err := c.nodes[1].groups[gid].Propose(ctx, fmt.Appendf(nil, "round=%d", round))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.Wait(ctx); err != nil {
+				t.Fatalf("round %d: proposal to woken group %d: %v", round, gid, err)
+			}
+		}
+		c.waitQuiesced(1, 2, 3)
+	}
+	if d := c.nodes[1].host.Metrics().Dropped - dropped0; d != 0 {
+		t.Fatalf("%d proposals dropped", d)
+	}
+	if t1 := terms(); !maps.Equal(t0, t1) {
+		t.Fatalf("terms changed: %v, then %v", t0, t1)
+	}
+
+	// The worst case, built by hand on the leader of every quiesced group: a CheckQuorum ran
+	// (it passed and cleared the followers' flags), the heartbeats of that tick were lost, and
+	// the clock stands one tick before the next check. A proposal wakes the group: the check
+	// at its first tick must find the followers active, their nodes being live.
+	h1 := c.nodes[1].host
+	et := h1.cfg.ElectionTicks
+	err := h1.do(ctx, func() error {
+		for _, gid := range c.ids {
+			g := h1.running[gid]
+			if !g.quiesced || g.rn.HasReady() {
+				return fmt.Errorf("group %d: quiesced %v, ready %v", gid, g.quiesced, g.rn.HasReady())
+			}
+			cleared := func() bool {
+				for id, pr := range g.rn.Status().Progress {
+					if id != 1 && pr.RecentActive {
+						return false
+					}
+				}
+				return true
+			}
+			for i := 0; !cleared(); i++ {
+				if i > et {
+					return fmt.Errorf("group %d: no CheckQuorum in %d ticks", gid, i)
+				}
+				g.rn.Tick()
+			}
+			if g.rn.BasicStatus().RaftState != raft.StateLeader {
+				return fmt.Errorf("group %d: the leader stepped down while the test set it up", gid)
+			}
+			rd := g.rn.Ready()
+			for _, m := range rd.Messages {
+				if m.GetType() != raftpb.MsgHeartbeat {
+					return fmt.Errorf("group %d: unexpected %v while ticking an idle leader", gid, m.GetType())
+				}
+			}
+			if len(rd.Entries) > 0 || len(rd.CommittedEntries) > 0 || !raft.IsEmptySnap(rd.Snapshot) {
+				return fmt.Errorf("group %d: an idle leader's Ready has entries", gid)
+			}
+			g.rn.Advance(rd) // its heartbeats are lost
+			for range et - 1 {
+				g.rn.TickQuiesced()
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dropped0 = c.nodes[1].host.Metrics().Dropped
+	for _, gid := range c.ids {
+		f, err := c.nodes[1].groups[gid].Propose(ctx, []byte("after=check"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.Wait(ctx); err != nil {
+			t.Fatalf("proposal to group %d woken one tick before its quorum check: %v", gid, err)
+		}
+	}
+	if d := c.nodes[1].host.Metrics().Dropped - dropped0; d != 0 {
+		t.Fatalf("%d proposals dropped", d)
+	}
+	if t1 := terms(); !maps.Equal(t0, t1) {
+		t.Fatalf("terms changed after waking at a quorum check: %v, then %v", t0, t1)
+	}
 }
