@@ -65,6 +65,12 @@ func (c *rawClient) next() wire.Method {
 // open runs the handshake as a client with every capability, and opens channel 1.
 func (c *rawClient) open(password string) {
 	c.t.Helper()
+	c.openHeartbeat(password, 0)
+}
+
+// openHeartbeat is open with a heartbeat interval in seconds (0: none).
+func (c *rawClient) openHeartbeat(password string, heartbeat uint16) {
+	c.t.Helper()
 	c.write(wire.ProtocolHeader)
 	if _, ok := c.next().(*wire.ConnectionStart); !ok {
 		c.t.Fatal("no connection.start")
@@ -78,7 +84,7 @@ func (c *rawClient) open(password string) {
 	if _, ok := m.(*wire.ConnectionTune); !ok {
 		c.t.Fatalf("got %v, want connection.tune", m)
 	}
-	c.method(0, &wire.ConnectionTuneOk{ChannelMax: 2047, FrameMax: 131072})
+	c.method(0, &wire.ConnectionTuneOk{ChannelMax: 2047, FrameMax: 131072, Heartbeat: heartbeat})
 	c.method(0, &wire.ConnectionOpen{VirtualHost: "/"})
 	if _, ok := c.next().(*wire.ConnectionOpenOk); !ok {
 		c.t.Fatal("no open-ok")
@@ -263,5 +269,46 @@ func TestRawHeartbeatTimeout(t *testing.T) {
 	}
 	if heartbeats == 0 {
 		t.Fatal("no heartbeats sent")
+	}
+}
+
+// A client that keeps talking outlives the heartbeat timeout many times over: the server's
+// liveness check moves the read deadline on while frames come (here only heartbeats, the
+// least a client may send), and drops the client once it falls silent.
+func TestRawHeartbeatKeepsAlive(t *testing.T) {
+	url, _ := testServer(t)
+	c := rawDial(t, url)
+	c.write(wire.ProtocolHeader)
+	c.next()
+	c.method(0, &wire.ConnectionStartOk{Mechanism: "PLAIN", Response: []byte("\x00guest\x00guest"), Locale: "en_US"})
+	c.next()
+	c.method(0, &wire.ConnectionTuneOk{ChannelMax: 2047, FrameMax: 131072, Heartbeat: 1})
+	c.method(0, &wire.ConnectionOpen{VirtualHost: "/"})
+	if _, ok := c.next().(*wire.ConnectionOpenOk); !ok {
+		t.Fatal("no open-ok")
+	}
+	// 5 s of heartbeats every 250 ms: two and a half times the longest a silent client lasts
+	// (2.5 heartbeat intervals). The server's own heartbeats (a few bytes) wait in the socket.
+	for range 20 {
+		c.write(wire.AppendHeartbeat(nil))
+		time.Sleep(250 * time.Millisecond)
+	}
+	// Still open: the server answers a channel.open.
+	c.method(1, &wire.ChannelOpen{})
+	if m := c.next(); m == nil {
+		t.Fatal("the server dropped a client that sent heartbeats")
+	} else if _, ok := m.(*wire.ChannelOpenOk); !ok {
+		t.Fatalf("got %v, want channel.open-ok", m)
+	}
+	// Silent from here: the server must hang up (before the client's own deadline of rawDial).
+	for {
+		_, err := c.r.ReadFrame()
+		if err == nil {
+			continue
+		}
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			t.Fatalf("the server kept a silent client: %v", err)
+		}
+		return
 	}
 }

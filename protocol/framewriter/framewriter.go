@@ -28,6 +28,10 @@ type Options struct {
 	// OnDrain runs on the writer goroutine after a write that took unwritten output from above
 	// HighWater to below it, so consumers paused by Overloaded can resume.
 	OnDrain func()
+	// OnHeartbeatCheck runs on the writer goroutine at every heartbeat check (SetHeartbeat's
+	// interval), the connection's one periodic timer: the place for the reader's liveness
+	// check, so the reader needs no clock per frame.
+	OnHeartbeatCheck func()
 }
 
 // Writer is a connection's socket writer; Run is its goroutine.
@@ -146,6 +150,9 @@ func (w *Writer) Run() {
 			}
 			continue
 		case <-tick:
+			if w.opt.OnHeartbeatCheck != nil {
+				w.opt.OnHeartbeatCheck()
+			}
 			if time.Since(w.LastWrite()) >= silence {
 				b := w.Lock()
 				w.Unlock(w.opt.Heartbeat(b))
