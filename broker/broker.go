@@ -54,6 +54,9 @@ type Broker struct {
 	nextConsumer   atomic.Uint64
 	nextConnection atomic.Uint64
 
+	// idle tells idle queue goroutines when to give up waiting for more work (linger.go).
+	idle idleClock
+
 	closed atomic.Bool
 }
 

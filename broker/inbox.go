@@ -11,9 +11,9 @@ import "sync"
 // A full inbox blocks the poster until the queue takes a batch (back-pressure, never a drop).
 //
 // The queue's goroutine runs only while there is work: with nothing waiting, no kick and no
-// timer to wait for, it parks (returns), and the next post or kick starts a new one through
-// start. An idle queue therefore costs no goroutine stack; thousands of MQTT sessions and AMQP
-// queues sit idle most of the time. running, under mu, says whether a goroutine owns the queue;
+// timer to wait for during a tick of the broker's idle clock (linger.go), it parks (returns),
+// and the next post or kick starts a new one through start. An idle queue therefore costs no
+// goroutine stack; thousands of MQTT sessions and AMQP queues sit idle most of the time. running, under mu, says whether a goroutine owns the queue;
 // the mutex orders one goroutine's work on the state machine before the next one's.
 type inbox struct {
 	mu     sync.Mutex

@@ -317,21 +317,38 @@ func (q *Queue) logRemoved() {
 }
 
 // run is the queue's goroutine: it owns q.sm while it runs. It parks (returns) when the queue
-// has nothing to do and no timer to wait for; the inbox starts a new one on the next post or
-// kick (see inbox).
+// has had nothing to do and no timer to wait for during a whole tick of the broker's idle
+// clock (one to two lingerTick); the inbox starts a new one on the next post or kick (see
+// inbox). Until then it waits on its inbox, so a queue busy every few milliseconds keeps one
+// goroutine rather than starting one per command (a goroutine start was the largest
+// allocation per delivery left in MQTT fan-out, see docs/performance.md).
 func (q *Queue) run() {
-	// The timer is made only when the queue has something to expire: run starts again at
-	// each wake-up of an idle queue (inbox.park), so a timer made up front was an allocation
-	// per wake-up, which an MQTT subscriber's every PUBACK could be.
+	// The timer is made only when the queue has something to expire: run starts again after
+	// each idle spell, so a timer made up front was an allocation per start.
 	var timer *time.Timer
 	var timerC <-chan time.Time
 	var timerAt int64
+	var lingerC <-chan struct{} // the idle clock's next tick, while no timer is set
+	busy := false               // a round ran since lingerC was taken
 	for {
 		select {
 		case <-q.inbox.wake:
 		case <-timerC:
 			timerAt = 0
+		case <-lingerC:
+			if !busy && timerAt == 0 && q.inbox.park() {
+				if timer != nil {
+					timer.Stop()
+				}
+				return
+			}
+			lingerC, busy = nil, false
+			if timerAt == 0 {
+				lingerC = q.v.b.idle.tick()
+			}
+			continue
 		}
+		busy = true
 		// Everything waiting is one batch.
 		batch := q.inbox.take()
 		for i, c := range batch {
@@ -361,8 +378,8 @@ func (q *Queue) run() {
 				timer.Reset(d)
 			}
 		}
-		if timerAt == 0 && q.inbox.park() {
-			return
+		if timerAt == 0 && lingerC == nil {
+			lingerC = q.v.b.idle.tick()
 		}
 	}
 }
