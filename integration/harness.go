@@ -163,10 +163,15 @@ func (s *Server) SkipIfExternal(t testing.TB, why string) {
 // kernel handed out for ":0" is also where it picks the source ports of outgoing connections,
 // and the tests open thousands of those, so such a port was now and then taken by a client
 // connection between the pick and the server's bind. A random pick in 20000–32767 meets
-// neither; if none is free after a few tries, the kernel picks.
+// neither; if none is free after a few tries, the kernel picks. A port is handed out once per
+// test process: a cluster test picks a dozen ports before any process binds them, and two
+// random picks in that range met now and then (a node's AMQP and cluster ports were the same).
 func freePort() (int, error) {
 	for range 20 {
 		port := 20000 + rand.IntN(32768-20000)
+		if !pickedPorts.add(port) {
+			continue
+		}
 		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 		if err == nil {
 			_ = ln.Close()
@@ -179,6 +184,25 @@ func freePort() (int, error) {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// pickedPorts are the ports freePort has handed out in this process.
+var pickedPorts = portSet{m: map[int]bool{}}
+
+type portSet struct {
+	mu sync.Mutex
+	m  map[int]bool
+}
+
+// add reports whether port is new to the set, adding it.
+func (p *portSet) add(port int) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.m[port] {
+		return false
+	}
+	p.m[port] = true
+	return true
 }
 
 func (s *Server) commandArgs() []string {
