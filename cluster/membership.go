@@ -570,8 +570,15 @@ func (h *Host) groupIDs() []uint64 {
 // learner first, promoted to voter once its log is within promoteLag entries of the leader's.
 // This node must be able to lead every group (it takes the leadership of any it does not
 // lead). The first group (group 0) records the new member everywhere. Groups created while
-// Join runs are found by a last pass. Join is idempotent: running it again finishes what an
-// interrupted run left.
+// Join runs are found by a last pass.
+//
+// A Join that fails (the node never comes up or never catches up, ctx ends, this node cannot
+// lead a group) is rolled back: the node is removed from every group it was added to and from
+// the record, so no learner or voter is left behind for a node that is not there (a ghost
+// voter counts in every quorum, and new groups would start with it); the error says so. A
+// node that was already a voter of every group is left as it is. A run cut short by this
+// node's own crash leaves what it had done: Join again finishes it (or rolls it all back),
+// Leave undoes it.
 func (h *Host) Join(ctx context.Context, id uint64, addr string) error {
 	if id == 0 || addr == "" {
 		return fmt.Errorf("%w: join needs a node id (not 0) and its cluster address", ErrMembership)
@@ -581,6 +588,49 @@ func (h *Host) Join(ctx context.Context, id uint64, addr string) error {
 	}
 	h.changeMu.Lock()
 	defer h.changeMu.Unlock()
+	member := h.fullMember(ctx, id)
+	err := h.join(ctx, id, addr)
+	if err == nil || member {
+		// A node that was a voter everywhere before keeps its place: this run added nothing.
+		return err
+	}
+	// Roll back: a node half added (its learner or voter slots, its record) must not stay in
+	// the cluster. Its caller's context has likely ended (a node that never came up is the
+	// usual failure), so the rollback has its own time.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.rollbackTimeout())
+	defer cancel()
+	if rerr := h.removeEverywhere(rctx, id); rerr != nil {
+		h.log.Error("failed join not rolled back", zap.Uint64("node", id), zap.Error(rerr))
+		return fmt.Errorf("%w; rolling it back failed too (%v): node %d may still be in some groups, run leave %d", err, rerr, id, id)
+	}
+	h.log.Warn("join failed; rolled back", zap.Uint64("node", id), zap.Error(err))
+	return fmt.Errorf("%w (rolled back: node %d is in no group and no member)", err, id)
+}
+
+// rollbackTimeout bounds the rollback of a failed Join: enough for a few elections.
+func (h *Host) rollbackTimeout() time.Duration {
+	return max(10*h.electionTimeout(), 10*time.Second)
+}
+
+// fullMember reports whether node id is a recorded member and a voter of every running group.
+func (h *Host) fullMember(ctx context.Context, id uint64) bool {
+	if !h.isMemberID(id) {
+		return false
+	}
+	for _, gid := range h.groupIDs() {
+		gc, err := h.confOf(ctx, gid, id)
+		if errors.Is(err, ErrUnknownGroup) {
+			continue
+		}
+		if err != nil || !slices.Contains(gc.voters, id) {
+			return false
+		}
+	}
+	return true
+}
+
+// join is Join without its rollback; changeMu held.
+func (h *Host) join(ctx context.Context, id uint64, addr string) error {
 	has := func(gc groupConf) bool {
 		return slices.Contains(gc.voters, id) || slices.Contains(gc.learners, id)
 	}
@@ -676,8 +726,21 @@ func (h *Host) Leave(ctx context.Context, id uint64) error {
 	if !known && !h.isMemberID(id) {
 		return fmt.Errorf("%w: node %d", ErrNotMember, id)
 	}
+	if err := h.removeEverywhere(ctx, id); err != nil {
+		return fmt.Errorf("leave node %d: %w", id, err)
+	}
+	h.log.Info("node left every group", zap.Uint64("node", id))
+	return nil
+}
+
+// removeEverywhere removes node id from every group (the first, which forgets the member in
+// the record, last) and from the transport; changeMu held.
+func (h *Host) removeEverywhere(ctx context.Context, id uint64) error {
+	absent := func(gc groupConf) bool {
+		return !slices.Contains(gc.voters, id) && !slices.Contains(gc.learners, id)
+	}
 	for pass := 0; pass < 3; pass++ {
-		ids = h.groupIDs()
+		ids := h.groupIDs()
 		for i := len(ids) - 1; i >= 0; i-- {
 			gid := ids[i]
 			c := confContext{}
@@ -689,7 +752,7 @@ func (h *Host) Leave(ctx context.Context, id uint64) error {
 				if errors.Is(err, ErrUnknownGroup) {
 					continue
 				}
-				return fmt.Errorf("leave node %d: remove it from group %d: %w", id, gid, err)
+				return fmt.Errorf("remove node %d from group %d: %w", id, gid, err)
 			}
 		}
 		if slices.Equal(ids, h.groupIDs()) {
@@ -699,7 +762,6 @@ func (h *Host) Leave(ctx context.Context, id uint64) error {
 	if pd, ok := h.cfg.Transport.(PeerDirectory); ok {
 		pd.RemovePeer(id) // also when the record had already forgotten it
 	}
-	h.log.Info("node left every group", zap.Uint64("node", id))
 	return nil
 }
 

@@ -424,3 +424,79 @@ func TestTransportLearnsMembersFromHello(t *testing.T) {
 		return false
 	})
 }
+
+// A Join that fails (the new node never comes up, so it never catches up and Join runs out of
+// time) is rolled back: no group keeps the node as a learner or voter, no host records it, a
+// group created afterwards does not have it; a second Join, with the node up, succeeds.
+func TestFailedJoinRollsBack(t *testing.T) {
+	ctx := testContext(t)
+	nodes := map[uint64]*memberNode{}
+	peers := map[uint64]string{}
+	for id := uint64(1); id <= 3; id++ {
+		nodes[id] = newMemberNode(t, id)
+		peers[id] = nodes[id].addr
+	}
+	for _, m := range nodes {
+		m.start(t, ctx, peers, false, 7, 8)
+	}
+	t.Cleanup(func() {
+		for _, m := range nodes {
+			if m.n != nil {
+				m.n.stop()
+			}
+		}
+	})
+	var lead uint64
+	waitFor(t, ctx, "a leader of group 7", func() bool {
+		lead = nodes[1].groups[7].Leader()
+		return lead != 0 && nodes[lead].groups[7].IsLeader()
+	})
+	host := nodes[lead].n.host
+
+	// Node 4's address: reserved, then closed, so nothing answers there.
+	n4 := newMemberNode(t, 4)
+	_ = n4.ln.Close()
+	n4.ln = nil
+	jctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	err := host.Join(jctx, 4, n4.addr)
+	cancel()
+	if err == nil {
+		t.Fatal("joining a node that is not there succeeded")
+	}
+	t.Logf("join of an absent node: %v", err)
+	confs := func(want []uint64, gids ...uint64) {
+		t.Helper()
+		for _, gid := range gids {
+			for id := range nodes {
+				waitFor(t, ctx, fmt.Sprintf("group %d on node %d to have voters %v and no learner", gid, id, want), func() bool {
+					v, l := nodes[id].conf(t, ctx, gid)
+					return slices.Equal(v, want) && len(l) == 0
+				})
+			}
+		}
+	}
+	confs([]uint64{1, 2, 3}, 7, 8)
+	for id := range nodes {
+		waitFor(t, ctx, fmt.Sprintf("node %d to forget node 4", id), func() bool {
+			return slices.Equal(memberIDs(nodes[id].n.host.Members()), []uint64{1, 2, 3})
+		})
+	}
+	for _, m := range nodes {
+		m.sms[9] = newKV()
+		m.groups[9] = addGroup(t, ctx, m.n.host, 9, m.sms[9])
+	}
+	confs([]uint64{1, 2, 3}, 9)
+
+	// The retry, with the node up: it converges to a member in full.
+	n4.start(t, ctx, map[uint64]string{lead: peers[lead]}, true, 7, 8, 9)
+	nodes[4] = n4
+	if err := host.Join(ctx, 4, n4.addr); err != nil {
+		t.Fatal(err)
+	}
+	confs([]uint64{1, 2, 3, 4}, 7, 8, 9)
+	for id := range nodes {
+		if got := memberIDs(nodes[id].n.host.Members()); !slices.Equal(got, []uint64{1, 2, 3, 4}) {
+			t.Fatalf("node %d records members %v", id, got)
+		}
+	}
+}
