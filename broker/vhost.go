@@ -104,6 +104,18 @@ func (v *VHost) DeclareQueue(d meta.QueueDef, passive bool) (QueueStatus, error)
 	}
 	q, ok := v.queue(def.Name)
 	if created || !ok {
+		if host := v.b.cfg.Host; def.Durable && host != nil {
+			// The queue's group starts with the cluster's members as they are now, and the
+			// metadata entry below tells the other nodes to create their copies with the
+			// members as they are where the entry lands in group 0's log: no membership change
+			// may come in between (cluster/membership.go).
+			unlock, err := host.LockMembership(context.Background())
+			if err != nil {
+				_, _ = v.b.meta.DeleteQueue(v.name, def.Name, def.Owner)
+				return QueueStatus{}, meta.Errorf(meta.InternalError, "cannot start queue '%s': %v", def.Name, err)
+			}
+			defer unlock()
+		}
 		q, err = v.startQueue(context.Background(), def)
 		if err != nil {
 			// meta validated the arguments already; a failure here is a mismatch between the two.

@@ -65,10 +65,12 @@ type Host struct {
 
 	// Membership (membership.go). memberMu guards members alone (taken with no other lock);
 	// changeMu runs one Join or Leave at a time.
-	memberMu    sync.Mutex
-	members     map[uint64]string
-	memberAt    storedMembers // what set members, as stored
-	changeMu    sync.Mutex
+	memberMu sync.Mutex
+	members  map[uint64]string
+	memberAt storedMembers // what set members, as stored
+	changeMu sync.Mutex
+	// recordLock (one slot) is LockMembership's lock: group creation against record changes.
+	recordLock  chan struct{}
 	removedOnce atomic.Bool
 }
 
@@ -133,6 +135,8 @@ func NewHost(cfg Config, eng *storage.Engine, log *zap.Logger) (*Host, error) {
 		running:  make(map[uint64]*Group),
 		ticking:  make(map[*Group]struct{}),
 		liveness: make(map[uint64]*peerLiveness),
+
+		recordLock: make(chan struct{}, 1),
 	}
 	h.nextSeq.Store(uint64(time.Now().UnixNano()))
 	if bt, ok := cfg.Transport.(HeartbeatTransport); ok && !cfg.noCoalesce {
@@ -227,12 +231,13 @@ func (h *Host) AddGroup(ctx context.Context, id uint64, sm StateMachine) (*Group
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("add group %d: %w", id, err)
 	}
-	return h.addGroup(ctx, id, sm, false, true)
+	return h.addGroup(ctx, id, sm, false, h.bootstrapVoters)
 }
 
 // addGroup adds a group, parked (a replica, see replica.go) or not. A parked group already
-// running is adopted instead.
-func (h *Host) addGroup(ctx context.Context, id uint64, sm StateMachine, parked, bootstrap bool) (*Group, error) {
+// running is adopted instead. A new group is bootstrapped with the voters voters returns (when
+// voters is not nil and returns some: see prepare).
+func (h *Host) addGroup(ctx context.Context, id uint64, sm StateMachine, parked bool, voters func() []uint64) (*Group, error) {
 	g := &Group{
 		id:        id,
 		host:      h,
@@ -263,7 +268,7 @@ func (h *Host) addGroup(ctx context.Context, id uint64, sm StateMachine, parked,
 		}
 		h.mu.Unlock()
 	}
-	if err := h.prepare(g, bootstrap); err != nil {
+	if err := h.prepare(g, voters); err != nil {
 		unreserve()
 		return nil, fmt.Errorf("add group %d: %w", id, err)
 	}
@@ -295,7 +300,7 @@ func (h *Host) addGroup(ctx context.Context, id uint64, sm StateMachine, parked,
 // prepare opens the group's log, restores its snapshot into the state
 // machine and builds its RawNode, on the caller's goroutine: nothing of it is
 // shared with the loop yet.
-func (h *Host) prepare(g *Group, bootstrap bool) error {
+func (h *Host) prepare(g *Group, bootVoters func() []uint64) error {
 	rl, err := h.eng.RaftLog(g.id)
 	if err != nil {
 		return fmt.Errorf("open raft log: %w", err)
@@ -344,8 +349,11 @@ func (h *Host) prepare(g *Group, bootstrap bool) error {
 	}
 	// A new group: this node writes its first configuration, the members it records
 	// (membership.go), unless it is not a member yet (it joins: the leader sends it).
-	voters := h.bootstrapVoters()
-	boot := bootstrap && raft.IsEmptyHardState(hs) && last == 0 && raft.IsEmptySnap(snap) && voters != nil
+	var voters []uint64
+	if bootVoters != nil {
+		voters = bootVoters()
+	}
+	boot := len(voters) > 0 && raft.IsEmptyHardState(hs) && last == 0 && raft.IsEmptySnap(snap)
 	if boot {
 		peers := make([]raft.Peer, len(voters))
 		for i, v := range voters {

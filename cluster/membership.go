@@ -22,11 +22,17 @@ package cluster
 // copies must be identical, or their logs differ at the same index and term. A standby creates
 // its replica of a new queue's group when it applies the metadata entry naming the queue, after
 // every conf change of group 0 before it, so its record is the one in force at that entry. The
-// one gap: the serving node creates the group just before it proposes that metadata entry, so a
-// queue declared in the instant a Join or Leave commits its change to group 0 can be
-// bootstrapped with two different voter sets. Join and Leave re-check every group at the end
-// and fix membership; the bootstrap itself cannot be fixed afterwards. Avoid declaring queues
-// while a membership change runs (README says so).
+// standby takes it then (BootstrapVoters, on the loop, in the entry's Apply) and bootstraps with
+// it later (AddReplicaWith), whatever the record has become meanwhile. The serving node creates
+// the group just before it proposes that metadata entry, with the record as it is then; so that
+// this is also the record in force where the entry lands, group creation and record changes
+// exclude each other on the serving node (where both Join/Leave and the broker run): the broker
+// holds LockMembership from AddGroup until its metadata entry has applied, and a conf change
+// that sets the record (proposeConf) takes the same lock until it has applied here. Either the
+// record change is in group 0's log (and applied, so read by AddGroup) before the group is
+// created, or the metadata entry is in the log before the record change: every copy of the
+// group starts with the same voters. Join and Leave then bring every group, old or new, to the
+// new membership (their passes over the groups).
 //
 // A node not in its own record (one started to join, listing some members as peers) bootstraps
 // nothing: every group's configuration reaches it from the group's leader, by log or snapshot.
@@ -48,6 +54,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"sync"
 	"time"
 
 	"go.etcd.io/raft/v3/raftpb"
@@ -412,8 +419,37 @@ func (h *Host) confOf(ctx context.Context, id, node uint64) (groupConf, error) {
 	return gc, err
 }
 
-// proposeConf proposes one conf change to group id and waits until it is applied here.
+// LockMembership keeps conf changes that set the membership record from being proposed until
+// unlock is called (see the file comment): the caller creates a group (AddGroup, which
+// bootstraps it with the record's members) and then names it in the membership group's log,
+// where the other nodes create their copies with the record in force at that entry, and holds
+// the lock across both. It waits, until ctx ends, for a record change under way to apply.
+func (h *Host) LockMembership(ctx context.Context) (unlock func(), err error) {
+	select {
+	case h.recordLock <- struct{}{}:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("waiting for a membership change to apply: %w", ctx.Err())
+	}
+	var once sync.Once
+	return func() { once.Do(func() { <-h.recordLock }) }, nil
+}
+
+// BootstrapVoters is the voter set a group created on this node now would start with: the
+// members of the record (nil when this node is not one of them yet). A standby takes it when it
+// applies the metadata entry that creates a group, and creates its copy with AddReplicaWith.
+func (h *Host) BootstrapVoters() []uint64 { return h.bootstrapVoters() }
+
+// proposeConf proposes one conf change to group id and waits until it is applied here. A
+// change that sets the record holds LockMembership's lock until then (and, if ctx ends first,
+// a little longer, for the outcome: the change may still apply).
 func (h *Host) proposeConf(ctx context.Context, id uint64, t raftpb.ConfChangeType, node uint64, c confContext) error {
+	if c.set {
+		unlock, err := h.LockMembership(ctx)
+		if err != nil {
+			return err
+		}
+		defer unlock()
+	}
 	f := newFuture()
 	err := h.do(ctx, func() error {
 		g := h.running[id]
@@ -440,6 +476,11 @@ func (h *Host) proposeConf(ctx context.Context, id uint64, t raftpb.ConfChangeTy
 		return err
 	}
 	_, err = f.Wait(ctx)
+	if err != nil && c.set && ctx.Err() != nil {
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*h.electionTimeout())
+		_, _ = f.Wait(wctx)
+		cancel()
+	}
 	return err
 }
 

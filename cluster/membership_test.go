@@ -1,12 +1,16 @@
 package cluster
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"maps"
 	"net"
 	"slices"
+	"strconv"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -25,6 +29,8 @@ type memberNode struct {
 	removed atomic.Bool
 	sms     map[uint64]*kv
 	groups  map[uint64]*Group
+	// snapEvery is the hosts' SnapshotEntries (default 30).
+	snapEvery uint64
 }
 
 func newMemberNode(t *testing.T, id uint64) *memberNode {
@@ -60,7 +66,7 @@ func (m *memberNode) start(t *testing.T, ctx context.Context, peers map[uint64]s
 	n.tr = tr
 	h, err := NewHost(Config{
 		NodeID: m.id, Peers: peers, Join: join, Transport: tr,
-		TickInterval: 10 * time.Millisecond, SnapshotEntries: 30,
+		TickInterval: 10 * time.Millisecond, SnapshotEntries: cmp.Or(m.snapEvery, 30),
 		OnRemoved: func() { m.removed.Store(true) },
 	}, n.eng, testLogger(t))
 	if err != nil {
@@ -497,6 +503,183 @@ func TestFailedJoinRollsBack(t *testing.T) {
 	for id := range nodes {
 		if got := memberIDs(nodes[id].n.host.Members()); !slices.Equal(got, []uint64{1, 2, 3, 4}) {
 			t.Fatalf("node %d records members %v", id, got)
+		}
+	}
+}
+
+// hookKV is a kv whose Apply also tells onApply (on the host's loop) what it applied.
+type hookKV struct {
+	*kv
+	onApply func(data []byte)
+}
+
+func (s hookKV) Apply(index uint64, data []byte) any {
+	r := s.kv.Apply(index, data)
+	s.onApply(data)
+	return r
+}
+
+// Groups created while a node joins start with the same voters on every node. Group 7 plays
+// the metadata group: a "creator" on the node that leads it creates group after group as the
+// broker declares queues (LockMembership, AddGroup, then an entry "create=<id>" in group 7,
+// unlock), and every other node, applying that entry, takes BootstrapVoters then and creates
+// its copy with AddReplicaWith later, as cmd/parley's standbys do. Meanwhile node 4 joins, which
+// changes the membership record in group 7's log. Every copy of every group must start with
+// the voters its creator gave it, and end with node 4 among them.
+func TestGroupCreationDuringJoin(t *testing.T) {
+	ctx := testContext(t)
+	nodes := map[uint64]*memberNode{}
+	peers := map[uint64]string{}
+	for id := uint64(1); id <= 4; id++ {
+		nodes[id] = newMemberNode(t, id)
+		nodes[id].snapEvery = 1 << 20 // node 4 replays group 7's entries, as it would a log
+		if id <= 3 {
+			peers[id] = nodes[id].addr
+		}
+	}
+	type created struct {
+		gid    uint64
+		voters []uint64
+	}
+	var mu sync.Mutex
+	startVoters := map[uint64]map[uint64][]uint64{} // group -> node -> voters it started with
+	setStart := func(gid, node uint64, voters []uint64) {
+		mu.Lock()
+		defer mu.Unlock()
+		if startVoters[gid] == nil {
+			startVoters[gid] = map[uint64][]uint64{}
+		}
+		startVoters[gid][node] = voters
+	}
+	var creator atomic.Uint64
+	start := func(m *memberNode, ps map[uint64]string, join bool) {
+		todo := make(chan created, 1000)
+		m.start(t, ctx, ps, join)
+		h := m.n.host
+		m.sms[7] = newKV()
+		sm := hookKV{kv: m.sms[7], onApply: func(data []byte) {
+			if gid, ok := strings.CutPrefix(string(data), "create="); ok && creator.Load() != m.id {
+				n, _ := strconv.ParseUint(gid, 10, 64)
+				todo <- created{gid: n, voters: h.BootstrapVoters()}
+			}
+		}}
+		m.groups[7] = addGroup(t, ctx, h, 7, sm)
+		go func() {
+			for c := range todo {
+				if _, err := h.AddReplicaWith(ctx, c.gid, newKV(), c.voters); err != nil {
+					t.Errorf("node %d: replica of group %d: %v", m.id, c.gid, err)
+					continue
+				}
+				setStart(c.gid, m.id, c.voters)
+			}
+		}()
+		t.Cleanup(func() { close(todo) })
+	}
+	for id := uint64(1); id <= 3; id++ {
+		start(nodes[id], peers, false)
+	}
+	t.Cleanup(func() {
+		for _, m := range nodes {
+			if m.n != nil {
+				m.n.stop()
+			}
+		}
+	})
+	var lead uint64
+	waitFor(t, ctx, "a leader of group 7", func() bool {
+		lead = nodes[1].groups[7].Leader()
+		return lead != 0 && nodes[lead].groups[7].Serving()
+	})
+	creator.Store(lead)
+	host := nodes[lead].n.host
+	start(nodes[4], map[uint64]string{lead: peers[lead]}, true)
+
+	var gids []uint64
+	stop := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		for gid := uint64(100); gid < 140; gid++ {
+			select {
+			case <-stop:
+				done <- nil
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			unlock, err := host.LockMembership(ctx)
+			if err != nil {
+				done <- err
+				return
+			}
+			voters := host.BootstrapVoters()
+			if _, err := host.AddGroup(ctx, gid, newKV()); err != nil {
+				unlock()
+				done <- err
+				return
+			}
+			setStart(gid, lead, voters)
+			f, err := nodes[lead].groups[7].Propose(ctx, fmt.Appendf(nil, "create=%d", gid))
+			if err == nil {
+				_, err = f.Wait(ctx)
+			}
+			unlock()
+			if err != nil {
+				done <- fmt.Errorf("group %d: %w", gid, err)
+				return
+			}
+			mu.Lock()
+			gids = append(gids, gid)
+			mu.Unlock()
+		}
+		done <- nil
+	}()
+	time.Sleep(30 * time.Millisecond) // a few groups before the join
+	jerr := host.Join(ctx, 4, nodes[4].addr)
+	close(stop)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if jerr != nil {
+		t.Fatal(jerr)
+	}
+	// Groups created after Join's last pass are not its business: a later Join would take
+	// them; the ones it saw have node 4.
+	if err := host.Join(ctx, 4, nodes[4].addr); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	all := slices.Clone(gids)
+	mu.Unlock()
+	if len(all) < 5 {
+		t.Fatalf("only %d groups created during the join: the test did not race them", len(all))
+	}
+	t.Logf("%d groups created while node 4 joined", len(all))
+	waitFor(t, ctx, "every copy of every group created", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, gid := range all {
+			// Node 4 creates a copy only once it applies the entry; the others always.
+			if len(startVoters[gid]) < 3 {
+				return false
+			}
+		}
+		return true
+	})
+	mu.Lock()
+	for _, gid := range all {
+		want := startVoters[gid][lead]
+		for node, v := range startVoters[gid] {
+			if v != nil && !slices.Equal(v, want) {
+				t.Errorf("group %d: node %d started it with voters %v, its creator (node %d) with %v", gid, node, v, lead, want)
+			}
+		}
+	}
+	mu.Unlock()
+	for _, gid := range all {
+		for id := range nodes {
+			waitFor(t, ctx, fmt.Sprintf("group %d on node %d to have voters 1-4", gid, id), func() bool {
+				v, l := nodes[id].conf(t, ctx, gid)
+				return slices.Equal(v, []uint64{1, 2, 3, 4}) && len(l) == 0
+			})
 		}
 	}
 }

@@ -44,7 +44,18 @@ import (
 // that sees the committed entries until AddGroup adopts the group. The group is recovered or
 // bootstrapped as AddGroup does.
 func (h *Host) AddReplica(ctx context.Context, id uint64, sm StateMachine) (*Group, error) {
-	return h.addGroup(ctx, id, sm, true, true)
+	return h.addGroup(ctx, id, sm, true, h.bootstrapVoters)
+}
+
+// AddReplicaWith is AddReplica for a group whose first configuration must be voters (when the
+// group is new here; nil: none, as AddFollower), not the record as it is now: the record as it
+// was at the membership group's entry that created the group, taken with BootstrapVoters when
+// that entry applied. The node that created the group bootstrapped it with the record in force
+// where that entry is in the log (LockMembership), so every copy starts alike even when a Join
+// or Leave has changed the record since.
+func (h *Host) AddReplicaWith(ctx context.Context, id uint64, sm StateMachine, voters []uint64) (*Group, error) {
+	voters = slices.Clone(voters)
+	return h.addGroup(ctx, id, sm, true, func() []uint64 { return voters })
 }
 
 // AddFollower is AddReplica for a group this node did not see created: it never writes the
@@ -53,7 +64,7 @@ func (h *Host) AddReplica(ctx context.Context, id uint64, sm StateMachine) (*Gro
 // created (membership.go); a node that learns of an older group (it joined later, or replays
 // its metadata after a restart) does not know them.
 func (h *Host) AddFollower(ctx context.Context, id uint64, sm StateMachine) (*Group, error) {
-	return h.addGroup(ctx, id, sm, true, false)
+	return h.addGroup(ctx, id, sm, true, nil)
 }
 
 // Park turns a running group back into a replica: its state machine is dropped (replaced by

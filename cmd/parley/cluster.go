@@ -33,8 +33,11 @@ package main
 // and forwarded to the serving node, adds it to group 0 and every durable queue group as a
 // learner and promotes it when caught up; `parleyctl cluster leave` removes a node from every
 // group, and the removed node stops. A standby writes the first configuration of a queue's
-// group only when it applies, live, the metadata entry that creates the queue; any other
-// replica waits for the group's leader to send it (see applyReplicaList).
+// group only when it applies, live, the metadata entry that creates the queue, and with the
+// membership as of that entry (not as it is when the replica is created, a Join or Leave may
+// have moved on); any other replica waits for the group's leader to send it (see
+// applyReplicaList). The serving node holds cluster.Host.LockMembership from creating the group
+// until that entry applies, so it starts the group with the same members.
 //
 // Deviation from DESIGN.md §5: queue leaders are not spread over the nodes (the serving node
 // leads every group), and forwarding is per connection, not per publish/ack with deliveries
@@ -292,6 +295,9 @@ func (w *metaWatch) Apply(index uint64, data []byte) any {
 type queueList struct {
 	ids  []uint64
 	live bool
+	// voters is the membership as of the entry that gave the list: a queue it creates starts
+	// with these voters on this node, as on the node that created it (cluster/membership.go).
+	voters []uint64
 }
 
 // noteMeta is told the durable queue groups group 0's records name, each time an applied entry
@@ -306,7 +312,7 @@ func (cn *clusterNode) noteMeta(ids []uint64, err error) {
 	cn.repMu.Lock()
 	// Every list, in order, not just the latest: a queue deleted and declared again between two
 	// wake-ups must lose its old group (and its messages) before it gets a new one of the same id.
-	cn.repWant = append(cn.repWant, queueList{ids: ids, live: live})
+	cn.repWant = append(cn.repWant, queueList{ids: ids, live: live, voters: cn.host.BootstrapVoters()})
 	cn.repMu.Unlock()
 	select {
 	case cn.repWake <- struct{}{}:
@@ -382,7 +388,9 @@ func (cn *clusterNode) applyReplicaList(ctx context.Context, list queueList) {
 		if !cn.replicas[id] {
 			add := cn.host.AddFollower
 			if list.live && prev != nil && !prev[id] {
-				add = cn.host.AddReplica
+				add = func(ctx context.Context, id uint64, sm cluster.StateMachine) (*cluster.Group, error) {
+					return cn.host.AddReplicaWith(ctx, id, sm, list.voters)
+				}
 			}
 			if _, err := add(ctx, id, broker.QueueStandIn()); err != nil && !errors.Is(err, cluster.ErrGroupExists) {
 				cn.log.Warn("queue replica not started", zap.Uint64("group", id), zap.Error(err))
