@@ -141,15 +141,15 @@ func newQueue(v *VHost, def meta.QueueDef, cfg queue.Config, g *cluster.Group, l
 	// Publish may deliver by itself (TTL 0, length limits): it must see the same gate as Drain.
 	q.sm.SetGate(q.allow)
 	q.expires, _ = message.Int(def.Args["x-expires"])
+	q.inbox = newInbox(v.b.cfg.QueueInbox, func() { go q.run() })
 	if l != nil {
-		// AddGroup has replayed the log; the host's loop does not touch live until the queue
-		// proposes, which it has not yet.
-		l.recover(q.sm)
+		// AddGroup has replayed the log; entries that commit from now on and that the queue
+		// did not propose come through takeLate (queuelog.go).
+		l.recover(q.sm, q.Kick)
 		q.sm.SetBodyWindow(v.b.cfg.QueueBodyWindow)
 		q.ready.Store(int64(q.sm.Len()))
 	}
 	q.touch()
-	q.inbox = newInbox(v.b.cfg.QueueInbox, func() { go q.run() })
 	go q.run()
 	if l != nil || q.expires > 0 {
 		// The goroutine sets its timer (x-expires, message TTLs) only after a first batch: a
@@ -349,8 +349,10 @@ func (q *Queue) run() {
 			continue
 		}
 		busy = true
-		// Everything waiting is one batch.
+		// Everything waiting is one batch; what the log committed for the queue without the
+		// queue's own proposals comes first.
 		batch := q.inbox.take()
+		q.takeLate()
 		for i, c := range batch {
 			if q.apply(c) {
 				q.abandon(batch[i+1:])
@@ -602,7 +604,7 @@ func (q *Queue) proposeBatch(now int64) {
 		for i, p := range ps {
 			ms[i] = p.m
 		}
-		entry, err := q.log.enqueueBatchEntry(now, ms)
+		entry, token, err := q.log.enqueueBatchEntry(now, ms)
 		if err != nil {
 			// One message the log cannot take: alone, each of the others still can.
 			for _, p := range ps {
@@ -618,6 +620,8 @@ func (q *Queue) proposeBatch(now int64) {
 				} else {
 					first, _ = res.(uint64)
 				}
+			} else {
+				q.log.forget(token) // if it commits after all, it comes through takeLate
 			}
 			for i, p := range ps {
 				p.ref, p.err = first+uint64(i), err
@@ -626,6 +630,7 @@ func (q *Queue) proposeBatch(now int64) {
 			q.Kick()
 		})
 		if err != nil {
+			q.log.forget(token)
 			for _, p := range ps {
 				p.err = err
 				p.done.Store(true)
@@ -639,7 +644,7 @@ func (q *Queue) proposeBatch(now int64) {
 
 // proposeOne proposes one persistent message in an entryEnqueue entry.
 func (q *Queue) proposeOne(now int64, p *pendingPublish) {
-	entry, err := q.log.enqueueEntry(now, p.m)
+	entry, token, err := q.log.enqueueEntry(now, p.m)
 	if err == nil {
 		err = q.group.ProposeAsyncInPlace(entry, func(res any, err error) {
 			if err == nil {
@@ -648,15 +653,41 @@ func (q *Queue) proposeOne(now int64, p *pendingPublish) {
 				} else {
 					p.ref, _ = res.(uint64)
 				}
+			} else {
+				q.log.forget(token) // if it commits after all, it comes through takeLate
 			}
 			p.err = err
 			p.done.Store(true)
 			q.Kick()
 		})
+		if err != nil {
+			q.log.forget(token)
+		}
 	}
 	if err != nil {
 		p.err = err
 		p.done.Store(true)
+	}
+}
+
+// takeLate adds the messages of entries committed after the queue started that it did not
+// propose, and drops the ready ones a snapshot restored meanwhile no longer holds (see
+// queuelog.go). They are added as recovered ones are: marked redelivered, since the node that
+// proposed one may have delivered it.
+func (q *Queue) takeLate() {
+	if q.log == nil {
+		return
+	}
+	late, gone := q.log.takeLate()
+	for i := range late {
+		r := &late[i]
+		q.sm.RecoverStub(r.at, r.stub(), r.ref)
+	}
+	if len(gone) > 0 {
+		q.sm.Forget(gone)
+		for ref := range gone {
+			delete(q.bodies, ref)
+		}
 	}
 }
 

@@ -71,7 +71,7 @@ type pendingEntry struct {
 // cluster.EntryBuffer (recycled once raft has copied it, and with room for the proposal
 // header of cluster.Group.ProposeAsyncInPlace) sized for the message, so the body is copied
 // once, here, on its way to the log (raft's own copy of each proposed entry aside).
-func (l *queueLog) enqueueEntry(at int64, m *message.Message) ([]byte, error) {
+func (l *queueLog) enqueueEntry(at int64, m *message.Message) ([]byte, uint64, error) {
 	token := l.remember(pendingEntry{one: m})
 	buf := cluster.EntryBuffer(17 + entrySizeOf(m))
 	buf = append(buf, entryEnqueue)
@@ -80,16 +80,16 @@ func (l *queueLog) enqueueEntry(at int64, m *message.Message) ([]byte, error) {
 	buf, err := message.AppendBinary(buf, m)
 	if err != nil {
 		l.forget(token)
-		return nil, err
+		return nil, 0, err
 	}
-	return buf, nil
+	return buf, token, nil
 }
 
 // enqueueBatchEntry is enqueueEntry for several messages (at most maxBatchMessages), in one
 // entry: their slots are their places in ms. The log owns ms from then on.
-func (l *queueLog) enqueueBatchEntry(at int64, ms []*message.Message) ([]byte, error) {
+func (l *queueLog) enqueueBatchEntry(at int64, ms []*message.Message) ([]byte, uint64, error) {
 	if len(ms) > maxBatchMessages {
-		return nil, fmt.Errorf("enqueue batch of %d messages: more than %d", len(ms), maxBatchMessages)
+		return nil, 0, fmt.Errorf("enqueue batch of %d messages: more than %d", len(ms), maxBatchMessages)
 	}
 	size := 17 + binary.MaxVarintLen64
 	for _, m := range ms {
@@ -105,10 +105,10 @@ func (l *queueLog) enqueueBatchEntry(at int64, ms []*message.Message) ([]byte, e
 		var err error
 		if buf, err = message.AppendBinary(buf, m); err != nil {
 			l.forget(token)
-			return nil, err
+			return nil, 0, err
 		}
 	}
-	return buf, nil
+	return buf, token, nil
 }
 
 func (l *queueLog) remember(e pendingEntry) uint64 {
@@ -119,21 +119,13 @@ func (l *queueLog) remember(e pendingEntry) uint64 {
 	return l.nextToken
 }
 
+// forget drops what this node proposed under token: the proposal failed (or was never made),
+// so if its entry commits after all, Apply hands its messages to the running queue instead of
+// leaving them to a callback that has already reported the failure.
 func (l *queueLog) forget(token uint64) {
 	l.mu.Lock()
 	delete(l.pending, token)
 	l.mu.Unlock()
-}
-
-// take returns and forgets what this node proposed under token, if it did.
-func (l *queueLog) take(token uint64) (pendingEntry, bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	e, ok := l.pending[token]
-	if ok {
-		delete(l.pending, token)
-	}
-	return e, ok
 }
 
 // entrySizeOf is about the bytes of m's encoding: its body, exchange and routing key, and

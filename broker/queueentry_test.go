@@ -17,8 +17,8 @@ import (
 )
 
 // entryData returns what the log stores of an entry built for ProposeAsyncInPlace.
-func entryData(t testing.TB) func(buf []byte, err error) []byte {
-	return func(buf []byte, err error) []byte {
+func entryData(t testing.TB) func(buf []byte, token uint64, err error) []byte {
+	return func(buf []byte, _ uint64, err error) []byte {
 		t.Helper()
 		if err != nil {
 			t.Fatal(err)
@@ -288,11 +288,11 @@ func TestBatchEntryPartiallyAckedAtHead(t *testing.T) {
 // record per message the decoder reads, with refs of that entry.
 func FuzzQueueLogEntry(f *testing.F) {
 	l := newQueueLog()
-	batch, err := l.enqueueBatchEntry(5, batchOf("a", "bb", "ccc"))
+	batch, _, err := l.enqueueBatchEntry(5, batchOf("a", "bb", "ccc"))
 	if err != nil {
 		f.Fatal(err)
 	}
-	one, err := l.enqueueEntry(6, persistent("x"))
+	one, _, err := l.enqueueEntry(6, persistent("x"))
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -401,7 +401,7 @@ func TestBatchBeforeShutdownIsLogged(t *testing.T) {
 // not mistaken for one of this instance's own pending proposals.
 func TestQueueLogTokensDoNotCollide(t *testing.T) {
 	mine, other := newQueueLog(), newQueueLog()
-	if _, err := mine.enqueueEntry(1, persistent("mine")); err != nil {
+	if _, _, err := mine.enqueueEntry(1, persistent("mine")); err != nil {
 		t.Fatal(err)
 	}
 	theirs := entryData(t)(other.enqueueBatchEntry(2, batchOf("a", "bb", "ccc")))

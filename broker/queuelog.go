@@ -54,8 +54,10 @@ var (
 
 // queueLog is a durable queue's state machine: the live messages by reference.
 type queueLog struct {
-	// mu guards pending (the queue goroutine adds, the host's loop takes) and inline (the
-	// host's loop changes it, the queue goroutine reads it).
+	// mu guards pending (the queue goroutine adds, the host's loop takes), inline (the
+	// host's loop changes it, the queue goroutine reads it), the hand-over to the running
+	// queue (started, late, lateGone, wake) and every change of live (the queue reads live
+	// once, in recover, while the loop may be applying entries).
 	mu        sync.Mutex
 	pending   map[uint64]pendingEntry
 	nextToken uint64 // starts at random: see newQueueLog
@@ -64,15 +66,25 @@ type queueLog struct {
 	// it, the adapter reads it through Queue.State.
 	state map[string][]byte
 
+	// The running queue's share (see "Entries committed after the queue started" below):
+	// started is set by recover; from then on the live messages the queue did not propose
+	// itself are handed to it through late, and the ones a restored snapshot says are gone
+	// through lateGone; wake tells it to take them.
+	started  bool
+	late     []liveRecord
+	lateGone map[uint64]bool
+	wake     func()
+
 	reader cluster.LogReader // set by AttachLog, before anything is applied
 
 	// Owned by the host's loop (Apply, Snapshot, Restore, KeepFrom), and read by the queue
-	// when it starts, before it proposes anything.
+	// when it starts (recover, under mu).
 	live     []liveRecord // sorted by ref; removed records stay as tombstones until compacted
 	removed  int          // tombstones in live
 	floor    uint64       // a ref: the log is compacted below its entry, live messages below it are inline
 	keepFrom uint64       // the log index the last snapshot needs the log to keep from
 	applied  uint64
+	decoded  []liveRecord // Apply's scratch: the records of the entry it decodes
 	// Enqueue entries applied and the messages they carried, for SnapshotInterval.
 	enqEntries, enqMessages uint64
 }
@@ -130,6 +142,30 @@ func recordOf(ref uint64, at int64, m *message.Message) liveRecord {
 	return r
 }
 
+// Entries committed after the queue started. The queue takes the live messages once, when it
+// starts (recover), and from then on adds the messages it proposes itself, as their entries
+// commit (takeLogged). Any other enqueue entry that commits later is this log's to hand over:
+// a proposal in flight when the node went down that a quorum had appended, which commits only
+// once the group has a leader again (AddGroup recovers what this node knew committed); an
+// entry a new leader committed while this node, serving again now, was down; an entry another
+// node proposed; and this queue's own proposal that failed (leader changed, forwarded and
+// lost: the publisher got a nack) but still commits. Apply tells them apart by the token: a
+// token still pending is a proposal whose callback will get Apply's result, so the queue adds
+// the message itself; any other is handed over (late), and the queue takes it at its next
+// batch, marked redelivered (it may have been delivered by the node that proposed it). A
+// proposal that fails forgets its token (forget, on the host's loop like Apply), so an entry
+// of it that commits afterwards is handed over rather than lost. Every message of a committed
+// entry reaches the queue once.
+//
+// A snapshot restored while the queue runs (a follower too far behind its leader) replaces
+// the entries between the last one applied and the snapshot: its records past the last
+// applied entry are handed over, and the ones the queue has that it no longer holds were
+// removed for good by entries this node never applied, so the queue drops them (lateGone)
+// while they are ready; their bodies may be gone from this node's log.
+//
+// Removal entries are not handed over: a message whose removal commits after the queue
+// started (an ack before a crash) is delivered again, which at-least-once allows.
+
 // Apply returns, for an enqueue entry, the reference of its first message (the others follow
 // slot by slot: packRef(index, slot)), or an error.
 func (l *queueLog) Apply(index uint64, data []byte) any {
@@ -147,30 +183,47 @@ func (l *queueLog) Apply(index uint64, data []byte) any {
 		}
 		token := binary.BigEndian.Uint64(data[1:9])
 		at := int64(binary.BigEndian.Uint64(data[9:17]))
-		n := len(l.live)
-		defer func() { l.enqEntries, l.enqMessages = l.enqEntries+1, l.enqMessages+uint64(len(l.live)-n) }()
-		if p, ok := l.take(token); ok {
+		l.mu.Lock()
+		p, ok := l.pending[token]
+		if ok {
+			delete(l.pending, token)
+			n := len(l.live)
 			if p.one != nil {
 				l.live = append(l.live, recordOf(packRef(index, 0), at, p.one))
 			}
 			for slot, m := range p.many {
 				l.live = append(l.live, recordOf(packRef(index, slot), at, m))
 			}
+			l.countEnqueued(len(l.live) - n)
+			l.mu.Unlock()
 			return packRef(index, 0)
 		}
-		// Replay after a restart, or an entry another node proposed. A corrupt batch adds
-		// none of its messages.
-		if err := decodeEnqueued(data, func(slot int, at int64, m *message.Message) bool {
-			l.live = append(l.live, recordOf(packRef(index, slot), at, m))
+		l.mu.Unlock()
+		// Replay after a restart, an entry another node proposed, or one committed after the
+		// queue started. A corrupt batch adds none of its messages.
+		recs := l.decoded[:0]
+		err := decodeEnqueued(data, func(slot int, at int64, m *message.Message) bool {
+			recs = append(recs, recordOf(packRef(index, slot), at, m))
 			return true
-		}); err != nil {
-			clear(l.live[n:])
-			l.live = l.live[:n]
+		})
+		l.decoded = recs[:0]
+		if err != nil {
+			l.countEnqueued(0)
 			return err
+		}
+		l.mu.Lock()
+		l.live = append(l.live, recs...)
+		l.countEnqueued(len(recs))
+		wake := l.handOverLocked(recs)
+		l.mu.Unlock()
+		if wake != nil {
+			wake()
 		}
 		return packRef(index, 0)
 	case entryRemove, entryRemoveLegacy:
 		rest := data[1:]
+		l.mu.Lock()
+		defer l.mu.Unlock()
 		for len(rest) > 0 {
 			r, n := binary.Uvarint(rest)
 			if n <= 0 {
@@ -183,9 +236,9 @@ func (l *queueLog) Apply(index uint64, data []byte) any {
 					continue // never live
 				}
 			}
-			l.remove(r)
+			l.removeLocked(r)
 		}
-		l.compactLive()
+		l.compactLiveLocked()
 		return nil
 	case entryState:
 		key, val, del, err := decodeStateEntry(data)
@@ -204,6 +257,31 @@ func (l *queueLog) Apply(index uint64, data []byte) any {
 	return errCorruptEntry
 }
 
+// countEnqueued counts an applied enqueue entry of n messages, for SnapshotInterval.
+func (l *queueLog) countEnqueued(n int) {
+	l.enqEntries, l.enqMessages = l.enqEntries+1, l.enqMessages+uint64(n)
+}
+
+// handOverLocked hands recs to the running queue, if it started, and returns the function
+// that wakes it (to call once mu is released). mu held.
+func (l *queueLog) handOverLocked(recs []liveRecord) func() {
+	if !l.started || len(recs) == 0 {
+		return nil
+	}
+	l.late = append(l.late, recs...)
+	return l.wake
+}
+
+// takeLate returns, and forgets, what was handed over to the running queue since it last
+// asked: messages to add, and references of messages to drop.
+func (l *queueLog) takeLate() (late []liveRecord, gone map[uint64]bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	late, gone = l.late, l.lateGone
+	l.late, l.lateGone = nil, nil
+	return late, gone
+}
+
 // stateCopy returns a copy of the state records.
 func (l *queueLog) stateCopy() map[string][]byte {
 	l.mu.Lock()
@@ -215,9 +293,9 @@ func (l *queueLog) stateCopy() map[string][]byte {
 	return out
 }
 
-// remove marks the record of ref gone; an unknown ref is ignored (removed twice after a
-// crash replayed a removal, or never live).
-func (l *queueLog) remove(ref uint64) {
+// removeLocked marks the record of ref gone; an unknown ref is ignored (removed twice after a
+// crash replayed a removal, or never live). mu held.
+func (l *queueLog) removeLocked(ref uint64) {
 	i, ok := slices.BinarySearchFunc(l.live, ref, func(r liveRecord, ref uint64) int {
 		return cmpUint(r.ref, ref)
 	})
@@ -227,14 +305,12 @@ func (l *queueLog) remove(ref uint64) {
 	l.live[i].gone = true
 	l.removed++
 	if ref < l.floor {
-		l.mu.Lock()
 		delete(l.inline, ref)
-		l.mu.Unlock()
 	}
 }
 
-// compactLive drops the tombstones once they are half the slice.
-func (l *queueLog) compactLive() {
+// compactLiveLocked drops the tombstones once they are half the slice. mu held.
+func (l *queueLog) compactLiveLocked() {
 	if l.removed < 64 || l.removed*2 < len(l.live) {
 		return
 	}
@@ -258,7 +334,9 @@ func cmpUint(a, b uint64) int {
 // Snapshot encodes the live records, with the bodies of those below the new floor (see
 // encodeSnapshot), and moves the floor.
 func (l *queueLog) Snapshot() ([]byte, error) {
-	l.compactLive()
+	l.mu.Lock()
+	l.compactLiveLocked()
+	l.mu.Unlock()
 	live := l.live
 	if l.removed > 0 {
 		live = slices.DeleteFunc(slices.Clone(l.live), func(r liveRecord) bool { return r.gone })
@@ -421,17 +499,63 @@ func (l *queueLog) readBody(ref uint64) (*message.Message, error) {
 // keeps such a directory from being opened at all.
 var errOldSnapshot = errors.New("queue log snapshot of an unknown format")
 
+// Restore replaces the state with a snapshot's. While the queue runs (a snapshot its group's
+// leader sent), the difference goes to the queue: see "Entries committed after the queue
+// started".
 func (l *queueLog) Restore(data []byte) error {
 	snap, err := decodeSnapshot(data)
 	if err != nil {
 		return err
 	}
 	l.mu.Lock()
+	var wake func()
+	if l.started {
+		wake = l.restoreRunningLocked(snap)
+	}
 	l.inline = snap.inline
 	l.state = snap.state
-	l.mu.Unlock()
 	l.live, l.removed, l.floor, l.keepFrom = snap.live, 0, snap.floor, refIndex(snap.floor)
+	l.mu.Unlock()
+	if wake != nil {
+		wake()
+	}
 	return nil
+}
+
+// restoreRunningLocked hands the running queue what snap changes: the records of entries past
+// the last one applied, which the queue has never seen, and the references of the messages it
+// has (live now, applied) that snap no longer holds. The last applied index becomes the
+// highest that snap shows: its floor (a snapshot sent to a follower has its floor just past
+// its index, see TransferSnapshot) or its last record; no record at or below it can come
+// again from a later snapshot without having been in this one. mu held.
+func (l *queueLog) restoreRunningLocked(snap queueLogSnapshot) func() {
+	var late []liveRecord
+	in := make(map[uint64]bool, len(snap.live))
+	top := l.applied
+	for _, r := range snap.live {
+		in[r.ref] = true
+		if refIndex(r.ref) > l.applied {
+			late = append(late, r)
+		}
+		top = max(top, refIndex(r.ref))
+	}
+	if f := refIndex(snap.floor); f > 0 {
+		top = max(top, f-1)
+	}
+	for _, r := range l.live {
+		if !r.gone && !in[r.ref] && refIndex(r.ref) <= l.applied {
+			if l.lateGone == nil {
+				l.lateGone = map[uint64]bool{}
+			}
+			l.lateGone[r.ref] = true
+		}
+	}
+	l.applied = top
+	wake := l.handOverLocked(late)
+	if len(l.lateGone) > 0 {
+		wake = l.wake
+	}
+	return wake
 }
 
 // queueLogSnapshot is a decoded snapshot.
@@ -547,10 +671,13 @@ func decodeSnapshot(data []byte) (queueLogSnapshot, error) {
 }
 
 // recover puts the live messages back into a queue's state machine, in log order: inline ones
-// with their bodies, the rest as stubs. Called before the queue proposes anything.
-func (l *queueLog) recover(sm *queue.Queue) {
+// with their bodies, the rest as stubs. Called before the queue proposes anything. From then
+// on the messages of entries the queue did not propose are handed to it (takeLate), and wake
+// is called when there are some to take.
+func (l *queueLog) recover(sm *queue.Queue, wake func()) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.started, l.wake = true, wake
 	for i := range l.live {
 		r := &l.live[i]
 		if r.gone {

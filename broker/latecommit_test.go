@@ -1,0 +1,384 @@
+package broker
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/parleymq/parley/broker/meta"
+	"github.com/parleymq/parley/broker/queue"
+	"github.com/parleymq/parley/cluster"
+	"github.com/parleymq/parley/storage"
+)
+
+// Entries of a durable queue's log that commit after its queue started (the queue's group was
+// recovered only up to what this node knew committed) must reach the running queue, once. The
+// tests run three hosts over real Pebble, connected by a cluster.LocalNetwork, the way
+// cmd/parley runs a cluster: one node serves (runs a broker), the others keep replicas of group
+// 0 and of the queue's group with the broker's stand-ins.
+
+// trioTimeout bounds every wait of these tests; nothing asserts a duration.
+const trioTimeout = 30 * time.Second
+
+type trioNode struct {
+	eng  *storage.Engine
+	host *cluster.Host
+	b    *Broker // nil on a standby
+	stop context.CancelFunc
+}
+
+type trio struct {
+	t        *testing.T
+	net      *cluster.LocalNetwork
+	dirs     map[uint64]string
+	nodes    map[uint64]*trioNode
+	snapshot uint64 // the hosts' SnapshotEntries
+}
+
+func newTrio(t *testing.T, snapshotEntries uint64) *trio {
+	tr := &trio{t: t, net: cluster.NewLocalNetwork(), dirs: map[uint64]string{}, nodes: map[uint64]*trioNode{},
+		snapshot: snapshotEntries}
+	for id := uint64(1); id <= 3; id++ {
+		tr.dirs[id] = t.TempDir()
+	}
+	t.Cleanup(func() {
+		for id := range tr.nodes {
+			tr.down(id)
+		}
+	})
+	return tr
+}
+
+// up starts node id's host (over its data directory, kept across down and up).
+func (tr *trio) up(id uint64) *trioNode {
+	tr.t.Helper()
+	eng, err := storage.Open(tr.dirs[id], storage.DefaultOptions(), zap.NewNop())
+	if err != nil {
+		tr.t.Fatal(err)
+	}
+	host, err := cluster.NewHost(cluster.Config{
+		NodeID: id, Peers: map[uint64]string{1: "n1", 2: "n2", 3: "n3"}, Transport: tr.net.Transport(id),
+		TickInterval: 5 * time.Millisecond, SnapshotEntries: tr.snapshot,
+	}, eng, zap.NewNop())
+	if err != nil {
+		tr.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := host.Start(ctx); err != nil {
+		tr.t.Fatal(err)
+	}
+	tr.net.Attach(host)
+	n := &trioNode{eng: eng, host: host, stop: cancel}
+	tr.nodes[id] = n
+	return n
+}
+
+// serve starts a broker on node id, as a node that takes over serving does.
+func (tr *trio) serve(id uint64) *VHost {
+	tr.t.Helper()
+	n := tr.nodes[id]
+	cfg := DefaultConfig()
+	cfg.Host = n.host
+	b, err := New(zap.NewNop(), cfg)
+	if err != nil {
+		tr.t.Fatalf("broker on node %d: %v", id, err)
+	}
+	n.b = b
+	v, _ := b.VHost("/")
+	return v
+}
+
+// standby keeps replicas of group 0 and of the given queue groups on node id.
+func (tr *trio) standby(id uint64, groups ...uint64) {
+	tr.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), trioTimeout)
+	defer cancel()
+	h := tr.nodes[id].host
+	if h.Group(MetaGroup) == nil {
+		if _, err := h.AddReplica(ctx, MetaGroup, MetaStandIn(func([]uint64, error) {})); err != nil {
+			tr.t.Fatalf("node %d: group 0 replica: %v", id, err)
+		}
+	}
+	for _, g := range groups {
+		if h.Group(g) == nil {
+			if _, err := h.AddReplica(ctx, g, QueueStandIn()); err != nil {
+				tr.t.Fatalf("node %d: replica of group %d: %v", id, g, err)
+			}
+		}
+	}
+}
+
+// down stops node id: its broker (if it serves), its host and its storage.
+func (tr *trio) down(id uint64) {
+	n := tr.nodes[id]
+	if n == nil {
+		return
+	}
+	if n.b != nil {
+		n.b.Close()
+	}
+	tr.net.Detach(id)
+	n.host.Stop()
+	n.stop()
+	_ = n.eng.Close()
+	delete(tr.nodes, id)
+}
+
+// publishConfirmed publishes persistent messages body(i) for i in [from, to) to queue q, one at
+// a time (each its own log entry), each confirmed before the next.
+func publishConfirmed(t *testing.T, v *VHost, q string, from, to int) {
+	t.Helper()
+	for i := from; i < to; i++ {
+		confirmed := make(chan bool, 1)
+		m := persistent(fmt.Sprint(i))
+		m.RoutingKey = q
+		if routed, err := v.Publish(m, func(ok bool) { confirmed <- ok }, nil); !routed || err != nil {
+			t.Fatalf("publish %d: routed=%v err=%v", i, routed, err)
+		}
+		select {
+		case ok := <-confirmed:
+			if !ok {
+				t.Fatalf("publish %d: nack", i)
+			}
+		case <-time.After(trioTimeout):
+			t.Fatalf("publish %d: no confirm within %v", i, trioTimeout)
+		}
+	}
+}
+
+// getAllOf takes messages (no-ack) from queue q until every body in want came, and fails when
+// one is missing at the deadline or one comes twice or one not wanted comes. Then it checks
+// that nothing more comes for a while.
+func getAllOf(t *testing.T, v *VHost, q string, want []string) {
+	t.Helper()
+	qq, err := v.Queue(q, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	missing := map[string]bool{}
+	for _, w := range want {
+		missing[w] = true
+	}
+	seen := map[string]bool{}
+	deadline := time.Now().Add(trioTimeout)
+	for len(missing) > 0 {
+		d, _, ok := qq.Get(true)
+		if !ok {
+			if time.Now().After(deadline) {
+				keys := make([]string, 0, len(missing))
+				for k := range missing {
+					keys = append(keys, k)
+				}
+				slices.Sort(keys)
+				t.Fatalf("queue %s: %d committed messages never reached the running queue: %v", q, len(keys), keys)
+			}
+			time.Sleep(5 * time.Millisecond)
+			continue
+		}
+		body := string(d.Msg.Body)
+		if seen[body] {
+			t.Fatalf("queue %s: message %q delivered twice", q, body)
+		}
+		if !missing[body] {
+			t.Fatalf("queue %s: unexpected message %q", q, body)
+		}
+		seen[body] = true
+		delete(missing, body)
+	}
+	// A duplicate would come right behind: the entries are applied by now.
+	for range 20 {
+		if d, _, ok := qq.Get(true); ok {
+			t.Fatalf("queue %s: message %q after all wanted ones (twice, or one removed for good)", q, d.Msg.Body)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// groupOfQueue is the raft group of durable queue q.
+func groupOfQueue(t *testing.T, v *VHost, q string) uint64 {
+	t.Helper()
+	qq, err := v.Queue(q, 0)
+	if err != nil || qq.group == nil {
+		t.Fatalf("durable queue %s: %v", q, err)
+	}
+	return qq.group.ID()
+}
+
+func bodies(from, to int) []string {
+	var out []string
+	for i := from; i < to; i++ {
+		out = append(out, fmt.Sprint(i))
+	}
+	return out
+}
+
+// TestEntriesCommittedAfterStartReachTheQueue: node 1 serves and is stopped; node 2 takes
+// over and its messages commit on nodes 2 and 3; node 2 stops; node 1 comes back and serves
+// again with a log that ends before node 2's entries, so its queue starts without them. Node
+// 3, which has them, leads the queue's group and sends them: node 1 applies them after its
+// queue started, and they must be delivered there, once. Node 1's own publishes, forwarded to
+// node 3, must not come twice either.
+func TestEntriesCommittedAfterStartReachTheQueue(t *testing.T) {
+	tr := newTrio(t, 0)
+	for id := uint64(1); id <= 3; id++ {
+		tr.up(id)
+	}
+	tr.standby(2)
+	tr.standby(3)
+	v := tr.serve(1)
+	if _, err := v.DeclareQueue(meta.QueueDef{Name: "late", Durable: true}, false); err != nil {
+		t.Fatal(err)
+	}
+	g := groupOfQueue(t, v, "late")
+	tr.standby(2, g)
+	tr.standby(3, g)
+	publishConfirmed(t, v, "late", 0, 10)
+	tr.down(1)
+
+	v = tr.serve(2)
+	publishConfirmed(t, v, "late", 10, 30)
+	tr.down(2)
+
+	tr.up(1)
+	v = tr.serve(1)
+	getAllOf(t, v, "late", bodies(0, 30))
+	publishConfirmed(t, v, "late", 30, 40)
+	getAllOf(t, v, "late", bodies(30, 40))
+}
+
+// TestSnapshotInstalledWhileRunningReachesTheQueue is the test above where node 1 is so far
+// behind that node 3 sends it a snapshot rather than entries: node 2 consumed node 1's
+// messages (they are gone for good) and published more, and node 3 compacted its log past
+// what node 1 has. The snapshot node 1 installs while its queue runs must bring node 2's
+// messages into it, and take out the ones consumed meanwhile (their bodies are no longer in
+// node 1's log: delivered, they would come out empty).
+func TestSnapshotInstalledWhileRunningReachesTheQueue(t *testing.T) {
+	tr := newTrio(t, 10)
+	for id := uint64(1); id <= 3; id++ {
+		tr.up(id)
+	}
+	tr.standby(2)
+	tr.standby(3)
+	v := tr.serve(1)
+	if _, err := v.DeclareQueue(meta.QueueDef{Name: "behind", Durable: true}, false); err != nil {
+		t.Fatal(err)
+	}
+	g := groupOfQueue(t, v, "behind")
+	tr.standby(2, g)
+	tr.standby(3, g)
+	publishConfirmed(t, v, "behind", 0, 10)
+	q, err := v.Queue("behind", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last1 := q.group.Applied() // node 1's log ends about here: it leads, and applied all it has
+	tr.down(1)
+
+	v = tr.serve(2)
+	q, err = v.Queue("behind", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []queue.DeliveryID
+	for i := range 10 {
+		d, _, ok := q.Get(false)
+		if !ok || string(d.Msg.Body) != fmt.Sprint(i) {
+			t.Fatalf("node 2: message %d: ok=%v %v", i, ok, d.Msg)
+		}
+		ids = append(ids, d.ID)
+	}
+	q.Settle(ids, queue.Ack)
+	publishConfirmed(t, v, "behind", 10, 60)
+	// Node 3 compacts past the end of node 1's log: node 1 then needs a snapshot.
+	first := func() uint64 {
+		l, err := tr.nodes[3].eng.RaftLog(g)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := l.FirstIndex()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	deadline := time.Now().Add(trioTimeout)
+	for first() <= last1+1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("node 3 did not compact its log of the queue (first index %d, node 1 has up to %d): the test would not install a snapshot", first(), last1)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	tr.down(2)
+	last3 := tr.nodes[3].host.Group(g).Applied()
+
+	tr.up(1)
+	v = tr.serve(1)
+	// Until node 1 has the snapshot, its queue rightly holds what it recovered (at least once);
+	// once installed, the consumed messages must be gone.
+	if q, err = v.Queue("behind", 0); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(trioTimeout); q.group.Applied() < last3; {
+		if time.Now().After(deadline) {
+			t.Fatalf("node 1 applied %d of node 3's %d entries", q.group.Applied(), last3)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	getAllOf(t, v, "behind", bodies(10, 60))
+	if m := tr.nodes[1].host.Metrics(); m.SnapshotsReceived == 0 {
+		t.Fatalf("node 1 caught up without a snapshot: the test did not test a snapshot installed while running")
+	}
+}
+
+// The queue log hands the running queue exactly the messages it will not add itself: before
+// the queue starts nothing (recover takes the live records), afterwards another instance's
+// entries and this instance's own entries whose proposal failed (forgotten), never an own
+// entry whose proposal will get Apply's result.
+func TestQueueLogHandsOverWhatTheQueueDidNotPropose(t *testing.T) {
+	l, other := newQueueLog(), newQueueLog()
+	theirs := func(body string) []byte { return entryData(t)(other.enqueueEntry(1, persistent(body))) }
+	if res := l.Apply(1, theirs("before")); res != packRef(1, 0) {
+		t.Fatalf("apply: %v", res)
+	}
+	woken := 0
+	sm := queue.New(queue.Config{Name: "q", MessageTTL: -1, MaxLength: -1, MaxLengthBytes: -1})
+	l.recover(sm, func() { woken++ })
+	if sm.Len() != 1 {
+		t.Fatalf("recovered %d messages, want 1", sm.Len())
+	}
+	if late, _ := l.takeLate(); len(late) != 0 {
+		t.Fatalf("handed over %d before anything committed after the start", len(late))
+	}
+
+	mine, _, err := l.enqueueEntry(2, persistent("mine"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	failed, failedToken, err := l.enqueueBatchEntry(3, batchOf("lost-a", "lost-b"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.forget(failedToken) // its proposal failed: the publisher was told so
+	l.Apply(2, bytes.Clone(mine[cluster.EntryHeaderRoom:]))
+	l.Apply(3, theirs("other"))
+	l.Apply(4, bytes.Clone(failed[cluster.EntryHeaderRoom:]))
+	late, gone := l.takeLate()
+	var refs []uint64
+	for _, r := range late {
+		refs = append(refs, r.ref)
+	}
+	if want := []uint64{packRef(3, 0), packRef(4, 0), packRef(4, 1)}; !slices.Equal(refs, want) || gone != nil {
+		t.Fatalf("handed over %v (gone %v), want %v", refs, gone, want)
+	}
+	if woken != 2 {
+		t.Fatalf("woken %d times, want 2", woken)
+	}
+	if len(l.live) != 5 || len(l.pending) != 0 {
+		t.Fatalf("%d live records, %d pending, want 5 and 0", len(l.live), len(l.pending))
+	}
+}
