@@ -38,7 +38,8 @@ type Config struct {
 	// A session keeps the expiry it was created with.
 	PersistentSessionExpiry uint32
 	// NodeID is this node's id in the cluster. A persistent session records the node that
-	// serves its connection; after a restart only that node publishes the connection's will.
+	// serves its connection; the node that serves after a restart or a failover publishes the
+	// will of a connection that ended with it, whichever node that was.
 	NodeID string
 }
 

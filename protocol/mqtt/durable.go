@@ -61,7 +61,7 @@ const stateTimeout = 30 * time.Second
 type connRecord struct {
 	left  bool   // the connection has ended; false: it was live when last written
 	at    int64  // Unix ms: when it connected, or when it left
-	node  string // the node that served the connection, which publishes a recovered will
+	node  string // the node that served the connection (the node serving next publishes its will)
 	will  *message.Message
 	delay uint32 // will delay interval, seconds
 }
@@ -249,6 +249,17 @@ func (x *session) resumeShared(state map[string][]byte) {
 // recoverSessions runs once at start: the persistent sessions found in the core get their
 // expiry counted from when their connection ended, and the wills of connections that died with
 // the broker (or were waiting for their delay) are published in due time.
+//
+// In a cluster that includes the connections of another node: one node serves the clients at a
+// time (cmd/parley/cluster.go), and this one starts serving only once the node that served
+// before is dead, cut off or has stopped serving, and with it every connection it had. So a
+// session whose record names another node, still connected or with a delayed will pending, is
+// one whose connection that node lost: its will is this node's to publish, after its delay
+// counted from now (for a connection live at the failover) or from when it left. The record is
+// taken over at once (left now, this node) and marks the will sent once published, so the node
+// that comes back publishes nothing, and a node taking over after this one does not count the
+// delay again. (A will is published at least once: a crash between the publish and the record
+// publishes it again.)
 func (s *Server) recoverSessions() {
 	v, ok := s.b.VHost(s.cfg.VHost)
 	if !ok {
@@ -260,22 +271,29 @@ func (s *Server) recoverSessions() {
 			continue
 		}
 		r, ok := decodeConnRecord(q.State()[stateConn])
-		if !ok || r.node != s.cfg.NodeID {
-			// Another node served the connection: that node publishes its will when it
-			// comes back (in a cluster a will is not taken over by the surviving nodes).
+		if !ok {
 			continue
 		}
 		clientID := strings.TrimPrefix(q.Name(), sessionQueuePrefix)
 		if !r.left {
-			// Live when the broker went down: its connection ended then; the restart is the
-			// closest time known.
+			// Live when the broker (or the node serving it) went down: its connection ended
+			// then; the restart or failover is the closest time known.
 			r.left, r.at = true, now
+			if r.will != nil {
+				if r.node != s.cfg.NodeID {
+					s.log.Info("mqtt will of a connection to a node that stopped serving taken over",
+						zap.String("client_id", clientID), zap.String("node", r.node))
+				}
+				r.node = s.cfg.NodeID
+				q.SetStateAsync(stateConn, r.encode())
+			}
 		} else {
 			q.SetIdleSince(r.at)
 		}
 		if r.will == nil {
 			continue
 		}
+		r.node = s.cfg.NodeID
 		delay := int64(r.delay) * 1000
 		if exp, ok := message.Int(q.Def().Args["x-expires"]); ok && exp < delay {
 			delay = exp // the will goes at the latest when the session ends [MQTT-3.1.3-9]
