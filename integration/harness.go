@@ -17,7 +17,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"net/url"
 	"os"
@@ -158,53 +157,6 @@ func (s *Server) SkipIfExternal(t testing.TB, why string) {
 	}
 }
 
-// freePort picks a port on 127.0.0.1 that is free now, for a process the test starts to listen
-// on. It prefers ports below Linux's ephemeral range (32768–60999 by default): a port the
-// kernel handed out for ":0" is also where it picks the source ports of outgoing connections,
-// and the tests open thousands of those, so such a port was now and then taken by a client
-// connection between the pick and the server's bind. A random pick in 20000–32767 meets
-// neither; if none is free after a few tries, the kernel picks. A port is handed out once per
-// test process: a cluster test picks a dozen ports before any process binds them, and two
-// random picks in that range met now and then (a node's AMQP and cluster ports were the same).
-func freePort() (int, error) {
-	for range 20 {
-		port := 20000 + rand.IntN(32768-20000)
-		if !pickedPorts.add(port) {
-			continue
-		}
-		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-		if err == nil {
-			_ = ln.Close()
-			return port, nil
-		}
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
-// pickedPorts are the ports freePort has handed out in this process.
-var pickedPorts = portSet{m: map[int]bool{}}
-
-type portSet struct {
-	mu sync.Mutex
-	m  map[int]bool
-}
-
-// add reports whether port is new to the set, adding it.
-func (p *portSet) add(port int) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.m[port] {
-		return false
-	}
-	p.m[port] = true
-	return true
-}
-
 func (s *Server) commandArgs() []string {
 	args := []string{
 		"--data-dir", s.dataDir,
@@ -256,10 +208,17 @@ func (s *Server) start() error {
 			return fmt.Errorf("parley exited before accepting on %s: %v", s.AMQPAddr, cmd.ProcessState)
 		default:
 		}
+		// Up when the AMQP port accepts and the listener is this process's own: a port that
+		// answers may be another process's that took it while this one was down (a restart
+		// after a kill leaves it free for seconds while the broker recovers), and a client
+		// would then talk to the wrong broker (TestDeepQueue once saw "queue NOT_FOUND" after
+		// its restart). parley then fails to bind and exits, which the loop sees.
 		c, err := net.DialTimeout("tcp", s.AMQPAddr, 500*time.Millisecond)
 		if err == nil {
 			c.Close()
-			return nil
+			if err = listenerOf(cmd.Process.Pid, s.AMQPAddr); err == nil {
+				return nil
+			}
 		}
 		if time.Now().After(deadline) {
 			s.stop()
