@@ -139,7 +139,7 @@ func (x *session) setStateLater(key string, val []byte) {
 func (x *session) saveConnected() {
 	r := connRecord{at: time.Now().UnixMilli(), node: x.s.cfg.NodeID}
 	if x.will != nil {
-		r.will, r.delay = willMessage(x.s.cfg.Exchange, x.clientID, *x.will), x.will.WillDelayInterval
+		r.will, r.delay = willMessage(x.s.cfg.Exchange, x.clientID, *x.will, x.willProps), x.will.WillDelayInterval
 	}
 	x.setState(stateConn, r.encode())
 }

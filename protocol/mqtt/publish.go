@@ -255,8 +255,11 @@ func headerString(v any) (string, bool) {
 	return "", false
 }
 
-// willMessage is the will as a core message.
-func willMessage(exchange, clientID string, w mochi.Will) *message.Message {
+// willMessage is the will as a core message. props are the CONNECT packet's will properties
+// (mochi's Will keeps only the delay and the user properties of them): content type, response
+// topic, correlation data, message expiry and payload format map as a PUBLISH's do
+// [MQTT-3.1.3-10] (the will delay is the session's business, not the message's).
+func willMessage(exchange, clientID string, w mochi.Will, props packets.Properties) *message.Message {
 	m := &message.Message{Exchange: exchange, RoutingKey: TopicToRoutingKey(w.TopicName), Body: w.Payload}
 	p := &m.Properties
 	p.Flags = message.FlagDeliveryMode | message.FlagHeaders
@@ -268,8 +271,7 @@ func willMessage(exchange, clientID string, w mochi.Will) *message.Message {
 	if w.Retain {
 		p.Headers[hdrRetain] = true
 	}
-	for _, u := range w.User {
-		p.Headers[u.Key] = u.Val
-	}
+	props.User = w.User
+	inboundProperties(m, props)
 	return m
 }

@@ -62,6 +62,7 @@ type session struct {
 	q          *broker.Queue // the session queue; nil until needed for a transient session
 	qdef       meta.QueueDef
 	will       *mochi.Will
+	willProps  packets.Properties // the CONNECT's will properties, which mochi's Will drops
 	scratch    broker.PublishScratch // used by the reader goroutine only (publish)
 
 	// Outbound credit: deliveries handed over by the core and not yet settled count against
@@ -189,6 +190,7 @@ func (s *Server) openSession(cl *mochi.Client, pk packets.Packet, user string) (
 	if cl.Properties.Will.Flag != 0 {
 		w := cl.Properties.Will
 		sess.will = &w
+		sess.willProps = pk.Connect.WillProperties
 	}
 	for _, b := range v.QueueBindings(name) {
 		if b.Source != s.cfg.Exchange {
@@ -596,7 +598,7 @@ func (x *session) close(cause error) {
 	if x.persistent && current {
 		r := connRecord{left: true, at: time.Now().UnixMilli(), node: s.cfg.NodeID}
 		if willLater {
-			r.will, r.delay = willMessage(s.cfg.Exchange, x.clientID, *x.will), x.will.WillDelayInterval
+			r.will, r.delay = willMessage(s.cfg.Exchange, x.clientID, *x.will, x.willProps), x.will.WillDelayInterval
 		}
 		x.setState(stateConn, r.encode())
 	}
@@ -613,7 +615,7 @@ func (x *session) sendWill() {
 	s := x.s
 	left := time.Now().UnixMilli()
 	publish := func() {
-		publishWill(s, x.v, x.clientID, willMessage(s.cfg.Exchange, x.clientID, w))
+		publishWill(s, x.v, x.clientID, willMessage(s.cfg.Exchange, x.clientID, w, x.willProps))
 		if w.WillDelayInterval > 0 {
 			s.mu.Lock()
 			back := s.current[x.clientID] != nil
