@@ -160,6 +160,17 @@ func (q *Queue) SetIdleSince(ms int64) {
 	}
 }
 
+// SetExpires changes how long the queue may go unused before it is deleted, in ms (0: never),
+// in place of its x-expires argument, until the queue stops. (An MQTT client that connects
+// again, or disconnects, with another session expiry changes its session's [MQTT-3.1.2-23];
+// the declared argument stays what the metadata says, so the adapter keeps the new value with
+// the session and sets it again after a restart.)
+func (q *Queue) SetExpires(ms int64) {
+	if q.expires.Swap(max(ms, 0)) != ms {
+		q.Kick()
+	}
+}
+
 // QueuesWithPrefix returns the running queues whose name starts with prefix (an adapter finds
 // its sessions' queues after a restart this way).
 func (v *VHost) QueuesWithPrefix(prefix string) []*Queue {

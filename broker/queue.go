@@ -90,7 +90,7 @@ type Queue struct {
 	ready     atomic.Int64
 	consumers atomic.Int64
 	lastUsed  atomic.Int64 // unix ms, for x-expires
-	expires   int64        // x-expires in ms; 0 = never
+	expires   atomic.Int64 // x-expires in ms, or what SetExpires set; 0 = never
 
 	// Durable queues only: the queue's raft group and its state machine.
 	group *cluster.Group
@@ -140,7 +140,9 @@ func newQueue(v *VHost, def meta.QueueDef, cfg queue.Config, g *cluster.Group, l
 	}
 	// Publish may deliver by itself (TTL 0, length limits): it must see the same gate as Drain.
 	q.sm.SetGate(q.allow)
-	q.expires, _ = message.Int(def.Args["x-expires"])
+	if e, ok := message.Int(def.Args["x-expires"]); ok {
+		q.expires.Store(e)
+	}
 	q.inbox = newInbox(v.b.cfg.QueueInbox, func() { go q.run() })
 	if l != nil {
 		// AddGroup has replayed the log; entries that commit from now on and that the queue
@@ -151,7 +153,7 @@ func newQueue(v *VHost, def meta.QueueDef, cfg queue.Config, g *cluster.Group, l
 	}
 	q.touch()
 	go q.run()
-	if l != nil || q.expires > 0 {
+	if l != nil || q.expires.Load() > 0 {
 		// The goroutine sets its timer (x-expires, message TTLs) only after a first batch: a
 		// recovered queue nobody touches must still expire, and its messages too.
 		q.Kick()
@@ -400,8 +402,8 @@ func (q *Queue) abandon(cmds []command) {
 // nextWake is the next time the queue must act on its own: a TTL or x-expires.
 func (q *Queue) nextWake() (int64, bool) {
 	at, ok := q.sm.NextExpiry()
-	if q.expires > 0 && q.sm.ConsumerCount() == 0 {
-		e := q.lastUsed.Load() + q.expires
+	if exp := q.expires.Load(); exp > 0 && q.sm.ConsumerCount() == 0 {
+		e := q.lastUsed.Load() + exp
 		if !ok || e < at {
 			at, ok = e, true
 		}
@@ -495,7 +497,7 @@ func (q *Queue) apply(c command) bool {
 // drain runs the delivery step and carries out the effects.
 func (q *Queue) drain() {
 	now := q.v.b.now()
-	if q.expires > 0 && q.sm.ConsumerCount() == 0 && now-q.lastUsed.Load() >= q.expires && !q.deleting {
+	if exp := q.expires.Load(); exp > 0 && q.sm.ConsumerCount() == 0 && now-q.lastUsed.Load() >= exp && !q.deleting {
 		q.deleting = true
 		go q.v.deleteQueueIf(q)
 	}

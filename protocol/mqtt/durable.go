@@ -64,21 +64,39 @@ type connRecord struct {
 	node  string // the node that served the connection (the node serving next publishes its will)
 	will  *message.Message
 	delay uint32 // will delay interval, seconds
+	// expiry is the session expiry in ms (0: never) as the last CONNECT or DISCONNECT set it
+	// [MQTT-3.1.2-23] (MQTT 5 §3.14.2.2.2); hasExpiry false for records written before it was kept
+	// (the queue's x-expires applies then).
+	expiry    int64
+	hasExpiry bool
 }
 
-// encode: left (0/1), at (8 bytes), the node (a length byte and the id), then, with a will,
-// the delay (4 bytes) and the will as a core message.
+// connFlag* are the bits of a conn record's first byte.
+const (
+	connFlagLeft   = 1
+	connFlagExpiry = 2
+)
+
+// encode: flags (connFlag*), at (8 bytes), the node (a length byte and the id), the expiry
+// (8 bytes) when connFlagExpiry, then, with a will, the delay (4 bytes) and the will as a core
+// message.
 func (r connRecord) encode() []byte {
-	buf := make([]byte, 0, 32)
+	buf := make([]byte, 0, 40)
+	var flags byte
 	if r.left {
-		buf = append(buf, 1)
-	} else {
-		buf = append(buf, 0)
+		flags |= connFlagLeft
 	}
+	if r.hasExpiry {
+		flags |= connFlagExpiry
+	}
+	buf = append(buf, flags)
 	buf = binary.BigEndian.AppendUint64(buf, uint64(r.at))
 	node := r.node[:min(len(r.node), 255)]
 	buf = append(buf, byte(len(node)))
 	buf = append(buf, node...)
+	if r.hasExpiry {
+		buf = binary.BigEndian.AppendUint64(buf, uint64(r.expiry))
+	}
 	if r.will != nil {
 		n := len(buf)
 		buf = binary.BigEndian.AppendUint32(buf, r.delay)
@@ -92,11 +110,17 @@ func (r connRecord) encode() []byte {
 }
 
 func decodeConnRecord(b []byte) (connRecord, bool) {
-	if len(b) < 10 || b[0] > 1 || len(b) < 10+int(b[9]) {
+	if len(b) < 10 || b[0] > connFlagLeft|connFlagExpiry || len(b) < 10+int(b[9]) {
 		return connRecord{}, false
 	}
-	r := connRecord{left: b[0] == 1, at: int64(binary.BigEndian.Uint64(b[1:9]))}
+	r := connRecord{left: b[0]&connFlagLeft != 0, hasExpiry: b[0]&connFlagExpiry != 0, at: int64(binary.BigEndian.Uint64(b[1:9]))}
 	r.node, b = string(b[10:10+int(b[9])]), b[10+int(b[9]):]
+	if r.hasExpiry {
+		if len(b) < 8 {
+			return connRecord{}, false
+		}
+		r.expiry, b = int64(binary.BigEndian.Uint64(b[:8])), b[8:]
+	}
 	if len(b) == 0 {
 		return r, true
 	}
@@ -137,7 +161,7 @@ func (x *session) setStateLater(key string, val []byte) {
 
 // saveConnected records the live connection and its will, before the CONNACK.
 func (x *session) saveConnected() {
-	r := connRecord{at: time.Now().UnixMilli(), node: x.s.cfg.NodeID}
+	r := connRecord{at: time.Now().UnixMilli(), node: x.s.cfg.NodeID, expiry: x.expiryMs, hasExpiry: true}
 	if x.will != nil {
 		r.will, r.delay = willMessage(x.s.cfg.Exchange, x.clientID, *x.will, x.willProps), x.will.WillDelayInterval
 	}
@@ -275,6 +299,10 @@ func (s *Server) recoverSessions() {
 			continue
 		}
 		clientID := strings.TrimPrefix(q.Name(), sessionQueuePrefix)
+		if r.hasExpiry {
+			// The expiry the client last asked for, not the one the queue was declared with.
+			q.SetExpires(r.expiry)
+		}
 		if !r.left {
 			// Live when the broker (or the node serving it) went down: its connection ended
 			// then; the restart or failover is the closest time known.
@@ -295,7 +323,11 @@ func (s *Server) recoverSessions() {
 		}
 		r.node = s.cfg.NodeID
 		delay := int64(r.delay) * 1000
-		if exp, ok := message.Int(q.Def().Args["x-expires"]); ok && exp < delay {
+		exp, ok := message.Int(q.Def().Args["x-expires"])
+		if r.hasExpiry {
+			exp, ok = r.expiry, r.expiry > 0
+		}
+		if ok && exp < delay {
 			delay = exp // the will goes at the latest when the session ends [MQTT-3.1.3-9]
 		}
 		s.scheduleWill(v, q, clientID, r, time.Duration(max(0, r.at+delay-now))*time.Millisecond)

@@ -15,9 +15,12 @@ func TestConnRecordRoundTrip(t *testing.T) {
 		{at: 1700000000000, node: "parley-1"},
 		{left: true, at: 5, node: ""},
 		{at: 9, node: "n2", will: will, delay: 30},
+		{left: true, at: 7, node: "n3", expiry: 3600000, hasExpiry: true},
+		{at: 8, node: "n4", expiry: 0, hasExpiry: true, will: will, delay: 5},
 	} {
 		got, ok := decodeConnRecord(r.encode())
 		if !ok || got.left != r.left || got.at != r.at || got.node != r.node || got.delay != r.delay ||
+			got.hasExpiry != r.hasExpiry || got.expiry != r.expiry ||
 			(r.will == nil) != (got.will == nil) {
 			t.Fatalf("%+v came back as %+v (ok %v)", r, got, ok)
 		}
@@ -25,7 +28,7 @@ func TestConnRecordRoundTrip(t *testing.T) {
 			t.Fatalf("will came back as %+v", got.will)
 		}
 	}
-	for _, bad := range [][]byte{nil, {2, 0, 0, 0, 0, 0, 0, 0, 0, 0}, {0, 0, 0, 0, 0, 0, 0, 0, 0, 5, 'a'}, {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1}} {
+	for _, bad := range [][]byte{nil, {2, 0, 0, 0, 0, 0, 0, 0, 0, 0}, {0, 0, 0, 0, 0, 0, 0, 0, 0, 5, 'a'}, {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1}, {4, 0, 0, 0, 0, 0, 0, 0, 0, 0}, {3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}} {
 		if _, ok := decodeConnRecord(bad); ok {
 			t.Fatalf("% x decoded", bad)
 		}
@@ -39,6 +42,7 @@ func FuzzConnRecord(f *testing.F) {
 	f.Add(connRecord{left: true, at: 2, node: "n", delay: 3,
 		will: &message.Message{RoutingKey: "a.b", Body: []byte("w")}}.encode())
 	f.Add([]byte{1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1})
+	f.Add(connRecord{left: true, at: 4, node: "n", expiry: 2000, hasExpiry: true}.encode())
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r, ok := decodeConnRecord(data)
 		if !ok {

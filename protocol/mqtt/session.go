@@ -59,6 +59,11 @@ type session struct {
 	version    byte
 	persistent bool
 	present    bool
+	// expiryMs is the session expiry in ms (0: never) as the last CONNECT (or DISCONNECT, at
+	// close) set it; endsAtClose: a persistent session resumed by an MQTT 5 CONNECT (or ended
+	// by a DISCONNECT) with expiry 0, which ends with this connection.
+	expiryMs    int64
+	endsAtClose bool
 	q          *broker.Queue // the session queue; nil until needed for a transient session
 	qdef       meta.QueueDef
 	will       *mochi.Will
@@ -153,12 +158,19 @@ func (s *Server) openSession(cl *mochi.Client, pk packets.Packet, user string) (
 	}
 
 	name := sessionQueuePrefix + cl.ID
+	endsAtClose := false
 	if q, ok := v.LookupQueue(name); ok && (pk.Connect.Clean || q.Def().Durable != persistent) {
-		v.DeleteQueueIf(q)
+		if version == 5 && !pk.Connect.Clean && q.Def().Durable {
+			// Clean start 0 with expiry 0: the existing session is resumed [MQTT-3.1.2-6]
+			// and ends when this connection does [MQTT-3.1.2-23].
+			persistent, endsAtClose = true, true
+		} else {
+			v.DeleteQueueIf(q)
+		}
 	}
 	_, existed := v.LookupQueue(name)
 	def := meta.QueueDef{Name: name, Durable: persistent}
-	if persistent && version == 5 && expiry != 0xFFFFFFFF {
+	if persistent && version == 5 && expiry != 0xFFFFFFFF && !endsAtClose {
 		// The core deletes a session nobody consumed from for its expiry interval (RabbitMQ
 		// does the same with x-expires).
 		def.Args = message.Table{"x-expires": int64(expiry) * 1000}
@@ -177,6 +189,15 @@ func (s *Server) openSession(cl *mochi.Client, pk packets.Packet, user string) (
 			return nil, err
 		}
 	}
+	var expiryMs int64
+	if def.Args != nil {
+		expiryMs, _ = message.Int(def.Args["x-expires"])
+	}
+	if q != nil && persistent && existed && !endsAtClose {
+		// The session expiry of the newest CONNECT applies [MQTT-3.1.2-23], whatever the
+		// session queue was declared with (declareSessionQueue keeps an existing queue).
+		q.SetExpires(expiryMs)
+	}
 	limit := int32(s.cfg.MaxInflight)
 	if version == 5 && cl.Properties.Props.ReceiveMaximum > 0 && int32(cl.Properties.Props.ReceiveMaximum) < limit {
 		limit = int32(cl.Properties.Props.ReceiveMaximum) // [MQTT-3.3.4-9]
@@ -184,6 +205,7 @@ func (s *Server) openSession(cl *mochi.Client, pk packets.Packet, user string) (
 	sess := &session{
 		s: s, cl: cl, clientID: cl.ID, user: user, v: v, version: version,
 		persistent: persistent, present: existed && persistent, q: q, qdef: def,
+		expiryMs: expiryMs, endsAtClose: endsAtClose,
 		limit: limit, subs: map[string]*subscription{}, refused: map[string]bool{},
 		inflight: map[uint16]outMsg{}, inbound: map[uint16]bool{}, restored: map[uint16]bool{}, prevIDs: prevIDs,
 	}
@@ -586,17 +608,26 @@ func (x *session) close(cause error) {
 	}
 	closing := s.reg.Closed()
 	s.mu.Unlock()
-	if !x.persistent && x.q != nil {
-		x.v.DeleteQueueIf(x.q)
-	}
 	if closing {
+		if !x.persistent && x.q != nil {
+			x.v.DeleteQueueIf(x.q)
+		}
 		// A shutdown: a persistent session's record still says connected, with its will,
 		// which the restart treats as a connection that died with the broker.
 		return
 	}
+	if x.persistent && current && x.version == 5 {
+		x.disconnectExpiry()
+	}
+	if (!x.persistent || (x.endsAtClose && current)) && x.q != nil {
+		x.v.DeleteQueueIf(x.q)
+	}
+	if x.endsAtClose && x.will != nil {
+		x.will.WillDelayInterval = 0 // the session ends now, and the will goes with it [MQTT-3.1.3-9]
+	}
 	willLater := cause != nil && x.will != nil && x.will.WillDelayInterval > 0
-	if x.persistent && current {
-		r := connRecord{left: true, at: time.Now().UnixMilli(), node: s.cfg.NodeID}
+	if x.persistent && current && !x.endsAtClose {
+		r := connRecord{left: true, at: time.Now().UnixMilli(), node: s.cfg.NodeID, expiry: x.expiryMs, hasExpiry: true}
 		if willLater {
 			r.will, r.delay = willMessage(s.cfg.Exchange, x.clientID, *x.will, x.willProps), x.will.WillDelayInterval
 		}
@@ -606,6 +637,31 @@ func (x *session) close(cause error) {
 		// A connection taken over has its successor: a delayed will is cancelled by it
 		// [MQTT-3.1.3-9].
 		x.sendWill()
+	}
+}
+
+// disconnectExpiry applies the session expiry a DISCONNECT set (mochi has checked it and
+// put it in the client's properties; from 0 to non-zero it answers 0x82 itself, MQTT 5
+// §3.14.2.2.2): 0 ends the session with this connection, another value replaces the one
+// of the CONNECT. A delayed will goes no later than the session ends [MQTT-3.1.3-9].
+func (x *session) disconnectExpiry() {
+	e := x.cl.Properties.Props.SessionExpiryInterval
+	if limit := x.s.cfg.MaxSessionExpiry; limit > 0 && e > limit {
+		e = limit
+	}
+	if e == 0 {
+		x.endsAtClose = true
+		return
+	}
+	x.expiryMs = 0
+	if e != 0xFFFFFFFF {
+		x.expiryMs = int64(e) * 1000
+	}
+	if x.q != nil {
+		x.q.SetExpires(x.expiryMs)
+	}
+	if x.will != nil && e < x.will.WillDelayInterval {
+		x.will.WillDelayInterval = e
 	}
 }
 
@@ -621,7 +677,7 @@ func (x *session) sendWill() {
 			back := s.current[x.clientID] != nil
 			s.mu.Unlock()
 			if !back {
-				x.setState(stateConn, connRecord{left: true, at: left, node: s.cfg.NodeID}.encode()) // sent
+				x.setState(stateConn, connRecord{left: true, at: left, node: s.cfg.NodeID, expiry: x.expiryMs, hasExpiry: true}.encode()) // sent
 			}
 		}
 	}
