@@ -15,10 +15,11 @@
 //     options (QoS, identifier, no-local, retain-as-published) in the binding's arguments so a
 //     durable session's subscriptions survive a restart with the metadata.
 //     $share/<group>/<filter> is one queue, mqtt.share.<group>.<filter>, with a consumer per
-//     subscribed client (competing consumers). The group's queue is transient and lives while
-//     the group has connected members; a persistent session's shared subscriptions are kept
-//     with it and rejoined when it connects again (also after a restart), but messages sent
-//     while no member is connected are not kept for the group.
+//     connected member (competing consumers). The queue lives as long as the group has a
+//     member, connected or a persistent session that subscribed, and keeps the messages
+//     published while none is connected (durable when a persistent session declared it); a
+//     persistent session's shared subscriptions are kept with it and rejoined when it
+//     connects again, also after a restart (share.go).
 //   - What else a persistent session must keep (the connection's will, QoS 2 packet
 //     identifiers between PUBREC and PUBREL/PUBCOMP, shared subscriptions, when it was left)
 //     are state records of its queue, durable with it (durable.go). A session expires (its

@@ -47,6 +47,8 @@ type Server struct {
 	wills map[string]*time.Timer
 	// reg tracks the listeners and the connections being served.
 	reg accept.Registry[net.Conn]
+	// sweepDone ends sweepLoop (Close).
+	sweepDone chan struct{}
 }
 
 // NewServer builds a server. log must not be nil.
@@ -81,16 +83,17 @@ func NewServer(cfg Config, b *broker.Broker, users *auth.Store, log *zap.Logger)
 		ClientNetWriteBufferSize: 4096,
 	}
 	s := &Server{
-		cfg:      cfg,
-		b:        b,
-		users:    users,
-		log:      log,
-		sessions: map[*mochi.Client]*session{},
-		byConn:   map[net.Conn]*session{},
-		current:  map[string]*session{},
-		shares:   map[string]int{},
-		sentIDs:  map[string]map[uint64]uint16{},
-		wills:    map[string]*time.Timer{},
+		cfg:       cfg,
+		b:         b,
+		users:     users,
+		log:       log,
+		sessions:  map[*mochi.Client]*session{},
+		byConn:    map[net.Conn]*session{},
+		current:   map[string]*session{},
+		shares:    map[string]int{},
+		sentIDs:   map[string]map[uint64]uint16{},
+		wills:     map[string]*time.Timer{},
+		sweepDone: make(chan struct{}),
 	}
 	s.m = mochi.New(opts)
 	// mochi's Serve is never called: its listeners, $SYS publisher and housekeeping loop (client
@@ -99,6 +102,7 @@ func NewServer(cfg Config, b *broker.Broker, users *auth.Store, log *zap.Logger)
 		panic(fmt.Sprintf("mqtt: adding the bridge hook: %v", err)) // only fails for a nil hook
 	}
 	s.recoverSessions()
+	go s.sweepLoop(s.sweepDone)
 	return s
 }
 
@@ -166,6 +170,7 @@ func (s *Server) Close() {
 	if _, first := s.reg.Close(); !first {
 		return
 	}
+	close(s.sweepDone)
 	s.mu.Lock()
 	for _, t := range s.wills {
 		t.Stop()

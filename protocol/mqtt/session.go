@@ -422,76 +422,6 @@ func (x *session) bind(f packets.Subscription) error {
 	return nil
 }
 
-func (x *session) bindShared(f packets.Subscription, group, filter string, qos byte) error {
-	x.mu.Lock()
-	old := x.subs[f.Filter]
-	x.mu.Unlock()
-	if old != nil && old.shared != nil {
-		x.mu.Lock()
-		old.qos, old.id = qos, f.Identifier
-		x.mu.Unlock()
-		x.setState(stateSharePrefix+f.Filter, shareRecord(qos, f.Identifier))
-		return nil
-	}
-	c := &consumer{x: x}
-	sub := &subscription{filter: f.Filter, match: filter, qos: qos, id: f.Identifier, shared: c}
-	c.sub = sub
-	x.mu.Lock()
-	x.subs[f.Filter] = sub
-	x.mu.Unlock()
-	if err := x.s.joinShare(x.v, shareQueuePrefix+group+"."+filter, FilterToBindingKey(filter), c); err != nil {
-		x.mu.Lock()
-		delete(x.subs, f.Filter)
-		x.mu.Unlock()
-		return err
-	}
-	x.setState(stateSharePrefix+f.Filter, shareRecord(qos, f.Identifier))
-	return nil
-}
-
-// joinShare makes c a consumer of a shared subscription group's queue, declaring the queue and
-// its binding for the group's first member. The group's queue lives while it has members: the
-// last to leave (leaveShare) deletes it. Both run under shareMu, so a member joining as the
-// last one leaves never finds its queue deleted under it (an auto-delete queue would be).
-func (s *Server) joinShare(v *broker.VHost, name, key string, c *consumer) error {
-	s.shareMu.Lock()
-	defer s.shareMu.Unlock()
-	if _, err := v.DeclareQueue(meta.QueueDef{Name: name}, false); err != nil {
-		return err
-	}
-	if err := v.Bind(meta.BindingDef{Source: s.cfg.Exchange, Dest: destQueue(name), Key: key}, 0); err != nil {
-		return err
-	}
-	q, ok := v.LookupQueue(name)
-	if !ok {
-		return errors.New("shared subscription queue vanished")
-	}
-	c.q = q
-	if err := c.consume(); err != nil {
-		return err
-	}
-	s.shares[name]++
-	c.joined = true
-	return nil
-}
-
-// leaveShare ends c's membership of its group (c is cancelled already); the last member
-// deletes the group's queue.
-func (s *Server) leaveShare(c *consumer) {
-	if !c.joined {
-		return
-	}
-	c.joined = false
-	s.shareMu.Lock()
-	defer s.shareMu.Unlock()
-	name := c.q.Name()
-	if s.shares[name]--; s.shares[name] > 0 {
-		return
-	}
-	delete(s.shares, name)
-	c.x.v.DeleteQueueIf(c.q)
-}
-
 func sameArgs(a, b message.Table) bool {
 	if len(a) != len(b) {
 		return false
@@ -525,8 +455,10 @@ func (x *session) unsubscribe(pk packets.Packet) {
 		}
 		if sub.shared != nil {
 			sub.shared.cancel()
-			x.s.leaveShare(sub.shared)
+			// The record first: the group's queue goes with its last member, connected or
+			// not (leaveShare).
 			x.setState(stateSharePrefix+sub.filter, nil)
+			x.s.leaveShare(sub.shared)
 			continue
 		}
 		if x.q == nil {
@@ -621,6 +553,10 @@ func (x *session) close(cause error) {
 	}
 	if (!x.persistent || (x.endsAtClose && current)) && x.q != nil {
 		x.v.DeleteQueueIf(x.q)
+		if x.persistent && hadShared(consumers) {
+			// Its shared subscriptions end with it: a group it kept alone goes too.
+			s.sweepShares()
+		}
 	}
 	if x.endsAtClose && x.will != nil {
 		x.will.WillDelayInterval = 0 // the session ends now, and the will goes with it [MQTT-3.1.3-9]
@@ -638,6 +574,15 @@ func (x *session) close(cause error) {
 		// [MQTT-3.1.3-9].
 		x.sendWill()
 	}
+}
+
+func hadShared(cs []*consumer) bool {
+	for _, c := range cs {
+		if c.sub != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // disconnectExpiry applies the session expiry a DISCONNECT set (mochi has checked it and
