@@ -50,6 +50,9 @@ func (v *VHost) LookupQueue(name string) (*Queue, bool) { return v.queue(name) }
 // SetState sets the state record key to val, or deletes it when val is nil, and returns once
 // the change is committed (for a durable queue: written, fsynced and replicated).
 func (q *Queue) SetState(ctx context.Context, key string, val []byte) error {
+	if strings.HasPrefix(key, "\x00") {
+		return fmt.Errorf("queue %q state %q: keys starting with a zero byte are the queue's own", q.def.Name, key)
+	}
 	if q.log == nil {
 		q.stateMu.Lock()
 		if val == nil {
@@ -134,6 +137,45 @@ func (q *Queue) settledWithState(c command) {
 	if err != nil {
 		c.reply <- result{err: err}
 	}
+}
+
+// RefState is a state record tied to one message of a durable queue, by its reference
+// (queue.Delivery.Ref): it lives no longer than the message. (MQTT: the packet identifier a
+// delivery of a persistent session went out under, so that after a restart it goes out again
+// under the same one [MQTT-4.4.0-1].)
+type RefState struct {
+	Ref uint64
+	Val []byte // empty deletes the record
+}
+
+// SetRefStates sets per-message records, all in one log entry, and returns once it is
+// committed. A record whose message has left the queue by then is dropped, and the entry that
+// removes a message (its ack, expiry, ...) removes its record, so records never outlive their
+// messages and need no deleting. A transient queue has no references and keeps none.
+func (q *Queue) SetRefStates(ctx context.Context, recs []RefState) error {
+	if q.log == nil || len(recs) == 0 {
+		return nil
+	}
+	f, err := q.group.Propose(ctx, stateEntry(refStatesKey, encodeRefStates(recs)))
+	if err != nil {
+		return fmt.Errorf("queue %q message records: %w", q.def.Name, err)
+	}
+	res, err := f.Wait(ctx)
+	if err == nil {
+		err, _ = res.(error)
+	}
+	if err != nil {
+		return fmt.Errorf("queue %q message records: %w", q.def.Name, err)
+	}
+	return nil
+}
+
+// RefStates returns a copy of the queue's per-message records, by message reference.
+func (q *Queue) RefStates() map[uint64][]byte {
+	if q.log == nil {
+		return nil
+	}
+	return q.log.refStatesCopy()
 }
 
 // State returns a copy of the queue's state records.

@@ -219,3 +219,65 @@ func decodeStateEntry(data []byte) (key string, val []byte, del bool, err error)
 	}
 	return key, bytes.Clone(rest[1:]), false, nil
 }
+
+// Per-message state records (Queue.SetRefStates) travel in an entryState entry whose key is
+// refStatesKey and whose value lists (uvarint ref, uvarint length, value) triples, and are kept
+// among the state records under refStateKey(ref). Both keys start with a zero byte, which no
+// key an adapter passes to SetState does (Queue.SetState refuses one): a build from before
+// these records reads such an entry, and a snapshot holding them, as an ordinary state record
+// it has no use for, so the log format stays what it was.
+const (
+	refStatesKey      = "\x00refs"
+	refStateKeyPrefix = "\x00r:"
+)
+
+func refStateKey(ref uint64) string {
+	var b [len(refStateKeyPrefix) + 8]byte
+	copy(b[:], refStateKeyPrefix)
+	binary.BigEndian.PutUint64(b[len(refStateKeyPrefix):], ref)
+	return string(b[:])
+}
+
+func isRefStateKey(k string) bool {
+	return len(k) == len(refStateKeyPrefix)+8 && k[:len(refStateKeyPrefix)] == refStateKeyPrefix
+}
+
+func parseRefStateKey(k string) (uint64, bool) {
+	if !isRefStateKey(k) {
+		return 0, false
+	}
+	return binary.BigEndian.Uint64([]byte(k[len(refStateKeyPrefix):])), true
+}
+
+func encodeRefStates(recs []RefState) []byte {
+	n := 0
+	for _, r := range recs {
+		n += 2*binary.MaxVarintLen64 + len(r.Val)
+	}
+	buf := make([]byte, 0, n)
+	for _, r := range recs {
+		buf = binary.AppendUvarint(buf, r.Ref)
+		buf = binary.AppendUvarint(buf, uint64(len(r.Val)))
+		buf = append(buf, r.Val...)
+	}
+	return buf
+}
+
+func decodeRefStates(b []byte) ([]RefState, error) {
+	var out []RefState
+	for len(b) > 0 {
+		ref, n := binary.Uvarint(b)
+		if n <= 0 {
+			return nil, errCorruptEntry
+		}
+		b = b[n:]
+		l, n := binary.Uvarint(b)
+		if n <= 0 || l > uint64(len(b)-n) {
+			return nil, errCorruptEntry
+		}
+		b = b[n:]
+		out = append(out, RefState{Ref: ref, Val: bytes.Clone(b[:l])})
+		b = b[l:]
+	}
+	return out, nil
+}

@@ -63,8 +63,11 @@ type queueLog struct {
 	nextToken uint64 // starts at random: see newQueueLog
 	inline    map[uint64]*message.Message
 	// state holds the queue's state records by key (Queue.SetState): the host's loop changes
-	// it, the adapter reads it through Queue.State.
-	state map[string][]byte
+	// it, the adapter reads it through Queue.State. The per-message records of SetRefStates
+	// are kept in it too, under refStateKey, so a snapshot carries them as it carries the
+	// others; refStates counts them.
+	state     map[string][]byte
+	refStates int
 
 	// The running queue's share (see "Entries committed after the queue started" below):
 	// started is set by recover; from then on the live messages the queue did not propose
@@ -245,6 +248,9 @@ func (l *queueLog) Apply(index uint64, data []byte) any {
 		if err != nil {
 			return err
 		}
+		if key == refStatesKey && !del {
+			return l.applyRefStates(val)
+		}
 		l.mu.Lock()
 		if del {
 			delete(l.state, key)
@@ -282,13 +288,68 @@ func (l *queueLog) takeLate() (late []liveRecord, gone map[uint64]bool) {
 	return late, gone
 }
 
-// stateCopy returns a copy of the state records.
+// applyRefStates applies a SetRefStates entry: each record of a live message is set (an
+// empty value deletes it); one of a message that is gone already is dropped, so no record
+// outlives its message.
+func (l *queueLog) applyRefStates(val []byte) error {
+	recs, err := decodeRefStates(val)
+	if err != nil {
+		return err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, r := range recs {
+		k := refStateKey(r.Ref)
+		_, had := l.state[k]
+		switch {
+		case len(r.Val) == 0 || !l.isLive(r.Ref):
+			if had {
+				delete(l.state, k)
+				l.refStates--
+			}
+		default:
+			l.state[k] = r.Val
+			if !had {
+				l.refStates++
+			}
+		}
+	}
+	return nil
+}
+
+// isLive reports whether the message ref is in the queue. mu held.
+func (l *queueLog) isLive(ref uint64) bool {
+	i, ok := slices.BinarySearchFunc(l.live, ref, func(r liveRecord, ref uint64) int {
+		return cmpUint(r.ref, ref)
+	})
+	return ok && !l.live[i].gone
+}
+
+// stateCopy returns a copy of the state records, without the per-message ones (refStates).
 func (l *queueLog) stateCopy() map[string][]byte {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	out := make(map[string][]byte, len(l.state))
+	out := make(map[string][]byte, len(l.state)-l.refStates)
 	for k, v := range l.state {
-		out[k] = v
+		if !isRefStateKey(k) {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// refStatesCopy returns the per-message records by ref.
+func (l *queueLog) refStatesCopy() map[uint64][]byte {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make(map[uint64][]byte, l.refStates)
+	if l.refStates == 0 {
+		return out
+	}
+	for k, v := range l.state {
+		if ref, ok := parseRefStateKey(k); ok {
+			out[ref] = v
+		}
 	}
 	return out
 }
@@ -304,6 +365,14 @@ func (l *queueLog) removeLocked(ref uint64) {
 	}
 	l.live[i].gone = true
 	l.removed++
+	if l.refStates > 0 {
+		// Its per-message record goes with it (SetRefStates).
+		k := refStateKey(ref)
+		if _, ok := l.state[k]; ok {
+			delete(l.state, k)
+			l.refStates--
+		}
+	}
 	if ref < l.floor {
 		delete(l.inline, ref)
 	}
@@ -514,6 +583,12 @@ func (l *queueLog) Restore(data []byte) error {
 	}
 	l.inline = snap.inline
 	l.state = snap.state
+	l.refStates = 0
+	for k := range l.state {
+		if isRefStateKey(k) {
+			l.refStates++
+		}
+	}
 	l.live, l.removed, l.floor, l.keepFrom = snap.live, 0, snap.floor, refIndex(snap.floor)
 	l.mu.Unlock()
 	if wake != nil {

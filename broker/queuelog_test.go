@@ -3,6 +3,7 @@ package broker
 import (
 	"bytes"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -317,5 +318,57 @@ func TestQueueLogStateRecords(t *testing.T) {
 	}
 	if res := l.Apply(9, []byte{entryState, 9, 'x'}); res == nil {
 		t.Fatal("a state entry whose key runs past its end was applied")
+	}
+}
+
+// Per-message records (Queue.SetRefStates) are kept for live messages only, go with their
+// message's removal, stay out of State, and are carried by snapshots.
+func TestQueueLogRefStates(t *testing.T) {
+	l := newQueueLog()
+	m := &message.Message{RoutingKey: "k", Body: []byte("b")}
+	for i := uint64(1); i <= 3; i++ {
+		e := entryData(t)(l.enqueueEntry(int64(i), m))
+		if res := l.Apply(i, e); res != packRef(i, 0) {
+			t.Fatalf("enqueue %d: %v", i, res)
+		}
+	}
+	r1, r2, r3 := packRef(1, 0), packRef(2, 0), packRef(3, 0)
+	steps := [][]byte{
+		stateEntry("conn", []byte("c")),
+		stateEntry(refStatesKey, encodeRefStates([]RefState{{r1, []byte{0, 7}}, {r2, []byte{0, 8}}, {r3, []byte{0, 9}}, {packRef(9, 0), []byte{1}}})),
+		removeEntry([]uint64{r1}),
+		stateEntry(refStatesKey, encodeRefStates([]RefState{{r3, nil}, {r1, []byte{5}}})),
+	}
+	for i, e := range steps {
+		if res := l.Apply(uint64(10+i), e); res != nil {
+			t.Fatalf("step %d: %v", i, res)
+		}
+	}
+	want := func(l *queueLog) {
+		t.Helper()
+		got := l.refStatesCopy()
+		if len(got) != 1 || !bytes.Equal(got[r2], []byte{0, 8}) || l.refStates != 1 {
+			t.Fatalf("records %v (count %d), want only %d: 0008", got, l.refStates, r2)
+		}
+		if st := l.stateCopy(); len(st) != 1 || string(st["conn"]) != "c" {
+			t.Fatalf("state %q", st)
+		}
+	}
+	want(l)
+	live := slices.DeleteFunc(slices.Clone(l.live), func(r liveRecord) bool { return r.gone })
+	snap, err := encodeSnapshot(packRef(1, 0), live, l.state, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := newQueueLog()
+	if err := other.Restore(snap); err != nil {
+		t.Fatal(err)
+	}
+	want(other)
+	if res := other.Apply(20, removeEntry([]uint64{r2})); res != nil || len(other.refStatesCopy()) != 0 || other.refStates != 0 {
+		t.Fatalf("after removing %d: %v, records %v", r2, res, other.refStatesCopy())
+	}
+	if res := l.Apply(21, stateEntry(refStatesKey, []byte{1, 9})); res == nil {
+		t.Fatal("a record whose value runs past the entry's end was applied")
 	}
 }
