@@ -31,7 +31,9 @@
 //     receive maximum. Deliveries go out through the session's writer goroutine with our own
 //     packet identifiers; PUBACK (QoS 1) and PUBREC (QoS 2) settle the delivery in the core,
 //     PUBCOMP releases the identifier. Unsettled deliveries go back to the queue when the
-//     connection ends and come again (DUP set) to the session's next connection.
+//     connection ends and come again (DUP set) to the session's next connection, under the
+//     identifier they had: a persistent session stores it with the message before the
+//     PUBLISH goes out, so this holds after a kill -9 too (packetids.go).
 //
 // Cost per connection (docs/performance.md). DESIGN.md §2 gives each connection one reader
 // and one writer goroutine; here the session writer runs only while deliveries are pending

@@ -396,8 +396,8 @@ func (s *Server) forgetClient(cl *mochi.Client) {
 }
 
 // handOverIDs passes the packet identifiers of x's unacknowledged deliveries to the session's
-// next connection: the current one if it took over already, else the next to come. Kept in
-// memory only: after a restart the messages come again under new identifiers. Clients whose
+// next connection: the current one if it took over already, else the next to come. In memory;
+// the session queue's per-message records have them too (packetids.go), for after a restart. Clients whose
 // session is gone are swept out now and then, so abandoned sessions do not pile up.
 func (s *Server) handOverIDs(x *session, ids map[uint64]uint16) {
 	s.mu.Lock()
@@ -422,5 +422,6 @@ func (s *Server) handOverIDs(x *session, ids map[uint64]uint16) {
 	for ref, id := range ids {
 		next.prevIDs[ref] = id
 	}
+	next.reserveLocked()
 	next.mu.Unlock()
 }

@@ -188,6 +188,7 @@ func (x *session) writeLoop() {
 		}
 		x.pending = spare
 		x.mu.Unlock()
+		x.recordIDs(batch)
 		var freed int32
 		for _, p := range batch {
 			if p.c == nil {
@@ -234,36 +235,36 @@ const (
 func (x *session) write(w *outWriter, p outDelivery) (done bool) {
 	pk, ok := x.packetFor(p)
 	if !ok {
+		x.freePicked(p)
 		return true
 	}
 	if pk.FixedHeader.Qos == 0 {
+		x.freePicked(p)
 		_ = w.add(pk)
 		return true
 	}
 	x.mu.Lock()
 	if x.closed {
 		x.mu.Unlock()
+		x.freePicked(p)
 		go p.c.q.Settle([]queue.DeliveryID{p.d.ID}, queue.Requeue)
 		if p.credit {
 			x.release(1)
 		}
 		return false
 	}
-	var id uint16
 	ref := uint64(0)
 	if p.c.sub == nil {
 		ref = p.d.Ref
 	}
-	if prev, ok := x.prevIDs[ref]; ok && ref != 0 {
-		// Sent unacknowledged to the previous connection: again under the same identifier,
-		// so the client knows it for the same message [MQTT-4.4.0-1].
-		delete(x.prevIDs, ref)
-		if _, busy := x.inflight[prev]; !busy {
-			id = prev
-		}
-	}
+	// Sent unacknowledged to a previous connection: again under the same identifier, so the
+	// client knows it for the same message [MQTT-4.4.0-1] (packetids.go).
+	id, again := p.pid, p.again
 	if id == 0 {
-		id = x.nextPacketID()
+		id, again = x.idForLocked(ref)
+	}
+	if again {
+		pk.FixedHeader.Dup = true // [MQTT-3.3.1-1]
 	}
 	x.inflight[id] = outMsg{c: p.c, d: p.d.ID, qos: pk.FixedHeader.Qos, credit: p.credit, ref: ref}
 	x.mu.Unlock()
@@ -277,20 +278,6 @@ func (x *session) write(w *outWriter, p outDelivery) (done bool) {
 		return true
 	}
 	return false
-}
-
-// nextPacketID returns an identifier not in flight. x.mu held. Credit bounds the in-flight
-// count well below 65535, so the search ends.
-func (x *session) nextPacketID() uint16 {
-	for {
-		x.nextID++
-		if x.nextID == 0 {
-			x.nextID = 1
-		}
-		if _, busy := x.inflight[x.nextID]; !busy {
-			return x.nextID
-		}
-	}
 }
 
 // packetFor builds the PUBLISH for a delivery: the QoS is the lower of the publish QoS and
@@ -399,6 +386,7 @@ func (x *session) acknowledged(pk packets.Packet) {
 	switch pk.FixedHeader.Type {
 	case packets.Puback:
 		delete(x.inflight, pk.PacketID)
+		delete(x.recorded, m.ref)
 		// Settled with the other acknowledgements of the same read, before the reader waits
 		// for more (flushAcks): a subscriber's PUBACKs come in bursts, and one Settle per
 		// PUBACK woke the queue once per message.
@@ -416,6 +404,7 @@ func (x *session) acknowledged(pk packets.Packet) {
 			// The client refused it: the flow ends here [MQTT-4.3.3-4] and the message is
 			// not offered again.
 			delete(x.inflight, pk.PacketID)
+			delete(x.recorded, m.ref)
 			x.mu.Unlock()
 			if m.c != nil {
 				m.c.q.Settle([]queue.DeliveryID{m.d}, queue.Discard)
@@ -427,6 +416,7 @@ func (x *session) acknowledged(pk packets.Packet) {
 		} else {
 			m.released = true
 			x.inflight[pk.PacketID] = m
+			delete(x.recorded, m.ref)
 			x.mu.Unlock()
 			// The client has the message: settle it now, so it is never sent again; the
 			// identifier stays in flight until PUBCOMP, in the core for a persistent session.

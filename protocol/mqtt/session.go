@@ -103,6 +103,10 @@ type session struct {
 	// messages of its queue under, by message reference; a redelivery reuses its identifier
 	// [MQTT-4.4.0-1].
 	prevIDs map[uint64]uint16
+	// reserved: the identifiers in prevIDs, given to no other message (packetids.go);
+	// recorded: the identifier stored with each unacknowledged message of the session queue.
+	reserved map[uint16]bool
+	recorded map[uint64]uint16
 	main    *consumer
 	resumed map[string][]byte // the state records read at connect, for start
 
@@ -114,6 +118,10 @@ type outDelivery struct {
 	d        queue.Delivery
 	credit   bool
 	retained *retainedOut
+	// pid is the packet identifier recordIDs picked (0: none yet); again: the message went
+	// out under it before.
+	pid   uint16
+	again bool
 }
 
 type outMsg struct {
@@ -308,6 +316,7 @@ func (x *session) resume() {
 		return
 	}
 	x.resumed = x.q.State()
+	x.loadSentIDs()
 	x.resumeShared(x.resumed)
 }
 
