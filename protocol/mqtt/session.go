@@ -107,8 +107,8 @@ type session struct {
 	// recorded: the identifier stored with each unacknowledged message of the session queue.
 	reserved map[uint16]bool
 	recorded map[uint64]uint16
-	main    *consumer
-	resumed map[string][]byte // the state records read at connect, for start
+	main     *consumer
+	resumed  map[string][]byte // the state records read at connect, for start
 
 	wg sync.WaitGroup // the writeLoop goroutine, while one runs
 }
