@@ -22,7 +22,9 @@
 //     connects again, also after a restart (share.go).
 //   - What else a persistent session must keep (the connection's will, QoS 2 packet
 //     identifiers between PUBREC and PUBREL/PUBCOMP, shared subscriptions, when it was left)
-//     are state records of its queue, durable with it (durable.go). A session expires (its
+//     are state records of its queue, durable with it (durable.go). An inbound QoS 2 publish's
+//     record is written before the message is published, and a crash between the two is
+//     settled at the restart from the destination queues' logs (qos2in.go). A session expires (its
 //     queue is deleted) its expiry interval after its connection ended, counted across
 //     restarts: MQTT 5's own, Config.PersistentSessionExpiry for MQTT 3.1.1.
 //   - mochi keeps no record of a client once its connection has ended: sessions are the

@@ -11,12 +11,12 @@ package mqtt
 //     connection died with the broker is published after the restart, after its delay
 //     [MQTT-3.1.3-9] (and no later than the session's end). Once left: the time it left, so the
 //     session expiry counts from then across a restart, and a delayed will not yet published.
-//   - "in:<id>": an inbound QoS 2 publish that has been accepted by the core and answered with
-//     PUBREC, until PUBREL. After a reconnect or a restart a PUBLISH sent again with that
-//     identifier is recognised as the same message, and PUBREL completes it [MQTT-4.3.3-10]
-//     [MQTT-4.4.0-1]. The record is written after the core accepted the message and before
-//     PUBREC: a crash between the two, which the client sees as no PUBREC, makes its resend a
-//     second copy (nothing makes a publish to several queues and this record one atomic write).
+//   - "in:<id>": an inbound QoS 2 publish, from before it is published until PUBREL. After a
+//     reconnect or a restart a PUBLISH sent again with that identifier is recognised as the
+//     same message, and PUBREL completes it [MQTT-4.3.3-10] [MQTT-4.4.0-1]. It is written
+//     pending (with where the destination queues' logs stood) before the publish and marked
+//     done (empty) after it, so a crash between the two is settled at the restart from the
+//     queues' logs (qos2in.go).
 //   - "out:<id>": an outbound QoS 2 delivery whose PUBREC came (the core has settled it), until
 //     PUBCOMP: the next connection sends PUBREL for it again [MQTT-4.4.0-1]. (Deleting an
 //     "in:" record at PUBREL is not waited for either; newFlow copes with a stale one.)
@@ -203,15 +203,18 @@ func (x *session) restoreInflight(state map[string][]byte) (pubrels []uint16) {
 	return pubrels
 }
 
-// acceptedQoS2 records an inbound QoS 2 publish the core accepted, before mochi's PUBREC.
+// acceptedQoS2 marks an inbound QoS 2 publish the core accepted, before mochi's PUBREC: a
+// persistent session's record (written pending before the publish, qos2in.go) is marked done.
+// Not waited for: a restart finds a record still pending and settles it from the queues' logs.
 func (x *session) acceptedQoS2(id uint16) {
 	if !x.persistent {
 		return
 	}
+	x.crashAt("after-publish")
 	x.mu.Lock()
 	x.inbound[id] = true
 	x.mu.Unlock()
-	x.setState(packetIDKey(stateInPrefix, id), []byte{})
+	x.setStateLater(packetIDKey(stateInPrefix, id), []byte{})
 }
 
 // released forgets an inbound QoS 2 identifier at PUBREL. The record's deletion is not
@@ -299,6 +302,7 @@ func (s *Server) recoverSessions() {
 			continue
 		}
 		clientID := strings.TrimPrefix(q.Name(), sessionQueuePrefix)
+		s.recoverQoS2(v, q, q.State())
 		if r.hasExpiry {
 			// The expiry the client last asked for, not the one the queue was declared with.
 			q.SetExpires(r.expiry)

@@ -51,6 +51,9 @@ func (x *session) publish(pk packets.Packet) packets.Code {
 		}
 		return packets.CodeSuccess
 	}
+	if pk.FixedHeader.Qos == 2 && x.persistent && x.q != nil && !x.prepareQoS2(pk.PacketID, m) {
+		return packets.ErrImplementationSpecificError
+	}
 	res := make(chan bool, 1)
 	routed, err := x.v.Publish(m, func(ok bool) { res <- ok }, &x.scratch)
 	if err != nil {
@@ -110,6 +113,10 @@ func retainedLeft(m *message.Message, now time.Time) (left uint32, ok bool) {
 func (x *session) refusePublish(pk packets.Packet, code packets.Code) {
 	if pk.FixedHeader.Qos == 0 {
 		return
+	}
+	if pk.FixedHeader.Qos == 2 {
+		// Not accepted: its pending record (prepareQoS2) must not make a resend a duplicate.
+		x.setStateLater(packetIDKey(stateInPrefix, pk.PacketID), nil)
 	}
 	if x.version < 5 && code.Code >= packets.ErrUnspecifiedError.Code {
 		x.cl.Stop(code)
@@ -223,7 +230,7 @@ func outboundProperties(pr *packets.Properties, m *message.Message) {
 	}
 	for k, v := range p.Headers {
 		switch k {
-		case hdrPublishQoS, hdrClientID, hdrRetain, hdrExpiresAt:
+		case hdrPublishQoS, hdrClientID, hdrRetain, hdrExpiresAt, hdrQoS2Token:
 			continue
 		case hdrPayloadFmt:
 			if b, ok := message.Int(v); ok {
