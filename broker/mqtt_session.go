@@ -170,6 +170,25 @@ func (q *Queue) SetRefStates(ctx context.Context, recs []RefState) error {
 	return nil
 }
 
+// SetRefStatesAsync is SetRefStates without waiting: proposed now (so before anything
+// proposed after it, an ack's removal included), and logged when it fails.
+func (q *Queue) SetRefStatesAsync(recs []RefState) {
+	if q.log == nil || len(recs) == 0 {
+		return
+	}
+	err := q.group.ProposeAsync(stateEntry(refStatesKey, encodeRefStates(recs)), func(res any, err error) {
+		if err == nil {
+			err, _ = res.(error)
+		}
+		if err != nil {
+			q.v.b.log.Warn("queue message records not stored", zap.String("queue", q.def.Name), zap.Error(err))
+		}
+	})
+	if err != nil {
+		q.v.b.log.Warn("queue message records not proposed", zap.String("queue", q.def.Name), zap.Error(err))
+	}
+}
+
 // RefStates returns a copy of the queue's per-message records, by message reference.
 func (q *Queue) RefStates() map[uint64][]byte {
 	if q.log == nil {

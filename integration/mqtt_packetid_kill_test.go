@@ -62,7 +62,9 @@ func TestMQTTPacketIdentifiersSurviveKill(t *testing.T) {
 		if first[topic+"one"].qos != 1 || first[topic+"two"].qos != 2 {
 			t.Fatalf("level %d: first deliveries %v", level, first)
 		}
-		// No PUBACK, no PUBREC (or one the crash lost): the broker dies with both open.
+		// No PUBACK, no PUBREC (or one the crash lost): the broker dies with both open. (A
+		// QoS 1 delivery's identifier is stored without waiting; the QoS 2 one, sent after
+		// it, waited for its own record, which the log commits after the first.)
 		s.Kill()
 		s.Restart()
 		r, present := connectRaw(t, addr, level, id, false, props)

@@ -8,7 +8,12 @@ package mqtt
 //
 // So the identifier is stored with the delivery before the PUBLISH is written: a per-message
 // record of the session queue (broker Queue.SetRefStates), one log entry for all the
-// deliveries of a writer batch, waited for before the batch goes out. The record is tied to the
+// deliveries of a writer batch. A batch with a QoS 2 message waits for the entry to commit
+// before it goes out, so a QoS 2 message never reaches the client under an identifier a crash
+// could lose. A batch of QoS 1 messages does not wait (the entry is proposed before the
+// PUBLISH is written, and commits a disk sync later): a crash in between costs such a message
+// its identifier, and QoS 1 allows the duplicate that is then (waiting made persistent QoS 1
+// deliveries about 2.5 times slower, docs/performance.md). The record is tied to the
 // message and goes when the message leaves the queue (its PUBACK, or the PUBREC of QoS 2), with
 // no write of its own. After a restart, kill -9 included, the records say which identifier
 // each unacknowledged message had; a reconnect within the same process also has them in memory
@@ -110,6 +115,7 @@ func (x *session) recordIDs(batch []outDelivery) {
 		return
 	}
 	var recs []broker.RefState
+	wait := false
 	x.mu.Lock()
 	if x.closed {
 		x.mu.Unlock()
@@ -120,7 +126,11 @@ func (x *session) recordIDs(batch []outDelivery) {
 		if p.c == nil || p.c.sub != nil || p.c.q != x.q || p.d.Ref == 0 {
 			continue
 		}
-		if p.d.Msg != nil && inboundInfo(p.d.Msg).qos == 0 {
+		qos := byte(2) // a stub's message: its QoS is not known here
+		if p.d.Msg != nil {
+			qos = inboundInfo(p.d.Msg).qos
+		}
+		if qos == 0 {
 			continue // goes out at QoS 0 whatever the subscription
 		}
 		id, again := x.idForLocked(p.d.Ref)
@@ -132,10 +142,15 @@ func (x *session) recordIDs(batch []outDelivery) {
 			}
 			x.recorded[p.d.Ref] = id
 			recs = append(recs, broker.RefState{Ref: p.d.Ref, Val: binary.BigEndian.AppendUint16(nil, id)})
+			wait = wait || qos == 2
 		}
 	}
 	x.mu.Unlock()
 	if len(recs) == 0 {
+		return
+	}
+	if !wait {
+		x.q.SetRefStatesAsync(recs)
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), stateTimeout)
