@@ -19,11 +19,13 @@ HOST, PORT, PREFIX = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 class Client:
     """A connected client whose messages go to a queue the checks read with timeouts."""
 
-    def __init__(self, name, protocol=mqtt.MQTTv311, password="guest"):
+    def __init__(self, name, protocol=mqtt.MQTTv311, password="guest", will=None):
         self.messages = queue.Queue()
         self.connacks = queue.Queue()
         self.c = mqtt.Client(client_id=PREFIX + name, protocol=protocol)
         self.c.username_pw_set("guest", password)
+        if will:
+            self.c.will_set(**will)
         self.c.on_message = lambda c, u, m: self.messages.put(m)
         if protocol == mqtt.MQTTv5:
             self.c.on_connect = lambda c, u, f, rc, p=None: self.connacks.put(rc)
@@ -95,6 +97,34 @@ def check_v5_user_properties():
     pub.close()
 
 
+def check_v5_will_properties():
+    """An MQTT 5 will keeps its properties through the core [MQTT-3.1.3-10]."""
+    watcher = Client("willwatch", mqtt.MQTTv5)
+    watcher.subscribe("py/will/#", 1)
+    props = Properties(PacketTypes.WILLMESSAGE)
+    props.ContentType = "application/json"
+    props.ResponseTopic = "py/replies"
+    props.CorrelationData = b"corr-1"
+    props.MessageExpiryInterval = 3600
+    props.PayloadFormatIndicator = 1
+    props.UserProperty = [("site", "north")]
+    mortal = Client("willmortal", mqtt.MQTTv5,
+                    will={"topic": "py/will/gone", "payload": b'{"gone":true}', "qos": 1, "properties": props})
+    assert mortal.rc == 0, mortal.rc
+    mortal.c.loop_stop()
+    mortal.c.socket().close()  # no DISCONNECT: the will goes
+    m = watcher.message()
+    p = m.properties
+    assert m.topic == "py/will/gone" and m.payload == b'{"gone":true}', (m.topic, m.payload)
+    assert getattr(p, "ContentType", None) == "application/json", vars(p)
+    assert getattr(p, "ResponseTopic", None) == "py/replies", vars(p)
+    assert getattr(p, "CorrelationData", None) == b"corr-1", vars(p)
+    assert getattr(p, "PayloadFormatIndicator", None) == 1, vars(p)
+    assert 0 < getattr(p, "MessageExpiryInterval", 0) <= 3600, vars(p)
+    assert dict(getattr(p, "UserProperty", [])).get("site") == "north", vars(p)
+    watcher.close()
+
+
 def check_retained():
     pub = Client("retpub")
     pub.c.publish("py/retained", b"kept", qos=1, retain=True).wait_for_publish(TIMEOUT)
@@ -113,7 +143,8 @@ def check_bad_password():
     c.c.loop_stop()
 
 
-CHECKS = [check_qos1_roundtrip, check_qos2_roundtrip, check_v5_user_properties, check_retained, check_bad_password]
+CHECKS = [check_qos1_roundtrip, check_qos2_roundtrip, check_v5_user_properties, check_v5_will_properties,
+          check_retained, check_bad_password]
 
 ok = failed = 0
 for check in CHECKS:
