@@ -26,7 +26,10 @@
 //     record is written before the message is published, and a crash between the two is
 //     settled at the restart from the destination queues' logs (qos2in.go). A session expires (its
 //     queue is deleted) its expiry interval after its connection ended, counted across
-//     restarts: MQTT 5's own, Config.PersistentSessionExpiry for MQTT 3.1.1.
+//     restarts: MQTT 5's own, Config.PersistentSessionExpiry for MQTT 3.1.1. The queue is
+//     declared with it as x-expires; when a later CONNECT or a DISCONNECT changes it
+//     [MQTT-3.1.2-23], the queue's expiry is changed in place (broker Queue.SetExpires, the
+//     declared argument stays) and the new value kept in the "conn" record for a restart.
 //   - mochi keeps no record of a client once its connection has ended: sessions are the
 //     core's, and ever new client ids must not grow its maps.
 //   - Each connection consumes its queues as a broker.Consumer whose credit is the client's
