@@ -28,6 +28,9 @@ type Config struct {
 	// Host runs the raft groups that keep durable metadata and durable queues. Nil keeps
 	// everything in memory (unit tests); cmd/parley always sets it.
 	Host *cluster.Host
+	// Spread, with Host, runs durable queues' processes on other nodes (remote.go, issue 7
+	// stage 1; experimental). Nil: every queue runs here.
+	Spread *Spread
 }
 
 // DefaultConfig returns the defaults documented on each Config field.
@@ -58,6 +61,11 @@ type Broker struct {
 	idle idleClock
 
 	closed atomic.Bool
+
+	// Issue 7 stage 1: the queues this node hosts for other nodes (queuehost.go) and its
+	// proxies of queues hosted elsewhere (remote.go).
+	server  *queueServer
+	proxies proxies
 }
 
 // New builds a broker with the default vhost "/" and its predeclared exchanges. With a Host it
@@ -98,6 +106,18 @@ func (b *Broker) Close() {
 func (b *Broker) closeQueuesLocked() {
 	for _, v := range *b.vhosts.Load() {
 		for _, q := range v.queueMap() {
+			q.stop()
+		}
+	}
+	if b.server != nil {
+		b.server.mu.Lock()
+		hosted := make([]*Queue, 0, len(b.server.hosted))
+		for g, q := range b.server.hosted {
+			hosted = append(hosted, q)
+			delete(b.server.hosted, g)
+		}
+		b.server.mu.Unlock()
+		for _, q := range hosted {
 			q.stop()
 		}
 	}

@@ -249,6 +249,11 @@ func (v *VHost) startQueue(ctx context.Context, def meta.QueueDef) (*Queue, erro
 	if !def.Durable || host == nil {
 		return newQueue(v, def, cfg, nil, nil), nil
 	}
+	if v.b.cfg.Spread != nil && spreadable(def) {
+		if target := v.b.placement(def); target != host.NodeID() {
+			return v.startRemote(ctx, def, cfg, target)
+		}
+	}
 	l := newQueueLog()
 	g, err := host.AddGroup(ctx, queueGroup(def), l)
 	if err != nil {

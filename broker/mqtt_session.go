@@ -3,6 +3,7 @@ package broker
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -47,9 +48,16 @@ func (v *VHost) LookupQueue(name string) (*Queue, bool) { return v.queue(name) }
 // restart and a kill -9 and go when the queue is deleted. A transient queue keeps them in
 // memory, so the adapter has one code path.
 
+// errRemoteState: state records are not forwarded to a remote queue; the queues that have them
+// (MQTT sessions) are never spread (spreadable).
+var errRemoteState = errors.New("queue state records are not kept by a queue hosted on another node")
+
 // SetState sets the state record key to val, or deletes it when val is nil, and returns once
 // the change is committed (for a durable queue: written, fsynced and replicated).
 func (q *Queue) SetState(ctx context.Context, key string, val []byte) error {
+	if q.remote != nil {
+		return errRemoteState
+	}
 	if strings.HasPrefix(key, "\x00") {
 		return fmt.Errorf("queue %q state %q: keys starting with a zero byte are the queue's own", q.def.Name, key)
 	}
@@ -84,7 +92,7 @@ func (q *Queue) SetState(ctx context.Context, key string, val []byte) error {
 // proposed before it (so changes of one key apply in the order made), and logged when done
 // fails.
 func (q *Queue) SetStateAsync(key string, val []byte) {
-	if q.log == nil {
+	if q.log == nil || q.remote != nil {
 		_ = q.SetState(context.Background(), key, val)
 		return
 	}
@@ -106,7 +114,7 @@ func (q *Queue) SetStateAsync(key string, val []byte) {
 // the record is there the settlement is too. (MQTT QoS 2: the delivery a PUBREC answered is
 // settled for good before PUBREL goes out, so a crash cannot bring it back.)
 func (q *Queue) SettleWithState(ctx context.Context, ids []queue.DeliveryID, o queue.Outcome, key string, val []byte) error {
-	if q.log == nil {
+	if q.log == nil || q.remote != nil {
 		q.Settle(ids, o)
 		return q.SetState(ctx, key, val)
 	}

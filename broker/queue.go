@@ -92,9 +92,14 @@ type Queue struct {
 	lastUsed  atomic.Int64 // unix ms, for x-expires
 	expires   atomic.Int64 // x-expires in ms, or what SetExpires set; 0 = never
 
-	// Durable queues only: the queue's raft group and its state machine.
+	// Durable queues only: the queue's raft group and its state machine. A remote queue's
+	// group is this node's parked replica.
 	group *cluster.Group
 	log   *queueLog
+
+	// remote is set when the queue's process runs on another node (remote.go): every
+	// operation is forwarded.
+	remote *remoteQueue
 
 	// A transient queue's state records (SetState); a durable queue's are in its log.
 	stateMu  sync.Mutex
@@ -177,10 +182,20 @@ func (q *Queue) Def() meta.QueueDef { return q.def }
 func (q *Queue) VHost() *VHost { return q.v }
 
 // Len is the number of ready messages, as of the last batch.
-func (q *Queue) Len() int { return int(q.ready.Load()) }
+func (q *Queue) Len() int {
+	if q.remote != nil {
+		return q.remote.length()
+	}
+	return int(q.ready.Load())
+}
 
 // ConsumerCount is the number of consumers, as of the last batch.
-func (q *Queue) ConsumerCount() int { return int(q.consumers.Load()) }
+func (q *Queue) ConsumerCount() int {
+	if q.remote != nil {
+		return q.remote.consumerCount()
+	}
+	return int(q.consumers.Load())
+}
 
 func (q *Queue) touch() { q.lastUsed.Store(q.v.b.now()) }
 
@@ -202,6 +217,10 @@ func (q *Queue) call(c command) (result, bool) {
 }
 
 func (q *Queue) publish(m *message.Message, t *confirmTracker) {
+	if q.remote != nil {
+		q.remote.publish(m, t)
+		return
+	}
 	if !q.send(command{kind: cmdPublish, msg: m, confirm: t}) && t != nil {
 		// Deleted while we routed to it: RabbitMQ confirms such a message.
 		t.done(true)
@@ -214,6 +233,13 @@ func (q *Queue) Consume(o ConsumeOptions, c Consumer) (queue.ConsumerID, error) 
 		if err := q.v.checkOwner(q, o.Owner); err != nil {
 			return 0, err
 		}
+	}
+	if q.remote != nil {
+		id, err := q.remote.consume(o, c)
+		if err == nil {
+			q.touch()
+		}
+		return id, err
 	}
 	id := queue.ConsumerID(q.v.b.nextConsumer.Add(1))
 	spec := queue.ConsumerSpec{ID: id, Prefetch: o.Prefetch, NoAck: o.NoAck, Exclusive: o.Exclusive, Priority: o.Priority}
@@ -233,6 +259,10 @@ func (q *Queue) Consume(o ConsumeOptions, c Consumer) (queue.ConsumerID, error) 
 // that lost its last consumer is deleted before Cancel returns, as RabbitMQ does before
 // basic.cancel-ok.
 func (q *Queue) Cancel(id queue.ConsumerID) {
+	if q.remote != nil {
+		q.remote.cancel(id)
+		return
+	}
 	r, ok := q.call(command{kind: cmdCancel, spec: queue.ConsumerSpec{ID: id}})
 	if ok && r.ok {
 		q.v.deleteQueueIf(q)
@@ -260,12 +290,19 @@ func SettleByQueue[T any](items []T, o queue.Outcome, of func(T) (*Queue, queue.
 
 // Settle acks, requeues or discards deliveries. Settling on a deleted queue does nothing.
 func (q *Queue) Settle(ids []queue.DeliveryID, o queue.Outcome) {
+	if q.remote != nil {
+		q.remote.Settle(ids, o)
+		return
+	}
 	q.send(command{kind: cmdSettle, ids: ids, outcome: o})
 }
 
 // Get takes one message (basic.get). remaining is the number of ready messages left.
 func (q *Queue) Get(noAck bool) (d queue.Delivery, remaining int, ok bool) {
 	q.touch()
+	if q.remote != nil {
+		return q.remote.get(noAck)
+	}
 	r, alive := q.call(command{kind: cmdGet, noAck: noAck})
 	if !alive {
 		return queue.Delivery{}, 0, false
@@ -274,9 +311,19 @@ func (q *Queue) Get(noAck bool) (d queue.Delivery, remaining int, ok bool) {
 }
 
 // Kick asks the queue to try delivering again: a consumer's outside credit came back.
-func (q *Queue) Kick() { q.inbox.kick() }
+func (q *Queue) Kick() {
+	if q.remote != nil {
+		q.remote.poke()
+		return
+	}
+	q.inbox.kick()
+}
 
 func (q *Queue) purge() int {
+	if q.remote != nil {
+		n, _ := q.remote.count(rpcPurge)
+		return n
+	}
 	r, ok := q.call(command{kind: cmdPurge})
 	if !ok {
 		return 0
@@ -286,6 +333,9 @@ func (q *Queue) purge() int {
 
 // delete stops the queue, cancels its consumers and returns its ready message count.
 func (q *Queue) delete() int {
+	if q.remote != nil {
+		return q.remote.delete()
+	}
 	r, ok := q.call(command{kind: cmdDelete})
 	if !ok {
 		return 0
@@ -298,6 +348,10 @@ func (q *Queue) delete() int {
 // nothing that was acknowledged: entries commit in order, so an empty entry proposed last
 // is a barrier.
 func (q *Queue) stop() {
+	if q.remote != nil {
+		q.remote.stop(true)
+		return
+	}
 	q.call(command{kind: cmdDelete, silent: true})
 	if q.group == nil {
 		return

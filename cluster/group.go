@@ -100,6 +100,9 @@ func (g *Group) ID() uint64 { return g.id }
 // 0 when it knows none.
 func (g *Group) Leader() uint64 { return g.leader.Load() }
 
+// NodeID is this host's node id.
+func (h *Host) NodeID() uint64 { return h.cfg.NodeID }
+
 // IsLeader reports whether this node leads the group.
 func (g *Group) IsLeader() bool { return g.leader.Load() == g.host.cfg.NodeID }
 

@@ -1,0 +1,852 @@
+package broker
+
+// Remote queues: the proxy side of issue 7 stage 1 (see queuehost.go for the host side).
+//
+// With Config.Spread set, a durable queue that can be spread (spreadable) is placed at declare
+// on a node chosen round robin over Spread.Nodes; on a restart or a failover of the serving
+// node it stays on the node that leads its group. When that node is this one the queue is
+// local, as without Spread. Otherwise this node keeps a parked replica of the queue's group (it
+// is still one of its voters) and the *Queue in the vhost is a proxy: the same handle, whose
+// every operation is forwarded to the hosting node over the cluster's RPC channel, and whose
+// consumers get the deliveries the host relays back. Adapters cannot tell the difference.
+//
+// Publisher confirms: the host answers a forwarded publish only once the queue has taken the
+// message, that is once its enqueue entry has committed (fsynced on a majority), so a confirm
+// means what it means for a local queue. A publish the host never answers (its node died, the
+// connection was lost) is nacked: the publisher may send it again (at least once).
+//
+// Failover: when the host's node is lost, or it stops leading the group (rpcLost), the proxy
+// re-attaches: it asks a node to host the queue (the group's new leader, as this node's
+// replica sees it, or another voter, which then takes the lead) and opens a new session there
+// with a larger epoch, registering its consumers again. The consumers stay attached
+// throughout (as RabbitMQ's quorum queues keep theirs across a leader change). Deliveries the
+// ended session left unacked are requeued by the host that made them, or, if that host died,
+// come back from the log as the new host's live messages; either way they are delivered again
+// marked redelivered.
+//
+// Delivery ids: the id an adapter sees is the host's id tagged with the session's epoch
+// (epoch<<epochShift | host id). A settlement with an id of an earlier epoch is dropped, never
+// sent: its message was requeued when that session ended and will be (or was) delivered again
+// under a new id. So an ack made stale by a failover can never settle a different message (the
+// new host's ids start again from 1). The host also checks every id against the session's
+// unsettled set.
+//
+// Operations while no host is attached (a failover in progress) wait for the re-attachment,
+// bounded by attachWait; a publish that times out is nacked, a consume fails with an internal
+// error.
+//
+// What stays local (spreadable): exclusive, auto-delete and x-expires queues, whose deletion
+// the queue itself decides, queues with a dead-letter exchange, which republish through this
+// node's routing, and MQTT session queues (x-expires, state records). Deviation from DESIGN.md
+// §5 ("placement lives in group 0"): the placement is not recorded in group 0; the group's
+// leadership is the record (a restarted or new serving node finds each queue on its leader).
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/parleymq/parley/broker/message"
+	"github.com/parleymq/parley/broker/meta"
+	"github.com/parleymq/parley/broker/queue"
+	"github.com/parleymq/parley/cluster"
+)
+
+// Spread configures issue 7 stage 1: durable queues' processes on other nodes.
+type Spread struct {
+	// RPC is this node's endpoint of the cluster's RPC channel.
+	RPC *cluster.RPC
+	// Nodes lists the nodes queues may be placed on, this one included.
+	Nodes func() []uint64
+}
+
+const (
+	// epochShift: a proxy's delivery id is epoch<<epochShift | the host's id.
+	epochShift = 40
+	hostIDMask = 1<<epochShift - 1
+	// attachWait bounds how long an operation waits for a host to be attached.
+	attachWait = 30 * time.Second
+	// callTimeout bounds one forwarded call.
+	callTimeout = 30 * time.Second
+)
+
+// spreadable says whether def's process may run on another node (see the file comment).
+func spreadable(def meta.QueueDef) bool {
+	if !def.Durable || def.Exclusive || def.AutoDelete {
+		return false
+	}
+	// The MQTT adapter's session and shared-subscription queues keep state records
+	// (mqtt_session.go), which a proxy does not forward.
+	if strings.HasPrefix(def.Name, "mqtt.") {
+		return false
+	}
+	for _, k := range []string{"x-expires", "x-dead-letter-exchange"} {
+		if _, ok := def.Args[k]; ok {
+			return false
+		}
+	}
+	return true
+}
+
+// proxies is the broker's registry of remote queues, by group.
+type proxies struct {
+	mu    sync.Mutex
+	byGrp map[uint64]*remoteQueue
+	next  int // round robin
+	wired bool
+}
+
+// placeNew picks the node for a new queue, round robin.
+func (b *Broker) placeNew() uint64 {
+	nodes := b.cfg.Spread.Nodes()
+	if len(nodes) == 0 {
+		return b.cfg.Host.NodeID()
+	}
+	p := &b.proxies
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := nodes[p.next%len(nodes)]
+	p.next++
+	return n
+}
+
+// placement returns the node that should run def's process: for a group that exists, its
+// leader (0: none known yet, then this node's choice); else round robin.
+func (b *Broker) placement(def meta.QueueDef) uint64 {
+	if g := b.cfg.Host.Group(queueGroup(def)); g != nil {
+		if l := g.Leader(); l != 0 {
+			return l
+		}
+	} else if stored, err := b.cfg.Host.StoredGroups(); err == nil {
+		for _, id := range stored {
+			if id == queueGroup(def) {
+				return b.cfg.Host.NodeID() // recovering our own data: lead it
+			}
+		}
+	}
+	return b.placeNew()
+}
+
+// wireProxiesLocked registers the proxy side's RPC handlers once. b.mu held.
+func (b *Broker) wireProxiesLocked() {
+	p := &b.proxies
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.wired {
+		return
+	}
+	p.wired = true
+	p.byGrp = map[uint64]*remoteQueue{}
+	r := b.cfg.Spread.RPC
+	r.Handle(rpcRelay, b.handleRelay)
+	r.Handle(rpcLost, b.handleLost)
+	r.OnPeerLost(func(peer uint64) {
+		for _, rq := range b.proxyList() {
+			rq.hostLost(peer, 0)
+		}
+	})
+}
+
+func (b *Broker) proxyList() []*remoteQueue {
+	b.proxies.mu.Lock()
+	defer b.proxies.mu.Unlock()
+	out := make([]*remoteQueue, 0, len(b.proxies.byGrp))
+	for _, rq := range b.proxies.byGrp {
+		out = append(out, rq)
+	}
+	return out
+}
+
+func (b *Broker) proxy(group uint64) *remoteQueue {
+	b.proxies.mu.Lock()
+	defer b.proxies.mu.Unlock()
+	return b.proxies.byGrp[group]
+}
+
+// startRemote starts the proxy of def, hosted on node target. b.mu held.
+func (v *VHost) startRemote(ctx context.Context, def meta.QueueDef, cfg queue.Config, target uint64) (*Queue, error) {
+	b := v.b
+	b.wireProxiesLocked()
+	host := b.cfg.Host
+	gid := queueGroup(def)
+	g := host.Group(gid)
+	if g == nil {
+		var err error
+		if g, err = host.AddReplica(ctx, gid, QueueStandIn()); err != nil {
+			return nil, meta.Errorf(meta.InternalError, "cannot start queue '%s' in vhost '%s': %v", def.Name, v.name, err)
+		}
+	}
+	q := &Queue{v: v, def: def, cfg: cfg, done: make(chan struct{}), group: g}
+	rq := &remoteQueue{
+		q: q, b: b, rpc: b.cfg.Spread.RPC, group: gid, self: host.NodeID(), target: target,
+		consumers: map[queue.ConsumerID]*proxyConsumer{},
+		attachedc: make(chan struct{}),
+		wake:      make(chan struct{}, 1),
+		stopc:     make(chan struct{}),
+	}
+	q.remote = rq
+	b.proxies.mu.Lock()
+	b.proxies.byGrp[gid] = rq
+	b.proxies.mu.Unlock()
+	if err := rq.attach(ctx, target); err != nil {
+		b.log.Warn("queue's host not reached; retrying", zap.String("queue", def.Name),
+			zap.Uint64("node", target), zap.Error(err))
+		rq.mu.Lock()
+		rq.needAttach = true
+		rq.mu.Unlock()
+	}
+	go rq.run()
+	rq.poke()
+	return q, nil
+}
+
+// remoteQueue is the proxy state of a *Queue whose process runs on another node.
+type remoteQueue struct {
+	q      *Queue
+	b      *Broker
+	rpc    *cluster.RPC
+	group  uint64
+	self   uint64
+	target uint64 // where it was placed
+
+	ready atomic.Int64 // the host's ready count, as last heard
+
+	// dmu is held while deliveries are handed to consumers, so Cancel can wait them out.
+	dmu sync.Mutex
+
+	mu         sync.Mutex
+	host       uint64
+	epoch      uint64
+	attached   bool
+	attachedc  chan struct{} // closed while attached
+	needAttach bool
+	stopped    bool
+	consumers  map[queue.ConsumerID]*proxyConsumer
+	incoming   [][]byte // relay batches of the current epoch, not yet handled
+	wake       chan struct{}
+	stopc      chan struct{}
+}
+
+type proxyConsumer struct {
+	id        queue.ConsumerID
+	c         Consumer
+	o         ConsumeOptions
+	hostID    queue.ConsumerID
+	hostEpoch uint64
+	cancelled bool
+	// Owned by the run goroutine.
+	waiting []queue.Delivery
+	credit  uint64
+}
+
+func (rq *remoteQueue) poke() {
+	select {
+	case rq.wake <- struct{}{}:
+	default:
+	}
+}
+
+// pickHost chooses where to (re)attach: the group's leader unless that is this node or the
+// host just lost; else another voter.
+func (rq *remoteQueue) pickHost(avoid uint64) uint64 {
+	if l := rq.q.group.Leader(); l != 0 && l != rq.self && l != avoid {
+		return l
+	}
+	if rq.target != avoid {
+		return rq.target
+	}
+	nodes := rq.b.cfg.Spread.Nodes()
+	for i := range nodes {
+		n := nodes[(int(rq.group)+i)%len(nodes)]
+		if n != rq.self && n != avoid {
+			return n
+		}
+	}
+	return 0
+}
+
+// attach makes target host the queue and opens a new session there.
+func (rq *remoteQueue) attach(ctx context.Context, target uint64) error {
+	def, err := encodeDef(rq.q.def)
+	if err != nil {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	if _, err := rq.rpc.Call(cctx, target, rpcHost, def); err != nil {
+		return err
+	}
+	rq.mu.Lock()
+	epoch := rq.epoch + 1
+	rq.mu.Unlock()
+	w := wbuf{}
+	w.uint(rq.group)
+	w.uint(epoch)
+	rep, err := rq.rpc.Call(cctx, target, rpcAttach, w.b)
+	if err != nil {
+		return err
+	}
+	r := newReader(rep)
+	rq.ready.Store(int64(r.Uint()))
+	rq.mu.Lock()
+	if rq.stopped {
+		rq.mu.Unlock()
+		return errors.New("queue stopped")
+	}
+	rq.host, rq.epoch, rq.attached, rq.needAttach = target, epoch, true, false
+	rq.incoming = nil
+	cs := make([]*proxyConsumer, 0, len(rq.consumers))
+	for _, pc := range rq.consumers {
+		if !pc.cancelled {
+			cs = append(cs, pc)
+		}
+	}
+	close(rq.attachedc)
+	rq.mu.Unlock()
+	for _, pc := range cs {
+		if err := rq.register(cctx, pc, target, epoch); err != nil {
+			rq.b.log.Warn("consumer not registered again at the queue's new host",
+				zap.String("queue", rq.q.def.Name), zap.Error(err))
+		}
+	}
+	rq.b.log.Info("queue attached to its host", zap.String("queue", rq.q.def.Name),
+		zap.Uint64("node", target), zap.Uint64("epoch", epoch))
+	return nil
+}
+
+// register registers pc at the host of epoch.
+func (rq *remoteQueue) register(ctx context.Context, pc *proxyConsumer, host, epoch uint64) error {
+	w := wbuf{}
+	w.uint(rq.group)
+	w.uint(epoch)
+	w.uint(uint64(pc.id))
+	w.uint(uint64(pc.o.Prefetch))
+	w.bool(pc.o.NoAck)
+	w.bool(pc.o.Exclusive)
+	w.int(int64(pc.o.Priority))
+	rep, err := rq.rpc.Call(ctx, host, rpcConsume, w.b)
+	if err != nil {
+		rq.failed(epoch, err)
+		return meta.Errorf(meta.InternalError, "queue '%s': its node did not answer: %v", rq.q.def.Name, err)
+	}
+	r := newReader(rep)
+	if r.U8() != statusOK {
+		return decodeErr(r)
+	}
+	id := queue.ConsumerID(r.Uint())
+	if r.Err() != nil {
+		return meta.Errorf(meta.InternalError, "queue '%s': bad reply from its node", rq.q.def.Name)
+	}
+	rq.mu.Lock()
+	pc.hostID, pc.hostEpoch = id, epoch
+	rq.mu.Unlock()
+	return nil
+}
+
+// failed handles an error of a call made in epoch: a lost host means re-attaching.
+func (rq *remoteQueue) failed(epoch uint64, err error) {
+	var re *cluster.RemoteError
+	if errors.Is(err, cluster.ErrPeerLost) || errors.Is(err, cluster.ErrPeerUnavailable) ||
+		(errors.As(err, &re) && re.Msg == errNotHosted.Error()) {
+		rq.hostLost(0, epoch)
+	}
+}
+
+// hostLost detaches the proxy when its host is node peer (0: any) or its session is epoch
+// (0: any), and lets run re-attach.
+func (rq *remoteQueue) hostLost(peer, epoch uint64) {
+	rq.mu.Lock()
+	if !rq.attached || (peer != 0 && rq.host != peer) || (epoch != 0 && rq.epoch != epoch) {
+		rq.mu.Unlock()
+		return
+	}
+	rq.attached, rq.needAttach = false, true
+	rq.attachedc = make(chan struct{})
+	rq.incoming = nil
+	rq.mu.Unlock()
+	rq.b.log.Info("queue's host lost; re-attaching", zap.String("queue", rq.q.def.Name), zap.Uint64("node", rq.host))
+	rq.poke()
+}
+
+// session waits until a host is attached and returns it and the epoch.
+func (rq *remoteQueue) session() (host, epoch uint64, ok bool) {
+	deadline := time.NewTimer(attachWait)
+	defer deadline.Stop()
+	for {
+		rq.mu.Lock()
+		if rq.stopped {
+			rq.mu.Unlock()
+			return 0, 0, false
+		}
+		if rq.attached {
+			host, epoch = rq.host, rq.epoch
+			rq.mu.Unlock()
+			return host, epoch, true
+		}
+		c := rq.attachedc
+		rq.mu.Unlock()
+		select {
+		case <-c:
+		case <-rq.stopc:
+			return 0, 0, false
+		case <-deadline.C:
+			return 0, 0, false
+		}
+	}
+}
+
+// run re-attaches when needed and hands relayed deliveries to the consumers.
+func (rq *remoteQueue) run() {
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	var lastHost uint64
+	for {
+		select {
+		case <-rq.wake:
+		case <-retry.C:
+		case <-rq.stopc:
+			return
+		}
+		rq.mu.Lock()
+		need := rq.needAttach && !rq.stopped
+		if need {
+			lastHost = rq.host
+		}
+		batches := rq.incoming
+		rq.incoming = nil
+		epoch := rq.epoch
+		rq.mu.Unlock()
+		if need {
+			target := rq.pickHost(lastHost)
+			if target == 0 {
+				target = lastHost
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+			err := rq.attach(ctx, target)
+			cancel()
+			if err != nil {
+				rq.b.log.Debug("re-attach failed; retrying", zap.String("queue", rq.q.def.Name), zap.Error(err))
+				retry.Reset(200 * time.Millisecond)
+			}
+			continue
+		}
+		for _, bt := range batches {
+			rq.takeRelay(bt, epoch)
+		}
+		rq.deliver(epoch)
+	}
+}
+
+// takeRelay sorts a relay batch's items into the consumers' waiting lists.
+func (rq *remoteQueue) takeRelay(body []byte, epoch uint64) {
+	r := newReader(body)
+	r.Uint() // group
+	r.Uint() // epoch
+	for r.Len() > 0 && r.Err() == nil {
+		kind := r.U8()
+		local := queue.ConsumerID(r.Uint())
+		rq.mu.Lock()
+		pc := rq.consumers[local]
+		cancelled := pc != nil && pc.cancelled
+		rq.mu.Unlock()
+		switch kind {
+		case relayDeliver:
+			d := queue.Delivery{Consumer: local}
+			d.ID = queue.DeliveryID(epoch<<epochShift | r.Uint()&hostIDMask)
+			d.Redelivered = readBool(r)
+			d.Expiry = r.Int()
+			d.Msg = readMsg(r)
+			if r.Err() != nil {
+				break
+			}
+			if pc == nil || cancelled {
+				// Cancelled meanwhile: give the message back at once.
+				rq.Settle([]queue.DeliveryID{d.ID}, queue.Requeue)
+				continue
+			}
+			pc.waiting = append(pc.waiting, d)
+		case relayCancelled:
+			if pc != nil && !cancelled {
+				rq.dmu.Lock()
+				rq.mu.Lock()
+				delete(rq.consumers, local)
+				pc.cancelled = true
+				rq.mu.Unlock()
+				pc.waiting = nil
+				pc.c.Cancelled(rq.q)
+				rq.dmu.Unlock()
+			}
+		default:
+			rq.b.log.Warn("bad relay item from a queue's host", zap.Uint8("kind", kind))
+			return
+		}
+	}
+	if r.Err() != nil {
+		rq.b.log.Warn("bad relay batch from a queue's host", zap.Error(r.Err()))
+	}
+}
+
+// deliver hands waiting deliveries to consumers that allow them and gives the host credit.
+func (rq *remoteQueue) deliver(epoch uint64) {
+	rq.mu.Lock()
+	cs := make([]*proxyConsumer, 0, len(rq.consumers))
+	for _, pc := range rq.consumers {
+		if len(pc.waiting) > 0 || pc.credit > 0 || pc.cancelled {
+			cs = append(cs, pc)
+		}
+	}
+	rq.mu.Unlock()
+	for _, pc := range cs {
+		rq.dmu.Lock()
+		if pc.cancelled {
+			// Deliveries relayed but not handed over go back.
+			back := make([]queue.DeliveryID, 0, len(pc.waiting))
+			for _, d := range pc.waiting {
+				back = append(back, d.ID)
+			}
+			pc.waiting = nil
+			rq.mu.Lock()
+			if rq.consumers[pc.id] == pc {
+				delete(rq.consumers, pc.id)
+			}
+			rq.mu.Unlock()
+			rq.dmu.Unlock()
+			if len(back) > 0 {
+				rq.Settle(back, queue.Requeue)
+			}
+			continue
+		}
+		n := 0
+		for n < len(pc.waiting) && !pc.cancelled && pc.c.Allow() {
+			pc.c.Deliver(rq.q, pc.waiting[n])
+			n++
+		}
+		rq.dmu.Unlock()
+		pc.waiting = pc.waiting[n:]
+		if len(pc.waiting) == 0 {
+			pc.waiting = nil
+		}
+		pc.credit += uint64(n)
+		rq.mu.Lock()
+		host, hostID, ok := rq.host, pc.hostID, pc.hostEpoch == epoch && rq.epoch == epoch && !pc.cancelled
+		rq.mu.Unlock()
+		if ok && pc.credit > 0 {
+			w := wbuf{}
+			w.uint(rq.group)
+			w.uint(epoch)
+			w.uint(uint64(hostID))
+			w.uint(pc.credit)
+			pc.credit = 0
+			ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+			_ = rq.rpc.Notify(ctx, host, rpcCredit, w.b)
+			cancel()
+		}
+	}
+}
+
+// handleRelay queues a relay batch for its proxy's run goroutine.
+func (b *Broker) handleRelay(_ context.Context, from uint64, body []byte, _ func([]byte, error)) {
+	r := newReader(body)
+	group, epoch := r.Uint(), r.Uint()
+	rq := b.proxy(group)
+	if r.Err() != nil || rq == nil {
+		return
+	}
+	rq.mu.Lock()
+	ok := rq.attached && rq.host == from && rq.epoch == epoch
+	if ok {
+		rq.incoming = append(rq.incoming, body)
+	}
+	rq.mu.Unlock()
+	if ok {
+		rq.poke()
+	}
+}
+
+func (b *Broker) handleLost(_ context.Context, from uint64, body []byte, _ func([]byte, error)) {
+	r := newReader(body)
+	group, epoch := r.Uint(), r.Uint()
+	if rq := b.proxy(group); rq != nil && r.Err() == nil {
+		rq.hostLost(from, epoch)
+	}
+}
+
+// The *Queue operations of a proxy.
+
+func (rq *remoteQueue) publish(m *message.Message, t *confirmTracker) {
+	host, epoch, ok := rq.session()
+	if !ok {
+		if t != nil {
+			t.done(false)
+		}
+		return
+	}
+	w := wbuf{}
+	w.uint(rq.group)
+	if err := w.msg(m); err != nil {
+		rq.b.log.Error("message not encodable for its queue's node", zap.Error(err))
+		if t != nil {
+			t.done(false)
+		}
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	err := rq.rpc.CallAsync(ctx, host, rpcPublish, w.b, func(rep []byte, err error) {
+		ok := false
+		if err == nil {
+			r := newReader(rep)
+			ok = readBool(r)
+			if n := r.Uint(); r.Err() == nil {
+				rq.ready.Store(int64(n))
+			} else {
+				ok = false
+			}
+		} else {
+			rq.failed(epoch, err)
+		}
+		if t != nil {
+			t.done(ok)
+		}
+	})
+	if err != nil {
+		rq.failed(epoch, err)
+		if t != nil {
+			t.done(false)
+		}
+	}
+}
+
+func (rq *remoteQueue) consume(o ConsumeOptions, c Consumer) (queue.ConsumerID, error) {
+	host, epoch, ok := rq.session()
+	if !ok {
+		return 0, meta.Errorf(meta.InternalError, "queue '%s' in vhost '%s': its node is not reachable", rq.q.def.Name, rq.q.v.name)
+	}
+	pc := &proxyConsumer{id: queue.ConsumerID(rq.b.nextConsumer.Add(1)), c: c, o: o}
+	rq.mu.Lock()
+	rq.consumers[pc.id] = pc
+	rq.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	if err := rq.register(ctx, pc, host, epoch); err != nil {
+		var me *meta.Error
+		if errors.As(err, &me) && me.Code != meta.InternalError {
+			rq.mu.Lock()
+			delete(rq.consumers, pc.id)
+			rq.mu.Unlock()
+			return 0, err
+		}
+		// The host was lost: the re-attachment registers the consumer.
+	}
+	return pc.id, nil
+}
+
+func (rq *remoteQueue) cancel(id queue.ConsumerID) {
+	rq.dmu.Lock()
+	rq.mu.Lock()
+	pc := rq.consumers[id]
+	if pc != nil {
+		pc.cancelled = true // run drops it, and gives back what it has not handed over
+	}
+	host, epoch, attached := rq.host, rq.epoch, rq.attached
+	rq.mu.Unlock()
+	rq.dmu.Unlock()
+	rq.poke()
+	if pc == nil || !attached || pc.hostEpoch != epoch {
+		return
+	}
+	w := wbuf{}
+	w.uint(rq.group)
+	w.uint(epoch)
+	w.uint(uint64(pc.hostID))
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	if _, err := rq.rpc.Call(ctx, host, rpcCancel, w.b); err != nil {
+		rq.failed(epoch, err)
+	}
+}
+
+// Settle forwards the settlement of the current epoch's ids; older ones are dropped (see the
+// file comment).
+func (rq *remoteQueue) Settle(ids []queue.DeliveryID, o queue.Outcome) {
+	rq.mu.Lock()
+	host, epoch, attached := rq.host, rq.epoch, rq.attached
+	rq.mu.Unlock()
+	w := wbuf{}
+	w.uint(rq.group)
+	w.uint(epoch)
+	w.b = append(w.b, byte(o))
+	keep := make([]uint64, 0, len(ids))
+	for _, id := range ids {
+		if uint64(id)>>epochShift == epoch {
+			keep = append(keep, uint64(id)&hostIDMask)
+		}
+	}
+	if dropped := len(ids) - len(keep); dropped > 0 {
+		rq.b.log.Debug("stale delivery ids of an earlier host session dropped; their messages were requeued",
+			zap.String("queue", rq.q.def.Name), zap.Int("ids", dropped))
+	}
+	if len(keep) == 0 || !attached {
+		return
+	}
+	w.uint(uint64(len(keep)))
+	for _, id := range keep {
+		w.uint(id)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	if err := rq.rpc.Notify(ctx, host, rpcSettle, w.b); err != nil {
+		rq.failed(epoch, err)
+	}
+}
+
+func (rq *remoteQueue) get(noAck bool) (queue.Delivery, int, bool) {
+	host, epoch, ok := rq.session()
+	if !ok {
+		return queue.Delivery{}, 0, false
+	}
+	w := wbuf{}
+	w.uint(rq.group)
+	w.uint(epoch)
+	w.bool(noAck)
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	rep, err := rq.rpc.Call(ctx, host, rpcGet, w.b)
+	if err != nil {
+		rq.failed(epoch, err)
+		return queue.Delivery{}, 0, false
+	}
+	r := newReader(rep)
+	got, remaining := readBool(r), int(r.Uint())
+	if !got || r.Err() != nil {
+		return queue.Delivery{}, remaining, false
+	}
+	r.U8() // relayDeliver
+	r.Uint()
+	d := queue.Delivery{ID: queue.DeliveryID(epoch<<epochShift | r.Uint()&hostIDMask)}
+	d.Redelivered = readBool(r)
+	d.Expiry = r.Int()
+	d.Msg = readMsg(r)
+	if r.Err() != nil {
+		return queue.Delivery{}, remaining, false
+	}
+	rq.ready.Store(int64(remaining))
+	return d, remaining, true
+}
+
+// count makes a call that answers a number (purge, delete, stat).
+func (rq *remoteQueue) count(method string) (int, bool) {
+	host, epoch, ok := rq.session()
+	if !ok {
+		return 0, false
+	}
+	w := wbuf{}
+	w.uint(rq.group)
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	rep, err := rq.rpc.Call(ctx, host, method, w.b)
+	if err != nil {
+		rq.failed(epoch, err)
+		return 0, false
+	}
+	r := newReader(rep)
+	n := int(r.Uint())
+	return n, r.Err() == nil
+}
+
+func (rq *remoteQueue) length() int {
+	rq.mu.Lock()
+	attached := rq.attached
+	rq.mu.Unlock()
+	if attached {
+		if n, ok := rq.count(rpcStat); ok {
+			rq.ready.Store(int64(n))
+		}
+	}
+	return int(rq.ready.Load())
+}
+
+func (rq *remoteQueue) consumerCount() int {
+	rq.mu.Lock()
+	defer rq.mu.Unlock()
+	n := 0
+	for _, pc := range rq.consumers {
+		if !pc.cancelled {
+			n++
+		}
+	}
+	return n
+}
+
+// delete deletes the queue on its host, cancels the consumers and stops the proxy.
+func (rq *remoteQueue) delete() int {
+	n, _ := rq.count(rpcDelete)
+	rq.dmu.Lock()
+	rq.mu.Lock()
+	cs := rq.consumers
+	rq.consumers = map[queue.ConsumerID]*proxyConsumer{}
+	var tell []*proxyConsumer
+	for _, pc := range cs {
+		if !pc.cancelled {
+			pc.cancelled = true
+			tell = append(tell, pc)
+		}
+	}
+	rq.mu.Unlock()
+	for _, pc := range tell {
+		pc.c.Cancelled(rq.q)
+	}
+	rq.dmu.Unlock()
+	rq.stop(false)
+	return n
+}
+
+// stop ends the proxy; detach tells the host (a broker shutdown: the host keeps the queue).
+func (rq *remoteQueue) stop(detach bool) {
+	rq.mu.Lock()
+	if rq.stopped {
+		rq.mu.Unlock()
+		return
+	}
+	rq.stopped = true
+	host, epoch, attached := rq.host, rq.epoch, rq.attached
+	rq.attached = false
+	rq.mu.Unlock()
+	close(rq.stopc)
+	close(rq.q.done)
+	rq.b.proxies.mu.Lock()
+	if rq.b.proxies.byGrp[rq.group] == rq {
+		delete(rq.b.proxies.byGrp, rq.group)
+	}
+	rq.b.proxies.mu.Unlock()
+	if detach && attached {
+		w := wbuf{}
+		w.uint(rq.group)
+		w.uint(epoch)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = rq.rpc.Notify(ctx, host, rpcDetach, w.b)
+		cancel()
+	}
+}
+
+// Host is the node that runs the queue's process: this one for a local queue, 0 while a
+// remote queue's host is not attached.
+func (q *Queue) Host() uint64 {
+	if q.remote == nil {
+		if q.v.b.cfg.Host != nil {
+			return q.v.b.cfg.Host.NodeID()
+		}
+		return 0
+	}
+	q.remote.mu.Lock()
+	defer q.remote.mu.Unlock()
+	if !q.remote.attached {
+		return 0
+	}
+	return q.remote.host
+}

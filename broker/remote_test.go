@@ -1,0 +1,373 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/parleymq/parley/broker/meta"
+	"github.com/parleymq/parley/broker/queue"
+	"github.com/parleymq/parley/cluster"
+	"github.com/parleymq/parley/storage"
+)
+
+// spreadNode is one node of a three-node test cluster over real loopback TCP and real Pebble:
+// node 1 serves (its broker has the metadata and the proxies), nodes 2 and 3 host queues.
+type spreadNode struct {
+	id   uint64
+	eng  *storage.Engine
+	tr   *cluster.TCPTransport
+	rpc  *cluster.RPC
+	host *cluster.Host
+	b    *Broker
+	down bool
+}
+
+// kill stops the node abruptly as far as its peers can tell: its connections go first.
+func (n *spreadNode) kill() {
+	if n.down {
+		return
+	}
+	n.down = true
+	n.tr.Close()
+	n.rpc.Close()
+	n.host.Stop()
+	n.b.Close()
+	_ = n.eng.Close()
+}
+
+func testLog(t *testing.T) *zap.Logger { return zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)) }
+
+func startSpreadCluster(t *testing.T, ctx context.Context) map[uint64]*spreadNode {
+	t.Helper()
+	peers := map[uint64]string{}
+	lns := map[uint64]net.Listener{}
+	for id := uint64(1); id <= 3; id++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns[id], peers[id] = ln, ln.Addr().String()
+	}
+	nodes := map[uint64]*spreadNode{}
+	for id := uint64(1); id <= 3; id++ {
+		n := &spreadNode{id: id}
+		var err error
+		if n.eng, err = storage.Open(t.TempDir(), storage.DefaultOptions(), zap.NewNop()); err != nil {
+			t.Fatal(err)
+		}
+		if n.tr, err = cluster.NewTCPTransport(cluster.TCPConfig{NodeID: id, Listener: lns[id], Peers: peers,
+			MaxBackoff: 100 * time.Millisecond}, testLog(t)); err != nil {
+			t.Fatal(err)
+		}
+		n.rpc = cluster.NewRPC(n.tr, testLog(t))
+		if n.host, err = cluster.NewHost(cluster.Config{NodeID: id, Peers: peers, Transport: n.tr,
+			TickInterval: 20 * time.Millisecond, SnapshotEntries: 40}, n.eng, testLog(t)); err != nil {
+			t.Fatal(err)
+		}
+		if err := n.host.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		n.tr.Start(n.host)
+		nodes[id] = n
+		t.Cleanup(n.kill)
+	}
+	for _, n := range nodes {
+		waitUntil(t, ctx, "peers connected", func() bool {
+			for _, p := range n.tr.Peers() {
+				if !p.Connected {
+					return false
+				}
+			}
+			return true
+		})
+	}
+	// Nodes 2 and 3 keep group 0's replica (as cmd/parley's standbys do) and host queues.
+	for _, id := range []uint64{2, 3} {
+		n := nodes[id]
+		if _, err := n.host.AddReplica(ctx, MetaGroup, nil); err != nil {
+			t.Fatal(err)
+		}
+		b, err := NewQueueHost(testLog(t), Config{Host: n.host})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.ServeQueues(n.rpc)
+		n.b = b
+	}
+	cfg := DefaultConfig()
+	cfg.Host = nodes[1].host
+	cfg.Spread = &Spread{RPC: nodes[1].rpc, Nodes: func() []uint64 { return []uint64{2, 3} }}
+	b, err := New(testLog(t), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes[1].b = b
+	return nodes
+}
+
+// declareSpread declares a durable queue on node 1 and gives the third node its replica, as a
+// standby does when it applies the declaration.
+func declareSpread(t *testing.T, ctx context.Context, nodes map[uint64]*spreadNode, name string) *Queue {
+	t.Helper()
+	v, _ := nodes[1].b.VHost("/")
+	if _, err := v.DeclareQueue(meta.QueueDef{Name: name, Durable: true}, false); err != nil {
+		t.Fatalf("declare %s: %v", name, err)
+	}
+	q, _ := v.LookupQueue(name)
+	// A connection that flaps (they do while the nodes start) makes the proxy re-attach.
+	waitUntil(t, ctx, name+" attached", func() bool { return q.remote == nil || q.Host() != 0 })
+	host := q.Host()
+	if q.remote == nil || host == 0 || host == 1 {
+		t.Fatalf("queue %s: host %d, want it hosted on node 2 or 3", name, host)
+	}
+	for _, id := range []uint64{2, 3} {
+		if id != host && nodes[id].host.Group(q.group.ID()) == nil {
+			if _, err := nodes[id].host.AddReplica(ctx, q.group.ID(), QueueStandIn()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return q
+}
+
+func publishConfirmed(t *testing.T, v *VHost, queueName string, bodies []string) {
+	t.Helper()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	nacks := 0
+	for _, body := range bodies {
+		m := persistent(body)
+		m.RoutingKey = queueName
+		wg.Add(1)
+		if _, err := v.Publish(m, func(ok bool) {
+			if !ok {
+				mu.Lock()
+				nacks++
+				mu.Unlock()
+			}
+			wg.Done()
+		}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wg.Wait()
+	if nacks > 0 {
+		t.Fatalf("%d of %d publishes nacked", nacks, len(bodies))
+	}
+}
+
+func bodies(prefix string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("%s-%03d", prefix, i)
+	}
+	return out
+}
+
+func waitUntil(t *testing.T, ctx context.Context, what string, cond func() bool) {
+	t.Helper()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("timed out waiting for %s", what)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// TestRemoteQueueOperations drives two durable queues placed on nodes 2 and 3 from node 1's
+// broker: confirmed publishes (a confirm only after the host's commit), consume with prefetch
+// and acks, basic.get, requeue, an exclusive consumer's refusal, purge and delete.
+func TestRemoteQueueOperations(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	nodes := startSpreadCluster(t, ctx)
+	v, _ := nodes[1].b.VHost("/")
+	q1 := declareSpread(t, ctx, nodes, "q1")
+	q2 := declareSpread(t, ctx, nodes, "q2")
+	if q1.Host() == q2.Host() {
+		t.Fatalf("both queues on node %d: not spread", q1.Host())
+	}
+	// The host leads the group: its process writes the log.
+	waitUntil(t, ctx, "node 1 sees q1's host lead its group", func() bool { return q1.group.Leader() == q1.Host() })
+	if g := nodes[q1.Host()].host.Group(q1.group.ID()); g == nil || !g.IsLeader() {
+		t.Fatalf("node %d does not lead q1's group", q1.Host())
+	}
+
+	const n = 60
+	want := bodies("m", n)
+	publishConfirmed(t, v, "q1", want)
+	// A confirm means committed on a majority: the host's group has applied every enqueue.
+	if got := q1.Len(); got != n {
+		t.Fatalf("q1 holds %d messages after %d confirms", got, n)
+	}
+	st, err := v.DeclareQueue(meta.QueueDef{Name: "q1", Durable: true}, true)
+	if err != nil || st.Messages != n {
+		t.Fatalf("passive declare: %+v, %v", st, err)
+	}
+
+	// basic.get, then requeue it: it comes again, redelivered, to the consumer below.
+	d, remaining, ok := q1.Get(false)
+	if !ok || string(d.Msg.Body) != want[0] || remaining != n-1 {
+		t.Fatalf("get: %v %q remaining %d", ok, d.Msg.Body, remaining)
+	}
+	q1.Settle([]queue.DeliveryID{d.ID}, queue.Requeue)
+
+	s := newSink()
+	id, err := q1.Consume(ConsumeOptions{Prefetch: 10}, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q1.ConsumerCount() != 1 {
+		t.Fatalf("consumer count %d", q1.ConsumerCount())
+	}
+	var got []string
+	acked := 0
+	for acked < n {
+		ds := s.wait(t, acked+1)
+		var ids []queue.DeliveryID
+		for _, d := range ds[acked:] {
+			got = append(got, string(d.Msg.Body))
+			ids = append(ids, d.ID)
+			if string(d.Msg.Body) == want[0] && !d.Redelivered {
+				t.Errorf("the requeued message came back not marked redelivered")
+			}
+		}
+		if un := len(ds) - acked; un > 10 {
+			t.Fatalf("%d unacked deliveries with a prefetch of 10", un)
+		}
+		acked = len(ds)
+		q1.Settle(ids, queue.Ack)
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("consumed %v, want %v", got, want)
+	}
+	waitUntil(t, ctx, "q1 empty", func() bool { return q1.Len() == 0 })
+	q1.Cancel(id)
+	if q1.ConsumerCount() != 0 {
+		t.Fatalf("consumer count %d after cancel", q1.ConsumerCount())
+	}
+
+	// Exclusive consumer on q2: a second consumer is refused with RabbitMQ's code.
+	s2 := newSink()
+	if _, err := q2.Consume(ConsumeOptions{Exclusive: true}, s2); err != nil {
+		t.Fatal(err)
+	}
+	_, err = q2.Consume(ConsumeOptions{}, newSink())
+	var me *meta.Error
+	if !errors.As(err, &me) || me.Code != meta.AccessRefused {
+		t.Fatalf("second consumer of an exclusively consumed queue: %v", err)
+	}
+	// Purge and delete.
+	if _, err := v.DeclareQueue(meta.QueueDef{Name: "q3", Durable: true}, false); err != nil {
+		t.Fatal(err)
+	}
+	q3, _ := v.LookupQueue("q3")
+	publishConfirmed(t, v, "q3", bodies("p", 5))
+	if n, err := v.PurgeQueue("q3", 0); err != nil || n != 5 {
+		t.Fatalf("purge: %d, %v", n, err)
+	}
+	if q3.Len() != 0 {
+		t.Fatalf("q3 holds %d after purge", q3.Len())
+	}
+	q2host := q2.Host()
+	publishConfirmed(t, v, "q2", bodies("d", 3))
+	s2.wait(t, 3)
+	if n, err := v.DeleteQueue("q2", false, false, 0); err != nil || n != 0 {
+		t.Fatalf("delete q2: %d, %v", n, err)
+	}
+	waitUntil(t, ctx, "q2's consumer cancelled", func() bool {
+		s2.mu.Lock()
+		defer s2.mu.Unlock()
+		return s2.cancelled
+	})
+	if hosted := nodes[q2host].b.HostedGroups(); slices.Contains(hosted, q2.group.ID()) {
+		t.Fatalf("node %d still hosts deleted q2", q2host)
+	}
+}
+
+// TestRemoteQueueHostFailover kills the node hosting a busy queue: the group elects another
+// leader, the proxy re-attaches there with its consumer, the unacked deliveries come again
+// marked redelivered, acks of the dead host's delivery ids settle nothing, and no confirmed
+// message is lost.
+func TestRemoteQueueHostFailover(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	nodes := startSpreadCluster(t, ctx)
+	v, _ := nodes[1].b.VHost("/")
+	q := declareSpread(t, ctx, nodes, "work")
+	first := q.Host()
+	waitUntil(t, ctx, "the host leads", func() bool { return q.group.Leader() == first })
+
+	const n = 30
+	want := bodies("w", n)
+	publishConfirmed(t, v, "work", want)
+	s := newSink()
+	if _, err := q.Consume(ConsumeOptions{Prefetch: 5}, s); err != nil {
+		t.Fatal(err)
+	}
+	before := s.wait(t, 5)
+	// Ack two of them; the other three stay unacked when the host dies.
+	q.Settle([]queue.DeliveryID{before[0].ID, before[1].ID}, queue.Ack)
+	s.wait(t, 7) // the two acked make room for two more
+	s.mu.Lock()
+	stale := slices.Clone(s.got)
+	s.mu.Unlock()
+
+	nodes[first].kill()
+	waitUntil(t, ctx, "the proxy re-attached to another node", func() bool {
+		h := q.Host()
+		return h != 0 && h != first
+	})
+	second := q.Host()
+	if g := nodes[second].host.Group(q.group.ID()); g == nil || !g.IsLeader() {
+		t.Fatalf("node %d hosts the queue but does not lead its group", second)
+	}
+	// Acks of the dead host's deliveries (ids of the old epoch): dropped, never settle
+	// another message.
+	var staleIDs []queue.DeliveryID
+	for _, d := range stale[2:] {
+		staleIDs = append(staleIDs, d.ID)
+	}
+	q.Settle(staleIDs, queue.Ack)
+
+	// Everything not acked before the failover comes again; the messages delivered before and
+	// not acked come marked redelivered.
+	seen := map[string]bool{want[0]: true, want[1]: true}
+	redelivered := map[string]bool{}
+	next := len(stale)
+	for len(seen) < n {
+		ds := s.wait(t, next+1)
+		var ids []queue.DeliveryID
+		for _, d := range ds[next:] {
+			if uint64(d.ID)>>epochShift == uint64(stale[0].ID)>>epochShift {
+				t.Fatalf("delivery id %x of the dead host's epoch after the failover", d.ID)
+			}
+			seen[string(d.Msg.Body)] = true
+			if d.Redelivered {
+				redelivered[string(d.Msg.Body)] = true
+			}
+			ids = append(ids, d.ID)
+		}
+		next = len(ds)
+		q.Settle(ids, queue.Ack)
+	}
+	for _, d := range stale[2:] {
+		if !redelivered[string(d.Msg.Body)] {
+			t.Errorf("%s was delivered, unacked, before the failover and came back not redelivered", d.Msg.Body)
+		}
+	}
+	waitUntil(t, ctx, "queue drained", func() bool { return q.Len() == 0 })
+	// Publishing goes on at the new host.
+	publishConfirmed(t, v, "work", bodies("after", 5))
+	s.wait(t, next+5)
+}
