@@ -444,30 +444,17 @@ func (rq *remoteQueue) run() {
 
 // takeRelay sorts a relay batch's items into the consumers' waiting lists.
 func (rq *remoteQueue) takeRelay(body []byte, epoch uint64) {
-	r := newReader(body)
-	r.Uint() // group
-	r.Uint() // epoch
-	for r.Len() > 0 && r.Err() == nil {
-		kind := r.U8()
-		local := queue.ConsumerID(r.Uint())
+	err := decodeRelay(body, epoch, func(kind byte, local queue.ConsumerID, d queue.Delivery) {
 		rq.mu.Lock()
 		pc := rq.consumers[local]
 		cancelled := pc != nil && pc.cancelled
 		rq.mu.Unlock()
 		switch kind {
 		case relayDeliver:
-			d := queue.Delivery{Consumer: local}
-			d.ID = queue.DeliveryID(epoch<<epochShift | r.Uint()&hostIDMask)
-			d.Redelivered = readBool(r)
-			d.Expiry = r.Int()
-			d.Msg = readMsg(r)
-			if r.Err() != nil {
-				break
-			}
 			if pc == nil || cancelled {
 				// Cancelled meanwhile: give the message back at once.
 				rq.Settle([]queue.DeliveryID{d.ID}, queue.Requeue)
-				continue
+				return
 			}
 			pc.waiting = append(pc.waiting, d)
 		case relayCancelled:
@@ -481,13 +468,10 @@ func (rq *remoteQueue) takeRelay(body []byte, epoch uint64) {
 				pc.c.Cancelled(rq.q)
 				rq.dmu.Unlock()
 			}
-		default:
-			rq.b.log.Warn("bad relay item from a queue's host", zap.Uint8("kind", kind))
-			return
 		}
-	}
-	if r.Err() != nil {
-		rq.b.log.Warn("bad relay batch from a queue's host", zap.Error(r.Err()))
+	})
+	if err != nil {
+		rq.b.log.Warn("bad relay batch from a queue's host; the rest of it ignored", zap.Error(err))
 	}
 }
 

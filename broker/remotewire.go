@@ -87,7 +87,7 @@ func encodeDef(def meta.QueueDef) ([]byte, error) {
 	w.str(def.VHost)
 	w.str(def.Name)
 	w.bool(def.AutoDelete)
-	err := w.msg(&message.Message{Properties: message.Properties{Headers: def.Args}})
+	err := w.msg(&message.Message{Properties: message.Properties{Flags: message.FlagHeaders, Headers: def.Args}})
 	return w.b, err
 }
 
@@ -139,4 +139,37 @@ func appendDelivery(w *wbuf, local uint64, d queue.Delivery) error {
 	w.bool(d.Redelivered)
 	w.int(d.Expiry)
 	return w.msg(d.Msg)
+}
+
+// decodeRelay calls each for every item of a relay batch (rpcRelay's body), in order: a
+// delivery's id is tagged with epoch (see remote.go). It stops at the first malformed item.
+func decodeRelay(body []byte, epoch uint64, each func(kind byte, local queue.ConsumerID, d queue.Delivery)) error {
+	r := newReader(body)
+	r.Uint() // group
+	r.Uint() // epoch
+	for r.Len() > 0 && r.Err() == nil {
+		kind := r.U8()
+		local := queue.ConsumerID(r.Uint())
+		switch kind {
+		case relayDeliver:
+			d := queue.Delivery{Consumer: local}
+			d.ID = queue.DeliveryID(epoch<<epochShift | r.Uint()&hostIDMask)
+			d.Redelivered = readBool(r)
+			d.Expiry = r.Int()
+			d.Msg = readMsg(r)
+			if r.Err() == nil {
+				each(kind, local, d)
+			}
+		case relayCancelled:
+			if r.Err() == nil {
+				each(kind, local, queue.Delivery{})
+			}
+		default:
+			return fmt.Errorf("relay item of kind %d", kind)
+		}
+	}
+	if err := r.Err(); err != nil {
+		return fmt.Errorf("relay batch: %w", err)
+	}
+	return nil
 }
