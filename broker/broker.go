@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -117,8 +118,14 @@ func (b *Broker) closeQueuesLocked() {
 			delete(b.server.hosted, g)
 		}
 		b.server.mu.Unlock()
+		// Parked again, so the node's serving broker (or a later queue host) can adopt them.
 		for _, q := range hosted {
 			q.stop()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			if err := b.cfg.Host.Park(ctx, q.group.ID(), QueueStandIn()); err != nil && !errors.Is(err, cluster.ErrStopped) {
+				b.log.Warn("hosted queue's group not parked", zap.Uint64("group", q.group.ID()), zap.Error(err))
+			}
+			cancel()
 		}
 	}
 }

@@ -55,6 +55,12 @@ type ClusterStatus struct {
 // data directory, AMQP, MQTT, HTTP and cluster ports) and waits until one of them serves.
 func StartCluster(t testing.TB, n int) []*Node {
 	t.Helper()
+	return StartClusterArgs(t, n)
+}
+
+// StartClusterArgs is StartCluster with more arguments for every node's command line.
+func StartClusterArgs(t testing.TB, n int, extraArgs ...string) []*Node {
+	t.Helper()
 	if ExternalURL() != "" {
 		t.Skipf("starts its own parley cluster; %s points at an external broker", ExternalURLEnv)
 	}
@@ -79,12 +85,12 @@ func StartCluster(t testing.TB, n int) []*Node {
 	for i := range n {
 		httpAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(httpPorts[i]))
 		mqttAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(mqttPorts[i]))
-		s := StartParley(t,
+		s := StartParley(t, append([]string{
 			"--node-id", fmt.Sprintf("parley-%d", i+1),
 			"--cluster", net.JoinHostPort("127.0.0.1", strconv.Itoa(clusterPorts[i])),
 			"--peers", strings.Join(peers, ","),
 			"--http", httpAddr,
-			"--mqtt", mqttAddr)
+			"--mqtt", mqttAddr}, extraArgs...)...)
 		nodes[i] = &Node{Server: s, ID: i + 1, HTTPAddr: httpAddr, MQTTAddr: mqttAddr,
 			ClusterAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(clusterPorts[i]))}
 	}

@@ -131,6 +131,12 @@ type clusterNode struct {
 	host  *cluster.Host
 	meta  *cluster.Group
 
+	// With cluster.spread_queues: the RPC channel, and while this node is a standby, the
+	// broker that runs the durable queues the serving node places here (broker/queuehost.go).
+	rpc    *cluster.RPC
+	qhost  *broker.Broker
+	qhostM sync.Mutex
+
 	// replicas: groups a standby keeps for the durable queues group 0 names.
 	repMu    sync.Mutex
 	repWant  []queueList // lists from group 0's entries, in log order, not yet handled
@@ -211,6 +217,9 @@ func newClusterHost(cfg Config, eng *storage.Engine, log *zap.Logger) (*cluster.
 		return nil, nil, err
 	}
 	cn.host = host
+	if cfg.Cluster.SpreadQueues {
+		cn.rpc = cluster.NewRPC(tr, log.Named("rpc"))
+	}
 	log.Info("cluster node", zap.Uint64("id", id), zap.String("listen", tr.Addr().String()),
 		zap.Int("members", len(host.Members())), zap.Bool("joining", join && !cn.isMember()))
 	return host, cn, nil
@@ -267,12 +276,55 @@ func (cn *clusterNode) start(ctx context.Context) error {
 	cn.meta = g
 	cn.metaLive.Store(true)
 	go cn.keepReplicas(ctx)
+	if cn.rpc != nil {
+		qh, err := broker.NewQueueHost(cn.log.Named("queuehost"), broker.Config{Host: cn.host})
+		if err != nil {
+			return fmt.Errorf("queue host: %w", err)
+		}
+		qh.ServeQueues(cn.rpc)
+		cn.qhostM.Lock()
+		cn.qhost = qh
+		cn.qhostM.Unlock()
+	}
 	return nil
+}
+
+// spread is the broker's Spread configuration (nil unless cluster.spread_queues). It first
+// stops the queues this node hosted as a standby, parking their groups, so the serving
+// broker adopts the ones this node leads (broker/remote.go places a queue on its leader).
+func (cn *clusterNode) spread() *broker.Spread {
+	if cn == nil || cn.rpc == nil {
+		return nil
+	}
+	cn.qhostM.Lock()
+	qh := cn.qhost
+	cn.qhost = nil
+	cn.qhostM.Unlock()
+	if qh != nil {
+		qh.Close()
+	}
+	return &broker.Spread{RPC: cn.rpc, Nodes: func() []uint64 {
+		var ids []uint64
+		for _, m := range cn.host.Members() {
+			ids = append(ids, m.ID)
+		}
+		return ids
+	}}
 }
 
 // close stops the transport (after the host stopped).
 func (cn *clusterNode) close() {
 	if cn != nil {
+		cn.qhostM.Lock()
+		qh := cn.qhost
+		cn.qhost = nil
+		cn.qhostM.Unlock()
+		if qh != nil {
+			qh.Close()
+		}
+		if cn.rpc != nil {
+			cn.rpc.Close()
+		}
 		cn.tr.Close()
 	}
 }

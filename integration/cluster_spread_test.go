@@ -1,0 +1,215 @@
+package integration
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// TestClusterSpreadQueues (cluster.spread_queues, issue 7 stage 1): three parley processes on
+// loopback; six durable queues declared through the serving node are placed over the three
+// nodes (their groups' leaders, as the cluster status shows); confirmed publishes and acked
+// consumption go through the serving node to each queue's node. Then a node that hosts queues
+// is killed with SIGKILL: the consumers, connected to the serving node, stay attached; the
+// messages they held unacked on the dead node's queues come again marked redelivered; publishing
+// goes on, and every confirmed message is consumed.
+func TestClusterSpreadQueues(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "spread.yaml")
+	if err := os.WriteFile(cfg, []byte("cluster:\n  spread_queues: true\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	nodes := StartClusterArgs(t, 3, "--config", cfg)
+	serving := WaitServing(t, nodes)
+	ctx := ctxTimeout(t)
+
+	c := dialRetry(t, serving)
+	defer c.Close()
+	ch := channel(t, c)
+	if err := ch.Confirm(false); err != nil {
+		t.Fatal(err)
+	}
+	var queues []string
+	for i := range 6 {
+		q := Name(t, fmt.Sprintf("spread-%d", i))
+		if _, err := ch.QueueDeclare(q, true, false, false, false, nil); err != nil {
+			t.Fatalf("declare %s: %v", q, err)
+		}
+		queues = append(queues, q)
+	}
+	// Each queue's group (declared in order: group ids grow) and its leader, from the serving
+	// node's status; wait until the placement shows on all three nodes.
+	hostOf := map[string]uint64{}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st, err := serving.Status(ctx)
+		if err == nil {
+			var groups []uint64
+			leader := map[uint64]uint64{}
+			for _, g := range st.Groups {
+				if g.ID != 0 {
+					groups = append(groups, g.ID)
+					leader[g.ID] = g.Leader
+				}
+			}
+			slices.Sort(groups)
+			distinct := map[uint64]bool{}
+			if len(groups) == len(queues) {
+				for i, g := range groups {
+					hostOf[queues[i]] = leader[g]
+					distinct[leader[g]] = true
+				}
+			}
+			if len(distinct) == 3 && !distinct[0] {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("queue group leaders not spread over the three nodes: %v (status error %v)", hostOf, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("placement: %v (node %d serves)", hostOf, serving.ID)
+
+	confirmed := map[string]map[string]bool{}
+	publish := func(q string, from, to int) {
+		t.Helper()
+		for i := from; i < to; i++ {
+			body := fmt.Sprintf("%s/%d", q, i)
+			for attempt := 0; ; attempt++ {
+				dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, "", q, false, false,
+					amqp.Publishing{DeliveryMode: amqp.Persistent, Body: []byte(body)})
+				if err != nil {
+					t.Fatalf("publish %s: %v", body, err)
+				}
+				ok, err := dc.WaitContext(ctx)
+				if err != nil {
+					t.Fatalf("confirm %s: %v", body, err)
+				}
+				if ok {
+					confirmed[q][body] = true
+					break
+				}
+				if attempt == 20 {
+					t.Fatalf("%s nacked 20 times", body)
+				}
+				time.Sleep(200 * time.Millisecond) // a nack while the queue moves: publish again
+			}
+		}
+	}
+	for _, q := range queues {
+		confirmed[q] = map[string]bool{}
+		publish(q, 0, 50)
+	}
+
+	// One consumer per queue, on the serving node; each keeps its first three deliveries
+	// unacked.
+	type tally struct {
+		mu          sync.Mutex
+		got         map[string]int
+		held        []amqp.Delivery
+		redelivered map[string]bool
+	}
+	cc := dialRetry(t, serving)
+	defer cc.Close()
+	tallies := map[string]*tally{}
+	for _, q := range queues {
+		cch := channel(t, cc)
+		if err := cch.Qos(10, 0, false); err != nil {
+			t.Fatal(err)
+		}
+		ds, err := cch.Consume(q, "", false, false, false, false, nil)
+		if err != nil {
+			t.Fatalf("consume %s: %v", q, err)
+		}
+		tl := &tally{got: map[string]int{}, redelivered: map[string]bool{}}
+		tallies[q] = tl
+		go func() {
+			for d := range ds {
+				tl.mu.Lock()
+				tl.got[string(d.Body)]++
+				if d.Redelivered {
+					tl.redelivered[string(d.Body)] = true
+				}
+				hold := len(tl.held) < 3
+				if hold {
+					tl.held = append(tl.held, d)
+				}
+				tl.mu.Unlock()
+				if !hold {
+					_ = d.Ack(false)
+				}
+			}
+		}()
+	}
+	waitAll := func(what string) {
+		t.Helper()
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			missing := ""
+			for _, q := range queues {
+				tl := tallies[q]
+				tl.mu.Lock()
+				for body := range confirmed[q] {
+					if tl.got[body] == 0 {
+						missing = body
+						break
+					}
+				}
+				tl.mu.Unlock()
+				if missing != "" {
+					break
+				}
+			}
+			if missing == "" {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: confirmed message %s never consumed", what, missing)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	waitAll("before the kill")
+
+	var victim *Node
+	for _, n := range nodes {
+		if n != serving && victim == nil {
+			for _, h := range hostOf {
+				if h == uint64(n.ID) {
+					victim = n
+				}
+			}
+		}
+	}
+	victim.Kill()
+	t.Logf("killed node %d", victim.ID)
+	for _, q := range queues {
+		publish(q, 50, 100)
+	}
+	waitAll("after the kill")
+	for _, q := range queues {
+		tl := tallies[q]
+		tl.mu.Lock()
+		if hostOf[q] == uint64(victim.ID) {
+			for _, d := range tl.held {
+				if !tl.redelivered[string(d.Body)] {
+					t.Errorf("%s: %s was unacked on the killed node and did not come again redelivered", q, d.Body)
+				}
+			}
+		}
+		held := tl.held
+		tl.mu.Unlock()
+		for _, d := range held {
+			_ = d.Ack(false) // a stale ack on a dead node's queue is dropped, not an error
+		}
+	}
+	if c.IsClosed() || cc.IsClosed() {
+		t.Fatal("a client connection to the serving node closed during the failover of a queue")
+	}
+}
