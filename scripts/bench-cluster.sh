@@ -10,11 +10,14 @@
 # Runs are interleaved (rabbitmq parley rabbitmq parley ...) so drift in the machine's load
 # hits both alike. Everything it started is stopped on exit.
 #
-# usage: scripts/bench-cluster.sh [-r REPEATS] [-d DURATION] [-o SUMMARY.md] [-1]
+# usage: scripts/bench-cluster.sh [-r REPEATS] [-d DURATION] [-o SUMMARY.md] [-1] [-s]
 #   -r N     runs per scenario and broker (default 3)
 #   -d DUR   publishing time per run, Go duration (default 10s)
 #   -o FILE  also write the summary table (markdown) to FILE
 #   -1       a single RabbitMQ node instead of a three-node cluster
+#   -s       Parley with cluster.spread_queues (experimental): each run's queue is placed round
+#            robin over the three nodes, so some runs' queues run on another node than the one
+#            the load generator is connected to; the output says how many
 # Clients connect to the node that serves (Parley) or to RabbitMQ node 1, where the benchmark
 # declares the quorum queue, so its leader is local: neither side pays a forwarding hop.
 set -euo pipefail
@@ -27,12 +30,14 @@ repeats=3
 duration=10s
 summary_out=
 single=0
-while getopts "r:d:o:1h" opt; do
+spread=0
+while getopts "r:d:o:1sh" opt; do
   case "$opt" in
     r) repeats=$OPTARG ;;
     d) duration=$OPTARG ;;
     o) summary_out=$OPTARG ;;
     1) single=1 ;;
+    s) spread=1 ;;
     *) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 2 ;;
   esac
 done
@@ -94,13 +99,19 @@ for i in 1 2 3; do
   p_amqp[i]=$(free_port) p_http[i]=$(free_port) p_cluster[i]=$(free_port)
   peers+="${peers:+,}$i=127.0.0.1:${p_cluster[i]}"
 done
+parley_extra=(--log-level warn)
+if [ "$spread" = 1 ]; then
+  printf 'cluster:\n  spread_queues: true\n' >"$tmp/spread.yaml"
+  # info: the standbys log each queue they host ("hosting queue"), counted at the end
+  parley_extra=(--config "$tmp/spread.yaml" --log-level info)
+fi
 for i in 1 2 3; do
   mkdir -p "$tmp/parley-$i"
   (
     exec "$tmp/bin/parley" --data-dir "$tmp/parley-$i/data" --node-id "parley-$i" \
       --cluster "127.0.0.1:${p_cluster[i]}" --peers "$peers" --http "127.0.0.1:${p_http[i]}" \
       --amqp "127.0.0.1:${p_amqp[i]}" --amqps off --mqtt off --mqtts off --stomp off --stomps off \
-      --ws-stomp off --ws-mqtt off --ws off --prometheus off --log-level warn
+      --ws-stomp off --ws-mqtt off --ws off --prometheus off "${parley_extra[@]}"
   ) >"$tmp/parley-$i/out.log" 2>&1 &
   parley_pids+=($!)
 done
@@ -242,6 +253,12 @@ summary=$results/summary.md
 echo
 echo "machine: $(nproc) CPUs, $(free -g | awk '/^Mem:/ {print $2}') GiB RAM, $(go version | cut -d' ' -f3), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "parley: three nodes on loopback ($parley_src), clients on node $parley_serving (the serving node)"
+if [ "$spread" = 1 ]; then
+  hosted=
+  for i in 1 2 3; do hosted+=" node $i: $(grep -c 'hosting queue' "$tmp/parley-$i/out.log" || true)"; done
+  parley_runs=$(( ${#scenarios[@]} * repeats ))
+  echo "parley: cluster.spread_queues on; queues hosted by a standby (the others ran on the serving node), of $parley_runs runs:$hosted"
+fi
 echo "rabbitmq $rmq_version: $rmq_setup, clients on node 1 (the quorum queue's leader)"
 echo "runs: $repeats × $duration per scenario and broker, interleaved; raw results in $results"
 echo

@@ -39,10 +39,27 @@ package main
 // applyReplicaList). The serving node holds cluster.Host.LockMembership from creating the group
 // until that entry applies, so it starts the group with the same members.
 //
-// Deviation from DESIGN.md §5: queue leaders are not spread over the nodes (the serving node
-// leads every group), and forwarding is per connection, not per publish/ack with deliveries
-// relayed. These are the next steps; the replication, the
-// transport and the failover path they need are the ones used here.
+// Spread queues (cluster.spread_queues, experimental, off by default; issue 7 stage 1): the
+// serving node's broker places each new durable queue round robin over the members, and a
+// queue whose group another node leads runs there: that node's standby runs a queue host
+// (broker.NewQueueHost, broker/queuehost.go) next to its replicas, which adopts the group's
+// replica and takes its lead when the serving node's proxy asks it to host the queue, and the
+// serving node's *broker.Queue is a proxy (broker/remote.go) forwarding each operation over
+// the cluster RPC channel (cluster/rpc.go, on the one connection per peer) and relaying the
+// deliveries back. When a queue's host dies, its group elects a new leader and the proxy
+// re-attaches to it (or to another voter, which takes the lead), its consumers staying
+// attached; unacked deliveries come again redelivered, and an ack of the dead host's delivery
+// ids is dropped (delivery ids carry the host session's epoch). When the serving node dies,
+// the new one closes its queue host first (parking what it hosted) and its broker runs locally
+// the queues whose groups it leads and proxies the others.
+//
+// Deviation from DESIGN.md §5: one node still serves every client (the metadata, routing,
+// connections and consumers live on the serving node); a client of a standby is forwarded per
+// connection, byte for byte, not per operation. Without cluster.spread_queues the serving node
+// leads every group. With it, placement is not recorded in group 0: a queue runs where its
+// group's leader is, and leaderships are not rebalanced when a node comes back (queues stay
+// where their last failover put them); exclusive, auto-delete, x-expires and dead-lettering
+// queues and MQTT session queues always run on the serving node (broker/remote.go says why).
 
 import (
 	"context"
