@@ -18,6 +18,11 @@
 //     batch are one more entry (removals), and SettleWithState's state records their own.
 //   - Consumers are callbacks (the Consumer interface) that must not block: an adapter appends the
 //     delivery to its connection's write buffer and wakes its writer.
+//   - With Config.Spread (cluster.spread_queues, experimental), a durable queue may run on
+//     another node: the *Queue here is then a proxy (remote.go) and the other node's broker
+//     hosts the queue (queuehost.go), over the cluster's RPC channel. Deviation from DESIGN.md
+//     §5: a queue's placement is its group's leadership, not a record in group 0, and it is not
+//     rebalanced; remote.go lists the queues that are never spread and why.
 //
 // Errors returned to adapters are *meta.Error values carrying RabbitMQ's reply code and text;
 // adapters turn them into protocol errors at their edge.

@@ -368,8 +368,9 @@ func (rq *remoteQueue) hostLost(peer, epoch uint64) {
 	rq.attached, rq.needAttach = false, true
 	rq.attachedc = make(chan struct{})
 	rq.incoming = nil
+	host := rq.host
 	rq.mu.Unlock()
-	rq.b.log.Info("queue's host lost; re-attaching", zap.String("queue", rq.q.def.Name), zap.Uint64("node", rq.host))
+	rq.b.log.Info("queue's host lost; re-attaching", zap.String("queue", rq.q.def.Name), zap.Uint64("node", host))
 	rq.poke()
 }
 
