@@ -145,7 +145,7 @@ func (s *queueServer) queue(group uint64) *Queue {
 }
 
 // host starts (or finds) the queue of def; see the file comment.
-func (s *queueServer) host(ctx context.Context, def meta.QueueDef) error {
+func (s *queueServer) host(ctx context.Context, def meta.QueueDef, voters []uint64) error {
 	b := s.b
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -163,7 +163,7 @@ func (s *queueServer) host(ctx context.Context, def meta.QueueDef) error {
 		// A replica first, so AddGroup adopts it: adopting is what takes the group's lead
 		// and waits until every committed entry is applied (a new group's AddGroup would
 		// not wait to lead it).
-		if _, err := b.cfg.Host.AddReplica(ctx, def.Group, QueueStandIn()); err != nil && !errors.Is(err, cluster.ErrGroupExists) {
+		if _, err := b.cfg.Host.AddReplicaWith(ctx, def.Group, QueueStandIn(), voters); err != nil && !errors.Is(err, cluster.ErrGroupExists) {
 			return fmt.Errorf("host queue %q: %w", def.Name, err)
 		}
 	}
@@ -285,10 +285,10 @@ func (hs *hostSession) end() {
 }
 
 func (s *queueServer) handleHost(ctx context.Context, _ uint64, body []byte, reply func([]byte, error)) {
-	def, err := decodeDef(body)
+	def, voters, err := decodeHost(body)
 	if err == nil {
 		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		err = s.host(ctx, def)
+		err = s.host(ctx, def, voters)
 		cancel()
 	}
 	reply(nil, err)

@@ -175,9 +175,11 @@ func (v *VHost) startRemote(ctx context.Context, def meta.QueueDef, cfg queue.Co
 	host := b.cfg.Host
 	gid := queueGroup(def)
 	g := host.Group(gid)
+	var voters []uint64 // a new group's: the host bootstraps its copy with the same voters
 	if g == nil {
+		voters = host.BootstrapVoters()
 		var err error
-		if g, err = host.AddReplica(ctx, gid, QueueStandIn()); err != nil {
+		if g, err = host.AddReplicaWith(ctx, gid, QueueStandIn(), voters); err != nil {
 			return nil, meta.Errorf(meta.InternalError, "cannot start queue '%s' in vhost '%s': %v", def.Name, v.name, err)
 		}
 	}
@@ -193,7 +195,7 @@ func (v *VHost) startRemote(ctx context.Context, def meta.QueueDef, cfg queue.Co
 	b.proxies.mu.Lock()
 	b.proxies.byGrp[gid] = rq
 	b.proxies.mu.Unlock()
-	if err := rq.attach(ctx, target); err != nil {
+	if err := rq.attach(ctx, target, voters); err != nil {
 		b.log.Warn("queue's host not reached; retrying", zap.String("queue", def.Name),
 			zap.Uint64("node", target), zap.Error(err))
 		rq.mu.Lock()
@@ -270,9 +272,9 @@ func (rq *remoteQueue) pickHost(avoid uint64) uint64 {
 	return 0
 }
 
-// attach makes target host the queue and opens a new session there.
-func (rq *remoteQueue) attach(ctx context.Context, target uint64) error {
-	def, err := encodeDef(rq.q.def)
+// attach makes target host the queue and opens a new session there. voters: see encodeHost.
+func (rq *remoteQueue) attach(ctx context.Context, target uint64, voters []uint64) error {
+	def, err := encodeHost(rq.q.def, voters)
 	if err != nil {
 		return err
 	}
@@ -428,7 +430,7 @@ func (rq *remoteQueue) run() {
 				target = lastHost
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
-			err := rq.attach(ctx, target)
+			err := rq.attach(ctx, target, nil)
 			cancel()
 			if err != nil {
 				rq.b.log.Debug("re-attach failed; retrying", zap.String("queue", rq.q.def.Name), zap.Error(err))

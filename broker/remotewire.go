@@ -16,7 +16,7 @@ import (
 
 // RPC methods (cluster.RPC): proxy to host.
 const (
-	rpcHost    = "q.host"    // call: def -> host runs the queue (adopts and leads its group)
+	rpcHost    = "q.host"    // call: def, voters -> host runs the queue (adopts and leads its group)
 	rpcAttach  = "q.attach"  // call: epoch -> a new session of the calling node for the queue
 	rpcPublish = "q.publish" // call: message -> ok byte, ready uvarint (after the commit)
 	rpcConsume = "q.consume" // call: epoch, local id, options -> status, host consumer id
@@ -79,19 +79,25 @@ func readMsg(r *message.BinaryReader) *message.Message {
 	return m
 }
 
-// encodeDef encodes what the host needs of a queue's declaration. The arguments travel as the
-// headers of an empty message: the message encoding keeps their AMQP field types exactly.
-func encodeDef(def meta.QueueDef) ([]byte, error) {
+// encodeHost encodes rpcHost's body: what the host needs of a queue's declaration, and the
+// voters a new group starts with (those the serving node bootstrapped its copy with, see
+// cluster.Host.AddReplicaWith; none when the group exists already). The arguments travel as
+// the headers of an empty message: the message encoding keeps their AMQP field types exactly.
+func encodeHost(def meta.QueueDef, voters []uint64) ([]byte, error) {
 	w := wbuf{}
 	w.uint(queueGroup(def))
 	w.str(def.VHost)
 	w.str(def.Name)
 	w.bool(def.AutoDelete)
 	err := w.msg(&message.Message{Properties: message.Properties{Flags: message.FlagHeaders, Headers: def.Args}})
+	w.uint(uint64(len(voters)))
+	for _, v := range voters {
+		w.uint(v)
+	}
 	return w.b, err
 }
 
-func decodeDef(b []byte) (meta.QueueDef, error) {
+func decodeHost(b []byte) (meta.QueueDef, []uint64, error) {
 	r := newReader(b)
 	def := meta.QueueDef{Durable: true}
 	def.Group = r.Uint()
@@ -99,11 +105,16 @@ func decodeDef(b []byte) (meta.QueueDef, error) {
 	def.Name = r.Str()
 	def.AutoDelete = readBool(r)
 	m := r.Message()
+	n := r.Count()
+	var voters []uint64
+	for range n {
+		voters = append(voters, r.Uint())
+	}
 	if err := r.Err(); err != nil {
-		return def, fmt.Errorf("queue declaration from a peer: %w", err)
+		return def, nil, fmt.Errorf("queue declaration from a peer: %w", err)
 	}
 	def.Args = m.Properties.Headers
-	return def, nil
+	return def, voters, nil
 }
 
 // Status of a reply that may carry a broker error (consume).

@@ -41,13 +41,13 @@ func TestRelayRoundTrip(t *testing.T) {
 		t.Fatalf("delivery %+v body %q headers %#v", d, d.Msg.Body, d.Msg.Properties.Headers)
 	}
 	def := meta.QueueDef{VHost: "v", Name: "q", Durable: true, Group: 77, Args: message.Table{"x-max-length": int64(5)}}
-	b, err := encodeDef(def)
+	b, err := encodeHost(def, []uint64{1, 2, 3})
 	if err != nil {
 		t.Fatal(err)
 	}
-	back, err := decodeDef(b)
-	if err != nil || back.Name != "q" || back.VHost != "v" || back.Group != 77 || back.Args["x-max-length"] != int64(5) {
-		t.Fatalf("def %+v, %v", back, err)
+	back, voters, err := decodeHost(b)
+	if err != nil || back.Name != "q" || back.VHost != "v" || back.Group != 77 || back.Args["x-max-length"] != int64(5) || len(voters) != 3 || voters[2] != 3 {
+		t.Fatalf("def %+v voters %v, %v", back, voters, err)
 	}
 }
 
@@ -55,11 +55,11 @@ func TestRelayRoundTrip(t *testing.T) {
 // a queue declaration) arbitrary bytes: an error or a result, never a panic.
 func FuzzRemoteBodies(f *testing.F) {
 	f.Add(relaySample(f))
-	def, _ := encodeDef(meta.QueueDef{VHost: "/", Name: "q", Durable: true, Group: 1, Args: message.Table{"a": "b"}})
+	def, _ := encodeHost(meta.QueueDef{VHost: "/", Name: "q", Durable: true, Group: 1, Args: message.Table{"a": "b"}}, []uint64{1, 2})
 	f.Add(def)
 	f.Add([]byte{1, 1, relayDeliver, 0x80})
 	f.Fuzz(func(t *testing.T, in []byte) {
 		_ = decodeRelay(in, 1, func(byte, queue.ConsumerID, queue.Delivery) {})
-		_, _ = decodeDef(in)
+		_, _, _ = decodeHost(in)
 	})
 }
