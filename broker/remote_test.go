@@ -44,7 +44,7 @@ func (n *spreadNode) kill() {
 	_ = n.eng.Close()
 }
 
-func testLog(t *testing.T) *zap.Logger { return zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)) }
+func spreadLog(t *testing.T) *zap.Logger { return zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)) }
 
 func startSpreadCluster(t *testing.T, ctx context.Context) map[uint64]*spreadNode {
 	t.Helper()
@@ -65,12 +65,12 @@ func startSpreadCluster(t *testing.T, ctx context.Context) map[uint64]*spreadNod
 			t.Fatal(err)
 		}
 		if n.tr, err = cluster.NewTCPTransport(cluster.TCPConfig{NodeID: id, Listener: lns[id], Peers: peers,
-			MaxBackoff: 100 * time.Millisecond}, testLog(t)); err != nil {
+			MaxBackoff: 100 * time.Millisecond}, spreadLog(t)); err != nil {
 			t.Fatal(err)
 		}
-		n.rpc = cluster.NewRPC(n.tr, testLog(t))
+		n.rpc = cluster.NewRPC(n.tr, spreadLog(t))
 		if n.host, err = cluster.NewHost(cluster.Config{NodeID: id, Peers: peers, Transport: n.tr,
-			TickInterval: 20 * time.Millisecond, SnapshotEntries: 40}, n.eng, testLog(t)); err != nil {
+			TickInterval: 20 * time.Millisecond, SnapshotEntries: 40}, n.eng, spreadLog(t)); err != nil {
 			t.Fatal(err)
 		}
 		if err := n.host.Start(context.Background()); err != nil {
@@ -81,7 +81,7 @@ func startSpreadCluster(t *testing.T, ctx context.Context) map[uint64]*spreadNod
 		t.Cleanup(n.kill)
 	}
 	for _, n := range nodes {
-		waitUntil(t, ctx, "peers connected", func() bool {
+		spreadWait(t, ctx, "peers connected", func() bool {
 			for _, p := range n.tr.Peers() {
 				if !p.Connected {
 					return false
@@ -96,7 +96,7 @@ func startSpreadCluster(t *testing.T, ctx context.Context) map[uint64]*spreadNod
 		if _, err := n.host.AddReplica(ctx, MetaGroup, nil); err != nil {
 			t.Fatal(err)
 		}
-		b, err := NewQueueHost(testLog(t), Config{Host: n.host})
+		b, err := NewQueueHost(spreadLog(t), Config{Host: n.host})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -106,7 +106,7 @@ func startSpreadCluster(t *testing.T, ctx context.Context) map[uint64]*spreadNod
 	cfg := DefaultConfig()
 	cfg.Host = nodes[1].host
 	cfg.Spread = &Spread{RPC: nodes[1].rpc, Nodes: func() []uint64 { return []uint64{2, 3} }}
-	b, err := New(testLog(t), cfg)
+	b, err := New(spreadLog(t), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +124,7 @@ func declareSpread(t *testing.T, ctx context.Context, nodes map[uint64]*spreadNo
 	}
 	q, _ := v.LookupQueue(name)
 	// A connection that flaps (they do while the nodes start) makes the proxy re-attach.
-	waitUntil(t, ctx, name+" attached", func() bool { return q.remote == nil || q.Host() != 0 })
+	spreadWait(t, ctx, name+" attached", func() bool { return q.remote == nil || q.Host() != 0 })
 	host := q.Host()
 	if q.remote == nil || host == 0 || host == 1 {
 		t.Fatalf("queue %s: host %d, want it hosted on node 2 or 3", name, host)
@@ -139,7 +139,7 @@ func declareSpread(t *testing.T, ctx context.Context, nodes map[uint64]*spreadNo
 	return q
 }
 
-func publishConfirmed(t *testing.T, v *VHost, queueName string, bodies []string) {
+func spreadPublish(t *testing.T, v *VHost, queueName string, bodies []string) {
 	t.Helper()
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -165,7 +165,7 @@ func publishConfirmed(t *testing.T, v *VHost, queueName string, bodies []string)
 	}
 }
 
-func bodies(prefix string, n int) []string {
+func spreadBodies(prefix string, n int) []string {
 	out := make([]string, n)
 	for i := range out {
 		out[i] = fmt.Sprintf("%s-%03d", prefix, i)
@@ -173,7 +173,7 @@ func bodies(prefix string, n int) []string {
 	return out
 }
 
-func waitUntil(t *testing.T, ctx context.Context, what string, cond func() bool) {
+func spreadWait(t *testing.T, ctx context.Context, what string, cond func() bool) {
 	t.Helper()
 	for !cond() {
 		select {
@@ -198,14 +198,14 @@ func TestRemoteQueueOperations(t *testing.T) {
 		t.Fatalf("both queues on node %d: not spread", q1.Host())
 	}
 	// The host leads the group: its process writes the log.
-	waitUntil(t, ctx, "node 1 sees q1's host lead its group", func() bool { return q1.group.Leader() == q1.Host() })
+	spreadWait(t, ctx, "node 1 sees q1's host lead its group", func() bool { return q1.group.Leader() == q1.Host() })
 	if g := nodes[q1.Host()].host.Group(q1.group.ID()); g == nil || !g.IsLeader() {
 		t.Fatalf("node %d does not lead q1's group", q1.Host())
 	}
 
 	const n = 60
-	want := bodies("m", n)
-	publishConfirmed(t, v, "q1", want)
+	want := spreadBodies("m", n)
+	spreadPublish(t, v, "q1", want)
 	// A confirm means committed on a majority: the host's group has applied every enqueue.
 	if got := q1.Len(); got != n {
 		t.Fatalf("q1 holds %d messages after %d confirms", got, n)
@@ -251,7 +251,7 @@ func TestRemoteQueueOperations(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Fatalf("consumed %v, want %v", got, want)
 	}
-	waitUntil(t, ctx, "q1 empty", func() bool { return q1.Len() == 0 })
+	spreadWait(t, ctx, "q1 empty", func() bool { return q1.Len() == 0 })
 	q1.Cancel(id)
 	if q1.ConsumerCount() != 0 {
 		t.Fatalf("consumer count %d after cancel", q1.ConsumerCount())
@@ -272,7 +272,7 @@ func TestRemoteQueueOperations(t *testing.T) {
 		t.Fatal(err)
 	}
 	q3, _ := v.LookupQueue("q3")
-	publishConfirmed(t, v, "q3", bodies("p", 5))
+	spreadPublish(t, v, "q3", spreadBodies("p", 5))
 	if n, err := v.PurgeQueue("q3", 0); err != nil || n != 5 {
 		t.Fatalf("purge: %d, %v", n, err)
 	}
@@ -280,12 +280,12 @@ func TestRemoteQueueOperations(t *testing.T) {
 		t.Fatalf("q3 holds %d after purge", q3.Len())
 	}
 	q2host := q2.Host()
-	publishConfirmed(t, v, "q2", bodies("d", 3))
+	spreadPublish(t, v, "q2", spreadBodies("d", 3))
 	s2.wait(t, 3)
 	if n, err := v.DeleteQueue("q2", false, false, 0); err != nil || n != 0 {
 		t.Fatalf("delete q2: %d, %v", n, err)
 	}
-	waitUntil(t, ctx, "q2's consumer cancelled", func() bool {
+	spreadWait(t, ctx, "q2's consumer cancelled", func() bool {
 		s2.mu.Lock()
 		defer s2.mu.Unlock()
 		return s2.cancelled
@@ -306,11 +306,11 @@ func TestRemoteQueueHostFailover(t *testing.T) {
 	v, _ := nodes[1].b.VHost("/")
 	q := declareSpread(t, ctx, nodes, "work")
 	first := q.Host()
-	waitUntil(t, ctx, "the host leads", func() bool { return q.group.Leader() == first })
+	spreadWait(t, ctx, "the host leads", func() bool { return q.group.Leader() == first })
 
 	const n = 30
-	want := bodies("w", n)
-	publishConfirmed(t, v, "work", want)
+	want := spreadBodies("w", n)
+	spreadPublish(t, v, "work", want)
 	s := newSink()
 	if _, err := q.Consume(ConsumeOptions{Prefetch: 5}, s); err != nil {
 		t.Fatal(err)
@@ -324,7 +324,7 @@ func TestRemoteQueueHostFailover(t *testing.T) {
 	s.mu.Unlock()
 
 	nodes[first].kill()
-	waitUntil(t, ctx, "the proxy re-attached to another node", func() bool {
+	spreadWait(t, ctx, "the proxy re-attached to another node", func() bool {
 		h := q.Host()
 		return h != 0 && h != first
 	})
@@ -366,8 +366,8 @@ func TestRemoteQueueHostFailover(t *testing.T) {
 			t.Errorf("%s was delivered, unacked, before the failover and came back not redelivered", d.Msg.Body)
 		}
 	}
-	waitUntil(t, ctx, "queue drained", func() bool { return q.Len() == 0 })
+	spreadWait(t, ctx, "queue drained", func() bool { return q.Len() == 0 })
 	// Publishing goes on at the new host.
-	publishConfirmed(t, v, "work", bodies("after", 5))
+	spreadPublish(t, v, "work", spreadBodies("after", 5))
 	s.wait(t, next+5)
 }
