@@ -37,7 +37,10 @@ package broker
 //
 // What stays local (spreadable): exclusive, auto-delete and x-expires queues, whose deletion
 // the queue itself decides, queues with a dead-letter exchange, which republish through this
-// node's routing, and MQTT session queues (x-expires, state records). Deviation from DESIGN.md
+// node's routing, and MQTT session queues (x-expires, state records). Not covered either:
+// LogMarks and FindPublished (the MQTT adapter's exactly-once QoS 2 across a crash) skip a
+// remote queue, which has no log here, so after a crash of the serving node such a publish may
+// be completed twice in a remote queue. Deviation from DESIGN.md
 // §5 ("placement lives in group 0"): the placement is not recorded in group 0; the group's
 // leadership is the record (a restarted or new serving node finds each queue on its leader).
 
