@@ -246,3 +246,91 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestClusterDeclareDuringJoin: durable queues are declared (and each given a confirmed
+// persistent message) on the serving node all the while `parleyctl cluster join` adds a fourth
+// node. Every queue's group must start with the same members on every node (the serving node
+// and the standbys create their copies at different moments, and the membership changes in
+// between) and end with the new node as a voter; every message is there, read through the new
+// node.
+func TestClusterDeclareDuringJoin(t *testing.T) {
+	nodes := StartCluster(t, 3)
+	serving := WaitServing(t, nodes)
+	n4 := StartJoiningNode(t, 4, nodes[0])
+
+	prefix := Name(t, "dj")
+	stop := make(chan struct{})
+	type result struct {
+		queues []string
+		err    error
+	}
+	done := make(chan result, 1)
+	go func() {
+		var r result
+		defer func() { done <- r }()
+		c, err := amqp.Dial(serving.URL)
+		if err != nil {
+			r.err = err
+			return
+		}
+		defer c.Close()
+		ch, err := c.Channel()
+		if err == nil {
+			err = ch.Confirm(false)
+		}
+		if err != nil {
+			r.err = err
+			return
+		}
+		for i := 0; i < 200; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			q := fmt.Sprintf("%s-%d", prefix, i)
+			if _, err := ch.QueueDeclare(q, true, false, false, false, nil); err != nil {
+				r.err = fmt.Errorf("declare %s: %w", q, err)
+				return
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			dc, err := ch.PublishWithDeferredConfirm("", q, false, false, amqp.Publishing{DeliveryMode: amqp.Persistent, Body: []byte(q)})
+			ok := false
+			if err == nil {
+				ok, err = dc.WaitContext(ctx)
+			}
+			cancel()
+			if err != nil || !ok {
+				r.err = fmt.Errorf("publish to %s: ack=%v err=%v", q, ok, err)
+				return
+			}
+			r.queues = append(r.queues, q)
+		}
+	}()
+	time.Sleep(200 * time.Millisecond) // some queues before the join starts
+	out, err := Parleyctl(t, "--http", serving.HTTPAddr, "--timeout", "120s", "cluster", "join", "parley-4="+n4.ClusterAddr)
+	close(stop)
+	r := <-done
+	if err != nil {
+		t.Fatalf("parleyctl cluster join: %v\n%s", err, out)
+	}
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if len(r.queues) < 3 {
+		t.Fatalf("only %d queues declared during the join: the test did not race them", len(r.queues))
+	}
+	t.Logf("%d queues declared while node 4 joined", len(r.queues))
+	// Queues declared after the join's last pass over the groups were bootstrapped with the
+	// new node already; the others were added by the join.
+	all := append(slices.Clone(nodes), n4)
+	waitVoters(t, all, []uint64{1, 2, 3, 4}, 1+len(r.queues))
+	c := dialRetry(t, n4)
+	defer c.Close()
+	ch := channel(t, c)
+	for _, q := range r.queues {
+		if got := getAll(t, ch, q); !got[q] || len(got) != 1 {
+			t.Fatalf("queue %s holds %v, want its one message", q, got)
+		}
+	}
+}
