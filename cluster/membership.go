@@ -39,7 +39,9 @@ package cluster
 //
 // Join(id, addr), run on the node that leads every group (the serving node), for each group in
 // turn: add id as a learner (it receives the log but does not count for commits or votes), wait
-// until its log is within promoteLag entries of the leader's, promote it to voter. Leave(id):
+// until its log is within promoteLag entries of the leader's, promote it to voter; if that fails
+// for any group, the node is removed again from every group and from the record (a failed join
+// leaves no ghost member). Leave(id):
 // remove it from every group, refusing to remove the last voter or a change that leaves fewer
 // live voters than a majority of what remains; the node leading the groups cannot remove
 // itself (ErrLeaderLeaving): its caller moves the leadership first. A node that sees itself
