@@ -56,7 +56,7 @@ const (
 	entryRemoveLegacy byte = 2 // uvarint log indexes: the refs of entryEnqueue entries before refs were packed
 	entryState        byte = 3 // uvarint key length, key, then the value (absent: delete); see Queue.SetState
 	entryEnqueueBatch byte = 4 // token(8) enqueuedAt(8) uvarint n, then n messages; refs packRef(index, slot)
-	entryRemove       byte = 5 // uvarint refs (packed: see packRef)
+	entryRemove       byte = 5 // uvarint marker of the proposing queue (optional, top bit set: removeEntry), uvarint refs (packed: see packRef)
 )
 
 // errCorruptEntry reports a log entry the queue cannot parse.

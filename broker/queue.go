@@ -358,7 +358,7 @@ func (q *Queue) stop() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if f, err := q.group.Propose(ctx, removeEntry(nil)); err == nil {
+	if f, err := q.group.Propose(ctx, removeEntry(0, nil)); err == nil {
 		_, _ = f.Wait(ctx)
 	}
 }
@@ -367,7 +367,7 @@ func (q *Queue) stop() {
 // wait: a crash before it commits only redelivers them (at least once).
 func (q *Queue) logRemoved() {
 	if q.group != nil && len(q.out.Removed) > 0 {
-		_ = q.group.ProposeAsync(removeEntry(q.out.Removed), nil)
+		_ = q.group.ProposeAsync(removeEntry(q.log.self, q.out.Removed), nil)
 		q.out.Removed = q.out.Removed[:0]
 	}
 }

@@ -181,15 +181,25 @@ func decodeEnqueued(data []byte, fn func(slot int, at int64, m *message.Message)
 	return nil
 }
 
-// removeEntry lists the refs of messages that left the queue for good.
-func removeEntry(refs []uint64) []byte {
-	buf := make([]byte, 1, 1+len(refs)*6)
+// removeEntry lists the refs of messages that left the queue for good. A non-zero marker
+// (queueLog.self: its top bit set) goes first and says which queue instance proposed the
+// entry (see "Entries committed after the queue started" in queuelog.go). As a ref it is one
+// that is never live (its log index is past any a log reaches), so a build that does not know
+// markers skips it as it skips any unknown ref.
+func removeEntry(marker uint64, refs []uint64) []byte {
+	buf := make([]byte, 1, 1+binary.MaxVarintLen64+len(refs)*6)
 	buf[0] = entryRemove
+	if marker != 0 {
+		buf = binary.AppendUvarint(buf, marker)
+	}
 	for _, r := range refs {
 		buf = binary.AppendUvarint(buf, r)
 	}
 	return buf
 }
+
+// removeMarkerBit is set in a remove entry's marker and in no ref a log reaches.
+const removeMarkerBit = 1 << 63
 
 // stateEntry encodes a state record change: val nil deletes key.
 func stateEntry(key string, val []byte) []byte {

@@ -71,7 +71,7 @@ func TestQueueLogBatchEntry(t *testing.T) {
 	}
 
 	// The middle of the batch leaves; the snapshot keeps the others by ref.
-	replica.Apply(9, removeEntry([]uint64{packRef(7, 1)}))
+	replica.Apply(9, removeEntry(0, []uint64{packRef(7, 1)}))
 	snap, err := encodeSnapshot(packRef(7, 2), slices.DeleteFunc(slices.Clone(replica.live), func(r liveRecord) bool { return r.gone }),
 		nil, func(ref uint64) (*message.Message, error) { return &message.Message{Body: []byte{byte(ref)}}, nil })
 	if err != nil {
@@ -298,7 +298,8 @@ func FuzzQueueLogEntry(f *testing.F) {
 	}
 	f.Add(bytes.Clone(batch[cluster.EntryHeaderRoom:]))
 	f.Add(bytes.Clone(one[cluster.EntryHeaderRoom:]))
-	f.Add(removeEntry([]uint64{packRef(3, 1), packRef(9, 0)}))
+	f.Add(removeEntry(0, []uint64{packRef(3, 1), packRef(9, 0)}))
+	f.Add(removeEntry(removeMarkerBit|42, []uint64{packRef(3, 1)}))
 	f.Add(append([]byte{entryRemoveLegacy}, 3, 9))
 	f.Add(stateEntry("k", []byte("v")))
 	f.Fuzz(func(t *testing.T, data []byte) {

@@ -74,6 +74,7 @@ type queueLog struct {
 	// itself are handed to it through late, and the ones a restored snapshot says are gone
 	// through lateGone; wake tells it to take them.
 	started  bool
+	self     uint64 // the marker of this instance's remove entries (removeEntry)
 	late     []liveRecord
 	lateGone map[uint64]bool
 	wake     func()
@@ -113,7 +114,7 @@ func (r *liveRecord) stub() queue.Stub {
 // entry, the records would then get another entry's messages, slots that do not exist, and a
 // snapshot that cannot read them back.
 func newQueueLog() *queueLog {
-	return &queueLog{pending: map[uint64]pendingEntry{}, nextToken: rand.Uint64(),
+	return &queueLog{pending: map[uint64]pendingEntry{}, nextToken: rand.Uint64(), self: removeMarkerBit | rand.Uint64(),
 		inline: map[uint64]*message.Message{}, state: map[string][]byte{}}
 }
 
@@ -166,8 +167,12 @@ func recordOf(ref uint64, at int64, m *message.Message) liveRecord {
 // removed for good by entries this node never applied, so the queue drops them (lateGone)
 // while they are ready; their bodies may be gone from this node's log.
 //
-// Removal entries are not handed over: a message whose removal commits after the queue
-// started (an ack before a crash) is delivered again, which at-least-once allows.
+// A removal entry that commits after the queue started and that this queue instance did not
+// propose (an ack before a crash or a failover, committed only now) removes messages the queue
+// may still hold: they go to lateGone too, or the queue would deliver them again, and with an
+// empty body once the log is compacted past them (they no longer pin it). The queue's own
+// removal entries carry its marker (self; removeEntry), since those refs have left the queue
+// already, and the queue is spared a pass over its ready messages per acknowledgement.
 
 // Apply returns, for an enqueue entry, the reference of its first message (the others follow
 // slot by slot: packRef(index, slot)), or an error.
@@ -225,11 +230,18 @@ func (l *queueLog) Apply(index uint64, data []byte) any {
 		return packRef(index, 0)
 	case entryRemove, entryRemoveLegacy:
 		rest := data[1:]
+		own := false
+		if data[0] == entryRemove {
+			if m, n := binary.Uvarint(rest); n > 0 && m&removeMarkerBit != 0 {
+				own, rest = m == l.self, rest[n:]
+			}
+		}
 		l.mu.Lock()
-		defer l.mu.Unlock()
+		var wake func()
 		for len(rest) > 0 {
 			r, n := binary.Uvarint(rest)
 			if n <= 0 {
+				l.mu.Unlock()
 				return errCorruptEntry
 			}
 			rest = rest[n:]
@@ -239,9 +251,21 @@ func (l *queueLog) Apply(index uint64, data []byte) any {
 					continue // never live
 				}
 			}
-			l.removeLocked(r)
+			if l.removeLocked(r) && !own && l.started {
+				// The running queue still has it (recovered, or handed over): see
+				// "Entries committed after the queue started".
+				if l.lateGone == nil {
+					l.lateGone = map[uint64]bool{}
+				}
+				l.lateGone[r] = true
+				wake = l.wake
+			}
 		}
 		l.compactLiveLocked()
+		l.mu.Unlock()
+		if wake != nil {
+			wake()
+		}
 		return nil
 	case entryState:
 		key, val, del, err := decodeStateEntry(data)
@@ -354,14 +378,14 @@ func (l *queueLog) refStatesCopy() map[uint64][]byte {
 	return out
 }
 
-// removeLocked marks the record of ref gone; an unknown ref is ignored (removed twice after a
-// crash replayed a removal, or never live). mu held.
-func (l *queueLog) removeLocked(ref uint64) {
+// removeLocked marks the record of ref gone and reports whether it was live; an unknown ref
+// is ignored (removed twice after a crash replayed a removal, or never live). mu held.
+func (l *queueLog) removeLocked(ref uint64) bool {
 	i, ok := slices.BinarySearchFunc(l.live, ref, func(r liveRecord, ref uint64) int {
 		return cmpUint(r.ref, ref)
 	})
 	if !ok || l.live[i].gone {
-		return
+		return false
 	}
 	l.live[i].gone = true
 	l.removed++
@@ -376,6 +400,7 @@ func (l *queueLog) removeLocked(ref uint64) {
 	if ref < l.floor {
 		delete(l.inline, ref)
 	}
+	return true
 }
 
 // compactLiveLocked drops the tombstones once they are half the slice. mu held.

@@ -336,7 +336,7 @@ func TestQueueLogRefStates(t *testing.T) {
 	steps := [][]byte{
 		stateEntry("conn", []byte("c")),
 		stateEntry(refStatesKey, encodeRefStates([]RefState{{r1, []byte{0, 7}}, {r2, []byte{0, 8}}, {r3, []byte{0, 9}}, {packRef(9, 0), []byte{1}}})),
-		removeEntry([]uint64{r1}),
+		removeEntry(0, []uint64{r1}),
 		stateEntry(refStatesKey, encodeRefStates([]RefState{{r3, nil}, {r1, []byte{5}}})),
 	}
 	for i, e := range steps {
@@ -365,7 +365,7 @@ func TestQueueLogRefStates(t *testing.T) {
 		t.Fatal(err)
 	}
 	want(other)
-	if res := other.Apply(20, removeEntry([]uint64{r2})); res != nil || len(other.refStatesCopy()) != 0 || other.refStates != 0 {
+	if res := other.Apply(20, removeEntry(0, []uint64{r2})); res != nil || len(other.refStatesCopy()) != 0 || other.refStates != 0 {
 		t.Fatalf("after removing %d: %v, records %v", r2, res, other.refStatesCopy())
 	}
 	if res := l.Apply(21, stateEntry(refStatesKey, []byte{1, 9})); res == nil {
