@@ -213,6 +213,23 @@ func getAllOf(t *testing.T, v *VHost, q string, want []string, again map[string]
 	}
 }
 
+// lead makes node id lead group g, as a node that serves does (cmd/parley: the serving node
+// leads every group), and waits until it does.
+func (tr *trio) lead(id, g uint64) {
+	tr.t.Helper()
+	h := tr.nodes[id].host
+	deadline := time.Now().Add(trioTimeout)
+	for !h.Group(g).IsLeader() {
+		if time.Now().After(deadline) {
+			tr.t.Fatalf("node %d does not lead group %d", id, g)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = h.TransferLeadership(ctx, g, id)
+		cancel()
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // declareDurable declares a durable queue, again while an election drops the metadata's
 // proposal (the fast ticks of these tests make elections at start frequent).
 func declareDurable(t *testing.T, v *VHost, name string) {
@@ -280,9 +297,10 @@ func bodies(from, to int) []string {
 // over, consumes some of node 1's messages and publishes more, committed on nodes 2 and 3;
 // node 2 stops; node 1 comes back and serves again with a log that ends before node 2's
 // entries, so its queue starts without them and with the consumed ones. Node 3, which has
-// them, leads the queue's group and sends them: node 1 applies them after its queue started,
-// and node 2's messages must be delivered there, once, and the consumed ones not again. Node
-// 1's own publishes, forwarded to node 3, must not come twice either.
+// them, leads the queue's group and sends them: node 1 applies them after its queue started
+// and, once it takes the lead of the group (as a serving node does), node 2's messages must be
+// delivered there, once, and the consumed ones not again. Node 1's own publishes must not come
+// twice either.
 func TestEntriesCommittedAfterStartReachTheQueue(t *testing.T) {
 	tr := newTrio(t, 0)
 	again := map[string]bool{}
@@ -324,6 +342,7 @@ func TestEntriesCommittedAfterStartReachTheQueue(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+	tr.lead(1, g)
 	getAllOf(t, v, "late", without(bodies(0, 30), consumed), again)
 	publishConfirmed(t, v, "late", 30, 40, again)
 	getAllOf(t, v, "late", bodies(30, 40), again)
@@ -421,6 +440,7 @@ func TestSnapshotInstalledWhileRunningReachesTheQueue(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+	tr.lead(1, g)
 	getAllOf(t, v, "behind", bodies(10, 60), again)
 	if m := tr.nodes[1].host.Metrics(); m.SnapshotsReceived == 0 {
 		t.Fatalf("node 1 caught up without a snapshot: the test did not test a snapshot installed while running")
@@ -443,7 +463,7 @@ func TestQueueLogHandsOverWhatTheQueueDidNotPropose(t *testing.T) {
 	if sm.Len() != 1 {
 		t.Fatalf("recovered %d messages, want 1", sm.Len())
 	}
-	if late, _ := l.takeLate(); len(late) != 0 {
+	if late, _, _ := l.takeLate(true); len(late) != 0 {
 		t.Fatalf("handed over %d before anything committed after the start", len(late))
 	}
 
@@ -459,7 +479,10 @@ func TestQueueLogHandsOverWhatTheQueueDidNotPropose(t *testing.T) {
 	l.Apply(2, bytes.Clone(mine[cluster.EntryHeaderRoom:]))
 	l.Apply(3, theirs("other"))
 	l.Apply(4, bytes.Clone(failed[cluster.EntryHeaderRoom:]))
-	late, gone := l.takeLate()
+	if late, _, waiting := l.takeLate(false); late != nil || !waiting {
+		t.Fatalf("a queue whose node does not lead took %d messages (waiting %v)", len(late), waiting)
+	}
+	late, gone, _ := l.takeLate(true)
 	var refs []uint64
 	for _, r := range late {
 		refs = append(refs, r.ref)

@@ -111,14 +111,16 @@ type Queue struct {
 	batchSize int                         // about the bytes of batch's messages
 	confirms  []pendingConfirm            // answered at the end of the batch, once the counters are current
 	bodies    map[uint64]*message.Message // durable: bodies read ahead from the log, by ref
-	sm        *queue.Queue
-	out       queue.Output
-	sinks     map[queue.ConsumerID]Consumer
-	hadUser   bool // auto-delete fires only after a first consumer has gone
-	deleting  bool
-	deadMu    sync.Mutex
-	deadQ     []*message.Message
-	deadAwake bool
+	// durable: messages handed over by the log wait for this node to lead (takeLate)
+	lateWaiting bool
+	sm          *queue.Queue
+	out         queue.Output
+	sinks       map[queue.ConsumerID]Consumer
+	hadUser     bool // auto-delete fires only after a first consumer has gone
+	deleting    bool
+	deadMu      sync.Mutex
+	deadQ       []*message.Message
+	deadAwake   bool
 }
 
 // queueConfig parses a declaration's arguments into the state machine's configuration.
@@ -462,8 +464,18 @@ func (q *Queue) nextWake() (int64, bool) {
 			at, ok = e, true
 		}
 	}
+	if q.lateWaiting {
+		// Messages handed over wait for this node to lead the group again (takeLate).
+		if e := q.v.b.now() + lateRetryMs; !ok || e < at {
+			at, ok = e, true
+		}
+	}
 	return at, ok
 }
+
+// lateRetryMs is how often a queue with messages handed over but not taken (its node does not
+// lead the group) looks again.
+const lateRetryMs = 200
 
 // apply runs one command; true means the queue has stopped.
 func (q *Queue) apply(c command) bool {
@@ -734,7 +746,8 @@ func (q *Queue) takeLate() {
 	if q.log == nil {
 		return
 	}
-	late, gone := q.log.takeLate()
+	late, gone, waiting := q.log.takeLate(q.group.IsLeader())
+	q.lateWaiting = waiting
 	for i := range late {
 		r := &late[i]
 		q.sm.RecoverStub(r.at, r.stub(), r.ref)

@@ -167,6 +167,14 @@ func recordOf(ref uint64, at int64, m *message.Message) liveRecord {
 // removed for good by entries this node never applied, so the queue drops them (lateGone)
 // while they are ready; their bodies may be gone from this node's log.
 //
+// Only the queue of the node that leads the group takes the messages handed over (the
+// removals it takes anyway). In a cluster one broker drives a queue, on the node that leads
+// its group (cmd/parley/cluster.go: the serving node takes the lead of every group before
+// it serves); a queue on a node that does not lead is one whose node is about to stop serving
+// (cut off, its leadership gone), and the entries it applies are the new leader's messages,
+// which the new serving node delivers: delivered here too, they went out twice
+// (TestClusterRandomFaults). They wait until this node leads again, if it does.
+//
 // A removal entry that commits after the queue started and that this queue instance did not
 // propose (an ack before a crash or a failover, committed only now) removes messages the queue
 // may still hold: they go to lateGone too, or the queue would deliver them again, and with an
@@ -304,12 +312,17 @@ func (l *queueLog) handOverLocked(recs []liveRecord) func() {
 
 // takeLate returns, and forgets, what was handed over to the running queue since it last
 // asked: messages to add, and references of messages to drop.
-func (l *queueLog) takeLate() (late []liveRecord, gone map[uint64]bool) {
+// The messages to add are taken only by a queue whose node leads its group (withLate): see
+// "Entries committed after the queue started"; waiting says some are left for later.
+func (l *queueLog) takeLate(withLate bool) (late []liveRecord, gone map[uint64]bool, waiting bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	late, gone = l.late, l.lateGone
-	l.late, l.lateGone = nil, nil
-	return late, gone
+	gone, l.lateGone = l.lateGone, nil
+	if !withLate {
+		return nil, gone, len(l.late) > 0
+	}
+	late, l.late = l.late, nil
+	return late, gone, false
 }
 
 // applyRefStates applies a SetRefStates entry: each record of a live message is set (an
