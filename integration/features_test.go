@@ -31,16 +31,17 @@ func TestPerMessageTTL(t *testing.T) {
 	t.Parallel()
 	s, _, ch := setup(t)
 	q := declareQueue(t, s, ch, "q", nil)
-	publish(t, ch, "", q, amqp.Publishing{Expiration: "100", Body: []byte("short")})
-	publish(t, ch, "", q, amqp.Publishing{Expiration: "600000", Body: []byte("long")})
-	publish(t, ch, "", q, text("forever"))
+	// Confirmed, so that all three are in the queue before its count is polled: a count of 2
+	// read while "forever" was still on its way was taken for the head's expiry.
+	publishConfirmed(t, ch, "", q, amqp.Publishing{Expiration: "100", Body: []byte("short")},
+		amqp.Publishing{Expiration: "600000", Body: []byte("long")}, text("forever"))
 	// The head expires; RabbitMQ drops expired messages at the head only, which is where it is.
 	waitMessageCount(t, ch, q, 2)
 	if got := drain(t, ch, q); !equalStrings(got, []string{"long", "forever"}) {
 		t.Fatalf("left %v", got)
 	}
 	q2 := declareQueue(t, s, ch, "q2", amqp.Table{"x-message-ttl": int32(100)})
-	publish(t, ch, "", q2, amqp.Publishing{Expiration: "600000", Body: []byte("queue ttl wins")})
+	publishConfirmed(t, ch, "", q2, amqp.Publishing{Expiration: "600000", Body: []byte("queue ttl wins")})
 	waitMessageCount(t, ch, q2, 0)
 
 	// An expiration that is not a non-negative integer string is refused.
