@@ -218,3 +218,82 @@ func TestClusterSpreadQueues(t *testing.T) {
 		t.Fatal("a client connection to the serving node closed during the failover of a queue")
 	}
 }
+
+// TestClusterSpreadServingNodeDies (cluster.spread_queues): queues spread over three processes
+// hold confirmed messages; the serving node is killed with SIGKILL. The new serving node runs
+// locally the queues whose groups it leads and proxies the others to the node that runs them;
+// a client of it consumes every confirmed message of every queue, including those that ran on
+// the dead node.
+func TestClusterSpreadServingNodeDies(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "spread.yaml")
+	if err := os.WriteFile(cfg, []byte("cluster:\n  spread_queues: true\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	nodes := StartClusterArgs(t, 3, "--config", cfg)
+	serving := WaitServing(t, nodes)
+	ctx := ctxTimeout(t)
+	c := dialRetry(t, serving)
+	ch := channel(t, c)
+	if err := ch.Confirm(false); err != nil {
+		t.Fatal(err)
+	}
+	confirmed := map[string]map[string]bool{}
+	var queues []string
+	for i := range 6 {
+		q := Name(t, fmt.Sprintf("spread-sd-%d", i))
+		if _, err := ch.QueueDeclare(q, true, false, false, false, nil); err != nil {
+			t.Fatalf("declare %s: %v", q, err)
+		}
+		queues = append(queues, q)
+		confirmed[q] = map[string]bool{}
+		for j := range 40 {
+			body := fmt.Sprintf("%s/%d", q, j)
+			dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, "", q, false, false,
+				amqp.Publishing{DeliveryMode: amqp.Persistent, Body: []byte(body)})
+			if err != nil {
+				t.Fatalf("publish %s: %v", body, err)
+			}
+			if ok, err := dc.WaitContext(ctx); err != nil || !ok {
+				t.Fatalf("confirm %s: %v %v", body, ok, err)
+			}
+			confirmed[q][body] = true
+		}
+	}
+	serving.Kill()
+	c.Close()
+	var rest []*Node
+	for _, n := range nodes {
+		if n != serving {
+			rest = append(rest, n)
+		}
+	}
+	next := WaitServing(t, rest)
+	t.Logf("node %d killed; node %d serves", serving.ID, next.ID)
+	cc := dialRetry(t, next)
+	defer cc.Close()
+	cch := channel(t, cc)
+	for _, q := range queues {
+		got := map[string]bool{}
+		deadline := time.Now().Add(60 * time.Second)
+		for len(got) < len(confirmed[q]) {
+			d, ok, err := cch.Get(q, false)
+			if err != nil {
+				t.Fatalf("get from %s: %v", q, err)
+			}
+			if !ok {
+				if time.Now().After(deadline) {
+					t.Fatalf("%s: %d of %d confirmed messages consumed, then none", q, len(got), len(confirmed[q]))
+				}
+				time.Sleep(100 * time.Millisecond)
+				continue
+			}
+			if !confirmed[q][string(d.Body)] {
+				t.Fatalf("%s: got %q, never published", q, d.Body)
+			}
+			got[string(d.Body)] = true
+			if err := d.Ack(false); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
