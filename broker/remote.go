@@ -32,7 +32,8 @@ package broker
 // unsettled set.
 //
 // Operations while no host is attached (a failover in progress) wait for the re-attachment,
-// bounded by attachWait; a publish that times out is nacked, a consume fails with an internal
+// bounded by attachWait (10 s: the client's connection waits meanwhile, and its heartbeats
+// with it); a publish that times out is nacked, a consume fails with an internal
 // error.
 //
 // What stays local (spreadable): exclusive, auto-delete and x-expires queues, whose deletion
@@ -47,6 +48,7 @@ package broker
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -73,7 +75,7 @@ const (
 	epochShift = 40
 	hostIDMask = 1<<epochShift - 1
 	// attachWait bounds how long an operation waits for a host to be attached.
-	attachWait = 30 * time.Second
+	attachWait = 10 * time.Second
 	// callTimeout bounds one forwarded call.
 	callTimeout = 30 * time.Second
 )
@@ -256,18 +258,22 @@ func (rq *remoteQueue) poke() {
 	}
 }
 
-// pickHost chooses where to (re)attach: the group's leader unless that is this node or the
-// host just lost; else another voter.
+// pickHost chooses where to (re)attach: the group's leader as this node's replica sees it,
+// unless that is this node or the node avoid (the host just lost, or the last one that could
+// not be reached: a dead leader stays "the leader" here until the group elects another); else
+// the node it was placed on; else the next other member after avoid. A node asked to host the
+// queue takes the group's lead, also from this node (a proxy never turns into a local queue).
 func (rq *remoteQueue) pickHost(avoid uint64) uint64 {
 	if l := rq.q.group.Leader(); l != 0 && l != rq.self && l != avoid {
 		return l
 	}
-	if rq.target != avoid {
+	if rq.target != avoid && rq.target != rq.self {
 		return rq.target
 	}
 	nodes := rq.b.cfg.Spread.Nodes()
+	start := slices.Index(nodes, avoid) + 1
 	for i := range nodes {
-		n := nodes[(int(rq.group)+i)%len(nodes)]
+		n := nodes[(start+i)%len(nodes)]
 		if n != rq.self && n != avoid {
 			return n
 		}
@@ -410,7 +416,7 @@ func (rq *remoteQueue) session() (host, epoch uint64, ok bool) {
 func (rq *remoteQueue) run() {
 	retry := time.NewTimer(time.Hour)
 	retry.Stop()
-	var lastHost uint64
+	var avoid uint64 // the host lost, or the last node that could not be reached
 	for {
 		select {
 		case <-rq.wake:
@@ -420,24 +426,28 @@ func (rq *remoteQueue) run() {
 		}
 		rq.mu.Lock()
 		need := rq.needAttach && !rq.stopped
-		if need {
-			lastHost = rq.host
+		if need && rq.host != 0 && avoid == 0 {
+			avoid = rq.host
 		}
 		batches := rq.incoming
 		rq.incoming = nil
 		epoch := rq.epoch
 		rq.mu.Unlock()
 		if need {
-			target := rq.pickHost(lastHost)
+			target := rq.pickHost(avoid)
 			if target == 0 {
-				target = lastHost
+				target = avoid
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 			err := rq.attach(ctx, target, nil)
 			cancel()
 			if err != nil {
-				rq.b.log.Debug("re-attach failed; retrying", zap.String("queue", rq.q.def.Name), zap.Error(err))
+				rq.b.log.Debug("re-attach failed; retrying", zap.String("queue", rq.q.def.Name),
+					zap.Uint64("node", target), zap.Error(err))
+				avoid = target
 				retry.Reset(200 * time.Millisecond)
+			} else {
+				avoid = 0
 			}
 			continue
 		}
