@@ -248,13 +248,25 @@ func TestClusterSpreadServingNodeDies(t *testing.T) {
 		confirmed[q] = map[string]bool{}
 		for j := range 40 {
 			body := fmt.Sprintf("%s/%d", q, j)
-			dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, "", q, false, false,
-				amqp.Publishing{DeliveryMode: amqp.Persistent, Body: []byte(body)})
-			if err != nil {
-				t.Fatalf("publish %s: %v", body, err)
-			}
-			if ok, err := dc.WaitContext(ctx); err != nil || !ok {
-				t.Fatalf("confirm %s: %v %v", body, ok, err)
+			// A nack is allowed while a queue's group changes leader (a queue on the serving
+			// node takes its group's lead a moment after the declaration): publish again.
+			for attempt := 0; ; attempt++ {
+				dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, "", q, false, false,
+					amqp.Publishing{DeliveryMode: amqp.Persistent, Body: []byte(body)})
+				if err != nil {
+					t.Fatalf("publish %s: %v", body, err)
+				}
+				ok, err := dc.WaitContext(ctx)
+				if err != nil {
+					t.Fatalf("confirm %s: %v", body, err)
+				}
+				if ok {
+					break
+				}
+				if attempt == 20 {
+					t.Fatalf("%s nacked 20 times", body)
+				}
+				time.Sleep(100 * time.Millisecond)
 			}
 			confirmed[q][body] = true
 		}
