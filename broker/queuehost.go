@@ -206,13 +206,7 @@ func (s *queueServer) unhost(q *Queue, park bool) {
 	if s.hosted[group] == q {
 		delete(s.hosted, group)
 	}
-	var ended []*hostSession
-	for k, hs := range s.sessions {
-		if hs.q == q {
-			ended = append(ended, hs)
-			delete(s.sessions, k)
-		}
-	}
+	ended := s.takeSessionsLocked(func(_ sessionKey, hs *hostSession) bool { return hs.q == q })
 	s.mu.Unlock()
 	for _, hs := range ended {
 		hs.end()
@@ -247,17 +241,23 @@ func (s *queueServer) session(peer, group, epoch uint64) *hostSession {
 
 func (s *queueServer) peerLost(peer uint64) {
 	s.mu.Lock()
-	var ended []*hostSession
-	for k, hs := range s.sessions {
-		if k.peer == peer {
-			ended = append(ended, hs)
-			delete(s.sessions, k)
-		}
-	}
+	ended := s.takeSessionsLocked(func(k sessionKey, _ *hostSession) bool { return k.peer == peer })
 	s.mu.Unlock()
 	for _, hs := range ended {
 		hs.end()
 	}
+}
+
+// takeSessionsLocked removes the sessions match selects and returns them. s.mu is held.
+func (s *queueServer) takeSessionsLocked(match func(sessionKey, *hostSession) bool) []*hostSession {
+	var taken []*hostSession
+	for k, hs := range s.sessions {
+		if match(k, hs) {
+			taken = append(taken, hs)
+			delete(s.sessions, k)
+		}
+	}
+	return taken
 }
 
 // end cancels the session's consumers and requeues what it left unsettled.

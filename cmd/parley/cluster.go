@@ -313,13 +313,7 @@ func (cn *clusterNode) spread() *broker.Spread {
 	if cn == nil || cn.rpc == nil {
 		return nil
 	}
-	cn.qhostM.Lock()
-	qh := cn.qhost
-	cn.qhost = nil
-	cn.qhostM.Unlock()
-	if qh != nil {
-		qh.Close()
-	}
+	cn.stopQueueHost()
 	return &broker.Spread{RPC: cn.rpc, Nodes: func() []uint64 {
 		var ids []uint64
 		for _, m := range cn.host.Members() {
@@ -329,16 +323,22 @@ func (cn *clusterNode) spread() *broker.Spread {
 	}}
 }
 
+// stopQueueHost closes the queue host this node ran as a standby, if any, parking the groups
+// of the queues it hosted.
+func (cn *clusterNode) stopQueueHost() {
+	cn.qhostM.Lock()
+	qh := cn.qhost
+	cn.qhost = nil
+	cn.qhostM.Unlock()
+	if qh != nil {
+		qh.Close()
+	}
+}
+
 // close stops the transport (after the host stopped).
 func (cn *clusterNode) close() {
 	if cn != nil {
-		cn.qhostM.Lock()
-		qh := cn.qhost
-		cn.qhost = nil
-		cn.qhostM.Unlock()
-		if qh != nil {
-			qh.Close()
-		}
+		cn.stopQueueHost()
 		if cn.rpc != nil {
 			cn.rpc.Close()
 		}
