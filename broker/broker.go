@@ -52,6 +52,8 @@ type Broker struct {
 	// Durable metadata (group 0), when cfg.Host is set.
 	metaLog   *metaLog
 	metaGroup *cluster.Group
+	// led is set once this node has been seen leading group 0 (see deposed).
+	led atomic.Bool
 
 	vhosts atomic.Pointer[map[string]*VHost]
 
@@ -67,6 +69,32 @@ type Broker struct {
 	// proxies of queues hosted elsewhere (remote.go).
 	server  *queueServer
 	proxies proxies
+}
+
+// deposed reports whether this node has led group 0 (it served) and another node has taken
+// the lead since, or none is known to lead (this node was cut off). Its broker then runs on
+// until cmd/parley notices (it polls) and restarts the node as a standby, while another node
+// may serve already, with the same durable queues rebuilt from their logs. Until then this
+// broker must deliver nothing: the queues' own proposals still commit through their groups'
+// new leaders, and the new serving node's queue takes those entries as another node's,
+// marked redelivered; delivered here too, unflagged, a client would get a message again
+// without the redelivered flag (RabbitMQ sets it on every delivery after the first), or
+// before the flagged one, in any order. The check reads the lead as the host's loop last
+// saw it, so it fences this node as soon as its raft has heard of the newer term, before any
+// entry of that term is applied here. A queue host (queuehost.go) has no group 0 and is not
+// fenced by this: it stops when it loses its queue's group.
+func (b *Broker) deposed() bool {
+	g := b.metaGroup
+	if g == nil {
+		return false
+	}
+	if g.IsLeader() {
+		if !b.led.Load() {
+			b.led.Store(true)
+		}
+		return false
+	}
+	return b.led.Load()
 }
 
 // New builds a broker with the default vhost "/" and its predeclared exchanges. With a Host it

@@ -172,6 +172,9 @@ func (b *Broker) recoverDurable(ctx context.Context) error {
 		return fmt.Errorf("recover metadata group: %w", err)
 	}
 	b.metaGroup = g
+	if g.IsLeader() {
+		b.led.Store(true) // cmd/parley starts a broker only on group 0's leader: see deposed
+	}
 	st, err := b.metaLog.state()
 	if err != nil {
 		return fmt.Errorf("recover metadata: %w", err)

@@ -524,6 +524,11 @@ func (q *Queue) apply(c command) bool {
 			c.reply <- result{ok: del}
 		}
 	case cmdGet:
+		if q.v.b.deposed() {
+			// Nothing for a node that no longer serves (Broker.deposed).
+			c.reply <- result{n: q.sm.Len()}
+			break
+		}
 		d, ok := q.sm.Get(now, c.noAck, &q.out)
 		if ok && d.Msg == nil {
 			d.Msg = q.loadBody(d.Ref)
@@ -601,6 +606,9 @@ func (q *Queue) drain() {
 }
 
 func (q *Queue) allow(id queue.ConsumerID) bool {
+	if q.v.b.deposed() {
+		return false
+	}
 	s, ok := q.sinks[id]
 	return ok && s.Allow()
 }

@@ -22,6 +22,9 @@ package main
 //
 // A serving node that loses group 0's leadership stops serving: it shuts down its broker and
 // listeners (clients reconnect, to any node) and re-executes itself, coming back as a standby.
+// watchServing notices only at its next poll; the broker itself stops delivering as soon as
+// the node's raft has heard of the new leader (broker.Broker's deposed), since the new serving
+// node may deliver the same messages already.
 //
 // A standby's replicas are not inert: group 0's stand-in and each queue group's stand-in are the
 // broker's own pure state machines (broker.MetaStandIn, broker.QueueStandIn), which apply every

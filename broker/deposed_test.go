@@ -1,0 +1,76 @@
+package broker
+
+import (
+	"testing"
+	"time"
+
+	"github.com/parleymq/parley/broker/meta"
+)
+
+// TestDeposedServingNodeDeliversNothing: a serving node that another node has taken group 0's
+// lead from (it was cut off, and the others elected a new serving node) runs its broker until
+// it notices and restarts as a standby. Meanwhile its queues' own proposals still commit
+// through the new leader of their groups, and the new serving node's queue takes those
+// entries as ones another node proposed, marked redelivered. The deposed node's queue must
+// not deliver them (unflagged) as well: a client would get the message twice, the second
+// time without the redelivered flag (TestClusterRandomFaults saw this after a heal). Three
+// hosts over real Pebble, as cmd/parley runs them.
+func TestDeposedServingNodeDeliversNothing(t *testing.T) {
+	tr := newTrio(t, 0)
+	for id := uint64(1); id <= 3; id++ {
+		tr.up(id)
+	}
+	tr.standby(2)
+	tr.standby(3)
+	v1 := tr.serve(1)
+	// cmd/parley starts a broker only on group 0's leader.
+	tr.lead(1, MetaGroup)
+	b1 := tr.nodes[1].b
+	if _, err := v1.DeclareQueue(meta.QueueDef{Name: "deposed", Durable: true}, false); err != nil {
+		t.Fatal(err)
+	}
+	g := groupOfQueue(t, v1, "deposed")
+	tr.standby(2, g)
+	tr.standby(3, g)
+	again := map[string]bool{}
+	publishConfirmed(t, v1, "deposed", 0, 3, again)
+	getAllOf(t, v1, "deposed", bodies(0, 3), again)
+
+	// Node 2 takes over serving (group 0's lead and the queue's group's) while node 1's broker
+	// still runs.
+	v2 := tr.serve(2)
+	if b1.metaGroup.IsLeader() {
+		t.Fatal("node 2 serves but node 1 still leads group 0")
+	}
+	publishConfirmed(t, v1, "deposed", 3, 6, again)
+
+	q2, err := v2.Queue("deposed", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for deadline := time.Now().Add(trioTimeout); len(got) < 3; {
+		d, _, ok := q2.Get(true)
+		if !ok {
+			if time.Now().After(deadline) {
+				t.Fatalf("node 2 got only %v of node 1's 3 committed messages", got)
+			}
+			time.Sleep(5 * time.Millisecond)
+			continue
+		}
+		if !d.Redelivered {
+			t.Errorf("node 2 delivered %q, another node's message, without the redelivered flag", d.Msg.Body)
+		}
+		got[string(d.Msg.Body)] = true
+	}
+	q1, err := v1.Queue("deposed", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 40 {
+		if d, _, ok := q1.Get(true); ok {
+			t.Fatalf("deposed node 1 delivered %q (redelivered=%v), which node 2 delivered already", d.Msg.Body, d.Redelivered)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
