@@ -33,6 +33,9 @@ type faultChecker struct {
 	confirmed map[uint64]bool // confirmed by the broker
 	consumed  map[uint64]int  // deliveries per sequence number
 	problems  []string        // what the consumers saw that must not happen
+	// history has each delivery of a message (who got it, flag, time), for the problem report:
+	// a message delivered twice says by which nodes and in which order.
+	history map[uint64][]string
 }
 
 func newFaultChecker() *faultChecker {
@@ -56,6 +59,11 @@ func (ck *faultChecker) confirm(seq uint64) {
 // delivered records a delivery: its body must be one a publisher sent, and a second delivery of
 // the same message must say it is a redelivery.
 func (ck *faultChecker) delivered(body []byte, redelivered bool) {
+	ck.deliveredBy("drain", body, redelivered)
+}
+
+// deliveredBy is delivered with who says which consumer got it.
+func (ck *faultChecker) deliveredBy(who string, body []byte, redelivered bool) {
 	ck.mu.Lock()
 	defer ck.mu.Unlock()
 	if len(body) < 8 {
@@ -67,8 +75,12 @@ func (ck *faultChecker) delivered(body []byte, redelivered bool) {
 		ck.problem("message %d was never published (%d sent)", seq, ck.next)
 		return
 	}
+	if ck.history == nil {
+		ck.history = map[uint64][]string{}
+	}
+	ck.history[seq] = append(ck.history[seq], fmt.Sprintf("%s redelivered=%v at %s", who, redelivered, time.Now().Format("15:04:05.000000")))
 	if ck.consumed[seq] > 0 && !redelivered {
-		ck.problem("message %d delivered %d times, the last without the redelivered flag", seq, ck.consumed[seq]+1)
+		ck.problem("message %d delivered %d times, the last without the redelivered flag: %q", seq, ck.consumed[seq]+1, ck.history[seq])
 	}
 	ck.consumed[seq]++
 }
@@ -201,7 +213,7 @@ func faultConsume(ctx context.Context, url, q string, ck *faultChecker) {
 			if !ok {
 				return
 			}
-			ck.delivered(d.Body, d.Redelivered)
+			ck.deliveredBy(fmt.Sprintf("consumer via %s (connection %p) tag %d", url, c, d.DeliveryTag), d.Body, d.Redelivered)
 			if d.Ack(false) != nil {
 				return
 			}
@@ -361,8 +373,8 @@ func TestClusterRandomFaults(t *testing.T) {
 		pause := time.Duration(300+rng.IntN(1700)) * time.Millisecond
 		sent, conf, got, redel := ck.counts()
 		_, mconf, mgot, mredel := mck.counts()
-		t.Logf("event %d: %s; then %v (so far AMQP: %d sent, %d confirmed, %d consumed, %d redeliveries; MQTT: %d PUBACKed, %d received, %d again)",
-			ev+1, did, pause, sent, conf, got, redel, mconf, mgot, mredel)
+		t.Logf("%s event %d: %s; then %v (so far AMQP: %d sent, %d confirmed, %d consumed, %d redeliveries; MQTT: %d PUBACKed, %d received, %d again)",
+			time.Now().Format("15:04:05.000000"), ev+1, did, pause, sent, conf, got, redel, mconf, mgot, mredel)
 		time.Sleep(pause)
 	}
 
