@@ -39,6 +39,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/parleymq/parley/broker/message"
 	"github.com/parleymq/parley/broker/meta"
 	"github.com/parleymq/parley/broker/queue"
 	"github.com/parleymq/parley/cluster"
@@ -297,13 +298,8 @@ func (s *queueServer) handleHost(ctx context.Context, _ uint64, body []byte, rep
 func (s *queueServer) handleAttach(_ context.Context, from uint64, body []byte, reply func([]byte, error)) {
 	r := newReader(body)
 	group, epoch := r.Uint(), r.Uint()
-	if r.Err() != nil {
-		reply(nil, r.Err())
-		return
-	}
-	q := s.queue(group)
+	q := s.hostedQueue(r, group, reply)
 	if q == nil {
-		reply(nil, errNotHosted)
 		return
 	}
 	hs := &hostSession{srv: s, key: sessionKey{from, group}, epoch: epoch, q: q,
@@ -324,13 +320,8 @@ func (s *queueServer) handlePublish(_ context.Context, _ uint64, body []byte, re
 	r := newReader(body)
 	group := r.Uint()
 	m := readMsg(r)
-	if r.Err() != nil {
-		reply(nil, r.Err())
-		return
-	}
-	q := s.queue(group)
+	q := s.hostedQueue(r, group, reply)
 	if q == nil {
-		reply(nil, errNotHosted)
 		return
 	}
 	t := &confirmTracker{fn: func(ok bool) {
@@ -493,18 +484,27 @@ func (s *queueServer) handleDelete(_ context.Context, _ uint64, body []byte, rep
 func (s *queueServer) withQueue(body []byte, reply func([]byte, error), fn func(*Queue) uint64) {
 	r := newReader(body)
 	group := r.Uint()
-	if r.Err() != nil {
-		reply(nil, r.Err())
-		return
-	}
-	q := s.queue(group)
+	q := s.hostedQueue(r, group, reply)
 	if q == nil {
-		reply(nil, errNotHosted)
 		return
 	}
 	w := wbuf{}
 	w.uint(fn(q))
 	reply(w.b, nil)
+}
+
+// hostedQueue returns the queue of group that this node hosts, after the call's body was read
+// by r; if r failed or the queue is not hosted here, it answers the call and returns nil.
+func (s *queueServer) hostedQueue(r *message.BinaryReader, group uint64, reply func([]byte, error)) *Queue {
+	if r.Err() != nil {
+		reply(nil, r.Err())
+		return nil
+	}
+	q := s.queue(group)
+	if q == nil {
+		reply(nil, errNotHosted)
+	}
+	return q
 }
 
 func (s *queueServer) handleCredit(_ context.Context, from uint64, body []byte, _ func([]byte, error)) {
