@@ -366,10 +366,12 @@ func (q *Queue) stop() {
 }
 
 // logRemoved proposes the removal of the messages that left the queue for good. It does not
-// wait: a crash before it commits only redelivers them (at least once).
+// wait: a crash before it commits only redelivers them (at least once). For the same reason
+// it is a lazy proposal: it shares the fsync of the next publishes rather than costing one of
+// its own (cluster/lazy.go); a clean stop's barrier (stop) still writes it.
 func (q *Queue) logRemoved() {
 	if q.group != nil && len(q.out.Removed) > 0 {
-		_ = q.group.ProposeAsync(removeEntry(q.log.self, q.out.Removed), nil)
+		_ = q.group.ProposeLazy(removeEntry(q.log.self, q.out.Removed), nil)
 		q.out.Removed = q.out.Removed[:0]
 	}
 }

@@ -75,6 +75,11 @@ type Config struct {
 	// its inboxes, so this is a backstop. Default: 0 (no bound).
 	MaxUncommittedEntriesSize uint64
 
+	// LazyProposalDelay is how long a lazy proposal (Group.ProposeLazy: a queue's acks) may
+	// wait for another proposal to share its cycle's fsync before it gets one of its own
+	// (lazy.go). Negative: lazy proposals are proposed at once, like any other. Default: 10ms.
+	LazyProposalDelay time.Duration
+
 	// Switches for benchmarks and tests that compare with and without a mechanism: noCoalesce
 	// sends every heartbeat on its own (heartbeat.go), noQuiesce never quiesces a group
 	// (quiesce.go).
@@ -83,12 +88,13 @@ type Config struct {
 
 // Defaults, named for the documentation above and for tests.
 const (
-	DefaultTickInterval    = 100 * time.Millisecond
-	DefaultElectionTicks   = 10
-	DefaultHeartbeatTicks  = 1
-	DefaultSnapshotEntries = 10000
-	DefaultMaxSizePerMsg   = 1 << 20
-	DefaultMaxInflightMsgs = 256
+	DefaultTickInterval      = 100 * time.Millisecond
+	DefaultElectionTicks     = 10
+	DefaultHeartbeatTicks    = 1
+	DefaultSnapshotEntries   = 10000
+	DefaultMaxSizePerMsg     = 1 << 20
+	DefaultMaxInflightMsgs   = 256
+	DefaultLazyProposalDelay = 10 * time.Millisecond
 )
 
 // withDefaults returns a copy of c with defaults filled in, or an error
@@ -139,6 +145,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.MaxSizePerMsg == 0 {
 		c.MaxSizePerMsg = DefaultMaxSizePerMsg
+	}
+	if c.LazyProposalDelay == 0 {
+		c.LazyProposalDelay = DefaultLazyProposalDelay
 	}
 	if c.MaxInflightMsgs == 0 {
 		c.MaxInflightMsgs = DefaultMaxInflightMsgs

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"sync"
+	"time"
 )
 
 // Future is the outcome of one proposal: the state machine's result once
@@ -94,6 +95,8 @@ type proposal struct {
 	// inPlace: data was handed over by ProposeAsyncInPlace, so the host may recycle it once
 	// raft has its own copy (see entrybuf.go).
 	inPlace bool
+	// lazy: proposed by ProposeLazy, it may wait for a cycle that writes anyway (lazy.go).
+	lazy bool
 	// tick is the host's tick count when the proposal went to raft: a proposal a follower
 	// forwarded to its leader expires (see expireForwarded) if it is never applied.
 	tick uint64
@@ -105,4 +108,8 @@ type proposalQueue struct {
 	mu     sync.Mutex
 	props  []*proposal
 	closed error // once set, new proposals fail with it
+	// eager counts the queued proposals that are not lazy; lazySince is when the oldest lazy
+	// one still queued was queued (zero when none is). See lazy.go.
+	eager     int
+	lazySince time.Time
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync/atomic"
+	"time"
 
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
@@ -82,6 +83,8 @@ type Group struct {
 	// dropHeartbeatResp: the next Ready's heartbeat responses answer a quiesce message and
 	// are not sent.
 	dropHeartbeatResp bool
+	// listed marks the group while takeProposals looks at it (to merge the held list).
+	listed bool
 	// confSnap asks for a snapshot after a conf change (membership.go): a node added to a
 	// compacted group catches up from the stored snapshot, which must name it.
 	confSnap bool
@@ -150,6 +153,17 @@ func (g *Group) ProposeAsyncInPlace(entry []byte, cb func(result any, err error)
 	return g.enqueue(p)
 }
 
+// ProposeLazy is ProposeAsync for an entry that may wait before it is made durable: the host
+// writes it with the next cycle that writes other proposals (so it costs no fsync of its own),
+// or after Config.LazyProposalDelay at the latest. For entries whose loss in a crash is allowed
+// and whose proposer does not wait: a queue's removals (acks), whose loss only redelivers.
+// Entries of one group still commit in the order they were proposed, lazy or not.
+func (g *Group) ProposeLazy(data []byte, cb func(result any, err error)) error {
+	p := &proposal{seq: g.host.nextSeq.Add(1), cb: cb, lazy: true}
+	p.data = encodeEntry(g.host.cfg.NodeID, p.seq, data)
+	return g.enqueue(p)
+}
+
 func (g *Group) enqueue(p *proposal) error {
 	q := &g.queue
 	q.mu.Lock()
@@ -159,9 +173,20 @@ func (g *Group) enqueue(p *proposal) error {
 		return fmt.Errorf("group %d: %w", g.id, err)
 	}
 	q.props = append(q.props, p)
+	if !p.lazy {
+		q.eager++
+	} else if q.lazySince.IsZero() {
+		q.lazySince = time.Now()
+	}
+	// Under q.mu: the loop holding lazy proposals clears queued under it too (holdLazy), so
+	// an eager proposal queued after that always puts the group back on the list.
+	list := !g.queued.Swap(true)
 	q.mu.Unlock()
 	g.host.proposals.Add(1)
-	if !g.queued.Swap(true) {
+	if p.lazy {
+		g.host.m.lazy.Add(1)
+	}
+	if list {
 		g.host.enqueueProposer(g)
 	}
 	return nil
@@ -175,6 +200,7 @@ func (g *Group) takeProposals(buf []*proposal) []*proposal {
 	buf = append(buf, q.props...)
 	clear(q.props)
 	q.props = q.props[:0]
+	q.eager, q.lazySince = 0, time.Time{}
 	q.mu.Unlock()
 	return buf
 }
@@ -189,6 +215,7 @@ func (g *Group) close(err error) {
 	}
 	props := q.props
 	q.props = nil
+	q.eager, q.lazySince = 0, time.Time{}
 	q.mu.Unlock()
 	for _, p := range props {
 		p.fail(err)

@@ -56,6 +56,11 @@ type Host struct {
 	spare      []*Group
 	propBuf    []*proposal
 	readies    []groupReady
+	// held are groups whose lazy proposals wait (lazy.go); lazyTimer wakes the loop at
+	// lazyAt, when the first of them is due.
+	held      []*Group
+	lazyTimer *time.Timer
+	lazyAt    time.Time
 	// beatTr is the transport when it carries coalesced heartbeats (heartbeat.go); beats
 	// collects a cycle's heartbeats by peer.
 	beatTr HeartbeatTransport
@@ -135,6 +140,8 @@ func NewHost(cfg Config, eng *storage.Engine, log *zap.Logger) (*Host, error) {
 		running:  make(map[uint64]*Group),
 		ticking:  make(map[*Group]struct{}),
 		liveness: make(map[uint64]*peerLiveness),
+
+		lazyTimer: stoppedTimer(),
 
 		recordLock: make(chan struct{}, 1),
 	}
@@ -532,4 +539,11 @@ func (h *Host) poke() {
 	case h.wake <- struct{}{}:
 	default:
 	}
+}
+
+// stoppedTimer returns a timer that has not started.
+func stoppedTimer() *time.Timer {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return t
 }

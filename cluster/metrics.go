@@ -37,6 +37,9 @@ type Metrics struct {
 	// HeartbeatsCoalesced counts heartbeats and heartbeat responses sent in coalesced lists
 	// (heartbeat.go), HeartbeatLists the lists (one message to one peer each).
 	HeartbeatsCoalesced, HeartbeatLists uint64
+	// LazyProposals counts proposals made with ProposeLazy; LazyHolds counts loop turns that
+	// left lazy proposals queued because nothing else was proposed (lazy.go).
+	LazyProposals, LazyHolds uint64
 }
 
 type counters struct {
@@ -55,6 +58,8 @@ type counters struct {
 	wakes          atomic.Uint64
 	beatsSent      atomic.Uint64
 	beatLists      atomic.Uint64
+	lazy           atomic.Uint64
+	lazyHeld       atomic.Uint64
 }
 
 // Metrics returns a snapshot of the host's counters.
@@ -75,6 +80,8 @@ func (h *Host) Metrics() Metrics {
 		Wakes:               h.m.wakes.Load(),
 		HeartbeatsCoalesced: h.m.beatsSent.Load(),
 		HeartbeatLists:      h.m.beatLists.Load(),
+		LazyProposals:       h.m.lazy.Load(),
+		LazyHolds:           h.m.lazyHeld.Load(),
 	}
 	if m.Fsyncs > 0 {
 		m.EntriesPerFsync = float64(h.m.syncedEntries.Load()) / float64(m.Fsyncs)

@@ -13,7 +13,8 @@ package cluster
 //
 //  1. take what other goroutines queued: control ops (add, remove a group),
 //     messages from peers, and proposals — every proposal waiting for a
-//     group goes to raft in one Step, so a burst costs one wake-up;
+//     group goes to raft in one Step, so a burst costs one wake-up; lazy
+//     proposals (acks) wait for an eager one or their delay (lazy.go);
 //  2. collect the Ready of every group that may have one (the dirty list:
 //     groups ticked, stepped, proposed to or advanced since the last cycle;
 //     an untouched group is not even looked at);
@@ -80,6 +81,8 @@ func (h *Host) run(ctx context.Context) {
 			case <-ticker.C:
 				h.tick()
 			case <-h.wake:
+			case <-h.lazyTimer.C:
+				h.lazyFired()
 			case o := <-h.ops:
 				o.done <- o.fn()
 			}
@@ -89,6 +92,8 @@ func (h *Host) run(ctx context.Context) {
 				return
 			case <-ticker.C:
 				h.tick()
+			case <-h.lazyTimer.C:
+				h.lazyFired()
 			default:
 			}
 		}
@@ -254,6 +259,12 @@ func (h *Host) takeProposals() {
 	gs := h.proposers
 	h.proposers = h.spare[:0]
 	h.inMu.Unlock()
+	gs = h.withHeld(gs)
+	if h.holdLazy(gs) {
+		clear(gs)
+		h.spare = gs[:0]
+		return
+	}
 	for _, g := range gs {
 		if g.removed || g.lead == raft.None {
 			// No leader to take them: they stay queued (g.queued stays set)
