@@ -267,8 +267,12 @@ func (h *Host) takeProposals() {
 	}
 	for _, g := range gs {
 		if g.removed || g.lead == raft.None {
-			// No leader to take them: they stay queued (g.queued stays set)
-			// until one is known, see noteSoftState.
+			// No leader to take them: they stay queued until one is known, see
+			// noteSoftState, which lists the group again if queued is set (holdLazy may
+			// have cleared it).
+			if !g.removed {
+				g.queued.Store(true)
+			}
 			continue
 		}
 		props := g.takeProposals(h.propBuf[:0])

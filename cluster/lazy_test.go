@@ -1,0 +1,165 @@
+package cluster
+
+import (
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+)
+
+// lazyResult is a ProposeLazy callback that hands its outcome to a channel.
+func lazyResult() (chan any, func(any, error)) {
+	c := make(chan any, 1)
+	return c, func(res any, err error) {
+		if err != nil {
+			c <- err
+			return
+		}
+		c <- res
+	}
+}
+
+// A lazy proposal alone stays queued (no cycle, no fsync) and goes to raft with the next eager
+// proposal of any group, in the same fsync.
+func TestLazyProposalRidesWithEager(t *testing.T) {
+	ctx := testContext(t)
+	eng := openEngine(t, t.TempDir(), vfs.Default)
+	defer eng.Close()
+	h := startHost(t, Config{LazyProposalDelay: time.Hour}, eng)
+	defer h.Stop()
+	sm1, sm2 := newKV(), newKV()
+	g1 := addGroup(t, ctx, h, 1, sm1)
+	g2 := addGroup(t, ctx, h, 2, sm2)
+	// Settle: both groups elected and their first entries applied.
+	for _, g := range []*Group{g1, g2} {
+		f, err := g.Propose(ctx, []byte("warm=1"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.Wait(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	before := h.Metrics()
+	got, cb := lazyResult()
+	if err := g1.ProposeLazy([]byte("ack=1"), cb); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ctx, "the loop to hold the lazy proposal", func() bool { return h.Metrics().LazyHolds > before.LazyHolds })
+	// Held, whatever the loop does meanwhile: a few more turns (pokes) do not write it.
+	for range 3 {
+		h.poke()
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, ok := sm1.get("ack"); ok {
+		t.Fatal("lazy proposal applied while nothing else was proposed")
+	}
+	if m := h.Metrics(); m.Fsyncs != before.Fsyncs {
+		t.Fatalf("fsyncs went from %d to %d with only a lazy proposal queued", before.Fsyncs, m.Fsyncs)
+	}
+
+	f, err := g2.Propose(ctx, []byte("pub=1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case res := <-got:
+		if err, ok := res.(error); ok {
+			t.Fatalf("lazy proposal: %v", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("lazy proposal not applied after an eager one")
+	}
+	if v, _ := sm1.get("ack"); v != "1" {
+		t.Fatalf("lazy entry not applied: ack=%q", v)
+	}
+	m := h.Metrics()
+	if m.Fsyncs != before.Fsyncs+1 {
+		t.Fatalf("lazy and eager proposal took %d fsyncs, want 1 (shared)", m.Fsyncs-before.Fsyncs)
+	}
+	if m.LazyProposals != 1 {
+		t.Fatalf("LazyProposals = %d, want 1", m.LazyProposals)
+	}
+}
+
+// With nothing else proposed, a lazy proposal is written once its delay has passed, even on an
+// idle loop; and a group's lazy and eager proposals apply in the order they were made.
+func TestLazyProposalDueAndOrdered(t *testing.T) {
+	ctx := testContext(t)
+	eng := openEngine(t, t.TempDir(), vfs.Default)
+	defer eng.Close()
+	h := startHost(t, Config{LazyProposalDelay: 20 * time.Millisecond}, eng)
+	defer h.Stop()
+	sm := newKV()
+	g := addGroup(t, ctx, h, 1, sm)
+
+	got, cb := lazyResult()
+	if err := g.ProposeLazy([]byte("k=lazy"), cb); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case res := <-got:
+		if err, ok := res.(error); ok {
+			t.Fatalf("lazy proposal: %v", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("a lone lazy proposal was never written")
+	}
+
+	// Lazy, then eager, on one group: the eager one must apply after the lazy one.
+	got, cb = lazyResult()
+	if err := g.ProposeLazy([]byte("k=first"), cb); err != nil {
+		t.Fatal(err)
+	}
+	f, err := g.Propose(ctx, []byte("k=second"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := f.Wait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var first any
+	select {
+	case first = <-got:
+	case <-ctx.Done():
+		t.Fatal("lazy proposal not applied")
+	}
+	if first.(uint64) >= second.(uint64) {
+		t.Fatalf("lazy proposal applied as #%v, after the eager one made later (#%v)", first, second)
+	}
+	if v, _ := sm.get("k"); v != "second" {
+		t.Fatalf("k = %q, want the later proposal's value", v)
+	}
+}
+
+// A negative LazyProposalDelay proposes lazy proposals at once: the loop never holds one.
+func TestLazyProposalDelayOff(t *testing.T) {
+	ctx := testContext(t)
+	eng := openEngine(t, t.TempDir(), vfs.Default)
+	defer eng.Close()
+	h := startHost(t, Config{LazyProposalDelay: -1}, eng)
+	defer h.Stop()
+	g := addGroup(t, ctx, h, 1, newKV())
+	for i := range 5 {
+		got, cb := lazyResult()
+		if err := g.ProposeLazy([]byte("k=1"), cb); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case res := <-got:
+			if err, ok := res.(error); ok {
+				t.Fatalf("lazy proposal %d: %v", i, err)
+			}
+		case <-ctx.Done():
+			t.Fatal("lazy proposal not applied")
+		}
+	}
+	if m := h.Metrics(); m.LazyHolds != 0 {
+		t.Fatalf("LazyHolds = %d with the delay off", m.LazyHolds)
+	}
+}
