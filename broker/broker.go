@@ -32,11 +32,15 @@ type Config struct {
 	// Spread, with Host, runs durable queues' processes on other nodes (remote.go, issue 7
 	// stage 1; experimental). Nil: every queue runs here.
 	Spread *Spread
+	// PartitionGroups is how many partition groups small durable queues (those declared with
+	// meta.QueueDef.Packed: MQTT sessions, durable STOMP subscriptions) are packed into
+	// (partition.go). 0 gives each its own group. Default DefaultPartitionGroups.
+	PartitionGroups int
 }
 
 // DefaultConfig returns the defaults documented on each Config field.
 func DefaultConfig() Config {
-	return Config{QueueInbox: 4096, QueueBodyWindow: 4 << 20, Now: time.Now}
+	return Config{QueueInbox: 4096, QueueBodyWindow: 4 << 20, Now: time.Now, PartitionGroups: DefaultPartitionGroups}
 }
 
 // Broker is the core of one node.
@@ -69,6 +73,9 @@ type Broker struct {
 	// proxies of queues hosted elsewhere (remote.go).
 	server  *queueServer
 	proxies proxies
+
+	// partitions are the partition groups this broker runs, by group id (partition.go); b.mu.
+	partitions map[uint64]*partition
 }
 
 // deposed reports whether this node has led group 0 (it served) and another node has taken

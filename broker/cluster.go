@@ -10,15 +10,26 @@ import (
 // MetaGroup is the raft group of the durable metadata.
 const MetaGroup = metaGroup
 
-// durableQueueGroups lists the raft groups of the durable queues group 0's records name.
+// durableQueueGroups lists the raft groups of the durable queues group 0's records name: each
+// queue's own group, and once each partition group a queue is packed into.
 func durableQueueGroups(rs *meta.RecordSet) ([]uint64, error) {
 	qs, err := rs.DurableQueues()
 	if err != nil {
 		return nil, fmt.Errorf("durable queue groups: %w", err)
 	}
-	ids := make([]uint64, len(qs))
-	for i, def := range qs {
-		ids[i] = queueGroup(def)
+	ids := make([]uint64, 0, len(qs))
+	var parts map[uint64]bool
+	for _, def := range qs {
+		if def.Partition != 0 {
+			if parts[def.Partition] {
+				continue
+			}
+			if parts == nil {
+				parts = map[uint64]bool{}
+			}
+			parts[def.Partition] = true
+		}
+		ids = append(ids, queueGroup(def))
 	}
 	return ids, nil
 }

@@ -66,6 +66,9 @@ var errCorruptEntry = errors.New("corrupt queue log entry")
 // for each incarnation of the queue, see meta.QueueDef.Group), or, for a queue declared before
 // groups were recorded, the one derived from its vhost and name.
 func queueGroup(def meta.QueueDef) uint64 {
+	if def.Partition != 0 {
+		return def.Partition // packed with others: partition.go
+	}
 	if def.Group != 0 {
 		return def.Group
 	}
@@ -195,6 +198,17 @@ func (b *Broker) recoverDurable(ctx context.Context) error {
 		v.queues.Store(&next)
 		v.publishRouterLocked()
 	}
+	// Partition groups no queue is in any more still run: what they hold is dropped below.
+	if stored, err := b.cfg.Host.StoredGroups(); err == nil {
+		for _, id := range stored {
+			if IsPartitionGroup(id) {
+				if _, err := b.partitionLocked(ctx, id); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	b.dropOrphansLocked()
 	return nil
 }
 
@@ -258,6 +272,15 @@ func (v *VHost) startQueue(ctx context.Context, def meta.QueueDef) (*Queue, erro
 			return v.startRemote(ctx, def, cfg, target)
 		}
 	}
+	if def.Partition != 0 {
+		p, l, err := v.joinPartitionLocked(ctx, def)
+		if err != nil {
+			return nil, meta.Errorf(meta.InternalError, "cannot start queue '%s' in vhost '%s': %v", def.Name, v.name, err)
+		}
+		q := newQueue(v, def, cfg, p.group, l)
+		q.part = p
+		return q, nil
+	}
 	l := newQueueLog()
 	g, err := host.AddGroup(ctx, queueGroup(def), l)
 	if err != nil {
@@ -291,6 +314,10 @@ func leadSoon(host *cluster.Host, g *cluster.Group) {
 // stopQueueGroup destroys a deleted durable queue's log. b.mu held.
 func (v *VHost) stopQueueGroup(q *Queue) {
 	if q.group == nil {
+		return
+	}
+	if q.part != nil {
+		v.b.leavePartition(q.part, q.def.Group)
 		return
 	}
 	if err := v.b.cfg.Host.RemoveGroup(context.Background(), q.group.ID()); err != nil && !errors.Is(err, cluster.ErrStopped) {

@@ -74,7 +74,7 @@ func (q *Queue) SetState(ctx context.Context, key string, val []byte) error {
 		q.stateMu.Unlock()
 		return nil
 	}
-	f, err := q.group.Propose(ctx, stateEntry(key, val))
+	f, err := q.group.Propose(ctx, q.log.tagged(stateEntry(key, val)))
 	if err != nil {
 		return fmt.Errorf("queue %q state %q: %w", q.def.Name, key, err)
 	}
@@ -96,7 +96,7 @@ func (q *Queue) SetStateAsync(key string, val []byte) {
 		_ = q.SetState(context.Background(), key, val)
 		return
 	}
-	err := q.group.ProposeAsync(stateEntry(key, val), func(res any, err error) {
+	err := q.group.ProposeAsync(q.log.tagged(stateEntry(key, val)), func(res any, err error) {
 		if err == nil {
 			err, _ = res.(error)
 		}
@@ -136,7 +136,7 @@ func (q *Queue) SettleWithState(ctx context.Context, ids []queue.DeliveryID, o q
 // queue's goroutine (so in that order in the log), and answers c once the record commits.
 func (q *Queue) settledWithState(c command) {
 	q.logRemoved()
-	err := q.group.ProposeAsync(stateEntry(c.state.key, c.state.val), func(res any, err error) {
+	err := q.group.ProposeAsync(q.log.tagged(stateEntry(c.state.key, c.state.val)), func(res any, err error) {
 		if err == nil {
 			err, _ = res.(error)
 		}
@@ -164,7 +164,7 @@ func (q *Queue) SetRefStates(ctx context.Context, recs []RefState) error {
 	if q.log == nil || len(recs) == 0 {
 		return nil
 	}
-	f, err := q.group.Propose(ctx, stateEntry(refStatesKey, encodeRefStates(recs)))
+	f, err := q.group.Propose(ctx, q.log.tagged(stateEntry(refStatesKey, encodeRefStates(recs))))
 	if err != nil {
 		return fmt.Errorf("queue %q message records: %w", q.def.Name, err)
 	}
@@ -184,7 +184,7 @@ func (q *Queue) SetRefStatesAsync(recs []RefState) {
 	if q.log == nil || len(recs) == 0 {
 		return
 	}
-	err := q.group.ProposeAsync(stateEntry(refStatesKey, encodeRefStates(recs)), func(res any, err error) {
+	err := q.group.ProposeAsync(q.log.tagged(stateEntry(refStatesKey, encodeRefStates(recs))), func(res any, err error) {
 		if err == nil {
 			err, _ = res.(error)
 		}

@@ -96,6 +96,9 @@ type Queue struct {
 	// group is this node's parked replica.
 	group *cluster.Group
 	log   *queueLog
+	// part is the partition group the queue is packed into (group is its group), nil for a
+	// queue with a group of its own (partition.go).
+	part *partition
 
 	// remote is set when the queue's process runs on another node (remote.go): every
 	// operation is forwarded.
@@ -360,7 +363,7 @@ func (q *Queue) stop() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if f, err := q.group.Propose(ctx, removeEntry(0, nil)); err == nil {
+	if f, err := q.group.Propose(ctx, q.log.tagged(removeEntry(0, nil))); err == nil {
 		_, _ = f.Wait(ctx)
 	}
 }
@@ -371,7 +374,7 @@ func (q *Queue) stop() {
 // its own (cluster/lazy.go); a clean stop's barrier (stop) still writes it.
 func (q *Queue) logRemoved() {
 	if q.group != nil && len(q.out.Removed) > 0 {
-		_ = q.group.ProposeLazy(removeEntry(q.log.self, q.out.Removed), nil)
+		_ = q.group.ProposeLazy(q.log.tagged(removeEntry(q.log.self, q.out.Removed)), nil)
 		q.out.Removed = q.out.Removed[:0]
 	}
 }

@@ -73,7 +73,8 @@ type pendingEntry struct {
 // once, here, on its way to the log (raft's own copy of each proposed entry aside).
 func (l *queueLog) enqueueEntry(at int64, m *message.Message) ([]byte, uint64, error) {
 	token := l.remember(pendingEntry{one: m})
-	buf := cluster.EntryBuffer(17 + entrySizeOf(m))
+	buf := cluster.EntryBuffer(len(l.prefix) + 17 + entrySizeOf(m))
+	buf = append(buf, l.prefix...)
 	buf = append(buf, entryEnqueue)
 	buf = binary.BigEndian.AppendUint64(buf, token)
 	buf = binary.BigEndian.AppendUint64(buf, uint64(at))
@@ -91,12 +92,13 @@ func (l *queueLog) enqueueBatchEntry(at int64, ms []*message.Message) ([]byte, u
 	if len(ms) > maxBatchMessages {
 		return nil, 0, fmt.Errorf("enqueue batch of %d messages: more than %d", len(ms), maxBatchMessages)
 	}
-	size := 17 + binary.MaxVarintLen64
+	size := len(l.prefix) + 17 + binary.MaxVarintLen64
 	for _, m := range ms {
 		size += entrySizeOf(m)
 	}
 	token := l.remember(pendingEntry{many: ms})
 	buf := cluster.EntryBuffer(size)
+	buf = append(buf, l.prefix...)
 	buf = append(buf, entryEnqueueBatch)
 	buf = binary.BigEndian.AppendUint64(buf, token)
 	buf = binary.BigEndian.AppendUint64(buf, uint64(at))

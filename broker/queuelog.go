@@ -79,7 +79,12 @@ type queueLog struct {
 	lateGone map[uint64]bool
 	wake     func()
 
-	reader cluster.LogReader // set by AttachLog, before anything is applied
+	reader entryReader // set by AttachLog, before anything is applied
+
+	// prefix starts every entry of this queue in a partition group's log (partition.go): the
+	// queue's tag there. Empty for a queue with a group of its own. The entries this log
+	// writes carry it, and reader shows it only the entries that carry it, without it.
+	prefix []byte
 
 	// Owned by the host's loop (Apply, Snapshot, Restore, KeepFrom), and read by the queue
 	// when it starts (recover, under mu).
@@ -119,7 +124,38 @@ func newQueueLog() *queueLog {
 }
 
 // AttachLog implements cluster.LogKeeper.
-func (l *queueLog) AttachLog(r cluster.LogReader) { l.reader = r }
+func (l *queueLog) AttachLog(r cluster.LogReader) { l.reader = taggedReader{r: r, prefix: l.prefix} }
+
+// entryReader reads a queue's entries from its log (cluster.LogReader, through taggedReader).
+type entryReader interface {
+	Read(lo, hi, maxBytes uint64, fn func(index uint64, data []byte)) (next uint64, err error)
+}
+
+// taggedReader is a group's log as one queue sees it: in a partition group only the entries
+// that start with the queue's prefix, without it; in a queue's own group every entry.
+type taggedReader struct {
+	r      cluster.LogReader
+	prefix []byte
+}
+
+func (t taggedReader) Read(lo, hi, maxBytes uint64, fn func(index uint64, data []byte)) (uint64, error) {
+	if len(t.prefix) == 0 {
+		return t.r.Read(lo, hi, maxBytes, fn)
+	}
+	return t.r.Read(lo, hi, maxBytes, func(i uint64, data []byte) {
+		if bytes.HasPrefix(data, t.prefix) {
+			fn(i, data[len(t.prefix):])
+		}
+	})
+}
+
+// tagged returns data as an entry of this queue's: behind its prefix in a partition group.
+func (l *queueLog) tagged(data []byte) []byte {
+	if len(l.prefix) == 0 {
+		return data
+	}
+	return append(append(make([]byte, 0, len(l.prefix)+len(data)), l.prefix...), data...)
+}
 
 // KeepFrom implements cluster.LogKeeper.
 func (l *queueLog) KeepFrom() uint64 { return l.keepFrom }

@@ -82,8 +82,8 @@ const (
 
 // spreadable says whether def's process may run on another node (see the file comment).
 func spreadable(def meta.QueueDef) bool {
-	if !def.Durable || def.Exclusive || def.AutoDelete {
-		return false
+	if !def.Durable || def.Exclusive || def.AutoDelete || def.Partition != 0 {
+		return false // a partition's queues run where the partition's state machine does
 	}
 	// The MQTT adapter's session and shared-subscription queues keep state records
 	// (mqtt_session.go), which a proxy does not forward.

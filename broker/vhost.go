@@ -96,6 +96,9 @@ func (v *VHost) DeclareQueue(d meta.QueueDef, passive bool) (QueueStatus, error)
 		d.Name = serverNamedQueue()
 		d.ServerNamed = true
 	}
+	if d.Packed && d.Durable && v.b.cfg.Host != nil && v.b.cfg.PartitionGroups > 0 {
+		d.Partition = partitionOf(v.name, d.Name, v.b.cfg.PartitionGroups)
+	}
 	v.b.mu.Lock()
 	defer v.b.mu.Unlock()
 	def, created, err := v.b.meta.DeclareQueue(d, passive)

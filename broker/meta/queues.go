@@ -74,6 +74,10 @@ func (s *State) DeclareQueue(d QueueDef, passive bool) (q QueueDef, created bool
 	}
 	d.VHost = v.name
 	d.Group = 0
+	d.Packed = false
+	if !d.Durable || !IsPartitionGroup(d.Partition) {
+		d.Partition = 0
+	}
 	if d.Durable {
 		s.groupSeq++
 		d.Group = QueueGroupBase + s.groupSeq

@@ -78,6 +78,8 @@ type recQueueValue struct {
 	AutoDelete bool                 `json:"auto_delete,omitempty"`
 	Args       map[string]snapValue `json:"args,omitempty"`
 	Group      uint64               `json:"group,omitempty"`
+	// Partition: QueueDef.Partition (absent: the queue has its own group).
+	Partition uint64 `json:"partition,omitempty"`
 }
 
 // recordRef names a record in a State: what touch remembers, to read the record later.
@@ -249,7 +251,7 @@ func (s *State) record(r recordRef) (value []byte, ok bool, err error) {
 		if err != nil {
 			return nil, false, fmt.Errorf("queue %q: %w", q.Name, err)
 		}
-		val, err := json.Marshal(recQueueValue{AutoDelete: q.AutoDelete, Args: args, Group: q.Group})
+		val, err := json.Marshal(recQueueValue{AutoDelete: q.AutoDelete, Args: args, Group: q.Group, Partition: q.Partition})
 		return val, err == nil, err
 	case recBinding:
 		if !v.router.HasBinding(r.binding) || !v.bindingDurable(r.binding) {
@@ -621,7 +623,7 @@ func (s *State) restoreRecord(k string, val []byte) error {
 		if err != nil {
 			return fmt.Errorf("%w: queue %q: %v", ErrCorruptRecords, r.name, err)
 		}
-		v.queues[r.name] = QueueDef{VHost: r.vhost, Name: r.name, Durable: true, AutoDelete: q.AutoDelete, Args: args, Group: q.Group}
+		v.queues[r.name] = QueueDef{VHost: r.vhost, Name: r.name, Durable: true, AutoDelete: q.AutoDelete, Args: args, Group: q.Group, Partition: q.Partition}
 	case recBinding:
 		v.router = v.router.WithBinding(r.binding)
 	}
@@ -644,7 +646,7 @@ func (r *RecordSet) DurableQueues() ([]QueueDef, error) {
 		if err := json.Unmarshal(val, &q); err != nil {
 			return nil, fmt.Errorf("%w: queue %q: %v", ErrCorruptRecords, ref.name, err)
 		}
-		out = append(out, QueueDef{VHost: ref.vhost, Name: ref.name, Durable: true, AutoDelete: q.AutoDelete, Group: q.Group})
+		out = append(out, QueueDef{VHost: ref.vhost, Name: ref.name, Durable: true, AutoDelete: q.AutoDelete, Group: q.Group, Partition: q.Partition})
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].VHost != out[j].VHost {

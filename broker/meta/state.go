@@ -35,8 +35,27 @@ type QueueDef struct {
 	// predecessor, whose log a replica that missed the delete may still hold. It is 0 for a
 	// transient queue, and for a durable queue restored from metadata written before groups
 	// were recorded (the broker derives that one's group from its vhost and name).
+	//
+	// For a queue packed into a partition group (Partition set), Group is not a raft group of
+	// its own: it names the queue's incarnation inside the partition (every entry of its in
+	// the partition's log carries it), so the same rule holds there.
 	Group uint64
+	// Partition is the partition group a small durable queue (an MQTT session, a durable STOMP
+	// subscription) is packed into, with many others (DESIGN.md §5): its placement, recorded
+	// in group 0 with the queue. 0: the queue has a group of its own (Group), which is what a
+	// record written before partitions existed says.
+	Partition uint64
+	// Packed asks, in a declare, for a partition group rather than a group of its own; the
+	// broker then picks Partition. It is not stored: Partition says where the queue went.
+	Packed bool
 }
+
+// PartitionGroupBase is the lowest partition group id: partition i is PartitionGroupBase+i.
+// Partition groups live below QueueGroupBase, clear of group 0 and of the queues' own groups.
+const PartitionGroupBase = 1 << 61
+
+// IsPartitionGroup reports whether id is a partition group's.
+func IsPartitionGroup(id uint64) bool { return id >= PartitionGroupBase && id < QueueGroupBase }
 
 // QueueGroupBase is the lowest raft group id DeclareQueue hands out; ids below it are group 0
 // (the metadata) and those a later placement scheme may use, and ids with the top bit set are

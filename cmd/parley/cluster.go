@@ -399,7 +399,7 @@ func (cn *clusterNode) keepReplicas(ctx context.Context) {
 	if stored, err := cn.host.StoredGroups(); err == nil {
 		for _, id := range stored {
 			if id != broker.MetaGroup && cn.host.Group(id) == nil {
-				if _, err := cn.host.AddFollower(ctx, id, broker.QueueStandIn()); err == nil {
+				if _, err := cn.host.AddFollower(ctx, id, broker.StandIn(id)); err == nil {
 					cn.replicas[id] = true
 				}
 			}
@@ -447,7 +447,8 @@ func (cn *clusterNode) applyReplicaList(ctx context.Context, list queueList) {
 		// of the re-created log (raft panics: "tocommit out of range"; TestClusterRandomFaults
 		// found it). A queue deleted while the node was down is removed once a list that named
 		// it no longer does.
-		if !slices.Contains(want, id) && cn.seen[id] {
+		// A partition group is never removed (broker/partition.go): its queues come and go.
+		if !slices.Contains(want, id) && cn.seen[id] && !broker.IsPartitionGroup(id) {
 			if err := cn.host.RemoveGroup(ctx, id); err != nil {
 				cn.log.Warn("deleted queue's replica not removed", zap.Uint64("group", id), zap.Error(err))
 				continue
@@ -464,7 +465,7 @@ func (cn *clusterNode) applyReplicaList(ctx context.Context, list queueList) {
 					return cn.host.AddReplicaWith(ctx, id, sm, list.voters)
 				}
 			}
-			if _, err := add(ctx, id, broker.QueueStandIn()); err != nil && !errors.Is(err, cluster.ErrGroupExists) {
+			if _, err := add(ctx, id, broker.StandIn(id)); err != nil && !errors.Is(err, cluster.ErrGroupExists) {
 				cn.log.Warn("queue replica not started", zap.Uint64("group", id), zap.Error(err))
 				continue
 			}

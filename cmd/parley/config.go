@@ -85,6 +85,10 @@ type ClusterConfig struct {
 	// forwards the queue's operations there and relays its deliveries back (broker/remote.go).
 	// Off: the serving node runs every queue.
 	SpreadQueues bool `yaml:"spread_queues"`
+	// PartitionGroups is how many raft groups the small durable queues (MQTT persistent
+	// sessions, durable STOMP topic subscriptions) are packed into (broker/partition.go); 0
+	// gives each its own group. A single node uses it too.
+	PartitionGroups int `yaml:"partition_groups"`
 }
 
 // StorageConfig tunes the data directory.
@@ -145,7 +149,7 @@ func DefaultConfig() Config {
 		WSMQTT:     ":15675",
 		WS:         "off",
 		Prometheus: ":15692",
-		Cluster:    ClusterConfig{Listen: ":25672", Peers: ""},
+		Cluster:    ClusterConfig{Listen: ":25672", Peers: "", PartitionGroups: 16},
 
 		WSAllowedOrigins: []string{},
 		Storage:          StorageConfig{DiskFreeLimit: 50_000_000, DiskCheckInterval: 5 * time.Second},
@@ -174,6 +178,9 @@ func DefaultConfig() Config {
 		Debug: DebugConfig{PprofAddr: "off"},
 	}
 }
+
+// maxPartitionGroups bounds cluster.partition_groups: the point is a few groups for many queues.
+const maxPartitionGroups = 1024
 
 // errUsage marks a configuration error: exit code 2 with a one-line message.
 var errUsage = errors.New("bad configuration")
@@ -284,6 +291,9 @@ func (c *Config) validate() error {
 	}
 	if c.DataDir == "" {
 		return fmt.Errorf("%w: data_dir is empty", errUsage)
+	}
+	if c.Cluster.PartitionGroups < 0 || c.Cluster.PartitionGroups > maxPartitionGroups {
+		return fmt.Errorf("%w: cluster.partition_groups %d: want 0 to %d", errUsage, c.Cluster.PartitionGroups, maxPartitionGroups)
 	}
 	if c.Storage.DiskCheckInterval <= 0 {
 		return fmt.Errorf("%w: storage.disk_check_interval %s: must be positive", errUsage, c.Storage.DiskCheckInterval)

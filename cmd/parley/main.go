@@ -146,6 +146,7 @@ func run(cfg Config) error {
 	bcfg := broker.DefaultConfig()
 	bcfg.Host = host
 	bcfg.Spread = cn.spread()
+	bcfg.PartitionGroups = cfg.Cluster.PartitionGroups
 	core, err := broker.New(log.Named("broker"), bcfg)
 	if err != nil {
 		return fmt.Errorf("recover: %w", err)

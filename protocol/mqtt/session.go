@@ -177,7 +177,8 @@ func (s *Server) openSession(cl *mochi.Client, pk packets.Packet, user string) (
 		}
 	}
 	_, existed := v.LookupQueue(name)
-	def := meta.QueueDef{Name: name, Durable: persistent}
+	// A session queue is small and there may be many: packed into a partition group.
+	def := meta.QueueDef{Name: name, Durable: persistent, Packed: true}
 	if persistent && version == 5 && expiry != 0xFFFFFFFF && !endsAtClose {
 		// The core deletes a session nobody consumed from for its expiry interval (RabbitMQ
 		// does the same with x-expires).

@@ -70,7 +70,7 @@ func (x *session) bindShared(f packets.Subscription, group, filter string, qos b
 func (s *Server) joinShare(v *broker.VHost, name, key string, c *consumer, durable bool) error {
 	s.shareMu.Lock()
 	defer s.shareMu.Unlock()
-	if _, err := v.DeclareQueue(meta.QueueDef{Name: name, Durable: durable}, false); err != nil {
+	if _, err := v.DeclareQueue(meta.QueueDef{Name: name, Durable: durable, Packed: true}, false); err != nil {
 		var me *meta.Error
 		if _, exists := v.LookupQueue(name); !exists || !errors.As(err, &me) || me.Code != meta.PreconditionFailed {
 			return err

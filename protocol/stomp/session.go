@@ -252,6 +252,7 @@ func (c *conn) subscribe(f *frame.Frame, _ *receipt) error {
 			// A durable subscription's queue outlives the connection; the same name finds it
 			// again (RabbitMQ: rabbit_stomp_util:subscription_queue_name).
 			def.Name, def.Durable, def.Exclusive = durableSubscriptionQueue(subName), true, false
+			def.Packed = true // one small queue per subscriber: packed into a partition group
 		} else {
 			def.Name, def.Durable, def.Exclusive, def.AutoDelete = generatedQueue("stomp-subscription-"), false, true, true
 		}
