@@ -273,12 +273,12 @@ func (v *VHost) startQueue(ctx context.Context, def meta.QueueDef) (*Queue, erro
 		}
 	}
 	if def.Partition != 0 {
-		p, l, err := v.joinPartitionLocked(ctx, def)
+		p, l, opening, err := v.joinPartitionLocked(ctx, def)
 		if err != nil {
 			return nil, meta.Errorf(meta.InternalError, "cannot start queue '%s' in vhost '%s': %v", def.Name, v.name, err)
 		}
 		q := newQueue(v, def, cfg, p.group, l)
-		q.part = p
+		q.part, q.opening = p, opening
 		return q, nil
 	}
 	l := newQueueLog()

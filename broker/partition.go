@@ -97,6 +97,9 @@ func partEntry(kind byte, tag uint64) []byte {
 type partitionLog struct {
 	mu   sync.Mutex
 	subs map[uint64]*queueLog
+	// pending are the queueLogs of queues this node started whose open entry has not been
+	// applied yet (expect): the entry installs them rather than a new one.
+	pending map[uint64]*queueLog
 
 	reader   cluster.LogReader
 	attached bool
@@ -121,6 +124,34 @@ func (p *partitionLog) sub(tag uint64) *queueLog {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.subs[tag]
+}
+
+// expect returns the queueLog the open entry of the queue tagged tag will install here.
+func (p *partitionLog) expect(tag uint64) *queueLog {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if l := p.subs[tag]; l != nil {
+		return l
+	}
+	if p.pending == nil {
+		p.pending = map[uint64]*queueLog{}
+	}
+	l := p.pending[tag]
+	if l == nil {
+		l = p.newSub(tag)
+		p.pending[tag] = l
+	}
+	return l
+}
+
+// opened returns the queueLog an open entry of tag installs: the one this node's queue waits
+// with, or a new one. mu held.
+func (p *partitionLog) openedLocked(tag uint64) *queueLog {
+	if l := p.pending[tag]; l != nil {
+		delete(p.pending, tag)
+		return l
+	}
+	return p.newSub(tag)
 }
 
 // tags lists the queues the partition holds.
@@ -161,12 +192,13 @@ func (p *partitionLog) Apply(index uint64, data []byte) any {
 		return l.Apply(index, data[partTagLen:])
 	case partOpen:
 		if l == nil {
-			p.subs[tag] = p.newSub(tag)
+			p.subs[tag] = p.openedLocked(tag)
 		}
 		p.mu.Unlock()
 		return nil
 	case partDrop:
 		delete(p.subs, tag)
+		delete(p.pending, tag)
 		p.mu.Unlock()
 		return nil
 	}
@@ -180,6 +212,9 @@ func (p *partitionLog) AttachLog(r cluster.LogReader) {
 	defer p.mu.Unlock()
 	p.reader, p.attached = r, true
 	for _, l := range p.subs {
+		l.AttachLog(r)
+	}
+	for _, l := range p.pending {
 		l.AttachLog(r)
 	}
 }
@@ -286,7 +321,9 @@ func (p *partitionLog) Restore(data []byte) error {
 	for i, t := range tags {
 		l := old[t]
 		if l == nil {
-			l = p.newSub(t)
+			p.mu.Lock()
+			l = p.openedLocked(t)
+			p.mu.Unlock()
 		}
 		l.applied = max(l.applied, p.applied)
 		if err := l.Restore(snaps[i]); err != nil {
@@ -353,33 +390,57 @@ func (b *Broker) partitionLocked(ctx context.Context, id uint64) (*partition, er
 	return p, nil
 }
 
-// partitionWait bounds the wait for a partition's open and drop entries.
+// partitionWait bounds the wait for a queue's open entry.
 const partitionWait = 30 * time.Second
 
-// joinPartitionLocked returns the queueLog of def's queue in its partition, opening it there
-// (and waiting until that is committed) when the partition does not hold it yet. b.mu held.
-func (v *VHost) joinPartitionLocked(ctx context.Context, def meta.QueueDef) (*partition, *queueLog, error) {
+// joinPartitionLocked returns the queueLog of def's queue in its partition. When the partition
+// does not hold the queue yet it proposes the queue's open entry and returns the queueLog that
+// entry will install (pending: the queue may start with it, and propose its own entries, which
+// follow the open entry in the log), with the open's future. It does not wait for it: the
+// declaration of the first queue of a new partition group must reach group 0 first, since the
+// standbys start their replicas of the group only when they apply it, and without them the
+// group has no quorum (openedLocked waits, after). b.mu held.
+func (v *VHost) joinPartitionLocked(ctx context.Context, def meta.QueueDef) (*partition, *queueLog, *cluster.Future, error) {
 	p, err := v.b.partitionLocked(ctx, def.Partition)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	if l := p.log.sub(def.Group); l != nil {
-		return p, l, nil
+		return p, l, nil, nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, partitionWait)
-	defer cancel()
+	l := p.log.expect(def.Group)
 	f, err := p.group.Propose(ctx, partEntry(partOpen, def.Group))
-	if err == nil {
-		_, err = f.Wait(ctx)
-	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("open queue in partition group %d: %w", def.Partition, err)
+		return nil, nil, nil, fmt.Errorf("open queue in partition group %d: %w", def.Partition, err)
 	}
-	l := p.log.sub(def.Group)
-	if l == nil {
-		return nil, nil, fmt.Errorf("open queue in partition group %d: not there once committed", def.Partition)
+	return p, l, f, nil
+}
+
+// openedLocked waits until q's open entry (joinPartitionLocked) is applied, proposing it again
+// if it was dropped (a leader change), bounded by partitionWait. b.mu held.
+func (q *Queue) openedLocked() error {
+	if q.opening == nil {
+		return nil
 	}
-	return p, l, nil
+	ctx, cancel := context.WithTimeout(context.Background(), partitionWait)
+	defer cancel()
+	f := q.opening
+	for {
+		_, err := f.Wait(ctx)
+		if q.part.log.sub(q.def.Group) == q.log {
+			q.opening = nil
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("open queue in partition group %d: %w", q.part.group.ID(), ctx.Err())
+		}
+		if err == nil {
+			return fmt.Errorf("open queue in partition group %d: applied, but the queue is not there", q.part.group.ID())
+		}
+		if f, err = q.part.group.Propose(ctx, partEntry(partOpen, q.def.Group)); err != nil {
+			return fmt.Errorf("open queue in partition group %d: %w", q.part.group.ID(), err)
+		}
+	}
 }
 
 // leavePartition drops a deleted queue from its partition. It does not wait: if the entry is

@@ -99,6 +99,9 @@ type Queue struct {
 	// part is the partition group the queue is packed into (group is its group), nil for a
 	// queue with a group of its own (partition.go).
 	part *partition
+	// opening is the future of the queue's open entry in its partition until it is applied
+	// (joinPartitionLocked); b.mu.
+	opening *cluster.Future
 
 	// remote is set when the queue's process runs on another node (remote.go): every
 	// operation is forwarded.

@@ -10,6 +10,8 @@ import (
 	"github.com/parleymq/parley/broker/message"
 	"github.com/parleymq/parley/broker/meta"
 	"github.com/parleymq/parley/broker/queue"
+
+	"go.uber.org/zap"
 )
 
 // DirectReplyTo is RabbitMQ's pseudo-queue for RPC replies without a real queue.
@@ -136,9 +138,16 @@ func (v *VHost) DeclareQueue(d meta.QueueDef, passive bool) (QueueStatus, error)
 			if err := v.b.persistMetaLocked(); err != nil {
 				return QueueStatus{}, err
 			}
+			if err := q.openedLocked(); err != nil {
+				v.b.log.Error("queue not opened in its partition group", zap.String("queue", def.Name), zap.Error(err))
+				return QueueStatus{}, meta.Errorf(meta.InternalError, "cannot start queue '%s' in vhost '%s': %v", def.Name, v.name, err)
+			}
 		}
 	} else if err := v.checkOwner(q, d.Owner); err != nil {
 		return QueueStatus{}, err
+	} else if err := q.openedLocked(); err != nil {
+		// Its open entry failed when it was declared: it is proposed again.
+		return QueueStatus{}, meta.Errorf(meta.InternalError, "cannot start queue '%s' in vhost '%s': %v", def.Name, v.name, err)
 	}
 	q.touch()
 	return QueueStatus{Name: def.Name, Messages: q.Len(), Consumers: q.ConsumerCount()}, nil

@@ -61,6 +61,13 @@ func StartCluster(t testing.TB, n int) []*Node {
 // StartClusterArgs is StartCluster with more arguments for every node's command line.
 func StartClusterArgs(t testing.TB, n int, extraArgs ...string) []*Node {
 	t.Helper()
+	return StartClusterNodeArgs(t, n, nil, extraArgs...)
+}
+
+// StartClusterNodeArgs is StartClusterArgs with, besides, arguments of each node's own
+// (perNode(i) for the node of index i; nil: none), such as a listener's port.
+func StartClusterNodeArgs(t testing.TB, n int, perNode func(i int) []string, extraArgs ...string) []*Node {
+	t.Helper()
 	if ExternalURL() != "" {
 		t.Skipf("starts its own parley cluster; %s points at an external broker", ExternalURLEnv)
 	}
@@ -90,12 +97,19 @@ func StartClusterArgs(t testing.TB, n int, extraArgs ...string) []*Node {
 			"--cluster", net.JoinHostPort("127.0.0.1", strconv.Itoa(clusterPorts[i])),
 			"--peers", strings.Join(peers, ","),
 			"--http", httpAddr,
-			"--mqtt", mqttAddr}, extraArgs...)...)
+			"--mqtt", mqttAddr}, append(nodeArgs(perNode, i), extraArgs...)...)...)
 		nodes[i] = &Node{Server: s, ID: i + 1, HTTPAddr: httpAddr, MQTTAddr: mqttAddr,
 			ClusterAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(clusterPorts[i]))}
 	}
 	WaitServing(t, nodes)
 	return nodes
+}
+
+func nodeArgs(perNode func(int) []string, i int) []string {
+	if perNode == nil {
+		return nil
+	}
+	return perNode(i)
 }
 
 // Status reads the node's cluster status.
