@@ -23,6 +23,12 @@
 //     hosts the queue (queuehost.go), over the cluster's RPC channel. Deviation from DESIGN.md
 //     §5: a queue's placement is its group's leadership, not a record in group 0, and it is not
 //     rebalanced; remote.go lists the queues that are never spread and why.
+//   - Small durable queues the adapters declare with meta.QueueDef.Packed (MQTT sessions and
+//     shared subscriptions, durable STOMP topic subscriptions) share Config.PartitionGroups
+//     partition groups (partition.go) instead of a group each; the choice is recorded in group
+//     0 with the queue (DESIGN.md §5). Deviation from DESIGN.md §4's key layout: a partition
+//     group's log entries carry a queue tag in front of the queue's own entry, and its snapshot
+//     is the list of its queues' snapshots; the keys themselves are the same per group.
 //
 // Errors returned to adapters are *meta.Error values carrying RabbitMQ's reply code and text;
 // adapters turn them into protocol errors at their edge.

@@ -16,7 +16,8 @@ package broker
 //     the records it changed, not the command, as it replicated the whole resulting metadata
 //     before. The command's checks answer the client at once with RabbitMQ's errors, and a
 //     record is idempotent, so an entry written again after a failed wait does no harm.
-//   - Each durable queue has its own group, recorded in its metadata (meta.QueueDef.Group): a
+//   - Each durable queue has its own group (except small ones packed into a partition group,
+//     partition.go, recorded as meta.QueueDef.Partition), recorded in its metadata (meta.QueueDef.Group): a
 //     new group for each incarnation, so a queue deleted and declared again never meets its
 //     predecessor's log on a replica that missed the delete. Its log is the message store: an enqueue entry carries
 //     the whole encoded message (written once, fsynced with everything else of that Ready cycle);

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parleymq/parley/broker/message"
 	"github.com/parleymq/parley/broker/meta"
 	"github.com/parleymq/parley/broker/queue"
 	"github.com/parleymq/parley/cluster"
@@ -295,4 +296,26 @@ func TestPartitionSnapshotRoundTrip(t *testing.T) {
 			t.Fatalf("snapshot cut at %d restored", i)
 		}
 	}
+}
+
+// A packed queue that expires (x-expires: an MQTT session's expiry interval) leaves its
+// partition as a deleted one does.
+func TestExpiredPackedQueueLeavesPartition(t *testing.T) {
+	n := openNode(t, t.TempDir(), withPartitions(2))
+	defer n.close()
+	v, _ := n.b.VHost("/")
+	def := meta.QueueDef{Name: "mqtt.s.expiring", Durable: true, Packed: true, Args: message.Table{"x-expires": int64(200)}}
+	if _, err := v.DeclareQueue(def, false); err != nil {
+		t.Fatal(err)
+	}
+	publishTo(t, v, def.Name, "left behind")
+	q, _ := v.Queue(def.Name, 0)
+	part, tag := q.part, q.def.Group
+	if part == nil || part.log.sub(tag) == nil {
+		t.Fatal("not in a partition")
+	}
+	waitFor(t, "the queue to expire and leave its partition", func() bool {
+		_, err := v.Queue(def.Name, 0)
+		return err != nil && part.log.sub(tag) == nil
+	})
 }

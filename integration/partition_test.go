@@ -188,6 +188,9 @@ func TestDataDirBeforePartitions(t *testing.T) {
 		t.Fatalf("parley on the old data directory: %v", err)
 	}
 	waitListening(t, addr)
+	if got, _ := os.ReadFile(filepath.Join(s.dataDir, "FORMAT")); string(got) != "parley-data 4\n" {
+		t.Errorf("FORMAT after opening the old directory: %q, want parley-data 4 (an older build must refuse it now)", got)
+	}
 	if p, own := groupKinds(t, n); p != 0 || own != 6 {
 		t.Fatalf("old data directory: %d partition groups and %d own groups, want 0 and 6 (5 sessions, 1 STOMP subscription)", p, own)
 	}

@@ -51,16 +51,24 @@ var (
 
 // FormatFile is the name of the file in the data directory that names its
 // format, and FormatVersion the content this build writes and accepts.
-// UpgradableFormat is the one before it, which this build still reads: it
-// opens such a directory and rewrites its FORMAT to FormatVersion before
-// writing anything, so an older build, which would misread what this one
-// writes, refuses the directory from then on.
+// UpgradableFormat is the one before it, which this build still reads (as it
+// reads the ones before that, olderFormats): it opens such a directory and
+// rewrites its FORMAT to FormatVersion before writing anything, so an older
+// build, which would misread what this one writes, refuses the directory from
+// then on.
 const (
-	FormatFile    = "FORMAT"
-	FormatVersion = "parley-data 3" // 3: durable queue messages are referenced by (log index, slot in a batch entry)
-	// UpgradableFormat: 2, durable queue snapshots keep bodies in the log.
-	UpgradableFormat = "parley-data 2"
+	FormatFile = "FORMAT"
+	// 4: small durable queues may be packed into partition groups (broker/partition.go),
+	// whose queue records and entries an earlier build does not know.
+	FormatVersion = "parley-data 4"
+	// UpgradableFormat: 3, durable queue messages are referenced by (log index, slot in a
+	// batch entry).
+	UpgradableFormat = "parley-data 3"
 )
+
+// olderFormats are the formats before UpgradableFormat this build still opens, and upgrades:
+// 2, durable queue snapshots keep bodies in the log.
+var olderFormats = []string{"parley-data 2"}
 
 // lockFile is Pebble's own lock file name (dir/LOCK): Pebble takes an fcntl
 // write lock on it, which excludes other processes, and also remembers the
@@ -199,7 +207,7 @@ func (e *Engine) checkFormat() error {
 			return fmt.Errorf("storage: read %s: %w", path, rerr)
 		}
 		got := strings.TrimSpace(string(content))
-		if got == UpgradableFormat {
+		if got == UpgradableFormat || slices.Contains(olderFormats, got) {
 			return e.writeFormat(path)
 		}
 		if got != FormatVersion {

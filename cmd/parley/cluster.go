@@ -6,7 +6,9 @@ package main
 //
 // One node serves: the leader of group 0 (the metadata) runs the broker and the client
 // listeners, exactly as a single node does. Every other node is a standby: it keeps a parked
-// replica (cluster/replica.go) of group 0 and of every durable queue's group, so each group has
+// replica (cluster/replica.go) of group 0 and of every durable queue's group (one per partition
+// group for the small queues packed into them, broker/partition.go; a partition group's replica
+// is never removed), so each group has
 // the cluster's nodes as voters and commits only once a majority has fsynced, and its client
 // listeners forward each client connection, byte for byte, to the serving node's listener of
 // the same protocol (addresses learnt from the peers' transport hellos). A client may therefore
