@@ -256,23 +256,37 @@ func (p *partitionLog) Snapshot() ([]byte, error) {
 	}
 	p.mu.Unlock()
 	slices.Sort(subs)
-	buf := append([]byte(nil), partitionLogMagic...)
-	buf = binary.AppendUvarint(buf, uint64(len(subs)))
-	for _, t := range subs {
+	snaps := make([][]byte, len(subs))
+	for i, t := range subs {
 		l := p.sub(t)
 		l.applied = max(l.applied, p.applied)
 		data, err := l.Snapshot()
 		if err != nil {
 			return nil, fmt.Errorf("partition snapshot, queue %d: %w", t, err)
 		}
-		buf = binary.BigEndian.AppendUint64(buf, t)
-		buf = binary.AppendUvarint(buf, uint64(len(data)))
-		buf = append(buf, data...)
+		snaps[i] = data
 	}
 	p.mu.Lock()
 	p.countInterval()
 	p.mu.Unlock()
-	return buf, nil
+	return encodePartitionSnapshot(subs, snaps), nil
+}
+
+// encodePartitionSnapshot writes a partition snapshot: "PPG" 1, the number of queues, then per
+// queue its tag (8 bytes) and its queueLog snapshot (uvarint length, bytes).
+func encodePartitionSnapshot(tags []uint64, snaps [][]byte) []byte {
+	size := len(partitionLogMagic) + binary.MaxVarintLen64
+	for _, s := range snaps {
+		size += 8 + binary.MaxVarintLen64 + len(s)
+	}
+	buf := append(make([]byte, 0, size), partitionLogMagic...)
+	buf = binary.AppendUvarint(buf, uint64(len(tags)))
+	for i, t := range tags {
+		buf = binary.BigEndian.AppendUint64(buf, t)
+		buf = binary.AppendUvarint(buf, uint64(len(snaps[i])))
+		buf = append(buf, snaps[i]...)
+	}
+	return buf
 }
 
 // decodePartitionSnapshot splits a partition snapshot into its queues' snapshots.
@@ -291,6 +305,9 @@ func decodePartitionSnapshot(data []byte) (tags []uint64, snaps [][]byte, err er
 			return nil, nil, errCorruptEntry
 		}
 		t := binary.BigEndian.Uint64(data)
+		if len(tags) > 0 && t <= tags[len(tags)-1] {
+			return nil, nil, fmt.Errorf("%w: partition snapshot tags out of order", errCorruptEntry)
+		}
 		data = data[8:]
 		size, used := binary.Uvarint(data)
 		if used <= 0 || size > uint64(len(data)-used) {
@@ -348,21 +365,16 @@ func (p *partitionLog) TransferSnapshot(data []byte, index uint64) ([]byte, erro
 	if err != nil {
 		return nil, fmt.Errorf("partition snapshot: %w", err)
 	}
-	buf := append([]byte(nil), partitionLogMagic...)
-	buf = binary.AppendUvarint(buf, uint64(len(tags)))
+	out := make([][]byte, len(tags))
 	for i, t := range tags {
 		l := newQueueLog()
 		l.prefix = partEntry(partQueueEntry, t)
 		l.AttachLog(p.reader)
-		out, err := l.TransferSnapshot(snaps[i], index)
-		if err != nil {
+		if out[i], err = l.TransferSnapshot(snaps[i], index); err != nil {
 			return nil, fmt.Errorf("partition snapshot, queue %d: %w", t, err)
 		}
-		buf = binary.BigEndian.AppendUint64(buf, t)
-		buf = binary.AppendUvarint(buf, uint64(len(out)))
-		buf = append(buf, out...)
 	}
-	return buf, nil
+	return encodePartitionSnapshot(tags, out), nil
 }
 
 // partition is a partition group this broker runs.
