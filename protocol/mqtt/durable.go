@@ -387,9 +387,9 @@ func publishWill(s *Server, v *broker.VHost, clientID string, m *message.Message
 // forgetClient drops mochi's record of a client whose connection has ended. Parley keeps
 // sessions in the core, so mochi needs none, and a fleet reconnecting under ever new client
 // ids must not grow its client map and subscription index without bound. A client taken over
-// by a new connection has been replaced already.
-func (s *Server) forgetClient(cl *mochi.Client) {
-	if cl.IsTakenOver() {
+// by a new connection has been replaced already (sess, its session if it had one, says so).
+func (s *Server) forgetClient(cl *mochi.Client, sess *session) {
+	if sess != nil && sess.takenOver.Load() {
 		return
 	}
 	if cur, ok := s.m.Clients.Get(cl.ID); ok && cur == cl {

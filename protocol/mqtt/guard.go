@@ -8,6 +8,8 @@ import (
 	"net"
 	"slices"
 	"sync"
+
+	"github.com/mochi-mqtt/server/v2/packets"
 )
 
 // errMalformed reports bytes that are not a well-formed MQTT packet.
@@ -38,8 +40,8 @@ type guardConn struct {
 	// tooLarge, when set, is called (on the reader goroutine) before an over-size packet ends
 	// the connection, so an MQTT 5 client is told why with DISCONNECT 0x95.
 	tooLarge func()
-	// sess is the connection's session once CONNECT opened it (set on the reader goroutine,
-	// which alone uses it here): its PUBACKs are settled before each read that may wait.
+	// sess is the connection's session once CONNECT opened it (set while a packet is handled,
+	// see conn): its PUBACKs are settled before each read that may wait.
 	sess  *session
 	small [smallReadSize]byte
 }
@@ -82,12 +84,10 @@ func (g *guardConn) release() {
 	}
 }
 
-// fill reads more bytes from the connection into an empty buffer. Everything read so far has
-// been handled, so the acknowledgements it carried are settled first, together.
+// fill reads more bytes from the connection into an empty buffer. (The acknowledgements of
+// what was read before have been settled by then: conn.burst settles them before it hands back
+// to the reader.)
 func (g *guardConn) fill() error {
-	if g.sess != nil {
-		g.sess.flushAcks()
-	}
 	g.release()
 	if g.full && g.pooled == nil {
 		g.pooled = readBufs.Get().(*[]byte)
@@ -157,6 +157,11 @@ func (g *guardConn) next() error {
 	if err != nil {
 		return err
 	}
+	// Malformed flags end the connection before its body is waited for, as mochi's reader did.
+	var fh packets.FixedHeader
+	if err := fh.Decode(first); err != nil {
+		return err
+	}
 	var hdr [5]byte
 	hdr[0] = first
 	h := 1
@@ -202,6 +207,24 @@ func (g *guardConn) next() error {
 	}
 	g.pending = pk
 	return nil
+}
+
+// buffered reports whether a whole packet (or a header that next refuses without reading on)
+// is already buffered, so that next returns without waiting for the client.
+func (g *guardConn) buffered() bool {
+	b := g.buf[g.r:g.w]
+	var remaining uint64
+	for i := 1; i < len(b); i++ {
+		remaining |= uint64(b[i]&0x7F) << (7 * (i - 1))
+		if b[i]&0x80 == 0 {
+			h := uint64(i + 1)
+			return uint64(len(b)) >= h+remaining || (g.max > 0 && h+remaining > uint64(g.max))
+		}
+		if i == 4 {
+			return true // a length over four bytes: refused by next as it stands
+		}
+	}
+	return false
 }
 
 // wellFormedSubscribe5 checks an MQTT 5 SUBSCRIBE body: packet id, properties, then filters

@@ -126,7 +126,7 @@ func (h *bridge) OnDisconnect(cl *mochi.Client, err error, _ bool) {
 	if sess != nil {
 		sess.close(err)
 	}
-	s.forgetClient(cl)
+	s.forgetClient(cl, sess)
 }
 
 // OnPublish routes the message into the core and returns once the core has accepted it, so

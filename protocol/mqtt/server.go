@@ -28,6 +28,7 @@ type Server struct {
 	users *auth.Store
 	log   *zap.Logger
 	m     *mochi.Server
+	hook  *bridge
 
 	mu       sync.Mutex
 	sessions map[*mochi.Client]*session
@@ -96,9 +97,11 @@ func NewServer(cfg Config, b *broker.Broker, users *auth.Store, log *zap.Logger)
 		sweepDone: make(chan struct{}),
 	}
 	s.m = mochi.New(opts)
-	// mochi's Serve is never called: its listeners, $SYS publisher and housekeeping loop (client
+	// mochi's Serve and EstablishConnection are never called: Parley accepts and reads the
+	// connections itself (conn.go); mochi's $SYS publisher and housekeeping loop (client
 	// expiry, delayed wills, retained expiry) are things the core does.
-	if err := s.m.AddHook(&bridge{s: s}, nil); err != nil {
+	s.hook = &bridge{s: s}
+	if err := s.m.AddHook(s.hook, nil); err != nil {
 		panic(fmt.Sprintf("mqtt: adding the bridge hook: %v", err)) // only fails for a nil hook
 	}
 	s.recoverSessions()
@@ -152,11 +155,11 @@ func (s *Server) ServeConn(c net.Conn) error {
 		s.mu.Unlock()
 		if sess != nil {
 			sess.close(errors.New("connection ended before the session was established"))
-			s.forgetClient(sess.cl)
+			s.forgetClient(sess.cl, sess)
 		}
 	}()
-	err := s.m.EstablishConnection(listenerID, g)
-	if err != nil {
+	mc := &conn{s: s, g: g, done: make(chan struct{})}
+	if err := mc.serve(); err != nil {
 		s.log.Debug("mqtt connection ended", zap.String("remote", c.RemoteAddr().String()), zap.Error(err))
 		return fmt.Errorf("mqtt connection: %w", err)
 	}

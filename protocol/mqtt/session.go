@@ -64,11 +64,14 @@ type session struct {
 	// by a DISCONNECT) with expiry 0, which ends with this connection.
 	expiryMs    int64
 	endsAtClose bool
-	q           *broker.Queue // the session queue; nil until needed for a transient session
-	qdef        meta.QueueDef
-	will        *mochi.Will
-	willProps   packets.Properties    // the CONNECT's will properties, which mochi's Will drops
-	scratch     broker.PublishScratch // used by the reader goroutine only (publish)
+	// takenOver: a new connection with the same client id took this one's place (conn.go
+	// inherit), so mochi's records of the client id are the new connection's.
+	takenOver atomic.Bool
+	q         *broker.Queue // the session queue; nil until needed for a transient session
+	qdef      meta.QueueDef
+	will      *mochi.Will
+	willProps packets.Properties    // the CONNECT's will properties, which mochi's Will drops
+	scratch   broker.PublishScratch // used by the reader goroutine only (publish)
 
 	// Outbound credit: deliveries handed over by the core and not yet settled count against
 	// limit (the client's receive maximum, capped by Config.MaxInflight).
