@@ -126,6 +126,8 @@ const packetAllocStep = 64 << 10
 
 // readPacket returns the header followed by the n bytes after it: what is buffered, then
 // straight from the connection.
+//
+//go:noinline
 func (g *guardConn) readPacket(hdr []byte, n int) ([]byte, error) {
 	pk := make([]byte, len(hdr), len(hdr)+min(n, packetAllocStep))
 	copy(pk, hdr)
@@ -178,20 +180,44 @@ func (g *guardConn) next() error {
 			break
 		}
 		if i == 3 {
-			return fmt.Errorf("%w: remaining length over four bytes", errMalformed)
+			return errLengthOverFour()
 		}
 	}
 	if g.max > 0 && uint64(remaining)+uint64(h) > uint64(g.max) {
 		if g.tooLarge != nil && g.version == 5 {
 			g.tooLarge() // [MQTT-3.1.2-24] [MQTT-4.13.1-1]
 		}
-		return fmt.Errorf("%w: packet of %d bytes over the maximum packet size", errMalformed, uint64(remaining)+uint64(h))
+		return errOverMaximum(uint64(remaining) + uint64(h))
 	}
 	pk, err := g.readPacket(hdr[:h], int(remaining))
 	if err != nil {
 		return err
 	}
-	body := pk[h:]
+	if err := g.inspect(first, pk[h:]); err != nil {
+		return err
+	}
+	g.pending = pk
+	return nil
+}
+
+// The error paths of next are functions of their own, and so are readPacket and inspect, so
+// that next's frame stays small: it is on the stack of every idle connection (conn).
+
+//go:noinline
+func errLengthOverFour() error {
+	return fmt.Errorf("%w: remaining length over four bytes", errMalformed)
+}
+
+//go:noinline
+func errOverMaximum(n uint64) error {
+	return fmt.Errorf("%w: packet of %d bytes over the maximum packet size", errMalformed, n)
+}
+
+// inspect reads the protocol version from a CONNECT and refuses the SUBSCRIBE shapes mochi's
+// decoder mis-handles.
+//
+//go:noinline
+func (g *guardConn) inspect(first byte, body []byte) error {
 	switch first >> 4 {
 	case 1: // CONNECT: protocol name, then the level
 		if len(body) >= 2 {
@@ -205,7 +231,6 @@ func (g *guardConn) next() error {
 			return fmt.Errorf("%w: SUBSCRIBE", errMalformed)
 		}
 	}
-	g.pending = pk
 	return nil
 }
 

@@ -123,47 +123,67 @@ func (s *Server) ServeConn(c net.Conn) error {
 		_ = c.Close()
 		return net.ErrClosed
 	}
-	defer s.reg.Done(c)
-	g := newGuardConn(c, s.cfg.MaxPacketSize)
-	g.tooLarge = func() {
-		// A packet over the maximum size once the session is up: MQTT 5 says why with
-		// DISCONNECT 0x95 before the close [MQTT-3.1.2-24]; MQTT 3.1.1 has no such packet and
-		// just closes. (An over-size CONNECT has no session yet and is closed without a word.)
-		s.mu.Lock()
-		sess := s.byConn[g]
-		s.mu.Unlock()
-		if sess != nil {
-			_ = s.m.DisconnectClient(sess.cl, packets.ErrPacketTooLarge)
-		}
+	// This goroutine waits for the client's packets for as long as the connection lives, so
+	// it keeps only small frames (see conn): the rest is in the functions below.
+	mc := s.newConn(c)
+	defer mc.ended()
+	return mc.result(mc.serve())
+}
+
+//go:noinline
+func (s *Server) newConn(c net.Conn) *conn {
+	mc := &conn{s: s, g: newGuardConn(c, s.cfg.MaxPacketSize), done: make(chan struct{})}
+	mc.g.tooLarge = mc.packetTooLarge
+	return mc
+}
+
+// packetTooLarge: a packet over the maximum size once the session is up. MQTT 5 says why
+// with DISCONNECT 0x95 before the close [MQTT-3.1.2-24]; MQTT 3.1.1 has no such packet and just
+// closes. (An over-size CONNECT has no session yet and is closed without a word.)
+func (c *conn) packetTooLarge() {
+	s := c.s
+	s.mu.Lock()
+	sess := s.byConn[c.g]
+	s.mu.Unlock()
+	if sess != nil {
+		_ = s.m.DisconnectClient(sess.cl, packets.ErrPacketTooLarge)
 	}
-	defer func() {
-		// A bug reached by one client's bytes must cost that client its connection, not the
-		// broker its process.
-		if r := recover(); r != nil {
-			s.log.Error("panic serving an mqtt connection; connection closed",
-				zap.String("remote", c.RemoteAddr().String()), zap.Any("panic", r), zap.Stack("stack"))
-			_ = c.Close()
-		}
-		// mochi calls OnDisconnect only for a connection that got as far as reading packets;
-		// one that failed in between (CONNACK not written, a panic) still has its session open.
-		s.mu.Lock()
-		sess := s.byConn[g]
-		if sess != nil {
-			delete(s.byConn, g)
-			delete(s.sessions, sess.cl)
-		}
-		s.mu.Unlock()
-		if sess != nil {
-			sess.close(errors.New("connection ended before the session was established"))
-			s.forgetClient(sess.cl, sess)
-		}
-	}()
-	mc := &conn{s: s, g: g, done: make(chan struct{})}
-	if err := mc.serve(); err != nil {
-		s.log.Debug("mqtt connection ended", zap.String("remote", c.RemoteAddr().String()), zap.Error(err))
+}
+
+//go:noinline
+func (c *conn) result(err error) error {
+	if err != nil {
+		c.s.log.Debug("mqtt connection ended", zap.String("remote", c.g.RemoteAddr().String()), zap.Error(err))
 		return fmt.Errorf("mqtt connection: %w", err)
 	}
 	return nil
+}
+
+// ended runs when ServeConn returns, also for a panic of its own goroutine.
+func (c *conn) ended() {
+	s := c.s
+	defer s.reg.Done(c.g.Conn)
+	// A bug reached by one client's bytes must cost that client its connection, not the
+	// broker its process.
+	if r := recover(); r != nil {
+		s.log.Error("panic serving an mqtt connection; connection closed",
+			zap.String("remote", c.g.RemoteAddr().String()), zap.Any("panic", r), zap.Stack("stack"))
+		_ = c.g.Conn.Close()
+	}
+	// OnDisconnect runs only for a connection that got as far as reading packets after its
+	// CONNACK; one that failed in between (CONNACK not written, a panic) still has its session
+	// open.
+	s.mu.Lock()
+	sess := s.byConn[c.g]
+	if sess != nil {
+		delete(s.byConn, c.g)
+		delete(s.sessions, sess.cl)
+	}
+	s.mu.Unlock()
+	if sess != nil {
+		sess.close(errors.New("connection ended before the session was established"))
+		s.forgetClient(sess.cl, sess)
+	}
 }
 
 // Close stops accepting, disconnects every client (MQTT 5 clients get DISCONNECT with reason
