@@ -123,3 +123,45 @@ func FuzzConnection(f *testing.F) {
 		}
 	})
 }
+
+// FuzzDecodePacket runs the connection loop's decode path on arbitrary bytes: guardConn frames
+// (and refuses what mochi's decoders must not see), decodePacket decodes with mochi's decoders
+// as the protocol version says. Nothing may panic; a packet decoded from a whole frame is the
+// frame (no bytes read past it).
+func FuzzDecodePacket(f *testing.F) {
+	for _, v := range []byte{4, 5} {
+		f.Add(v, encode(f, v, connectPacket(v, "fz"),
+			packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, PacketID: 1,
+				Filters: packets.Subscriptions{{Filter: "a/+/c", Qos: 2, NoLocal: true}}},
+			packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, PacketID: 2,
+				TopicName: "a/b/c", Payload: []byte("hi"),
+				Properties: packets.Properties{TopicAlias: 1, TopicAliasFlag: true, User: []packets.UserProperty{{Key: "k", Val: "v"}}}},
+			packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrel, Qos: 1}, PacketID: 3},
+			packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Unsubscribe, Qos: 1}, PacketID: 4,
+				Filters: packets.Subscriptions{{Filter: "a/+/c"}}},
+			packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pingreq}},
+			packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Disconnect}}))
+	}
+	f.Add(byte(5), []byte{0x82, 0x06, 0x00, 0x01, 0x00, 0x00, 0x01, 'a'})
+	f.Add(byte(5), []byte{0xF0, 0x02, 0x00, 0x00})
+	f.Add(byte(4), []byte{0x62, 0x02, 0x00, 0x01})
+	f.Add(byte(3), []byte{0x10, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F})
+	f.Fuzz(func(t *testing.T, version byte, data []byte) {
+		g := newGuardConn(&chunkConn{data: data, sizes: []int{7, 64, 4096}}, 64<<10)
+		g.version = version // as a CONNECT in data would set it
+		for range len(data) + 1 {
+			if err := g.next(); err != nil {
+				return
+			}
+			raw := g.pending
+			g.pending = nil
+			pk, err := decodePacket(g.version, raw)
+			if err != nil {
+				continue // the loop ends the connection
+			}
+			if pk.FixedHeader.Remaining > len(raw) {
+				t.Fatalf("decoded a body of %d bytes from a packet of %d", pk.FixedHeader.Remaining, len(raw))
+			}
+		}
+	})
+}
