@@ -1,9 +1,14 @@
 // Package mqtt serves MQTT 3.1, 3.1.1 and 5.0 clients against Parley's core.
 //
-// github.com/mochi-mqtt/server/v2 owns the wire and the live connection: packet decoding and
-// encoding, CONNECT validation, keep-alive, topic aliases on the way in, the inbound QoS 2
-// handshake and session take-over of a live connection. Parley's core owns everything that
-// must outlive a connection. A mochi Hook (Bridge, in hook.go) joins the two:
+// Parley runs each connection itself (conn.go): it frames the client's bytes into packets
+// (guardConn), reads the CONNECT, validates it, takes over a live connection with the same
+// client id, answers CONNACK and applies the keep-alive, then hands each later packet to
+// github.com/mochi-mqtt/server/v2's packet handling (Server.InjectPacket): its decoders and
+// encoders, topic aliases on the way in, the inbound QoS 2 handshake and receive maximum,
+// SUBSCRIBE, UNSUBSCRIBE and DISCONNECT handling. (This departs from DESIGN.md §3, which has
+// mochi own the live connection: its connection loop cost an idle connection about 20 KiB of
+// goroutine stacks.) Parley's core owns everything that must outlive a connection. A mochi
+// Hook (Bridge, in hook.go) joins the two:
 //
 //   - A PUBLISH is turned into a core message on the exchange amq.topic (configurable) with
 //     the topic as routing key ('/' and '.' swapped, as RabbitMQ's MQTT plugin does) and
@@ -40,13 +45,14 @@
 //     identifier they had: a persistent session stores it with the message before the
 //     PUBLISH goes out, so this holds after a kill -9 too (packetids.go).
 //
-// Cost per connection (docs/performance.md). DESIGN.md §2 gives each connection one reader
-// and one writer goroutine; here the session writer runs only while deliveries are pending
-// and ends when there are none (so an idle connection has mochi's reader and mochi's own
-// WriteLoop, which Parley never feeds, and no third goroutine), and it encodes a batch of
-// PUBLISH packets into one buffer and writes them at once (writer.go) rather than one
-// WritePacket, one buffer and one system call each. The reader holds no read buffer while
-// the client is idle (guardConn), and settles the PUBACKs of each read together.
+// Cost per connection (docs/performance.md, "Idle MQTT connection": about 8 KB while idle).
+// DESIGN.md §2 gives each connection one reader and one writer goroutine; here an idle
+// connection has one goroutine only, its reader, which waits for the next packet with a
+// 2 KiB stack and no read buffer (guardConn) and does nothing else: the packets are handled
+// by a pool of handler goroutines shared by all connections (conn.go), and the session writer
+// runs only while deliveries are pending (writer.go: it encodes a batch of PUBLISH packets into
+// one buffer and writes them at once rather than one WritePacket, one buffer and one system
+// call each). The PUBACKs of each burst of packets are settled together.
 //
 // The Server's Serve accepts on a listener; ServeConn serves one already accepted connection
 // (the WebSocket gateway hands over connections for the "mqtt" subprotocol this way).
