@@ -37,7 +37,7 @@ type guardConn struct {
 	version byte    // from CONNECT
 	max     uint32
 	err     error
-	// tooLarge, when set, is called (on the reader goroutine) before an over-size packet ends
+	// tooLarge, when set, is called (where next runs) before an over-size packet ends
 	// the connection, so an MQTT 5 client is told why with DISCONNECT 0x95.
 	tooLarge func()
 	// sess is the connection's session once CONNECT opened it (set while a packet is handled,

@@ -13,8 +13,10 @@ import (
 )
 
 // bridge is the mochi Hook that hands every session, publish and subscription to the core.
-// mochi calls these on the connection's reader goroutine (OnDisconnect included), so a hook
-// that blocks (OnPublish waiting for the core) holds back only that client.
+// They run while one of the connection's packets is handled (conn.go: on a handler goroutine,
+// while the connection's reader waits for it; OnConnect, OnSessionEstablished and OnDisconnect
+// are called by conn itself), one packet at a time per connection, so a hook that blocks
+// (OnPublish waiting for the core) holds back only that client.
 type bridge struct {
 	mochi.HookBase
 	s *Server
@@ -31,7 +33,7 @@ func (h *bridge) Provides(b byte) bool {
 }
 
 // refuse answers CONNECT with a failure code in the client's protocol version and ends the
-// connection: mochi returns the error from EstablishConnection.
+// connection: conn.connect returns the error.
 func (h *bridge) refuse(cl *mochi.Client, v5, v3 packets.Code) error {
 	code := v5
 	if cl.Properties.ProtocolVersion < 5 {

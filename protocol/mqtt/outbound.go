@@ -387,7 +387,7 @@ func (x *session) acknowledged(pk packets.Packet) {
 	case packets.Puback:
 		delete(x.inflight, pk.PacketID)
 		delete(x.recorded, m.ref)
-		// Settled with the other acknowledgements of the same read, before the reader waits
+		// Settled with the other acknowledgements of the same burst, before the reader waits
 		// for more (flushAcks): a subscriber's PUBACKs come in bursts, and one Settle per
 		// PUBACK woke the queue once per message.
 		if m.c != nil {
@@ -453,8 +453,8 @@ func (a *ackRuns) add(q *broker.Queue, id queue.DeliveryID) {
 	*a = append(*a, ackRun{q: q, ids: []queue.DeliveryID{id}})
 }
 
-// flushAcks settles the PUBACKs taken since the last flush and returns their credit. The
-// reader calls it before it waits for more bytes (guardConn.fill), and close before it gives
+// flushAcks settles the PUBACKs taken since the last flush and returns their credit. A burst
+// of packets calls it before the reader waits for more bytes (conn.burst), and close before it gives
 // the session's deliveries back, so an acknowledged delivery is never requeued.
 func (x *session) flushAcks() {
 	x.mu.Lock()

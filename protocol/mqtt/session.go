@@ -71,7 +71,7 @@ type session struct {
 	qdef      meta.QueueDef
 	will      *mochi.Will
 	willProps packets.Properties    // the CONNECT's will properties, which mochi's Will drops
-	scratch   broker.PublishScratch // used by the reader goroutine only (publish)
+	scratch   broker.PublishScratch // used by one packet's handling at a time (publish)
 
 	// Outbound credit: deliveries handed over by the core and not yet settled count against
 	// limit (the client's receive maximum, capped by Config.MaxInflight).

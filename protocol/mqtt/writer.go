@@ -117,7 +117,7 @@ func bit(v bool) byte {
 }
 
 // flush writes what is buffered. A failed write is the connection's end, which mochi's
-// reader sees and handles; what was in flight goes back to the queue when the session closes.
+// connection's reader sees and handles; what was in flight goes back to the queue when the session closes.
 func (w *outWriter) flush() {
 	if w.buf.Len() == 0 {
 		return
