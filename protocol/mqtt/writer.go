@@ -116,8 +116,9 @@ func bit(v bool) byte {
 	return 0
 }
 
-// flush writes what is buffered. A failed write is the connection's end, which mochi's
-// connection's reader sees and handles; what was in flight goes back to the queue when the session closes.
+// flush writes what is buffered. A failed write is the connection's end, which the
+// connection's reader sees and handles; what was in flight goes back to the queue when the
+// session closes.
 func (w *outWriter) flush() {
 	if w.buf.Len() == 0 {
 		return
