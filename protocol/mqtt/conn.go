@@ -20,11 +20,6 @@ import (
 // Keep-alive is the socket's read deadline (the runtime's poller timers), refreshed before each
 // packet is read, as mochi's own read loop did [MQTT-3.1.2-22].
 //
-// The deep goroutines are a pool shared by all connections (handlers): a burst goes to one that
-// is waiting for work, or to a new one, and one that has had nothing to do for handlerLinger
-// ends. A busy broker so reuses a few goroutines whose stacks have grown already, rather than
-// starting and growing one per burst (about 3 µs each, against 0.5 µs for the hand-over).
-//
 // mochi-mqtt's server is no longer driven through EstablishConnection: conn does what its
 // attachClient and Client.Read did (CONNECT validation, the session take-over, CONNACK, the
 // read loop, the end of the connection), and hands each later packet to mochi's packet handling
@@ -35,8 +30,7 @@ type conn struct {
 	s    *Server
 	g    *guardConn
 	cl   *mochi.Client // from the CONNECT on
-	job  func(*conn)   // what the handler is to run (burst or finish)
-	done chan struct{} // the handler has run job
+	done chan struct{} // the deep goroutine has returned
 	// Set by the deep goroutine, read by the reader after done.
 	end         bool  // the connection is over
 	err         error // why; nil for a DISCONNECT or a connection the server stopped
@@ -77,45 +71,15 @@ func (c *conn) serve() error {
 	return c.err
 }
 
-// deep runs f on a handler goroutine and waits for it: the handler's stack grows as deep as
-// mochi's packet handling needs, rather than the reader's, which stays with the connection.
+// deep runs f on a new goroutine and waits for it: its stack grows as deep as mochi's packet
+// handling needs and goes away with it, rather than staying with the reader for the life of
+// the connection.
 func (c *conn) deep(f func(*conn)) {
-	c.job = f
-	c.s.handlers.run(c)
+	go c.runDeep(f)
 	<-c.done
 }
 
-// handlerLinger is how long a handler goroutine waits for another burst before it ends.
-const handlerLinger = time.Second
-
-// handlers is the pool of goroutines that run the connections' bursts.
-type handlers struct {
-	work chan *conn // unbuffered: a send succeeds only to a handler waiting for work
-}
-
-func (h *handlers) run(c *conn) {
-	select {
-	case h.work <- c:
-	default:
-		go h.loop(c)
-	}
-}
-
-func (h *handlers) loop(c *conn) {
-	idle := time.NewTimer(handlerLinger)
-	for {
-		c.runDeep()
-		idle.Reset(handlerLinger)
-		select {
-		case c = <-h.work:
-		case <-idle.C:
-			return
-		}
-	}
-}
-
-// runDeep runs the connection's job and tells its reader.
-func (c *conn) runDeep() {
+func (c *conn) runDeep(f func(*conn)) {
 	defer func() {
 		// A bug reached by one client's bytes must cost that client its connection, not the
 		// broker its process.
@@ -127,7 +91,7 @@ func (c *conn) runDeep() {
 		}
 		c.done <- struct{}{}
 	}()
-	c.job(c)
+	f(c)
 }
 
 // refreshDeadline gives the client one and a half keep-alive periods for its next packet

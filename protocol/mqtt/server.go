@@ -29,8 +29,6 @@ type Server struct {
 	log   *zap.Logger
 	m     *mochi.Server
 	hook  *bridge
-	// handlers run the connections' packet handling (conn.go).
-	handlers handlers
 
 	mu       sync.Mutex
 	sessions map[*mochi.Client]*session
@@ -97,7 +95,6 @@ func NewServer(cfg Config, b *broker.Broker, users *auth.Store, log *zap.Logger)
 		sentIDs:   map[string]map[uint64]uint16{},
 		wills:     map[string]*time.Timer{},
 		sweepDone: make(chan struct{}),
-		handlers:  handlers{work: make(chan *conn)},
 	}
 	s.m = mochi.New(opts)
 	// mochi's Serve and EstablishConnection are never called: Parley accepts and reads the
