@@ -49,7 +49,7 @@
 // DESIGN.md §2 gives each connection one reader and one writer goroutine; here an idle
 // connection has one goroutine only, its reader, which waits for the next packet with a
 // 2 KiB stack and no read buffer (guardConn) and does nothing else: the packets are handled
-// by a pool of handler goroutines shared by all connections (conn.go), and the session writer
+// on a short-lived goroutine started for each burst of packets (conn.go), and the session writer
 // runs only while deliveries are pending (writer.go: it encodes a batch of PUBLISH packets into
 // one buffer and writes them at once rather than one WritePacket, one buffer and one system
 // call each). The PUBACKs of each burst of packets are settled together.

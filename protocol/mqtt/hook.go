@@ -13,7 +13,7 @@ import (
 )
 
 // bridge is the mochi Hook that hands every session, publish and subscription to the core.
-// They run while one of the connection's packets is handled (conn.go: on a handler goroutine,
+// They run while one of the connection's packets is handled (conn.go: on a short-lived goroutine,
 // while the connection's reader waits for it; OnConnect, OnSessionEstablished and OnDisconnect
 // are called by conn itself), one packet at a time per connection, so a hook that blocks
 // (OnPublish waiting for the core) holds back only that client.

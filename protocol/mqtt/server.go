@@ -168,6 +168,9 @@ func (c *conn) ended() {
 	if r := recover(); r != nil {
 		s.log.Error("panic serving an mqtt connection; connection closed",
 			zap.String("remote", c.g.RemoteAddr().String()), zap.Any("panic", r), zap.Stack("stack"))
+		if c.cl != nil {
+			c.cl.Stop(nil)
+		}
 		_ = c.g.Conn.Close()
 	}
 	// OnDisconnect runs only for a connection that got as far as reading packets after its
