@@ -29,8 +29,8 @@ type Config struct {
 	// Host runs the raft groups that keep durable metadata and durable queues. Nil keeps
 	// everything in memory (unit tests); cmd/parley always sets it.
 	Host *cluster.Host
-	// Spread, with Host, runs durable queues' processes on other nodes (remote.go, issue 7
-	// stage 1; experimental). Nil: every queue runs here.
+	// Spread, with Host, runs durable queues' processes on other nodes (remote.go, placed and
+	// rebalanced by rebalance.go; issue 7). Nil: every queue runs here.
 	Spread *Spread
 	// PartitionGroups is how many partition groups small durable queues (those declared with
 	// meta.QueueDef.Packed: MQTT sessions, durable STOMP subscriptions) are packed into
@@ -76,6 +76,8 @@ type Broker struct {
 
 	// partitions are the partition groups this broker runs, by group id (partition.go); b.mu.
 	partitions map[uint64]*partition
+	// stopc ends the rebalancer (rebalance.go); nil when none runs.
+	stopc chan struct{}
 }
 
 // deposed reports whether this node has led group 0 (it served) and another node has taken
@@ -125,6 +127,7 @@ func New(log *zap.Logger, cfg Config) (*Broker, error) {
 			b.closeQueuesLocked()
 			return nil, err
 		}
+		b.startRebalancer()
 	}
 	return b, nil
 }
@@ -133,6 +136,9 @@ func New(log *zap.Logger, cfg Config) (*Broker, error) {
 func (b *Broker) Close() {
 	if b.closed.Swap(true) {
 		return
+	}
+	if b.stopc != nil {
+		close(b.stopc)
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()

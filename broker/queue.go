@@ -532,7 +532,7 @@ func (q *Queue) apply(c command) bool {
 			c.reply <- result{ok: del}
 		}
 	case cmdGet:
-		if q.v.b.deposed() {
+		if q.fenced() {
 			// Nothing for a node that no longer serves (Broker.deposed).
 			c.reply <- result{n: q.sm.Len()}
 			break
@@ -614,11 +614,25 @@ func (q *Queue) drain() {
 }
 
 func (q *Queue) allow(id queue.ConsumerID) bool {
-	if q.v.b.deposed() {
+	if q.fenced() {
 		return false
 	}
 	s, ok := q.sinks[id]
 	return ok && s.Allow()
+}
+
+// fenced reports whether q must deliver nothing: its node no longer serves (Broker.deposed),
+// or q runs for another node's proxy (a queue host's broker, queuehost.go, which has no group
+// 0) and this node does not lead q's group any more: another node took the lead (a failover,
+// or the rebalancer moving the queue to its placement) and may deliver the same messages, or
+// the group lost its majority and its leader stepped down (CheckQuorum). The queue host's
+// watch parks such a queue within leaderCheckInterval; this stops it at once.
+func (q *Queue) fenced() bool {
+	b := q.v.b
+	if b.deposed() {
+		return true
+	}
+	return b.metaGroup == nil && b.server != nil && q.group != nil && !q.group.IsLeader()
 }
 
 // deadLetter republishes a dead message in order, off the queue's goroutine: publishing may

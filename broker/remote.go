@@ -66,8 +66,13 @@ import (
 type Spread struct {
 	// RPC is this node's endpoint of the cluster's RPC channel.
 	RPC *cluster.RPC
-	// Nodes lists the nodes queues may be placed on, this one included.
+	// Nodes lists the nodes queues may be placed on, this one included: the cluster's voters.
 	Nodes func() []uint64
+	// Reachable reports whether this node is connected to node (nil: every node is). The
+	// rebalancer moves a queue back to its placement only once that node is reachable, and an
+	// operation fails at once when too few of the queue's voters are (no majority to elect a
+	// host).
+	Reachable func(node uint64) bool
 }
 
 const (
@@ -106,23 +111,71 @@ type proxies struct {
 	wired bool
 }
 
-// placeNew picks the node for a new queue, round robin.
+// placeNew picks the node for a new queue: the member that is the placement of the fewest
+// spread queues (a node that joined, or had none, catches up), ties broken round robin. b.mu
+// held (it reads the metadata).
 func (b *Broker) placeNew() uint64 {
 	nodes := b.cfg.Spread.Nodes()
 	if len(nodes) == 0 {
 		return b.cfg.Host.NodeID()
 	}
+	load := map[uint64]int{}
+	for _, vh := range b.meta.VHosts() {
+		for _, def := range b.meta.Queues(vh) {
+			if def.Place != 0 {
+				load[def.Place]++
+			}
+		}
+	}
 	p := &b.proxies
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	n := nodes[p.next%len(nodes)]
+	best, bestLoad := uint64(0), -1
+	for i := range nodes {
+		n := nodes[(p.next+i)%len(nodes)]
+		if bestLoad < 0 || load[n] < bestLoad {
+			best, bestLoad = n, load[n]
+		}
+	}
 	p.next++
-	return n
+	return best
 }
 
-// placement returns the node that should run def's process: for a group that exists, its
-// leader (0: none known yet, then this node's choice); else round robin.
+// isMember reports whether node is one of the nodes queues may be placed on.
+func (b *Broker) isMember(node uint64) bool {
+	return slices.Contains(b.cfg.Spread.Nodes(), node)
+}
+
+// reachable reports whether this node is connected to node (itself included).
+func (b *Broker) reachable(node uint64) bool {
+	if node == b.cfg.Host.NodeID() || b.cfg.Spread.Reachable == nil {
+		return true
+	}
+	return b.cfg.Spread.Reachable(node)
+}
+
+// quorum reports whether a majority of the members is reachable from here: without one no
+// queue's group can elect a leader, so an operation waiting for a host fails at once.
+func (b *Broker) quorum() bool {
+	nodes := b.cfg.Spread.Nodes()
+	n := 0
+	for _, id := range nodes {
+		if b.reachable(id) {
+			n++
+		}
+	}
+	return n > len(nodes)/2
+}
+
+// placement returns the node that should run def's process: the placement recorded in its
+// metadata (QueueDef.Place) while that node is a member, even when it is down (the proxy then
+// runs the queue on another voter until the rebalancer moves it back). A queue without one
+// (declared before placements were recorded, or placed on a node that left) goes by its
+// group: its leader (0: none known yet, then this node's choice); else round robin.
 func (b *Broker) placement(def meta.QueueDef) uint64 {
+	if def.Place != 0 && b.isMember(def.Place) {
+		return def.Place
+	}
 	if g := b.cfg.Host.Group(queueGroup(def)); g != nil {
 		if l := g.Leader(); l != 0 {
 			return l
@@ -233,6 +286,9 @@ type remoteQueue struct {
 	attachedc  chan struct{} // closed while attached
 	needAttach bool
 	stopped    bool
+	// moveTo is the node the rebalancer moves the queue to (0: none): the next attachment
+	// goes there rather than to the group's leader.
+	moveTo    uint64
 	consumers  map[queue.ConsumerID]*proxyConsumer
 	incoming   [][]byte // relay batches of the current epoch, not yet handled
 	wake       chan struct{}
@@ -385,10 +441,15 @@ func (rq *remoteQueue) hostLost(peer, epoch uint64) {
 	rq.poke()
 }
 
-// session waits until a host is attached and returns it and the epoch.
-func (rq *remoteQueue) session() (host, epoch uint64, ok bool) {
-	deadline := time.NewTimer(attachWait)
-	defer deadline.Stop()
+// session waits until a host is attached, at most until deadline, and returns it and the
+// epoch. It gives up at once when too few members are reachable for the queue's group to have
+// a leader (no majority): waiting could only end in the same failure, attachWait later, and
+// each operation of the connection would wait in turn.
+func (rq *remoteQueue) session(deadline time.Time) (host, epoch uint64, ok bool) {
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
 	for {
 		rq.mu.Lock()
 		if rq.stopped {
@@ -402,14 +463,48 @@ func (rq *remoteQueue) session() (host, epoch uint64, ok bool) {
 		}
 		c := rq.attachedc
 		rq.mu.Unlock()
+		if !rq.b.quorum() {
+			return 0, 0, false
+		}
 		select {
 		case <-c:
+		case <-tick.C:
 		case <-rq.stopc:
 			return 0, 0, false
-		case <-deadline.C:
+		case <-timer.C:
 			return 0, 0, false
 		}
 	}
+}
+
+// move makes the queue's next host node to, where its placement is (the rebalancer's
+// request): the current session is detached, which at the host cancels its consumers there
+// and requeues what they held unacked, and run attaches to node to, which takes the group's
+// lead (its copy has every committed entry before it serves: a confirmed message is never
+// lost). The consumers stay attached here, registered again at the new host; the messages
+// they held unacked come again redelivered, and their old delivery ids are of the ended epoch
+// (dropped, see Settle). Operations meanwhile wait for the new session, as on a failover.
+func (rq *remoteQueue) move(to uint64) bool {
+	rq.mu.Lock()
+	if !rq.attached || rq.stopped || rq.host == to || rq.moveTo != 0 {
+		rq.mu.Unlock()
+		return false
+	}
+	host, epoch := rq.host, rq.epoch
+	rq.attached, rq.needAttach, rq.moveTo = false, true, to
+	rq.attachedc = make(chan struct{})
+	rq.incoming = nil
+	rq.mu.Unlock()
+	w := wbuf{}
+	w.uint(rq.group)
+	w.uint(epoch)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	_ = rq.rpc.Notify(ctx, host, rpcDetach, w.b) // lost: the host ends the session when it parks
+	cancel()
+	rq.b.log.Info("moving queue to its placement", zap.String("queue", rq.q.def.Name),
+		zap.Uint64("from", host), zap.Uint64("to", to))
+	rq.poke()
+	return true
 }
 
 // run re-attaches when needed and hands relayed deliveries to the consumers.
@@ -426,7 +521,8 @@ func (rq *remoteQueue) run() {
 		}
 		rq.mu.Lock()
 		need := rq.needAttach && !rq.stopped
-		if need && rq.host != 0 && avoid == 0 {
+		moveTo := rq.moveTo
+		if need && rq.host != 0 && avoid == 0 && moveTo == 0 {
 			avoid = rq.host
 		}
 		batches := rq.incoming
@@ -434,13 +530,19 @@ func (rq *remoteQueue) run() {
 		epoch := rq.epoch
 		rq.mu.Unlock()
 		if need {
-			target := rq.pickHost(avoid)
+			target := moveTo
+			if target == 0 {
+				target = rq.pickHost(avoid)
+			}
 			if target == 0 {
 				target = avoid
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 			err := rq.attach(ctx, target, nil)
 			cancel()
+			rq.mu.Lock()
+			rq.moveTo = 0 // one try: if it failed, the queue goes wherever the group leads
+			rq.mu.Unlock()
 			if err != nil {
 				rq.b.log.Debug("re-attach failed; retrying", zap.String("queue", rq.q.def.Name),
 					zap.Uint64("node", target), zap.Error(err))
@@ -492,7 +594,12 @@ func (rq *remoteQueue) takeRelay(body []byte, epoch uint64) {
 }
 
 // deliver hands waiting deliveries to consumers that allow them and gives the host credit.
+// A deposed serving node hands over nothing (Broker.deposed): the new serving node re-attaches
+// the queue, whose host then requeues what this node's session held.
 func (rq *remoteQueue) deliver(epoch uint64) {
+	if rq.b.deposed() {
+		return
+	}
 	rq.mu.Lock()
 	cs := make([]*proxyConsumer, 0, len(rq.consumers))
 	for _, pc := range rq.consumers {
@@ -579,51 +686,70 @@ func (b *Broker) handleLost(_ context.Context, from uint64, body []byte, _ func(
 // The *Queue operations of a proxy.
 
 func (rq *remoteQueue) publish(m *message.Message, t *confirmTracker) {
-	host, epoch, ok := rq.session()
-	if !ok {
+	rq.publishBy(m, t, time.Now().Add(attachWait))
+}
+
+// publishBy forwards a publish to the queue's host. A publish the host did not take (it was
+// not sent: the host is unreachable; or the host answered that it does not run the queue any
+// more) waits for the next session, until deadline, and goes on there: a host's loss costs
+// the publisher the time the group takes to elect a new leader, not a nack. A publish that was
+// sent and whose answer was lost with the connection is nacked: it may have been enqueued, and
+// sending it again could put it in the queue twice.
+func (rq *remoteQueue) publishBy(m *message.Message, t *confirmTracker, deadline time.Time) {
+	done := func(ok bool) {
 		if t != nil {
-			t.done(false)
+			t.done(ok)
 		}
-		return
 	}
 	w := wbuf{}
 	w.uint(rq.group)
 	if err := w.msg(m); err != nil {
 		rq.b.log.Error("message not encodable for its queue's node", zap.Error(err))
-		if t != nil {
-			t.done(false)
-		}
+		done(false)
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
-	defer cancel()
-	err := rq.rpc.CallAsync(ctx, host, rpcPublish, w.b, func(rep []byte, err error) {
-		ok := false
-		if err == nil {
+	for {
+		host, epoch, ok := rq.session(deadline)
+		if !ok {
+			done(false)
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+		err := rq.rpc.CallAsync(ctx, host, rpcPublish, w.b, func(rep []byte, err error) {
+			if err != nil {
+				rq.failed(epoch, err)
+				var re *cluster.RemoteError
+				if errors.As(err, &re) && re.Msg == errNotHosted.Error() && time.Now().Before(deadline) {
+					// Not taken: try the next session (not on the transport's reader).
+					go rq.publishBy(m, t, deadline)
+					return
+				}
+				done(false)
+				return
+			}
 			r := newReader(rep)
-			ok = readBool(r)
+			ok := readBool(r)
 			if n := r.Uint(); r.Err() == nil {
 				rq.ready.Store(int64(n))
 			} else {
 				ok = false
 			}
-		} else {
-			rq.failed(epoch, err)
+			done(ok)
+		})
+		cancel()
+		if err == nil {
+			return
 		}
-		if t != nil {
-			t.done(ok)
-		}
-	})
-	if err != nil {
 		rq.failed(epoch, err)
-		if t != nil {
-			t.done(false)
+		if !errors.Is(err, cluster.ErrPeerUnavailable) {
+			done(false)
+			return
 		}
 	}
 }
 
 func (rq *remoteQueue) consume(o ConsumeOptions, c Consumer) (queue.ConsumerID, error) {
-	host, epoch, ok := rq.session()
+	host, epoch, ok := rq.session(time.Now().Add(attachWait))
 	if !ok {
 		return 0, meta.Errorf(meta.InternalError, "queue '%s' in vhost '%s': its node is not reachable", rq.q.def.Name, rq.q.v.name)
 	}
@@ -706,7 +832,10 @@ func (rq *remoteQueue) Settle(ids []queue.DeliveryID, o queue.Outcome) {
 }
 
 func (rq *remoteQueue) get(noAck bool) (queue.Delivery, int, bool) {
-	host, epoch, ok := rq.session()
+	if rq.b.deposed() {
+		return queue.Delivery{}, int(rq.ready.Load()), false // see deliver
+	}
+	host, epoch, ok := rq.session(time.Now().Add(attachWait))
 	if !ok {
 		return queue.Delivery{}, 0, false
 	}
@@ -741,7 +870,7 @@ func (rq *remoteQueue) get(noAck bool) (queue.Delivery, int, bool) {
 
 // count makes a call that answers a number (purge, delete, stat).
 func (rq *remoteQueue) count(method string) (int, bool) {
-	host, epoch, ok := rq.session()
+	host, epoch, ok := rq.session(time.Now().Add(attachWait))
 	if !ok {
 		return 0, false
 	}

@@ -120,6 +120,13 @@ func (v *VHost) DeclareQueue(d meta.QueueDef, passive bool) (QueueStatus, error)
 				return QueueStatus{}, meta.Errorf(meta.InternalError, "cannot start queue '%s': %v", def.Name, err)
 			}
 			defer unlock()
+			if created && v.b.cfg.Spread != nil && spreadable(def) {
+				// Placement lives in group 0 (DESIGN.md §5): recorded with the queue, in the
+				// entry below, so every node and every restart agree where it runs.
+				if def, err = v.b.meta.SetQueuePlace(v.name, def.Name, v.b.placeNew()); err != nil {
+					return QueueStatus{}, err
+				}
+			}
 		}
 		q, err = v.startQueue(context.Background(), def)
 		if err != nil {

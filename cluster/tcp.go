@@ -362,6 +362,12 @@ func (t *TCPTransport) Peers() []PeerStatus {
 	return out
 }
 
+// Connected reports whether the connection to peer id is up (cheap: for callers that ask often).
+func (t *TCPTransport) Connected(id uint64) bool {
+	p := (*t.peers.Load())[id]
+	return p != nil && p.connected.Load()
+}
+
 // Send queues msgs for their destinations; it never blocks (see the file comment).
 func (t *TCPTransport) Send(group uint64, msgs []*raftpb.Message) {
 	var byPeer map[*peer][]*raftpb.Message

@@ -551,3 +551,49 @@ func TestDurableQueueGroupPerIncarnation(t *testing.T) {
 		}
 	}
 }
+
+// A spread queue's placement (QueueDef.Place) is part of its record: it reaches another node's
+// record set with the change that set it, survives a snapshot, and a client's declaration
+// cannot set it.
+func TestQueuePlaceRecorded(t *testing.T) {
+	s := New()
+	q, _, err := s.DeclareQueue(QueueDef{VHost: "/", Name: "q", Durable: true, Place: 9}, false)
+	if err != nil || q.Place != 0 {
+		t.Fatalf("declare: place %d, %v (a declaration must not choose the placement)", q.Place, err)
+	}
+	if q, err = s.SetQueuePlace("/", "q", 3); err != nil || q.Place != 3 {
+		t.Fatalf("set place: %+v, %v", q, err)
+	}
+	if _, err := s.SetQueuePlace("/", "nope", 3); err == nil {
+		t.Fatal("placing a missing queue did not fail")
+	}
+	cs, err := s.TakeChanges()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs := NewRecordSet()
+	if _, err := rs.ApplyEntry(EncodeChanges(cs)); err != nil {
+		t.Fatal(err)
+	}
+	other, err := rs.State()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := other.Queue("/", "q"); !ok || got.Place != 3 || got.Group != q.Group {
+		t.Fatalf("replicated record: %+v, want place 3 group %d", got, q.Group)
+	}
+	if qs, err := rs.DurableQueues(); err != nil || len(qs) != 1 || qs[0].Place != 3 {
+		t.Fatalf("durable queues of the records: %+v, %v", qs, err)
+	}
+	snap, err := other.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Restore(snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := r.Queue("/", "q"); got.Place != 3 {
+		t.Fatalf("after a snapshot: place %d, want 3", got.Place)
+	}
+}

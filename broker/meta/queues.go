@@ -78,6 +78,7 @@ func (s *State) DeclareQueue(d QueueDef, passive bool) (q QueueDef, created bool
 	if !d.Durable || !IsPartitionGroup(d.Partition) {
 		d.Partition = 0
 	}
+	d.Place = 0 // the broker places the queue (SetQueuePlace)
 	if d.Durable {
 		s.groupSeq++
 		d.Group = QueueGroupBase + s.groupSeq
@@ -114,6 +115,27 @@ func queueEquivalent(cur, req QueueDef, res string) error {
 		}
 	}
 	return nil
+}
+
+// SetQueuePlace records node as the placement of a durable queue (QueueDef.Place) and returns
+// the queue's definition with it. Not found: 404.
+func (s *State) SetQueuePlace(vhost, name string, node uint64) (QueueDef, error) {
+	v, err := s.vhost(vhost)
+	if err != nil {
+		return QueueDef{}, err
+	}
+	q, ok := v.queues[name]
+	if !ok {
+		return QueueDef{}, notFound("queue", name, v.name)
+	}
+	if q.Place != node {
+		q.Place = node
+		v.queues[name] = q
+		if q.Durable {
+			s.touch(recordRef{kind: recQueue, vhost: v.name, name: name})
+		}
+	}
+	return q, nil
 }
 
 // DeleteQueue removes a queue and its bindings; auto-delete exchanges left without bindings

@@ -80,6 +80,7 @@ type recQueueValue struct {
 	Group      uint64               `json:"group,omitempty"`
 	// Partition: QueueDef.Partition (absent: the queue has its own group).
 	Partition uint64 `json:"partition,omitempty"`
+	Place     uint64 `json:"place,omitempty"`
 }
 
 // recordRef names a record in a State: what touch remembers, to read the record later.
@@ -251,7 +252,7 @@ func (s *State) record(r recordRef) (value []byte, ok bool, err error) {
 		if err != nil {
 			return nil, false, fmt.Errorf("queue %q: %w", q.Name, err)
 		}
-		val, err := json.Marshal(recQueueValue{AutoDelete: q.AutoDelete, Args: args, Group: q.Group, Partition: q.Partition})
+		val, err := json.Marshal(recQueueValue{AutoDelete: q.AutoDelete, Args: args, Group: q.Group, Partition: q.Partition, Place: q.Place})
 		return val, err == nil, err
 	case recBinding:
 		if !v.router.HasBinding(r.binding) || !v.bindingDurable(r.binding) {
@@ -623,7 +624,7 @@ func (s *State) restoreRecord(k string, val []byte) error {
 		if err != nil {
 			return fmt.Errorf("%w: queue %q: %v", ErrCorruptRecords, r.name, err)
 		}
-		v.queues[r.name] = QueueDef{VHost: r.vhost, Name: r.name, Durable: true, AutoDelete: q.AutoDelete, Args: args, Group: q.Group, Partition: q.Partition}
+		v.queues[r.name] = QueueDef{VHost: r.vhost, Name: r.name, Durable: true, AutoDelete: q.AutoDelete, Args: args, Group: q.Group, Partition: q.Partition, Place: q.Place}
 	case recBinding:
 		v.router = v.router.WithBinding(r.binding)
 	}
@@ -646,7 +647,7 @@ func (r *RecordSet) DurableQueues() ([]QueueDef, error) {
 		if err := json.Unmarshal(val, &q); err != nil {
 			return nil, fmt.Errorf("%w: queue %q: %v", ErrCorruptRecords, ref.name, err)
 		}
-		out = append(out, QueueDef{VHost: ref.vhost, Name: ref.name, Durable: true, AutoDelete: q.AutoDelete, Group: q.Group, Partition: q.Partition})
+		out = append(out, QueueDef{VHost: ref.vhost, Name: ref.name, Durable: true, AutoDelete: q.AutoDelete, Group: q.Group, Partition: q.Partition, Place: q.Place})
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].VHost != out[j].VHost {

@@ -48,6 +48,11 @@ type QueueDef struct {
 	// Packed asks, in a declare, for a partition group rather than a group of its own; the
 	// broker then picks Partition. It is not stored: Partition says where the queue went.
 	Packed bool
+	// Place is the node a spread durable queue's process prefers to run on (broker/remote.go,
+	// issue 7: "placement lives in group 0"): chosen when the queue is declared and recorded
+	// with it, so every node and every restart agree; its group's leadership follows it. 0:
+	// no placement recorded (queues that are not spread, and those declared before it was).
+	Place uint64
 }
 
 // PartitionGroupBase is the lowest partition group id: partition i is PartitionGroupBase+i.

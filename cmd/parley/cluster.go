@@ -325,7 +325,7 @@ func (cn *clusterNode) spread() *broker.Spread {
 			ids = append(ids, m.ID)
 		}
 		return ids
-	}}
+	}, Reachable: cn.tr.Connected}
 }
 
 // stopQueueHost closes the queue host this node ran as a standby, if any, parking the groups
