@@ -289,10 +289,10 @@ type remoteQueue struct {
 	// moveTo is the node the rebalancer moves the queue to (0: none): the next attachment
 	// goes there rather than to the group's leader.
 	moveTo    uint64
-	consumers  map[queue.ConsumerID]*proxyConsumer
-	incoming   [][]byte // relay batches of the current epoch, not yet handled
-	wake       chan struct{}
-	stopc      chan struct{}
+	consumers map[queue.ConsumerID]*proxyConsumer
+	incoming  [][]byte // relay batches of the current epoch, not yet handled
+	wake      chan struct{}
+	stopc     chan struct{}
 }
 
 type proxyConsumer struct {
