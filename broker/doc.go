@@ -18,11 +18,12 @@
 //     batch are one more entry (removals), and SettleWithState's state records their own.
 //   - Consumers are callbacks (the Consumer interface) that must not block: an adapter appends the
 //     delivery to its connection's write buffer and wakes its writer.
-//   - With Config.Spread (cluster.spread_queues, experimental), a durable queue may run on
+//   - With Config.Spread (cluster.spread_queues, on by default), a durable queue may run on
 //     another node: the *Queue here is then a proxy (remote.go) and the other node's broker
-//     hosts the queue (queuehost.go), over the cluster's RPC channel. Deviation from DESIGN.md
-//     §5: a queue's placement is its group's leadership, not a record in group 0, and it is not
-//     rebalanced; remote.go lists the queues that are never spread and why.
+//     hosts the queue (queuehost.go), over the cluster's RPC channel. A queue's placement is
+//     recorded with it in group 0 (meta.QueueDef.Place) and its group's leadership follows it:
+//     the serving node moves a queue back to its placement when that node returns
+//     (rebalance.go). remote.go lists the queues that are never spread and why.
 //   - Small durable queues the adapters declare with meta.QueueDef.Packed (MQTT sessions and
 //     shared subscriptions, durable STOMP topic subscriptions) share Config.PartitionGroups
 //     partition groups (partition.go) instead of a group each; the choice is recorded in group

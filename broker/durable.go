@@ -40,7 +40,6 @@ import (
 	"hash/fnv"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/parleymq/parley/broker/message"
 	"github.com/parleymq/parley/broker/meta"
@@ -287,29 +286,15 @@ func (v *VHost) startQueue(ctx context.Context, def meta.QueueDef) (*Queue, erro
 	if err != nil {
 		return nil, meta.Errorf(meta.InternalError, "cannot start queue '%s' in vhost '%s': %v", def.Name, v.name, err)
 	}
+	q := newQueue(v, def, cfg, g, l)
 	if v.b.cfg.Spread != nil {
-		// With queues spread, where a queue runs is where its group's leader is (placement
-		// and failover go by it). A new group may elect any voter; take the lead once the
-		// other voters run it (they start it when they apply the declaration, after this).
-		go leadSoon(host, g)
+		// With queues spread, a queue runs where its group's leader is (placement and failover
+		// go by it). A new group may elect any voter (the others start it when they apply the
+		// declaration, after this): the queue takes the lead without dropping a publish
+		// (leadhold.go).
+		q.askLead()
 	}
-	return newQueue(v, def, cfg, g, l), nil
-}
-
-// leadSoon asks for g's leadership until this node has it, bounded.
-func leadSoon(host *cluster.Host, g *cluster.Group) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	for !g.IsLeader() {
-		if l := g.Leader(); l != 0 {
-			_ = host.TransferLeadership(ctx, g.ID(), host.NodeID())
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
+	return q, nil
 }
 
 // stopQueueGroup destroys a deleted durable queue's log. b.mu held.

@@ -119,14 +119,20 @@ type Queue struct {
 	bodies    map[uint64]*message.Message // durable: bodies read ahead from the log, by ref
 	// durable: messages handed over by the log wait for this node to lead (takeLate)
 	lateWaiting bool
-	sm          *queue.Queue
-	out         queue.Output
-	sinks       map[queue.ConsumerID]Consumer
-	hadUser     bool // auto-delete fires only after a first consumer has gone
-	deleting    bool
-	deadMu      sync.Mutex
-	deadQ       []*message.Message
-	deadAwake   bool
+	// durable, spread: while set, persistent publishes are held back until this node leads
+	// the queue's group, at most until then (holdProposals, leadhold.go); leadAsk is when the
+	// lead may be asked for again.
+	leadBy, leadAsk time.Time
+	// wantLead asks the goroutine to take its group's lead (leadhold.go).
+	wantLead  atomic.Bool
+	sm        *queue.Queue
+	out       queue.Output
+	sinks     map[queue.ConsumerID]Consumer
+	hadUser   bool // auto-delete fires only after a first consumer has gone
+	deleting  bool
+	deadMu    sync.Mutex
+	deadQ     []*message.Message
+	deadAwake bool
 }
 
 // queueConfig parses a declaration's arguments into the state machine's configuration.
@@ -431,7 +437,9 @@ func (q *Queue) run() {
 			}
 		}
 		q.inbox.recycle(batch)
-		q.proposeBatch(q.v.b.now())
+		if !q.holdProposals() {
+			q.proposeBatch(q.v.b.now())
+		}
 		q.drain()
 		if at, ok := q.nextWake(); ok && (timerAt == 0 || at < timerAt) {
 			timerAt = at
@@ -469,6 +477,12 @@ func (q *Queue) nextWake() (int64, bool) {
 	if exp := q.expires.Load(); exp > 0 && q.sm.ConsumerCount() == 0 {
 		e := q.lastUsed.Load() + exp
 		if !ok || e < at {
+			at, ok = e, true
+		}
+	}
+	if !q.leadBy.IsZero() {
+		// Publishes held back while the queue waits to lead its group (holdProposals).
+		if e := q.v.b.now() + leadRetryMs; !ok || e < at {
 			at, ok = e, true
 		}
 	}
@@ -621,20 +635,6 @@ func (q *Queue) allow(id queue.ConsumerID) bool {
 	return ok && s.Allow()
 }
 
-// fenced reports whether q must deliver nothing: its node no longer serves (Broker.deposed),
-// or q runs for another node's proxy (a queue host's broker, queuehost.go, which has no group
-// 0) and this node does not lead q's group any more: another node took the lead (a failover,
-// or the rebalancer moving the queue to its placement) and may deliver the same messages, or
-// the group lost its majority and its leader stepped down (CheckQuorum). The queue host's
-// watch parks such a queue within leaderCheckInterval; this stops it at once.
-func (q *Queue) fenced() bool {
-	b := q.v.b
-	if b.deposed() {
-		return true
-	}
-	return b.metaGroup == nil && b.server != nil && q.group != nil && !q.group.IsLeader()
-}
-
 // deadLetter republishes a dead message in order, off the queue's goroutine: publishing may
 // block on a full inbox, possibly this queue's own (a DLX cycle).
 func (q *Queue) deadLetter(m *message.Message, ex, rk string) {
@@ -677,6 +677,7 @@ func (q *Queue) publishDurable(now int64, m *message.Message, t *confirmTracker)
 		p.logged = true
 		size := entrySizeOf(m)
 		if len(q.batch) == maxBatchMessages || (len(q.batch) > 0 && q.batchSize+size > maxBatchBytes) {
+			q.leadBy = time.Time{} // a full batch is not held (holdProposals)
 			q.proposeBatch(now)
 		}
 		q.batch = append(q.batch, p)

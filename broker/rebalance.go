@@ -16,12 +16,7 @@ package broker
 // settle nothing (remote.go's epochs). Only queues whose current host answers are moved, a few
 // per round, so a node that comes back is not handed every queue at once while it catches up.
 
-import (
-	"context"
-	"time"
-
-	"go.uber.org/zap"
-)
+import "time"
 
 const (
 	// rebalanceInterval is how often the serving node checks that queues run where placed.
@@ -32,6 +27,8 @@ const (
 	rebalanceSettle = 3 * time.Second
 	// rebalanceBatch bounds the moves started per round.
 	rebalanceBatch = 8
+	// leadAskAgain spaces a local queue's requests for its group's lead (leadLocalQueues).
+	leadAskAgain = 30 * time.Second
 )
 
 // startRebalancer runs the rebalancer of a serving broker with Spread, until Close.
@@ -48,6 +45,7 @@ func (b *Broker) rebalance(stop <-chan struct{}) {
 	defer t.Stop()
 	self := b.cfg.Host.NodeID()
 	upSince := map[uint64]time.Time{}
+	asked := map[uint64]time.Time{} // group -> when its local queue last asked for the lead
 	for {
 		select {
 		case <-stop:
@@ -88,25 +86,31 @@ func (b *Broker) rebalance(stop <-chan struct{}) {
 				}
 			}
 		}
-		b.leadLocalQueues(self)
+		b.leadLocalQueues(self, now, asked)
 	}
 }
 
-// leadLocalQueues asks for the lead of each group whose queue this node runs because it is
-// placed here, when another reachable node leads it.
-func (b *Broker) leadLocalQueues(self uint64) {
+// leadLocalQueues has each queue this node runs because it is placed here take its group's
+// lead when another reachable node has it.
+// A queue asks at most every leadAskAgain: while it waits for the lead it holds its publishes
+// back (up to leadHoldMax), which must not become the rule if the lead cannot be had.
+func (b *Broker) leadLocalQueues(self uint64, now time.Time, asked map[uint64]time.Time) {
 	for _, v := range *b.vhosts.Load() {
 		for _, q := range v.queueMap() {
 			if q.remote != nil || q.group == nil || q.def.Place != self {
 				continue
 			}
-			if l := q.group.Leader(); l != 0 && l != self && b.reachable(l) {
-				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-				if err := b.cfg.Host.TransferLeadership(ctx, q.group.ID(), self); err != nil {
-					b.log.Debug("lead of a local queue's group not asked for", zap.String("queue", q.def.Name), zap.Error(err))
-				}
-				cancel()
+			l := q.group.Leader()
+			if l == 0 || l == self || !b.reachable(l) || now.Sub(asked[q.group.ID()]) < leadAskAgain {
+				continue
 			}
+			asked[q.group.ID()] = now
+			q.askLead() // without dropping a publish in flight (leadhold.go)
+		}
+	}
+	for g, at := range asked {
+		if now.Sub(at) > 2*leadAskAgain {
+			delete(asked, g)
 		}
 	}
 }

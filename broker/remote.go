@@ -1,19 +1,25 @@
 package broker
 
-// Remote queues: the proxy side of issue 7 stage 1 (see queuehost.go for the host side).
+// Remote queues: the proxy side of spread queues, issue 7 (see queuehost.go for the host side
+// and rebalance.go for moving queues back to their placement).
 //
 // With Config.Spread set, a durable queue that can be spread (spreadable) is placed at declare
-// on a node chosen round robin over Spread.Nodes; on a restart or a failover of the serving
-// node it stays on the node that leads its group. When that node is this one the queue is
-// local, as without Spread. Otherwise this node keeps a parked replica of the queue's group (it
-// is still one of its voters) and the *Queue in the vhost is a proxy: the same handle, whose
-// every operation is forwarded to the hosting node over the cluster's RPC channel, and whose
-// consumers get the deliveries the host relays back. Adapters cannot tell the difference.
+// on the member that is the placement of the fewest queues (placeNew), and the placement is
+// recorded with the queue in group 0 (meta.QueueDef.Place; DESIGN.md §5: "placement lives in
+// group 0"), so every node and every restart of the serving node agree on it. When that node
+// is this one the queue is local, as without Spread. Otherwise this node keeps a parked replica
+// of the queue's group (it is still one of its voters) and the *Queue in the vhost is a proxy:
+// the same handle, whose every operation is forwarded to the hosting node over the cluster's
+// RPC channel, and whose consumers get the deliveries the host relays back. Adapters cannot
+// tell the difference. A queue declared before placements were recorded has none: it runs on
+// the node that leads its group.
 //
 // Publisher confirms: the host answers a forwarded publish only once the queue has taken the
 // message, that is once its enqueue entry has committed (fsynced on a majority), so a confirm
-// means what it means for a local queue. A publish the host never answers (its node died, the
-// connection was lost) is nacked: the publisher may send it again (at least once).
+// means what it means for a local queue. A publish sent whose answer is lost with the
+// connection to the host is nacked (it may have been enqueued: sending it again could enqueue
+// it twice); one that was not sent, or that the host answered it no longer runs the queue,
+// waits for the next host and goes on there (publishBy).
 //
 // Failover: when the host's node is lost, or it stops leading the group (rpcLost), the proxy
 // re-attaches: it asks a node to host the queue (the group's new leader, as this node's
@@ -22,7 +28,8 @@ package broker
 // throughout (as RabbitMQ's quorum queues keep theirs across a leader change). Deliveries the
 // ended session left unacked are requeued by the host that made them, or, if that host died,
 // come back from the log as the new host's live messages; either way they are delivered again
-// marked redelivered.
+// marked redelivered. A move to the queue's placement (rebalance.go) is the same, started by
+// this node: it detaches the session first (move).
 //
 // Delivery ids: the id an adapter sees is the host's id tagged with the session's epoch
 // (epoch<<epochShift | host id). A settlement with an id of an earlier epoch is dropped, never
@@ -31,19 +38,24 @@ package broker
 // new host's ids start again from 1). The host also checks every id against the session's
 // unsettled set.
 //
-// Operations while no host is attached (a failover in progress) wait for the re-attachment,
-// bounded by attachWait (10 s: the client's connection waits meanwhile, and its heartbeats
-// with it); a publish that times out is nacked, a consume fails with an internal
-// error.
+// Operations while no host is attached (a failover or a move in progress) wait for the
+// re-attachment, bounded by attachWait (10 s: the client's connection waits meanwhile, and its
+// heartbeats with it), and fail at once when this node cannot reach a majority of the members
+// (no group can elect a host then); a publish that fails is nacked, a consume fails with an
+// internal error. Fence: a deposed serving node's proxies hand nothing to their consumers (see
+// deliver), and a queue host delivers only while it leads the queue's group (Queue.fenced).
 //
-// What stays local (spreadable): exclusive, auto-delete and x-expires queues, whose deletion
-// the queue itself decides, queues with a dead-letter exchange, which republish through this
-// node's routing, and MQTT session queues (x-expires, state records). Not covered either:
-// LogMarks and FindPublished (the MQTT adapter's exactly-once QoS 2 across a crash) skip a
-// remote queue, which has no log here, so after a crash of the serving node such a publish may
-// be completed twice in a remote queue. Deviation from DESIGN.md
-// §5 ("placement lives in group 0"): the placement is not recorded in group 0; the group's
-// leadership is the record (a restarted or new serving node finds each queue on its leader).
+// What stays local (spreadable): exclusive and auto-delete queues live and die with their
+// connection (or their last consumer's), which is on this node: spreading them would only add
+// a hop and a remote deletion racing the connection's close. x-expires queues and queues with
+// a dead-letter exchange stay too: the queue itself decides to delete an expired queue and to
+// dead-letter a message, and both need this node (the metadata, and the routing a
+// dead-lettered message is published through), which a host does not have; doing it remotely
+// needs a call back to the serving node for each, not written yet. MQTT session queues keep
+// state records (mqtt_session.go) that a proxy does not forward. Not covered either: LogMarks
+// and FindPublished (the MQTT adapter's exactly-once QoS 2 across a crash) skip a remote
+// queue, which has no log here, so after a crash of the serving node such a publish may be
+// completed twice in a remote queue.
 
 import (
 	"context"
@@ -62,7 +74,7 @@ import (
 	"github.com/parleymq/parley/cluster"
 )
 
-// Spread configures issue 7 stage 1: durable queues' processes on other nodes.
+// Spread configures spread queues (issue 7): durable queues' processes on other nodes.
 type Spread struct {
 	// RPC is this node's endpoint of the cluster's RPC channel.
 	RPC *cluster.RPC
@@ -253,13 +265,13 @@ func (v *VHost) startRemote(ctx context.Context, def meta.QueueDef, cfg queue.Co
 	b.proxies.mu.Lock()
 	b.proxies.byGrp[gid] = rq
 	b.proxies.mu.Unlock()
-	if err := rq.attach(ctx, target, voters); err != nil {
-		b.log.Warn("queue's host not reached; retrying", zap.String("queue", def.Name),
-			zap.Uint64("node", target), zap.Error(err))
-		rq.mu.Lock()
-		rq.needAttach = true
-		rq.mu.Unlock()
-	}
+	// Attached by run, not here: a new group has a leader only once a majority of its voters
+	// run it, and the other nodes start their copies when they apply the metadata entry the
+	// declaration writes after this returns (with four voters or more, the host and this node
+	// are no majority); and a serving node recovering many queues must not wait for each.
+	// Operations wait for the attachment meanwhile (session).
+	rq.needAttach = true
+	rq.bootVoters = voters
 	go rq.run()
 	rq.poke()
 	return q, nil
@@ -288,11 +300,13 @@ type remoteQueue struct {
 	stopped    bool
 	// moveTo is the node the rebalancer moves the queue to (0: none): the next attachment
 	// goes there rather than to the group's leader.
-	moveTo    uint64
-	consumers map[queue.ConsumerID]*proxyConsumer
-	incoming  [][]byte // relay batches of the current epoch, not yet handled
-	wake      chan struct{}
-	stopc     chan struct{}
+	moveTo uint64
+	// bootVoters: a new group's voters, for its first host (encodeHost); nil once attached.
+	bootVoters []uint64
+	consumers  map[queue.ConsumerID]*proxyConsumer
+	incoming   [][]byte // relay batches of the current epoch, not yet handled
+	wake       chan struct{}
+	stopc      chan struct{}
 }
 
 type proxyConsumer struct {
@@ -528,6 +542,7 @@ func (rq *remoteQueue) run() {
 		batches := rq.incoming
 		rq.incoming = nil
 		epoch := rq.epoch
+		voters := rq.bootVoters
 		rq.mu.Unlock()
 		if need {
 			target := moveTo
@@ -538,10 +553,13 @@ func (rq *remoteQueue) run() {
 				target = avoid
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
-			err := rq.attach(ctx, target, nil)
+			err := rq.attach(ctx, target, voters)
 			cancel()
 			rq.mu.Lock()
 			rq.moveTo = 0 // one try: if it failed, the queue goes wherever the group leads
+			if err == nil {
+				rq.bootVoters = nil
+			}
 			rq.mu.Unlock()
 			if err != nil {
 				rq.b.log.Debug("re-attach failed; retrying", zap.String("queue", rq.q.def.Name),

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -26,7 +27,10 @@ func TestClusterSpreadQueues(t *testing.T) {
 	}
 	nodes := StartClusterArgs(t, 3, "--config", cfg)
 	serving := WaitServing(t, nodes)
-	ctx := ctxTimeout(t)
+	// Bounds the whole test's publishing, which waits for six new groups' first elections
+	// (1-2 s each) and for failovers: ctxTimeout's 10 s failed under load.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
 
 	c := dialRetry(t, serving)
 	defer c.Close()
@@ -231,7 +235,10 @@ func TestClusterSpreadServingNodeDies(t *testing.T) {
 	}
 	nodes := StartClusterArgs(t, 3, "--config", cfg)
 	serving := WaitServing(t, nodes)
-	ctx := ctxTimeout(t)
+	// Bounds the whole test's publishing, which waits for six new groups' first elections
+	// (1-2 s each) and for failovers: ctxTimeout's 10 s failed under load.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
 	c := dialRetry(t, serving)
 	ch := channel(t, c)
 	if err := ch.Confirm(false); err != nil {
