@@ -105,7 +105,8 @@ func startSpreadCluster(t *testing.T, ctx context.Context) map[uint64]*spreadNod
 	}
 	cfg := DefaultConfig()
 	cfg.Host = nodes[1].host
-	cfg.Spread = &Spread{RPC: nodes[1].rpc, Nodes: func() []uint64 { return []uint64{2, 3} }}
+	cfg.Spread = &Spread{RPC: nodes[1].rpc, Nodes: func() []uint64 { return []uint64{2, 3} },
+		Reachable: nodes[1].tr.Connected}
 	b, err := New(spreadLog(t), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -369,5 +370,75 @@ func TestRemoteQueueHostFailover(t *testing.T) {
 	spreadWait(t, ctx, "queue drained", func() bool { return q.Len() == 0 })
 	// Publishing goes on at the new host.
 	spreadPublish(t, v, "work", spreadBodies("after", 5))
+	s.wait(t, next+5)
+}
+
+// TestRemoteQueueMove: the rebalancer's move of a queue to another node (remote.go's move) is a
+// planned failover: the new node leads the group and hosts the queue, the old host stops
+// delivering, the consumer stays attached, what it held unacked comes again redelivered, acks
+// of the old session's ids settle nothing, and no confirmed message is lost.
+func TestRemoteQueueMove(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	nodes := startSpreadCluster(t, ctx)
+	v, _ := nodes[1].b.VHost("/")
+	q := declareSpread(t, ctx, nodes, "moving")
+	first := q.Host()
+	spreadWait(t, ctx, "the host leads", func() bool { return q.group.Leader() == first })
+	other := uint64(5) - first // 2 <-> 3
+
+	const n = 20
+	want := spreadBodies("m", n)
+	spreadPublish(t, v, "moving", want)
+	s := newSink()
+	if _, err := q.Consume(ConsumeOptions{Prefetch: 4}, s); err != nil {
+		t.Fatal(err)
+	}
+	held := s.wait(t, 4)
+	if !q.remote.move(other) {
+		t.Fatal("move refused")
+	}
+	spreadWait(t, ctx, "the queue moved", func() bool { return q.Host() == other })
+	spreadWait(t, ctx, "the new host leads", func() bool { return nodes[other].host.Group(q.group.ID()).IsLeader() })
+	if slices.Contains(nodes[first].b.HostedGroups(), q.group.ID()) {
+		spreadWait(t, ctx, "the old host parks the queue", func() bool {
+			return !slices.Contains(nodes[first].b.HostedGroups(), q.group.ID())
+		})
+	}
+	var staleIDs []queue.DeliveryID
+	for _, d := range held {
+		staleIDs = append(staleIDs, d.ID)
+	}
+	q.Settle(staleIDs, queue.Ack) // of the ended session: dropped
+
+	seen := map[string]bool{}
+	redelivered := map[string]bool{}
+	next := len(held)
+	for len(seen) < n {
+		ds := s.wait(t, next+1)
+		var ids []queue.DeliveryID
+		for _, d := range ds[next:] {
+			seen[string(d.Msg.Body)] = true
+			if d.Redelivered {
+				redelivered[string(d.Msg.Body)] = true
+			}
+			ids = append(ids, d.ID)
+		}
+		next = len(ds)
+		q.Settle(ids, queue.Ack)
+	}
+	for _, d := range held {
+		if !redelivered[string(d.Msg.Body)] {
+			t.Errorf("%s was held unacked before the move and did not come again redelivered", d.Msg.Body)
+		}
+	}
+	spreadWait(t, ctx, "queue drained", func() bool { return q.Len() == 0 })
+	spreadPublish(t, v, "moving", spreadBodies("after", 5))
+	ds := s.wait(t, next+4) // prefetch 4
+	var ids []queue.DeliveryID
+	for _, d := range ds[next:] {
+		ids = append(ids, d.ID)
+	}
+	q.Settle(ids, queue.Ack)
 	s.wait(t, next+5)
 }

@@ -1,0 +1,312 @@
+package broker
+
+// The *Queue operations of a proxy (remote.go): each is forwarded to the queue's host in the
+// current session; see remote.go's file comment for what happens while none is attached.
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/parleymq/parley/broker/message"
+	"github.com/parleymq/parley/broker/meta"
+	"github.com/parleymq/parley/broker/queue"
+	"github.com/parleymq/parley/cluster"
+)
+
+func (rq *remoteQueue) publish(m *message.Message, t *confirmTracker) {
+	rq.publishBy(m, t, time.Now().Add(attachWait))
+}
+
+// publishBy forwards a publish to the queue's host. A publish the host did not take (it was
+// not sent: the host is unreachable; or the host answered that it does not run the queue any
+// more) waits for the next session, until deadline, and goes on there: a host's loss costs
+// the publisher the time the group takes to elect a new leader, not a nack. A publish that was
+// sent and whose answer was lost with the connection is nacked: it may have been enqueued, and
+// sending it again could put it in the queue twice.
+func (rq *remoteQueue) publishBy(m *message.Message, t *confirmTracker, deadline time.Time) {
+	done := func(ok bool) {
+		if t != nil {
+			t.done(ok)
+		}
+	}
+	w := wbuf{}
+	w.uint(rq.group)
+	if err := w.msg(m); err != nil {
+		rq.b.log.Error("message not encodable for its queue's node", zap.Error(err))
+		done(false)
+		return
+	}
+	for {
+		host, epoch, ok := rq.session(deadline)
+		if !ok {
+			done(false)
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+		err := rq.rpc.CallAsync(ctx, host, rpcPublish, w.b, func(rep []byte, err error) {
+			if err != nil {
+				rq.failed(epoch, err)
+				var re *cluster.RemoteError
+				if errors.As(err, &re) && re.Msg == errNotHosted.Error() && time.Now().Before(deadline) {
+					// Not taken: try the next session (not on the transport's reader).
+					go rq.publishBy(m, t, deadline)
+					return
+				}
+				done(false)
+				return
+			}
+			r := newReader(rep)
+			ok := readBool(r)
+			if n := r.Uint(); r.Err() == nil {
+				rq.ready.Store(int64(n))
+			} else {
+				ok = false
+			}
+			done(ok)
+		})
+		cancel()
+		if err == nil {
+			return
+		}
+		rq.failed(epoch, err)
+		if !errors.Is(err, cluster.ErrPeerUnavailable) {
+			done(false)
+			return
+		}
+	}
+}
+
+func (rq *remoteQueue) consume(o ConsumeOptions, c Consumer) (queue.ConsumerID, error) {
+	host, epoch, ok := rq.session(time.Now().Add(attachWait))
+	if !ok {
+		return 0, meta.Errorf(meta.InternalError, "queue '%s' in vhost '%s': its node is not reachable", rq.q.def.Name, rq.q.v.name)
+	}
+	pc := &proxyConsumer{id: queue.ConsumerID(rq.b.nextConsumer.Add(1)), c: c, o: o}
+	rq.mu.Lock()
+	rq.consumers[pc.id] = pc
+	rq.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	if err := rq.register(ctx, pc, host, epoch); err != nil {
+		var me *meta.Error
+		if errors.As(err, &me) && me.Code != meta.InternalError {
+			rq.mu.Lock()
+			delete(rq.consumers, pc.id)
+			rq.mu.Unlock()
+			return 0, err
+		}
+		// The host was lost: the re-attachment registers the consumer.
+	}
+	return pc.id, nil
+}
+
+func (rq *remoteQueue) cancel(id queue.ConsumerID) {
+	rq.dmu.Lock()
+	rq.mu.Lock()
+	pc := rq.consumers[id]
+	if pc != nil {
+		pc.cancelled = true // run drops it, and gives back what it has not handed over
+	}
+	host, epoch, attached := rq.host, rq.epoch, rq.attached
+	rq.mu.Unlock()
+	rq.dmu.Unlock()
+	rq.poke()
+	if pc == nil || !attached || pc.hostEpoch != epoch {
+		return
+	}
+	w := wbuf{}
+	w.uint(rq.group)
+	w.uint(epoch)
+	w.uint(uint64(pc.hostID))
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	if _, err := rq.rpc.Call(ctx, host, rpcCancel, w.b); err != nil {
+		rq.failed(epoch, err)
+	}
+}
+
+// Settle forwards the settlement of the current epoch's ids; older ones are dropped (see the
+// file comment).
+func (rq *remoteQueue) Settle(ids []queue.DeliveryID, o queue.Outcome) {
+	rq.mu.Lock()
+	host, epoch, attached := rq.host, rq.epoch, rq.attached
+	rq.mu.Unlock()
+	w := wbuf{}
+	w.uint(rq.group)
+	w.uint(epoch)
+	w.b = append(w.b, byte(o))
+	keep := make([]uint64, 0, len(ids))
+	for _, id := range ids {
+		if uint64(id)>>epochShift == epoch {
+			keep = append(keep, uint64(id)&hostIDMask)
+		}
+	}
+	if dropped := len(ids) - len(keep); dropped > 0 {
+		rq.b.log.Debug("stale delivery ids of an earlier host session dropped; their messages were requeued",
+			zap.String("queue", rq.q.def.Name), zap.Int("ids", dropped))
+	}
+	if len(keep) == 0 || !attached {
+		return
+	}
+	w.uint(uint64(len(keep)))
+	for _, id := range keep {
+		w.uint(id)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	if err := rq.rpc.Notify(ctx, host, rpcSettle, w.b); err != nil {
+		rq.failed(epoch, err)
+	}
+}
+
+func (rq *remoteQueue) get(noAck bool) (queue.Delivery, int, bool) {
+	if rq.b.deposed() {
+		return queue.Delivery{}, int(rq.ready.Load()), false // see deliver
+	}
+	host, epoch, ok := rq.session(time.Now().Add(attachWait))
+	if !ok {
+		return queue.Delivery{}, 0, false
+	}
+	w := wbuf{}
+	w.uint(rq.group)
+	w.uint(epoch)
+	w.bool(noAck)
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	rep, err := rq.rpc.Call(ctx, host, rpcGet, w.b)
+	if err != nil {
+		rq.failed(epoch, err)
+		return queue.Delivery{}, 0, false
+	}
+	r := newReader(rep)
+	got, remaining := readBool(r), int(r.Uint())
+	if !got || r.Err() != nil {
+		return queue.Delivery{}, remaining, false
+	}
+	r.U8() // relayDeliver
+	r.Uint()
+	d := queue.Delivery{ID: queue.DeliveryID(epoch<<epochShift | r.Uint()&hostIDMask)}
+	d.Redelivered = readBool(r)
+	d.Expiry = r.Int()
+	d.Msg = readMsg(r)
+	if r.Err() != nil {
+		return queue.Delivery{}, remaining, false
+	}
+	rq.ready.Store(int64(remaining))
+	return d, remaining, true
+}
+
+// count makes a call that answers a number (purge, delete, stat).
+func (rq *remoteQueue) count(method string) (int, bool) {
+	host, epoch, ok := rq.session(time.Now().Add(attachWait))
+	if !ok {
+		return 0, false
+	}
+	w := wbuf{}
+	w.uint(rq.group)
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	rep, err := rq.rpc.Call(ctx, host, method, w.b)
+	if err != nil {
+		rq.failed(epoch, err)
+		return 0, false
+	}
+	r := newReader(rep)
+	n := int(r.Uint())
+	return n, r.Err() == nil
+}
+
+func (rq *remoteQueue) length() int {
+	rq.mu.Lock()
+	attached := rq.attached
+	rq.mu.Unlock()
+	if attached {
+		if n, ok := rq.count(rpcStat); ok {
+			rq.ready.Store(int64(n))
+		}
+	}
+	return int(rq.ready.Load())
+}
+
+func (rq *remoteQueue) consumerCount() int {
+	rq.mu.Lock()
+	defer rq.mu.Unlock()
+	n := 0
+	for _, pc := range rq.consumers {
+		if !pc.cancelled {
+			n++
+		}
+	}
+	return n
+}
+
+// delete deletes the queue on its host, cancels the consumers and stops the proxy.
+func (rq *remoteQueue) delete() int {
+	n, _ := rq.count(rpcDelete)
+	rq.dmu.Lock()
+	rq.mu.Lock()
+	cs := rq.consumers
+	rq.consumers = map[queue.ConsumerID]*proxyConsumer{}
+	var tell []*proxyConsumer
+	for _, pc := range cs {
+		if !pc.cancelled {
+			pc.cancelled = true
+			tell = append(tell, pc)
+		}
+	}
+	rq.mu.Unlock()
+	for _, pc := range tell {
+		pc.c.Cancelled(rq.q)
+	}
+	rq.dmu.Unlock()
+	rq.stop(false)
+	return n
+}
+
+// stop ends the proxy; detach tells the host (a broker shutdown: the host keeps the queue).
+func (rq *remoteQueue) stop(detach bool) {
+	rq.mu.Lock()
+	if rq.stopped {
+		rq.mu.Unlock()
+		return
+	}
+	rq.stopped = true
+	host, epoch, attached := rq.host, rq.epoch, rq.attached
+	rq.attached = false
+	rq.mu.Unlock()
+	close(rq.stopc)
+	close(rq.q.done)
+	rq.b.proxies.mu.Lock()
+	if rq.b.proxies.byGrp[rq.group] == rq {
+		delete(rq.b.proxies.byGrp, rq.group)
+	}
+	rq.b.proxies.mu.Unlock()
+	if detach && attached {
+		w := wbuf{}
+		w.uint(rq.group)
+		w.uint(epoch)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = rq.rpc.Notify(ctx, host, rpcDetach, w.b)
+		cancel()
+	}
+}
+
+// Host is the node that runs the queue's process: this one for a local queue, 0 while a
+// remote queue's host is not attached.
+func (q *Queue) Host() uint64 {
+	if q.remote == nil {
+		if q.v.b.cfg.Host != nil {
+			return q.v.b.cfg.Host.NodeID()
+		}
+		return 0
+	}
+	q.remote.mu.Lock()
+	defer q.remote.mu.Unlock()
+	if !q.remote.attached {
+		return 0
+	}
+	return q.remote.host
+}
