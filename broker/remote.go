@@ -260,6 +260,7 @@ func (v *VHost) startRemote(ctx context.Context, def meta.QueueDef, cfg queue.Co
 		wake:      make(chan struct{}, 1),
 		stopc:     make(chan struct{}),
 	}
+	rq.ctx, rq.ctxCancel = context.WithCancel(context.Background())
 	q.remote = rq
 	b.proxies.mu.Lock()
 	b.proxies.byGrp[gid] = rq
@@ -306,6 +307,10 @@ type remoteQueue struct {
 	incoming   [][]byte // relay batches of the current epoch, not yet handled
 	wake       chan struct{}
 	stopc      chan struct{}
+	// ctx ends when the proxy stops: an attachment in flight (its host may be adopting a
+	// group that the queue's deletion removes) is abandoned.
+	ctx       context.Context
+	ctxCancel context.CancelFunc
 }
 
 type proxyConsumer struct {
@@ -554,7 +559,7 @@ func (rq *remoteQueue) run() {
 			if target == 0 {
 				target = avoid
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+			ctx, cancel := context.WithTimeout(rq.ctx, callTimeout)
 			err := rq.attach(ctx, target, voters)
 			cancel()
 			rq.mu.Lock()

@@ -277,6 +277,7 @@ func (rq *remoteQueue) stop(detach bool) {
 	host, epoch, attached := rq.host, rq.epoch, rq.attached
 	rq.attached = false
 	rq.mu.Unlock()
+	rq.ctxCancel()
 	close(rq.stopc)
 	close(rq.q.done)
 	rq.b.proxies.mu.Lock()

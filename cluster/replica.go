@@ -31,6 +31,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -115,17 +116,24 @@ func (h *Host) adopt(ctx context.Context, g *Group, sm StateMachine) (*Group, er
 	if err != nil {
 		return nil, fmt.Errorf("adopt group %d: %w", g.id, err)
 	}
-	// Lead it, and have applied what earlier leaders committed.
+	// Lead it, and have applied what earlier leaders committed. A group removed meanwhile (its
+	// queue deleted) will never be led: give up at once rather than at ctx's end.
 	for !g.serving.Load() {
 		if g.Leader() != h.cfg.NodeID {
-			_ = h.do(ctx, func() error {
-				if !g.removed && g.lead != h.cfg.NodeID {
+			err := h.do(ctx, func() error {
+				if g.removed {
+					return ErrGroupRemoved
+				}
+				if g.lead != h.cfg.NodeID {
 					h.unquiesce(g)
 					g.rn.TransferLeader(h.cfg.NodeID)
 					h.markDirty(g)
 				}
 				return nil
 			})
+			if errors.Is(err, ErrGroupRemoved) {
+				return nil, fmt.Errorf("adopt group %d: waiting to lead it: %w", g.id, err)
+			}
 		}
 		select {
 		case <-ctx.Done():
