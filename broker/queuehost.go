@@ -433,8 +433,8 @@ func (s *queueServer) handleGet(_ context.Context, from uint64, body []byte, rep
 		return
 	}
 	hs := s.session(from, group, epoch)
-	if hs == nil {
-		reply(nil, errNotHosted)
+	if hs == nil || !hs.q.group.IsLeader() {
+		reply(nil, errNotHosted) // see hostedQueue
 		return
 	}
 	d, remaining, ok := hs.q.Get(noAck)
@@ -501,8 +501,11 @@ func (s *queueServer) hostedQueue(r *message.BinaryReader, group uint64, reply f
 		return nil
 	}
 	q := s.queue(group)
-	if q == nil {
+	if q == nil || !q.group.IsLeader() {
+		// Not here, or no longer leading its group (the watch parks it shortly): this node
+		// must not answer for it (Queue.fenced), and the proxy tries the group's new leader.
 		reply(nil, errNotHosted)
+		return nil
 	}
 	return q
 }

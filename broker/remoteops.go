@@ -166,19 +166,12 @@ func (rq *remoteQueue) get(noAck bool) (queue.Delivery, int, bool) {
 	if rq.b.deposed() {
 		return queue.Delivery{}, int(rq.ready.Load()), false // see deliver
 	}
-	host, epoch, ok := rq.session(time.Now().Add(attachWait))
-	if !ok {
-		return queue.Delivery{}, 0, false
-	}
-	w := wbuf{}
-	w.uint(rq.group)
-	w.uint(epoch)
-	w.bool(noAck)
-	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
-	defer cancel()
-	rep, err := rq.rpc.Call(ctx, host, rpcGet, w.b)
+	rep, epoch, err := rq.callHosted(rpcGet, func(w *wbuf, epoch uint64) {
+		w.uint(rq.group)
+		w.uint(epoch)
+		w.bool(noAck)
+	})
 	if err != nil {
-		rq.failed(epoch, err)
 		return queue.Delivery{}, 0, false
 	}
 	r := newReader(rep)
@@ -199,19 +192,40 @@ func (rq *remoteQueue) get(noAck bool) (queue.Delivery, int, bool) {
 	return d, remaining, true
 }
 
+// callHosted calls method at the queue's host, the body written by body for the session's
+// epoch. A host that answers it does not run the queue (any more: it lost the group's lead,
+// and a queue that does not lead its group must not hand out its messages) did nothing: the
+// call goes again to the next session, until attachWait, so a basic.get during a move or a
+// failover waits for the queue rather than answering empty. Any other failure is returned
+// (the call may have been carried out).
+func (rq *remoteQueue) callHosted(method string, body func(w *wbuf, epoch uint64)) ([]byte, uint64, error) {
+	deadline := time.Now().Add(attachWait)
+	for {
+		host, epoch, ok := rq.session(deadline)
+		if !ok {
+			return nil, 0, errNotHosted
+		}
+		w := wbuf{}
+		body(&w, epoch)
+		ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+		rep, err := rq.rpc.Call(ctx, host, method, w.b)
+		cancel()
+		if err == nil {
+			return rep, epoch, nil
+		}
+		rq.failed(epoch, err)
+		var re *cluster.RemoteError
+		notSent := errors.Is(err, cluster.ErrPeerUnavailable)
+		if !notSent && !(errors.As(err, &re) && re.Msg == errNotHosted.Error()) {
+			return nil, 0, err
+		}
+	}
+}
+
 // count makes a call that answers a number (purge, delete, stat).
 func (rq *remoteQueue) count(method string) (int, bool) {
-	host, epoch, ok := rq.session(time.Now().Add(attachWait))
-	if !ok {
-		return 0, false
-	}
-	w := wbuf{}
-	w.uint(rq.group)
-	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
-	defer cancel()
-	rep, err := rq.rpc.Call(ctx, host, method, w.b)
+	rep, _, err := rq.callHosted(method, func(w *wbuf, _ uint64) { w.uint(rq.group) })
 	if err != nil {
-		rq.failed(epoch, err)
 		return 0, false
 	}
 	r := newReader(rep)
