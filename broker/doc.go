@@ -18,7 +18,7 @@
 //     batch are one more entry (removals), and SettleWithState's state records their own.
 //   - Consumers are callbacks (the Consumer interface) that must not block: an adapter appends the
 //     delivery to its connection's write buffer and wakes its writer.
-//   - With Config.Spread (cluster.spread_queues, on by default), a durable queue may run on
+//   - With Config.Spread (cluster.spread_queues, experimental), a durable queue may run on
 //     another node: the *Queue here is then a proxy (remote.go) and the other node's broker
 //     hosts the queue (queuehost.go), over the cluster's RPC channel. A queue's placement is
 //     recorded with it in group 0 (meta.QueueDef.Place) and its group's leadership follows it:

@@ -130,7 +130,14 @@ func (rq *remoteQueue) cancel(id queue.ConsumerID) {
 
 // Settle forwards the settlement of the current epoch's ids; older ones are dropped (see the
 // file comment).
+//
+// It also wakes the proxy's run goroutine: a settlement frees room in the consumer's prefetch
+// (Consumer.Allow), and deliveries relayed while it had none wait in the proxy; the host relays
+// no more (its credit is spent on them) until they are handed over, so nothing else would wake
+// the proxy and the consumer would stall (TestClusterStandbySpaceComesBack: 548 of 131,072
+// delivered with prefetch 512 over a relay window of 256).
 func (rq *remoteQueue) Settle(ids []queue.DeliveryID, o queue.Outcome) {
+	defer rq.poke()
 	rq.mu.Lock()
 	host, epoch, attached := rq.host, rq.epoch, rq.attached
 	rq.mu.Unlock()

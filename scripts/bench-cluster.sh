@@ -10,14 +10,15 @@
 # Runs are interleaved (rabbitmq parley rabbitmq parley ...) so drift in the machine's load
 # hits both alike. Everything it started is stopped on exit.
 #
-# usage: scripts/bench-cluster.sh [-r REPEATS] [-d DURATION] [-o SUMMARY.md] [-1] [-s]
+# usage: scripts/bench-cluster.sh [-r REPEATS] [-d DURATION] [-o SUMMARY.md] [-1] [-s | -n]
 #   -r N     runs per scenario and broker (default 3)
 #   -d DUR   publishing time per run, Go duration (default 10s)
 #   -o FILE  also write the summary table (markdown) to FILE
 #   -1       a single RabbitMQ node instead of a three-node cluster
-#   -s       Parley with cluster.spread_queues (experimental): each run's queue is placed round
-#            robin over the three nodes, so some runs' queues run on another node than the one
-#            the load generator is connected to; the output says how many
+#   -s       Parley with cluster.spread_queues on (experimental): each run's queue is placed on
+#            the least-loaded node, so some runs' queues run on another node than the one the
+#            load generator is connected to; the output says how many
+#   -n       Parley with cluster.spread_queues off (the default), written in its config file
 # Clients connect to the node that serves (Parley) or to RabbitMQ node 1, where the benchmark
 # declares the quorum queue, so its leader is local: neither side pays a forwarding hop.
 set -euo pipefail
@@ -31,13 +32,14 @@ duration=10s
 summary_out=
 single=0
 spread=0
-while getopts "r:d:o:1sh" opt; do
+while getopts "r:d:o:1snh" opt; do
   case "$opt" in
     r) repeats=$OPTARG ;;
     d) duration=$OPTARG ;;
     o) summary_out=$OPTARG ;;
     1) single=1 ;;
     s) spread=1 ;;
+    n) spread=0 ;;
     *) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 2 ;;
   esac
 done
@@ -99,7 +101,8 @@ for i in 1 2 3; do
   p_amqp[i]=$(free_port) p_http[i]=$(free_port) p_cluster[i]=$(free_port)
   peers+="${peers:+,}$i=127.0.0.1:${p_cluster[i]}"
 done
-parley_extra=(--log-level warn)
+printf 'cluster:\n  spread_queues: false\n' >"$tmp/spread.yaml"
+parley_extra=(--config "$tmp/spread.yaml" --log-level warn)
 if [ "$spread" = 1 ]; then
   printf 'cluster:\n  spread_queues: true\n' >"$tmp/spread.yaml"
   # info: the standbys log each queue they host ("hosting queue"), counted at the end

@@ -44,9 +44,10 @@ package main
 // applyReplicaList). The serving node holds cluster.Host.LockMembership from creating the group
 // until that entry applies, so it starts the group with the same members.
 //
-// Spread queues (cluster.spread_queues, experimental, off by default; issue 7 stage 1): the
-// serving node's broker places each new durable queue round robin over the members, and a
-// queue whose group another node leads runs there: that node's standby runs a queue host
+// Spread queues (cluster.spread_queues, experimental, off by default; issue 7): the serving
+// node's broker places each new durable queue on the least-loaded member and records the
+// placement with the queue in group 0 (meta.QueueDef.Place), and a queue runs on the node it
+// is placed on, which leads its group: that node's standby runs a queue host
 // (broker.NewQueueHost, broker/queuehost.go) next to its replicas, which adopts the group's
 // replica and takes its lead when the serving node's proxy asks it to host the queue, and the
 // serving node's *broker.Queue is a proxy (broker/remote.go) forwarding each operation over
@@ -54,17 +55,21 @@ package main
 // deliveries back. When a queue's host dies, its group elects a new leader and the proxy
 // re-attaches to it (or to another voter, which takes the lead), its consumers staying
 // attached; unacked deliveries come again redelivered, and an ack of the dead host's delivery
-// ids is dropped (delivery ids carry the host session's epoch). When the serving node dies,
-// the new one closes its queue host first (parking what it hosted) and its broker runs locally
-// the queues whose groups it leads and proxies the others.
+// ids is dropped (delivery ids carry the host session's epoch). When the node comes back, the
+// serving node's rebalancer (broker/rebalance.go) moves its queues back to it, the same way.
+// When the serving node dies, the new one closes its queue host first (parking what it hosted)
+// and its broker runs locally the queues placed on it and proxies the others (to their
+// placement, or, while that node is down, to another voter). A queue host answers and delivers
+// only while it leads the queue's group, and a deposed serving node's proxies hand nothing to
+// their consumers (broker.Broker's deposed).
 //
 // Deviation from DESIGN.md §5: one node still serves every client (the metadata, routing,
 // connections and consumers live on the serving node); a client of a standby is forwarded per
-// connection, byte for byte, not per operation. Without cluster.spread_queues the serving node
-// leads every group. With it, placement is not recorded in group 0: a queue runs where its
-// group's leader is, and leaderships are not rebalanced when a node comes back (queues stay
-// where their last failover put them); exclusive, auto-delete, x-expires and dead-lettering
-// queues and MQTT session queues always run on the serving node (broker/remote.go says why).
+// connection, byte for byte, not per operation. Without cluster.spread_queues (the default: a
+// remote queue's consumer can stall, see README) the serving node leads every group. With it,
+// exclusive, auto-delete, x-expires and dead-lettering queues, MQTT session queues and packed
+// queues always run on the serving node (broker/remote.go says why), and queues placed before
+// a node joined are not moved to it (only new queues go to the least-loaded node).
 
 import (
 	"context"

@@ -80,10 +80,11 @@ type ClusterConfig struct {
 	// Peers lists the cluster's nodes as ID=host:port,ID=host:port (flag --peers); empty runs a
 	// single node. A list that does not name this node makes it a joining node (membership.go).
 	Peers string `yaml:"peers"`
-	// SpreadQueues (experimental, issue 7 stage 1) runs each durable queue's process on the
-	// node that leads its group, the groups' leaders spread over the nodes; the serving node
-	// forwards the queue's operations there and relays its deliveries back (broker/remote.go).
-	// Off: the serving node runs every queue.
+	// SpreadQueues (experimental, off by default; issue 7) runs each durable queue's process on
+	// the node it is placed on (recorded in its metadata), which leads its group, the groups'
+	// leaders spread over the nodes; the serving node forwards the queue's operations there,
+	// relays its deliveries back (broker/remote.go) and moves queues back to their placement
+	// when their node returns (broker/rebalance.go). Off: the serving node runs every queue.
 	SpreadQueues bool `yaml:"spread_queues"`
 	// PartitionGroups is how many raft groups the small durable queues (MQTT persistent
 	// sessions, durable STOMP topic subscriptions) are packed into (broker/partition.go); 0
