@@ -294,15 +294,9 @@ func TestClusterDeclareDuringJoin(t *testing.T) {
 				return
 			}
 			// A nack is allowed (the queue's group may change leader under the join, which
-			// drops proposals in flight): publish again, as a client does, until acked. Not at
-			// once: while the join moves a group's lead to the serving node, raft refuses its
-			// proposals outright, and with queues spread each try reaches the queue's node
-			// within a millisecond, so ten tries without a pause fit in that one window.
+			// drops proposals in flight): publish again, as a client does, until acked.
 			ok := false
 			for try := 0; !ok && try < 10; try++ {
-				if try > 0 {
-					time.Sleep(100 * time.Millisecond)
-				}
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 				dc, err := ch.PublishWithDeferredConfirm("", q, false, false, amqp.Publishing{DeliveryMode: amqp.Persistent, Body: []byte(q)})
 				if err == nil {
