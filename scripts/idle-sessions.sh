@@ -20,8 +20,16 @@ BASE=${BASE:-31000}
 work=$(mktemp -d /tmp/parley-idle-sessions.XXXXXX)
 pids=()
 cleanup() {
+	# Stopped together, a node may see its peers go first and re-execute itself as a standby
+	# (cmd/parley/cluster.go) rather than stop: what is left after 15 s is killed.
 	for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-	for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+	for _ in $(seq 1 75); do
+		alive=0
+		for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+		[[ $alive == 0 ]] && break
+		sleep 0.2
+	done
+	for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
 	rm -rf "$work"
 }
 trap cleanup EXIT
