@@ -80,19 +80,31 @@ type Broker struct {
 	stopc chan struct{}
 }
 
-// deposed reports whether this node has led group 0 (it served) and another node has taken
-// the lead since, or none is known to lead (this node was cut off). Its broker then runs on
-// until cmd/parley notices (it polls) and restarts the node as a standby, while another node
-// may serve already, with the same durable queues rebuilt from their logs. Until then this
-// broker must deliver nothing: the queues' own proposals still commit through their groups'
-// new leaders, and the new serving node's queue takes those entries as another node's,
-// marked redelivered; delivered here too, unflagged, a client would get a message again
-// without the redelivered flag (RabbitMQ sets it on every delivery after the first), or
-// before the flagged one, in any order. The check reads the lead as the host's loop last
-// saw it, so it fences this node as soon as its raft has heard of the newer term, before any
-// entry of that term is applied here. A queue host (queuehost.go) has no group 0 and is not
-// fenced by this: it stops when it loses its queue's group.
-func (b *Broker) deposed() bool {
+// fenced reports whether this node must not serve: it has led group 0 (it served) and either
+// another node has taken the lead since, or none is known to lead (it was cut off), or it still
+// leads but without the lease (cluster/lease.go: it has not heard from a majority within the
+// lease period, so it may be cut off, and the majority may elect another serving node as soon
+// as the lease has run out).
+//
+// Deposed (not leading any more), its broker runs on until cmd/parley notices (it polls) and
+// restarts the node as a standby, while another node may serve already, with the same durable
+// queues rebuilt from their logs. Until then this broker must deliver nothing: the queues' own
+// proposals still commit through their groups' new leaders, and the new serving node's queue
+// takes those entries as another node's, marked redelivered; delivered here too, unflagged, a
+// client would get a message again without the redelivered flag (RabbitMQ sets it on every
+// delivery after the first), or before the flagged one, in any order. The check reads the lead
+// as the host's loop last saw it, so it fences this node as soon as its raft has heard of the
+// newer term, before any entry of that term is applied here.
+//
+// Without the lease, deliveries pause (they are not dropped: the queues look again, see
+// Queue.nextWake) and publishes wait (VHost.Publish, awaitLease): the lease comes back, or the
+// node learns it was deposed. The lease closes the window in which a cut-off node's raft has
+// not heard of the new term yet (a quiesced group 0 may take seconds to), during which it
+// would deliver what the new serving node delivers too.
+//
+// A queue host (queuehost.go) has no group 0 and is not fenced by this: its queues check their
+// own group's lease (Queue.fenced).
+func (b *Broker) fenced() bool {
 	g := b.metaGroup
 	if g == nil {
 		return false
@@ -101,9 +113,42 @@ func (b *Broker) deposed() bool {
 		if !b.led.Load() {
 			b.led.Store(true)
 		}
-		return false
+		return !g.HasLease()
 	}
 	return b.led.Load()
+}
+
+// deposed reports whether this node has led group 0 and no longer does (see fenced).
+func (b *Broker) deposed() bool {
+	g := b.metaGroup
+	return g != nil && !g.IsLeader() && b.led.Load()
+}
+
+// ErrNoMajority is what a publish gets from a serving node that has lost its lease and did not
+// get it back within publishLeaseWait (or learnt that it was deposed): AMQP closes the
+// connection with 320 CONNECTION_FORCED, MQTT answers with its implementation-specific error
+// and STOMP with an ERROR frame. The client reconnects, to any node.
+var ErrNoMajority = &meta.Error{Code: 320, Text: "this node lost contact with the cluster majority; reconnect to another node"}
+
+// publishLeaseWait bounds how long a publish waits for a lost lease to come back: longer than a
+// lost lease takes to resolve (the lease comes back with the next echoes, or CheckQuorum makes
+// the node step down within two election timeouts of waking), shorter than clients' timeouts.
+const publishLeaseWait = 10 * time.Second
+
+// awaitLease returns nil at once while this node may serve, else waits (bounded) for the lease
+// to come back; ErrNoMajority if it does not, or the node was deposed.
+func (b *Broker) awaitLease() error {
+	if !b.fenced() {
+		return nil
+	}
+	deadline := time.Now().Add(publishLeaseWait)
+	for b.fenced() {
+		if b.deposed() || b.closed.Load() || time.Now().After(deadline) {
+			return ErrNoMajority
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return nil
 }
 
 // New builds a broker with the default vhost "/" and its predeclared exchanges. With a Host it

@@ -124,15 +124,19 @@ type Queue struct {
 	// lead may be asked for again.
 	leadBy, leadAsk time.Time
 	// wantLead asks the goroutine to take its group's lead (leadhold.go).
-	wantLead  atomic.Bool
-	sm        *queue.Queue
-	out       queue.Output
-	sinks     map[queue.ConsumerID]Consumer
-	hadUser   bool // auto-delete fires only after a first consumer has gone
-	deleting  bool
-	deadMu    sync.Mutex
-	deadQ     []*message.Message
-	deadAwake bool
+	wantLead atomic.Bool
+	// leasePaused: the last drain or get held deliveries back (fenced): nextWake looks again.
+	leasePaused bool
+	fencedNow   bool // fenced, as of this drain (while draining)
+	draining    bool
+	sm          *queue.Queue
+	out         queue.Output
+	sinks       map[queue.ConsumerID]Consumer
+	hadUser     bool // auto-delete fires only after a first consumer has gone
+	deleting    bool
+	deadMu      sync.Mutex
+	deadQ       []*message.Message
+	deadAwake   bool
 }
 
 // queueConfig parses a declaration's arguments into the state machine's configuration.
@@ -317,6 +321,11 @@ func (q *Queue) Get(noAck bool) (d queue.Delivery, remaining int, ok bool) {
 	if q.remote != nil {
 		return q.remote.get(noAck)
 	}
+	// A node that just took the lead serves once its lease is confirmed, a round trip later; a
+	// get waits for that rather than answer empty (bounded: a node cut off stays fenced).
+	for deadline := time.Now().Add(getLeaseWait); q.leaseFenced() && !q.v.b.deposed() && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
 	r, alive := q.call(command{kind: cmdGet, noAck: noAck})
 	if !alive {
 		return queue.Delivery{}, 0, false
@@ -486,6 +495,12 @@ func (q *Queue) nextWake() (int64, bool) {
 			at, ok = e, true
 		}
 	}
+	if q.leasePaused {
+		// Deliveries paused for want of the lease (fenced): look again soon.
+		if e := q.v.b.now() + leaseRetryMs; !ok || e < at {
+			at, ok = e, true
+		}
+	}
 	if q.lateWaiting {
 		// Messages handed over wait for this node to lead the group again (takeLate).
 		if e := q.v.b.now() + lateRetryMs; !ok || e < at {
@@ -493,6 +508,25 @@ func (q *Queue) nextWake() (int64, bool) {
 		}
 	}
 	return at, ok
+}
+
+// getLeaseWait bounds how long a get waits for its node's lease (Queue.Get).
+const getLeaseWait = 3 * time.Second
+
+// leaseRetryMs is how often a queue whose deliveries are paused (fenced) looks again: a lease
+// comes back within a tick or two of its echoes.
+const leaseRetryMs = 50
+
+// leaseFenced reports whether the queue must deliver nothing now for want of a lease: its
+// node may not serve (Broker.fenced: deposed, or leading group 0 without its lease), or it
+// runs the queue as its group's leader without the group's lease (cluster/lease.go). Queue.fenced
+// (leadhold.go) is the queue host's own fence; deliveries need both clear.
+func (q *Queue) leaseFenced() bool {
+	if q.v.b.fenced() {
+		return true
+	}
+	g := q.group
+	return g != nil && q.remote == nil && g.IsLeader() && !g.HasLease()
 }
 
 // lateRetryMs is how often a queue with messages handed over but not taken (its node does not
@@ -546,8 +580,9 @@ func (q *Queue) apply(c command) bool {
 			c.reply <- result{ok: del}
 		}
 	case cmdGet:
-		if q.fenced() {
-			// Nothing for a node that no longer serves (Broker.deposed).
+		if q.fenced() || q.leaseFenced() {
+			// Nothing for a node that does not serve now (fenced, leaseFenced).
+			q.leasePaused = true
 			c.reply <- result{n: q.sm.Len()}
 			break
 		}
@@ -595,7 +630,11 @@ func (q *Queue) drain() {
 		go q.v.deleteQueueIf(q)
 	}
 	q.takeLogged(now)
+	// Once per drain, not per delivery: the lease does not change within one.
+	q.fencedNow, q.draining = q.fenced() || q.leaseFenced(), true
+	q.leasePaused = false
 	q.sm.Drain(now, q.allow, &q.out)
+	q.draining = false
 	for _, d := range q.out.Deliveries {
 		if d.Msg == nil {
 			d.Msg = q.loadBody(d.Ref)
@@ -628,7 +667,8 @@ func (q *Queue) drain() {
 }
 
 func (q *Queue) allow(id queue.ConsumerID) bool {
-	if q.fenced() {
+	if (q.draining && q.fencedNow) || (!q.draining && (q.fenced() || q.leaseFenced())) {
+		q.leasePaused = true
 		return false
 	}
 	s, ok := q.sinks[id]

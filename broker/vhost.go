@@ -297,6 +297,10 @@ func (v *VHost) Publish(m *message.Message, confirm Confirm, s *PublishScratch) 
 	if err := checkPublish(r, m.Exchange, v.name); err != nil {
 		return false, err
 	}
+	// A node that may be cut off takes no publish it could not stand by (Broker.fenced).
+	if err := v.b.awaitLease(); err != nil {
+		return false, err
+	}
 	s.names = r.Route(m.Exchange, m.RoutingKey, m.Properties.Headers, s.names[:0])
 	s.qs = s.qs[:0]
 	qm := *v.queues.Load()

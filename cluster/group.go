@@ -48,7 +48,11 @@ type Group struct {
 	appliedAt atomic.Uint64
 	// serving is true while this node leads the group and has applied an entry of its own
 	// term, hence every entry committed before it (see replica.go).
-	serving    atomic.Bool
+	serving atomic.Bool
+	// leadSince is the lease clock when this node last became the group's leader, 0 when it
+	// does not lead; voters is the configuration the lease counts (lease.go).
+	leadSince  atomic.Int64
+	voters     atomic.Pointer[leaseVoters]
 	recovered  chan struct{}
 	recoverErr error // set before recovered is closed, if recovery failed
 

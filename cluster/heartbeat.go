@@ -44,13 +44,21 @@ import (
 // metaBeats is the hello key by which a node says it reads kindHeartbeats frames.
 const metaBeats = "beats"
 
+// metaLease is the hello key by which a node says it reads lease probes and echoes in its
+// heartbeat lists (lease.go).
+const metaLease = "lease"
+
 // Heartbeat is one group's MsgHeartbeat (Resp false) or MsgHeartbeatResp (Resp true), coalesced
 // with the others a node sends to one peer in one cycle; From and To are the two nodes.
+//
+// A lease probe or its echo (Lease true, lease.go) is not a raft message: Term carries the
+// probe's stamp and Group and Commit are unused; Resp marks the echo.
 type Heartbeat struct {
 	Group, Term uint64
 	// Commit is the heartbeat's commit index (0 in a response).
 	Commit uint64
 	Resp   bool
+	Lease  bool
 }
 
 // HeartbeatTransport is a Transport that carries coalesced heartbeats: SendHeartbeats sends
@@ -133,12 +141,24 @@ func (h *Host) flushBeats() {
 		if len(beats) == 0 {
 			continue
 		}
-		h.m.beatsSent.Add(uint64(len(beats)))
+		h.m.beatsSent.Add(uint64(raftBeats(beats)))
 		h.m.beatLists.Add(1)
 		h.beatTr.SendHeartbeats(to, beats)
 		// The transport keeps the list until it is written: the next cycle starts a new one.
 		h.beats[to] = make([]Heartbeat, 0, len(beats))
 	}
+}
+
+// raftBeats is how many of beats are raft heartbeats (not lease probes or echoes): what the
+// counters of raft messages count.
+func raftBeats(beats []Heartbeat) int {
+	n := 0
+	for _, b := range beats {
+		if !b.Lease {
+			n++
+		}
+	}
+	return n
 }
 
 // ReceiveHeartbeats hands the host the heartbeats node from coalesced into one message: each
@@ -158,6 +178,15 @@ func (h *Host) ReceiveHeartbeats(from uint64, beats []Heartbeat) {
 	types := make([]raftpb.MessageType, len(beats))
 	h.inMu.Lock()
 	for i, b := range beats {
+		if b.Lease {
+			// In the list's order: a probe is echoed after what came before it is stepped.
+			r := reportLeaseProbe
+			if b.Resp {
+				r = reportLeaseEcho
+			}
+			h.incoming = append(h.incoming, incomingMsg{to: from, report: r, stamp: b.Term})
+			continue
+		}
 		v := vals[4*i : 4*i+4 : 4*i+4]
 		v[0], v[1], v[2], v[3] = from, self, b.Term, b.Commit
 		m := &msgs[i]
@@ -177,11 +206,14 @@ func (h *Host) ReceiveHeartbeats(from uint64, beats []Heartbeat) {
 // The kindHeartbeats frame body (wire.go has the framing):
 //
 //	count   uvarint, then count times:
-//	flags   byte: bit 0 set for a response; no other bit is defined
-//	group   uvarint
-//	term    uvarint
+//	flags   byte: bit 0 set for a response, bit 1 for a lease probe or echo; no other bit is
+//	        defined
+//	group   uvarint (not in a lease probe or echo)
+//	term    uvarint (a lease probe's or echo's stamp)
 //	commit  uvarint, for a heartbeat only
 //
+// Lease probes and echoes (flag bit 1) go only to a peer whose hello offers metaLease: an older
+// node drops the connection on a flag it does not know.
 // The sender and receiver are the connection's two nodes.
 
 // appendHeartbeats appends one frame with beats.
@@ -189,11 +221,16 @@ func appendHeartbeats(buf []byte, beats []Heartbeat) []byte {
 	buf, start := appendFrameHeader(buf, kindHeartbeats)
 	buf = binary.AppendUvarint(buf, uint64(len(beats)))
 	for _, b := range beats {
+		var flags byte
 		if b.Resp {
-			buf = append(buf, 1)
-		} else {
-			buf = append(buf, 0)
+			flags |= 1
 		}
+		if b.Lease {
+			buf = append(buf, flags|2)
+			buf = binary.AppendUvarint(buf, b.Term)
+			continue
+		}
+		buf = append(buf, flags)
 		buf = binary.AppendUvarint(buf, b.Group)
 		buf = binary.AppendUvarint(buf, b.Term)
 		if !b.Resp {
@@ -206,8 +243,8 @@ func appendHeartbeats(buf []byte, beats []Heartbeat) []byte {
 // decodeHeartbeats decodes a kindHeartbeats body.
 func decodeHeartbeats(body []byte) ([]Heartbeat, error) {
 	r := wireReader{b: body}
-	// The shortest beat is a response: flags, group and term of one byte each.
-	n := r.count(3)
+	// The shortest beat is a lease probe: flags and stamp of one byte each.
+	n := r.count(2)
 	beats := make([]Heartbeat, 0, n)
 	for range n {
 		if r.err != nil {
@@ -219,9 +256,13 @@ func decodeHeartbeats(body []byte) ([]Heartbeat, error) {
 		}
 		flags := r.b[0]
 		r.b = r.b[1:]
-		if flags > 1 {
+		if flags > 3 {
 			r.err = fmt.Errorf("%w: heartbeat flags %#x", ErrBadFrame, flags)
 			break
+		}
+		if flags&2 != 0 {
+			beats = append(beats, Heartbeat{Lease: true, Resp: flags&1 == 1, Term: r.uvarint()})
+			continue
 		}
 		b := Heartbeat{Resp: flags == 1, Group: r.uvarint(), Term: r.uvarint()}
 		if !b.Resp {

@@ -18,6 +18,8 @@ func sampleBeats() []Heartbeat {
 		{Group: 0, Term: 1, Commit: 0},
 		{Group: 1<<63 | 7, Term: 12, Commit: 1 << 40},
 		{Group: 9, Term: 3, Resp: true},
+		{Lease: true, Term: 1<<50 + 12345},
+		{Lease: true, Resp: true, Term: 1},
 	}
 }
 
@@ -38,12 +40,13 @@ func TestHeartbeatWire(t *testing.T) {
 		}
 	}
 	for name, body := range map[string][]byte{
-		"huge count":     {0xff, 0xff, 0xff, 0x7f, 0, 1, 1},
-		"unknown flag":   {1, 2, 1, 1},
-		"cut short":      {2, 1, 1, 1},
-		"no commit":      {1, 0, 1, 1},
-		"trailing bytes": {1, 1, 1, 1, 0},
-		"bad varint":     {1, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff},
+		"huge count":      {0xff, 0xff, 0xff, 0x7f, 0, 1, 1},
+		"unknown flag":    {1, 4, 1, 1},
+		"lease cut short": {1, 3},
+		"cut short":       {2, 1, 1, 1},
+		"no commit":       {1, 0, 1, 1},
+		"trailing bytes":  {1, 1, 1, 1, 0},
+		"bad varint":      {1, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff},
 	} {
 		if _, err := decodeHeartbeats(body); !errors.Is(err, ErrBadFrame) {
 			t.Errorf("%s: %v, want ErrBadFrame", name, err)

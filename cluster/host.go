@@ -68,6 +68,12 @@ type Host struct {
 
 	m counters
 
+	// Leases (lease.go): the clock's start and base, the period, and each peer's newest echo.
+	epoch       time.Time
+	leaseBase   int64
+	leasePeriod time.Duration
+	acks        leaseAcks
+
 	// Membership (membership.go). memberMu guards members alone (taken with no other lock);
 	// changeMu runs one Join or Leave at a time.
 	memberMu sync.Mutex
@@ -94,6 +100,7 @@ type incomingMsg struct {
 	msg    *raftpb.Message
 	to     uint64
 	report report
+	stamp  uint64 // a lease probe's or echo's
 }
 
 type report int
@@ -106,6 +113,9 @@ const (
 	// reportPeerUp and reportPeerDown are about node to, not a group.
 	reportPeerUp
 	reportPeerDown
+	// reportLeaseProbe and reportLeaseEcho are node to's lease probe and echo (lease.go).
+	reportLeaseProbe
+	reportLeaseEcho
 )
 
 // op is a function the loop runs between two Ready cycles, for callers that
@@ -144,6 +154,10 @@ func NewHost(cfg Config, eng *storage.Engine, log *zap.Logger) (*Host, error) {
 		lazyTimer: stoppedTimer(),
 
 		recordLock: make(chan struct{}, 1),
+
+		epoch:       time.Now(),
+		leaseBase:   leaseBase(),
+		leasePeriod: leasePeriodOf(cfg),
 	}
 	h.nextSeq.Store(uint64(time.Now().UnixNano()))
 	if bt, ok := cfg.Transport.(HeartbeatTransport); ok && !cfg.noCoalesce {
@@ -336,7 +350,7 @@ func (h *Host) prepare(g *Group, bootVoters func() []uint64) error {
 		g.applied = snap.GetMetadata().GetIndex()
 		g.snapIndex = g.applied
 	}
-	g.confState = cs
+	g.setConfState(cs)
 	rn, err := raft.NewRawNode(&raft.Config{
 		ID:                        h.cfg.NodeID,
 		ElectionTick:              h.cfg.ElectionTicks,

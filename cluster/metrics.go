@@ -40,6 +40,8 @@ type Metrics struct {
 	// LazyProposals counts proposals made with ProposeLazy; LazyHolds counts loop turns that
 	// left lazy proposals queued because nothing else was proposed (lazy.go).
 	LazyProposals, LazyHolds uint64
+	// LeaseEchoes counts the echoes of this node's lease probes it received (lease.go).
+	LeaseEchoes uint64
 }
 
 type counters struct {
@@ -60,6 +62,7 @@ type counters struct {
 	beatLists      atomic.Uint64
 	lazy           atomic.Uint64
 	lazyHeld       atomic.Uint64
+	leaseEchoes    atomic.Uint64
 }
 
 // Metrics returns a snapshot of the host's counters.
@@ -82,6 +85,7 @@ func (h *Host) Metrics() Metrics {
 		HeartbeatLists:      h.m.beatLists.Load(),
 		LazyProposals:       h.m.lazy.Load(),
 		LazyHolds:           h.m.lazyHeld.Load(),
+		LeaseEchoes:         h.m.leaseEchoes.Load(),
 	}
 	if m.Fsyncs > 0 {
 		m.EntriesPerFsync = float64(h.m.syncedEntries.Load()) / float64(m.Fsyncs)

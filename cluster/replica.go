@@ -220,6 +220,10 @@ type GroupStatus struct {
 	// Lag is, on the leader, how many entries each follower's log is behind the leader's last
 	// index, by node id.
 	Lag map[uint64]uint64 `json:"lag,omitempty"`
+	// Quiesced: the group does not tick (quiesce.go). Lease: this node leads it and holds its
+	// lease (lease.go).
+	Quiesced bool `json:"quiesced,omitempty"`
+	Lease    bool `json:"lease,omitempty"`
 }
 
 // Status reports every running group.
@@ -231,7 +235,7 @@ func (h *Host) Status(ctx context.Context) ([]GroupStatus, error) {
 			st := g.rn.Status()
 			gs := GroupStatus{
 				ID: g.id, Leader: g.lead, Term: st.HardState.GetTerm(), Commit: st.HardState.GetCommit(),
-				Applied: g.applied, Parked: g.parked,
+				Applied: g.applied, Parked: g.parked, Quiesced: g.quiesced, Lease: g.HasLease(),
 				Voters: slices.Clone(g.confState.GetVoters()), Learners: slices.Clone(g.confState.GetLearners()),
 			}
 			if g.lead == h.cfg.NodeID && len(st.Progress) > 1 {

@@ -105,6 +105,10 @@ func (h *Host) run(ctx context.Context) {
 			h.log.Error("cluster host failed", zap.Error(err))
 			return
 		}
+		if h.beatTr != nil {
+			// Lease probes and echoes (lease.go) go out even in a cycle with no Ready.
+			h.flushBeats()
+		}
 	}
 }
 
@@ -186,6 +190,7 @@ func (g *Group) isRecovered() bool {
 func (h *Host) tick() {
 	now := h.m.ticks.Add(1)
 	h.checkLiveness(now)
+	h.sendProbes()
 	for g := range h.ticking {
 		if h.maybeQuiesce(g) {
 			continue
@@ -229,6 +234,12 @@ func (h *Host) takeIncoming() {
 		switch im.report {
 		case reportPeerUp, reportPeerDown:
 			h.peerReport(im.to, im.report == reportPeerUp)
+			continue
+		case reportLeaseProbe:
+			h.leaseProbe(im.to, im.stamp)
+			continue
+		case reportLeaseEcho:
+			h.leaseEcho(im.to, im.stamp)
 			continue
 		}
 		g := h.running[im.group]
@@ -490,7 +501,9 @@ func (h *Host) noteSoftState(g *Group, ss *raft.SoftState) {
 	}
 	g.serving.Store(false)
 	g.leaderTerm = 0
+	g.leadSince.Store(0)
 	if ss.Lead == h.cfg.NodeID {
+		g.leadSince.Store(h.leaseClock())
 		g.leaderTerm = g.rn.BasicStatus().GetTerm()
 		h.log.Debug("group leader", zap.Uint64("group", g.id))
 	}
@@ -509,7 +522,7 @@ func (h *Host) restore(g *Group, snap *raftpb.Snapshot) error {
 	}
 	g.applied = meta.GetIndex()
 	g.snapIndex = g.applied
-	g.confState = meta.GetConfState()
+	g.setConfState(meta.GetConfState())
 	h.noteConfState(g)
 	g.appliedAt.Store(g.applied)
 	h.m.received.Add(1)
@@ -554,14 +567,14 @@ func (h *Host) applyEntries(g *Group, ents []*raftpb.Entry) error {
 			if err := proto.Unmarshal(e.GetData(), &cc); err != nil {
 				return fmt.Errorf("group %d: conf change at %d: %w", g.id, idx, err)
 			}
-			g.confState = g.rn.ApplyConfChange(&cc)
+			g.setConfState(g.rn.ApplyConfChange(&cc))
 			h.noteConfState(g)
 		case raftpb.EntryConfChangeV2:
 			var cc raftpb.ConfChangeV2
 			if err := proto.Unmarshal(e.GetData(), &cc); err != nil {
 				return fmt.Errorf("group %d: conf change at %d: %w", g.id, idx, err)
 			}
-			g.confState = g.rn.ApplyConfChange(&cc)
+			g.setConfState(g.rn.ApplyConfChange(&cc))
 			h.noteConfState(g)
 			if err := h.noteConfChange(g, idx, &cc); err != nil {
 				return fmt.Errorf("group %d: conf change at %d: %w", g.id, idx, err)

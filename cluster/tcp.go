@@ -399,7 +399,15 @@ func (t *TCPTransport) SendHeartbeats(to uint64, beats []Heartbeat) {
 	}
 	p.mu.Lock()
 	lists := p.meta[metaBeats] != ""
+	leases := p.meta[metaLease] != ""
 	p.mu.Unlock()
+	if !leases {
+		// A peer that predates leases drops the connection on a lease probe (lease.go).
+		beats = slices.DeleteFunc(beats, func(b Heartbeat) bool { return b.Lease })
+		if len(beats) == 0 {
+			return
+		}
+	}
 	if !lists {
 		// A peer that predates the lists (its hello does not offer them) gets the messages
 		// they stand for, one group at a time.
@@ -472,6 +480,7 @@ func (t *TCPTransport) hello() []byte {
 	}
 	if !t.noBeatOffer {
 		meta[metaBeats] = "1"
+		meta[metaLease] = "1"
 	}
 	if h := t.host.Load(); h != nil {
 		var b strings.Builder
@@ -811,7 +820,7 @@ func (p *peer) serve(c *bufConn) error {
 			if b.rpc != nil {
 				continue
 			}
-			p.sent.Add(uint64(len(b.msgs) + len(b.beats)))
+			p.sent.Add(uint64(len(b.msgs) + raftBeats(b.beats)))
 			p.frames.Add(1)
 			for _, m := range b.msgs {
 				if m.GetType() == raftpb.MsgSnap && h != nil {

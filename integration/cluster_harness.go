@@ -44,6 +44,8 @@ type ClusterStatus struct {
 		Voters   []uint64          `json:"voters"`
 		Learners []uint64          `json:"learners"`
 		Lag      map[string]uint64 `json:"lag"`
+		Quiesced bool              `json:"quiesced"`
+		Lease    bool              `json:"lease"`
 	} `json:"groups"`
 	Members []struct {
 		ID   uint64 `json:"id"`
