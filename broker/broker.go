@@ -173,6 +173,9 @@ func New(log *zap.Logger, cfg Config) (*Broker, error) {
 			return nil, err
 		}
 		b.startRebalancer()
+		if len(cfg.Host.Members()) > 1 && cfg.Spread == nil {
+			go b.keepLeads() // leads.go; with spread queues the rebalancer places the leads
+		}
 	}
 	return b, nil
 }
