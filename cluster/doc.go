@@ -19,7 +19,9 @@
 // stops heartbeating them and every node stops ticking them until a proposal,
 // a message or the loss of the leader's node wakes them. The heartbeats of the
 // groups that are awake go to each peer as one coalesced list per tick
-// (heartbeat.go). Lazy proposals (lazy.go: a queue's acks) wait for the next
+// (heartbeat.go), and with them a lease probe per peer every few ticks, whose echoes give a
+// group's leader its lease (lease.go: a leader cut off from its quorum knows it before
+// anyone else may lead). Lazy proposals (lazy.go: a queue's acks) wait for the next
 // proposal that costs an fsync anyway rather than cost one of their own. Nothing here assumes one node except
 // the shortcuts that are explicitly conditioned on a group having a single
 // voter (campaign at once, skip ticking an idle leader).

@@ -48,7 +48,9 @@ package cluster
 // a vote. A quiesced leader cut off from its followers still believes it leads, but a proposal
 // wakes it, the entry cannot commit without a quorum's acknowledgement, and CheckQuorum (which
 // runs again once it ticks) makes it step down within two election timeouts, failing the
-// proposal with ErrDropped. PreVote and CheckQuorum stay on. A quiesced follower's election
+// proposal with ErrDropped; until then it must not serve reads, which is what its lease is for
+// (lease.go: the probes that confirm it flow whether or not any group is awake). PreVote and
+// CheckQuorum stay on. A quiesced follower's election
 // clock stands still, so it keeps the leader's lease: it refuses (pre-)votes from a candidate
 // while its leader's node is live, exactly as it would right after a heartbeat.
 //

@@ -25,8 +25,16 @@ package main
 // A serving node that loses group 0's leadership stops serving: it shuts down its broker and
 // listeners (clients reconnect, to any node) and re-executes itself, coming back as a standby.
 // watchServing notices only at its next poll; the broker itself stops delivering as soon as
-// the node's raft has heard of the new leader (broker.Broker's deposed), since the new serving
-// node may deliver the same messages already.
+// the node's raft has heard of the new leader, since the new serving node may deliver the same
+// messages already, and even before that, as soon as its leader lease runs out (a cut-off
+// node's raft may hear of no new leader for seconds, a quiesced group 0 not even running
+// CheckQuorum): the serving node delivers, and takes publishes, only while a majority has
+// answered its lease probes within the lease period, which ends before the majority may elect
+// anyone else (cluster/lease.go, broker.Broker's fenced).
+//
+// The serving node leads every durable queue's group it runs (not the spread queues hosted
+// elsewhere): AddGroup takes each lead at start, and broker/leads.go takes back any lead a
+// standby wins later (a new queue's first election, a failover).
 //
 // A standby's replicas are not inert: group 0's stand-in and each queue group's stand-in are the
 // broker's own pure state machines (broker.MetaStandIn, broker.QueueStandIn), which apply every
@@ -66,7 +74,8 @@ package main
 // Deviation from DESIGN.md §5: one node still serves every client (the metadata, routing,
 // connections and consumers live on the serving node); a client of a standby is forwarded per
 // connection, byte for byte, not per operation. Without cluster.spread_queues (the default: a
-// remote queue's consumer can stall, see README) the serving node leads every group. With it,
+// remote queue's consumer can stall, see README) the serving node leads every group (taking
+// back leads a standby won: broker/leads.go). With it,
 // exclusive, auto-delete, x-expires and dead-lettering queues, MQTT session queues and packed
 // queues always run on the serving node (broker/remote.go says why), and queues placed before
 // a node joined are not moved to it (only new queues go to the least-loaded node).
