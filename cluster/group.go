@@ -51,8 +51,11 @@ type Group struct {
 	serving atomic.Bool
 	// leadSince is the lease clock when this node last became the group's leader, 0 when it
 	// does not lead; voters is the configuration the lease counts (lease.go).
-	leadSince  atomic.Int64
-	voters     atomic.Pointer[leaseVoters]
+	leadSince atomic.Int64
+	voters    atomic.Pointer[leaseVoters]
+	// confirmed is, while this node leads, the connection epoch in which each peer last
+	// answered it in its term (lease.go); replaced, never changed in place.
+	confirmed  atomic.Pointer[map[uint64]uint64]
 	recovered  chan struct{}
 	recoverErr error // set before recovered is closed, if recovery failed
 

@@ -73,6 +73,7 @@ type Host struct {
 	leaseBase   int64
 	leasePeriod time.Duration
 	acks        leaseAcks
+	epochs      leaseAcks // each peer's connection epoch (lease.go's epochOf)
 
 	// Membership (membership.go). memberMu guards members alone (taken with no other lock);
 	// changeMu runs one Join or Leave at a time.

@@ -11,7 +11,7 @@ package cluster
 // window: the leader may serve only while it holds a lease confirmed by a quorum of its group's
 // voters.
 //
-// How the lease is confirmed. At every tick the host puts a lease probe, stamped with the time
+// How the lease is confirmed. Every probeTicks ticks the host puts a lease probe, stamped with the time
 // it is sent (this process's monotonic clock, never the wall clock), in the coalesced heartbeat
 // list of each peer (heartbeat.go), whether or not any group is awake: a quiesced group 0 still
 // gets its lease confirmed. The peer's host echoes the stamp back in its next list, once its loop
@@ -36,6 +36,15 @@ package cluster
 // election timeout: one for that first early tick, one as the margin for the drift between two
 // machines' clocks (quartz drift is parts per million: microseconds over a lease) and for timer
 // jitter. With the defaults (100 ms ticks, 10 ticks) the lease is 800 ms.
+//
+// An echo is node-wide, but a peer's replica of one group may not know this node as its leader:
+// the peer restarted (its replica knows no leader, and would vote for anyone), or is still
+// recovering that group. So a peer's echo counts for a group only once the peer has answered
+// this node, for that group and in this node's term, over its current connection (a response
+// to an append or a heartbeat: confirmed, below). A peer that restarts breaks its connection,
+// and with it every confirmation it gave (connEpoch). After a peer comes back, the groups this
+// node leads wake and heartbeat it (quiesce.go), so its confirmations come back a round trip
+// later.
 //
 // A group led since a time after the quorum's stamp has no lease yet (leadSince): the echoes
 // that count must answer probes sent while this node led, so a node that just won an election
@@ -120,6 +129,46 @@ func (a *leaseAcks) get(id uint64) int64 {
 	return 0
 }
 
+// epochOf is peer id's connection epoch: it changes each time the transport reports the peer's
+// connection up or down (peerReport), so a confirmation given over one connection is not taken
+// for one given over the next.
+func (h *Host) epochOf(id uint64) uint64 {
+	m := h.epochs.m.Load()
+	if m == nil {
+		return 0
+	}
+	if s := (*m)[id]; s != nil {
+		return uint64(s.Load())
+	}
+	return 0
+}
+
+// bumpEpoch starts a new connection epoch for peer id; loop only.
+func (h *Host) bumpEpoch(id uint64) { h.epochs.slot(id).Add(1) }
+
+// confirm records that peer from answered g, a group this node leads, in term (a response to an
+// append or heartbeat, stepped); loop only. The map is replaced only when something changes.
+func (h *Host) confirm(g *Group, from, term uint64) {
+	if g.lead != h.cfg.NodeID || term != g.leaderTerm || term == 0 {
+		return
+	}
+	e := h.epochOf(from)
+	old := g.confirmed.Load()
+	if old != nil {
+		if c, ok := (*old)[from]; ok && c == e {
+			return
+		}
+	}
+	next := make(map[uint64]uint64, 4)
+	if old != nil {
+		for k, v := range *old {
+			next[k] = v
+		}
+	}
+	next[from] = e
+	g.confirmed.Store(&next)
+}
+
 // leaseVoters is a group's voters as the lease counts them: the incoming configuration and,
 // during a joint change, the outgoing one (a quorum of each is needed).
 type leaseVoters struct {
@@ -154,12 +203,14 @@ func (g *Group) HasLease() bool {
 	}
 	now := h.leaseClock()
 	period := int64(h.leasePeriod)
-	return h.quorumSince(vs.in, since, now, period) && (len(vs.out) == 0 || h.quorumSince(vs.out, since, now, period))
+	conf := g.confirmed.Load()
+	return h.quorumSince(vs.in, conf, since, now, period) && (len(vs.out) == 0 || h.quorumSince(vs.out, conf, since, now, period))
 }
 
-// quorumSince reports whether a quorum of voters (this node counting) echoed a probe sent at or
-// after since and less than period before now.
-func (h *Host) quorumSince(voters []uint64, since, now, period int64) bool {
+// quorumSince reports whether a quorum of voters (this node counting) confirmed this node's
+// leadership over their current connection (conf) and echoed a probe sent at or after since
+// and less than period before now.
+func (h *Host) quorumSince(voters []uint64, conf *map[uint64]uint64, since, now, period int64) bool {
 	if len(voters) == 0 {
 		return false
 	}
@@ -170,12 +221,24 @@ func (h *Host) quorumSince(voters []uint64, since, now, period int64) bool {
 			need--
 			continue
 		}
+		if !confirmedBy(conf, id, h.epochOf(id)) {
+			continue
+		}
 		s := h.acks.get(id)
 		if s >= since && now-s < period {
 			need--
 		}
 	}
 	return need <= 0
+}
+
+// confirmedBy reports whether conf has peer id's confirmation in connection epoch e.
+func confirmedBy(conf *map[uint64]uint64, id, e uint64) bool {
+	if conf == nil {
+		return false
+	}
+	c, ok := (*conf)[id]
+	return ok && c == e
 }
 
 // LeaseExpiresIn is, for a group this node leads with its lease, how long the lease lasts
@@ -190,15 +253,16 @@ func (g *Group) LeaseExpiresIn() time.Duration {
 	}
 	vs := g.voters.Load()
 	now := h.leaseClock()
-	left := h.leaseLeft(vs.in, now)
+	conf := g.confirmed.Load()
+	left := h.leaseLeft(vs.in, conf, now)
 	if len(vs.out) > 0 {
-		left = min(left, h.leaseLeft(vs.out, now))
+		left = min(left, h.leaseLeft(vs.out, conf, now))
 	}
 	return max(left, 0)
 }
 
 // leaseLeft is how long the quorum of voters that echoed last keeps the lease after now.
-func (h *Host) leaseLeft(voters []uint64, now int64) time.Duration {
+func (h *Host) leaseLeft(voters []uint64, conf *map[uint64]uint64, now int64) time.Duration {
 	need := len(voters)/2 + 1
 	var stamps []int64
 	for _, id := range voters {
@@ -206,7 +270,9 @@ func (h *Host) leaseLeft(voters []uint64, now int64) time.Duration {
 			need--
 			continue
 		}
-		stamps = append(stamps, h.acks.get(id))
+		if confirmedBy(conf, id, h.epochOf(id)) {
+			stamps = append(stamps, h.acks.get(id))
+		}
 	}
 	if need <= 0 {
 		return h.leasePeriod
@@ -219,10 +285,16 @@ func (h *Host) leaseLeft(voters []uint64, now int64) time.Duration {
 	return time.Duration(stamps[need-1] + int64(h.leasePeriod) - now)
 }
 
-// sendProbes puts a lease probe for each peer node into the cycle's heartbeat lists; loop only,
-// at each tick.
-func (h *Host) sendProbes() {
-	if h.beatTr == nil {
+// probeTicks is how many ticks apart a host sends its lease probes: a quarter of the lease
+// period (2 ticks, 200 ms, with the defaults), so a lease is renewed about four times before it
+// would run out, and an idle cluster costs what its pings cost before leases (a frame per peer
+// every 200 ms).
+func probeTicks(cfg Config) uint64 { return uint64(max((cfg.ElectionTicks-2)/4, 1)) }
+
+// sendProbes puts a lease probe for each peer node into the cycle's heartbeat lists, every
+// probeTicks ticks; loop only, at each tick.
+func (h *Host) sendProbes(now uint64) {
+	if h.beatTr == nil || now%probeTicks(h.cfg) != 0 {
 		return
 	}
 	stamp := uint64(h.leaseClock())

@@ -35,7 +35,7 @@ func TestLeaseOverTCP(t *testing.T) {
 	// The lease is renewed, group after group, long after the last raft heartbeat: wait for a
 	// few more lease periods' worth of probes and check it is still (again) held.
 	waitFor(t, ctx, "more lease echoes", func() bool {
-		return c.nodes[1].host.Metrics().LeaseEchoes >= echoes+uint64(2*4*period/(10*time.Millisecond))
+		return c.nodes[1].host.Metrics().LeaseEchoes >= echoes+2*4*8/probeTicks(c.nodes[1].host.cfg)
 	})
 	if q := c.nodes[1].host.Metrics().Quiesced; q != len(c.ids) {
 		t.Fatalf("node 1 has %d of %d groups quiesced: the probes woke them", q, len(c.ids))
@@ -104,8 +104,10 @@ func TestLeaseOverTCP(t *testing.T) {
 }
 
 // TestLeaseEchoes: the bookkeeping of echoes. An echo counts only if this process sent its
-// stamp, only for a lease of a leadership that began before the probe was sent, and only for
-// LeasePeriod from the stamp; a group whose only voter is this node always has its lease.
+// stamp, only for a lease of a leadership that began before the probe was sent, only from a
+// peer that answered this leader for the group over its current connection, and only for
+// LeasePeriod from the stamp. (The test writes the host's loop-owned bookkeeping from its own
+// goroutine: node 1 is cut off and has given its peers up, so nothing else writes it meanwhile.)
 func TestLeaseEchoes(t *testing.T) {
 	ctx := testContext(t)
 	c := startQCluster(t, ctx, 1)
@@ -114,31 +116,50 @@ func TestLeaseEchoes(t *testing.T) {
 	// Keep node 1's own echoes out: cut it off and wait for its lease to go.
 	c.isolate(1, true)
 	waitFor(t, ctx, "node 1's lease lapsing", func() bool { return !g.HasLease() })
-	if !g.IsLeader() {
-		t.Skip("node 1 stepped down before the bookkeeping could be checked (a slow machine)")
-	}
+	// ...and its transport giving both peers up (after PeerTimeout of silence): no connection
+	// report changes the epochs below any more (the cut proxies let no handshake through).
+	waitFor(t, ctx, "node 1 losing its peers", func() bool {
+		for _, p := range c.nodes[1].tr.Peers() {
+			if p.Connected {
+				return false
+			}
+		}
+		return true
+	})
 	since := g.leadSince.Load()
 	now := h.leaseClock()
+	confirmed := func(e uint64) *map[uint64]uint64 { return &map[uint64]uint64{2: e} }
 	for _, tc := range []struct {
 		name  string
 		stamp int64
+		conf  *map[uint64]uint64
 		want  bool
 	}{
-		{"another process's stamp", h.leaseBase - 1, false},
-		{"a stamp from the future", now + int64(time.Hour), false},
-		{"a probe sent before this node led", since - 1, false},
-		{"a fresh probe", h.leaseClock(), true},
+		{"another process's stamp", h.leaseBase - 1, confirmed(h.epochOf(2)), false},
+		{"a stamp from the future", now + int64(time.Hour), confirmed(h.epochOf(2)), false},
+		{"a probe sent before this node led", since - 1, confirmed(h.epochOf(2)), false},
+		{"a fresh probe from a peer that never answered this leader", h.leaseClock(), nil, false},
+		{"a fresh probe from a peer that answered over an earlier connection", h.leaseClock(), confirmed(h.epochOf(2) + 1), false},
+		{"a fresh probe", h.leaseClock(), confirmed(h.epochOf(2)), true},
 	} {
 		h.acks.slot(2).Store(0)
 		h.acks.slot(3).Store(0)
+		g.confirmed.Store(tc.conf)
 		h.leaseEcho(2, uint64(tc.stamp))
-		if got := g.HasLease() && g.IsLeader(); got != tc.want {
+		got := g.HasLease()
+		if !g.IsLeader() {
+			// CheckQuorum runs again once the lost peers woke the group: node 1 steps down
+			// about two election timeouts after losing them, and then holds no lease at all.
+			t.Skipf("node 1 stepped down before the bookkeeping could be checked (a slow machine), at %q", tc.name)
+		}
+		if got != tc.want {
 			t.Errorf("%s: lease %v, want %v", tc.name, got, tc.want)
 		}
 	}
 	// The fresh echo above lapses LeasePeriod after its stamp, not after it arrived.
 	stamp := h.leaseClock() - int64(h.LeasePeriod()) + int64(time.Millisecond)
 	h.acks.slot(2).Store(0)
+	g.confirmed.Store(confirmed(h.epochOf(2)))
 	h.leaseEcho(2, uint64(stamp))
 	time.Sleep(2 * time.Millisecond)
 	if g.HasLease() {

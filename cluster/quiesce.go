@@ -220,6 +220,8 @@ func (h *Host) stepIncoming(g *Group, m *raftpb.Message) {
 	}
 	if err := g.rn.Step(m); err != nil {
 		h.log.Debug("raft message refused", zap.Uint64("group", g.id), zap.Error(err))
+	} else if t := m.GetType(); t == raftpb.MsgAppResp || t == raftpb.MsgHeartbeatResp {
+		h.confirm(g, m.GetFrom(), m.GetTerm())
 	}
 	if g.quiesced && g.rn.HasReady() {
 		h.unquiesce(g)
@@ -293,6 +295,7 @@ func (h *Host) markLiveActive(g *Group) {
 
 // peerReport records a change of a peer node's connection; loop only.
 func (h *Host) peerReport(id uint64, up bool) {
+	h.bumpEpoch(id) // a new connection: earlier lease confirmations no longer count (lease.go)
 	p := h.liveness[id]
 	if p == nil {
 		p = &peerLiveness{}

@@ -190,7 +190,7 @@ func (g *Group) isRecovered() bool {
 func (h *Host) tick() {
 	now := h.m.ticks.Add(1)
 	h.checkLiveness(now)
-	h.sendProbes()
+	h.sendProbes(now)
 	for g := range h.ticking {
 		if h.maybeQuiesce(g) {
 			continue
@@ -502,6 +502,7 @@ func (h *Host) noteSoftState(g *Group, ss *raft.SoftState) {
 	g.serving.Store(false)
 	g.leaderTerm = 0
 	g.leadSince.Store(0)
+	g.confirmed.Store(nil)
 	if ss.Lead == h.cfg.NodeID {
 		g.leadSince.Store(h.leaseClock())
 		g.leaderTerm = g.rn.BasicStatus().GetTerm()

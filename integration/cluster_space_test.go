@@ -44,8 +44,24 @@ func TestClusterStandbySpaceComesBack(t *testing.T) {
 	headCh := channel(t, headConn)
 	holdHead(t, headCh, q)
 
-	// The standbys have the queue's replica once group 0 told them about it.
-	time.Sleep(2 * time.Second)
+	// The standbys have the queue's replica once group 0 told them about it: wait until each
+	// runs it (a fixed sleep was too short on a loaded machine, and then the size "after the
+	// declaration" was taken before the replica existed).
+	for _, n := range standbys {
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			st, err := n.Status(ctx)
+			cancel()
+			if err == nil && len(st.Groups) >= 2 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("standby node %d runs no replica of the queue's group after 30s: %+v %v", n.ID, st.Groups, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
 	start := make([]int64, len(standbys))
 	peak := make([]atomic.Int64, len(standbys))
 	for i, n := range standbys {
