@@ -17,8 +17,11 @@ import (
 // back here: every leadCheckInterval it asks, for each durable queue this broker runs itself, that
 // the group's leader hand its leadership over, unless this node is fenced (it may be cut off:
 // a transfer to it would not complete anyway) or the group has no known leader (an election is
-// under way). A transfer is only a request: raft drops it if this node is not caught up, and
-// the next round asks again.
+// under way). It asks through Host.TakeLead, which asks only while none of this node's
+// proposals to the group is in flight and holds new ones until the transfer is done, so no
+// publish is nacked for it (a transfer drops what is in flight). A transfer is only a request:
+// raft drops it if this node is not caught up, and the next round asks again; a group busy
+// without a pause stays where it is until it pauses.
 
 // leadCheckInterval is how often keepLeads looks: a few election timeouts, so that a transfer
 // raft dropped is asked again soon, and cheap (one atomic load per queue).
@@ -50,11 +53,14 @@ func (b *Broker) keepLeads() {
 					continue
 				}
 				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-				err := host.TransferLeadership(ctx, g.ID(), self)
+				asked, err := host.TakeLead(ctx, g.ID())
 				cancel()
 				if err != nil {
 					b.log.Debug("queue group's lead not asked for", zap.Uint64("group", g.ID()), zap.Error(err))
 					continue
+				}
+				if !asked {
+					continue // something in flight: a transfer would drop it; next round
 				}
 				b.log.Info("taking the lead of a queue's group back from another node",
 					zap.String("queue", q.def.Name), zap.Uint64("group", g.ID()), zap.Uint64("leader", lead))

@@ -83,6 +83,9 @@ type Group struct {
 	// parked: the group replicates its log, but its state machine is a stand-in (possibly
 	// nil) to be replaced by AddGroup; a nil stand-in takes no snapshot (see replica.go).
 	parked bool
+	// takingLead is the tick until which this node holds the group's proposals while it takes
+	// the lead (takelead.go); 0 when it does not.
+	takingLead uint64
 	// leaderTerm is the term in which this node became leader (0 when it does not lead).
 	leaderTerm uint64
 	// quiesced: the group does not tick until something wakes it (quiesce.go).

@@ -56,6 +56,7 @@ type Host struct {
 	spare      []*Group
 	propBuf    []*proposal
 	readies    []groupReady
+	takers     []*Group // groups whose lead this node asked for (takelead.go)
 	// held are groups whose lazy proposals wait (lazy.go); lazyTimer wakes the loop at
 	// lazyAt, when the first of them is due.
 	held      []*Group

@@ -191,6 +191,9 @@ func (h *Host) tick() {
 	now := h.m.ticks.Add(1)
 	h.checkLiveness(now)
 	h.sendProbes(now)
+	if len(h.takers) > 0 {
+		h.expireTakeLead(now)
+	}
 	for g := range h.ticking {
 		if h.maybeQuiesce(g) {
 			continue
@@ -277,10 +280,10 @@ func (h *Host) takeProposals() {
 		return
 	}
 	for _, g := range gs {
-		if g.removed || g.lead == raft.None {
-			// No leader to take them: they stay queued until one is known, see
-			// noteSoftState, which lists the group again if queued is set (holdLazy may
-			// have cleared it).
+		if g.removed || g.lead == raft.None || h.holding(g) {
+			// No leader to take them (or this node is taking the lead: takelead.go): they
+			// stay queued until one is known, see noteSoftState, which lists the group again
+			// if queued is set (holdLazy may have cleared it), or the hold ends.
 			if !g.removed {
 				g.queued.Store(true)
 			}
@@ -485,6 +488,9 @@ func (h *Host) noteSoftState(g *Group, ss *raft.SoftState) {
 	prev := g.lead
 	g.lead = ss.Lead
 	g.leader.Store(ss.Lead)
+	if ss.Lead != raft.None {
+		g.takingLead = 0 // a leader known: held proposals go to it (listed again below)
+	}
 	if prev != raft.None && len(g.inflight) > 0 {
 		h.m.dropped.Add(uint64(len(g.inflight)))
 		g.failInflight(fmt.Errorf("%w: leader changed from %d to %d", ErrDropped, prev, ss.Lead))
