@@ -13,7 +13,8 @@ package cluster
 //   - nothing is pending: no Ready, no proposal queued or in flight, every committed entry
 //     applied, and the last index is committed (so no conf change is pending either);
 //   - every live follower (its node connected, see below) has the whole log (Match == last
-//     index) and is in StateReplicate, and the live voters are a quorum.
+//     index) and is in StateReplicate, has answered this leader over its current connection
+//     (lease.go's confirmations), and the live voters are a quorum.
 //
 // It then sends each live follower a quiesce message (a MsgHeartbeat carrying the commit index,
 // the leader's last index and quiesceCtx) and leaves the ticking set. A follower steps it as the
@@ -115,6 +116,7 @@ func (h *Host) maybeQuiesce(g *Group) bool {
 	self := h.cfg.NodeID
 	ok, live, voters := true, 0, 0
 	var followers []uint64
+	conf := g.confirmed.Load()
 	g.rn.WithProgress(func(id uint64, typ raft.ProgressType, pr tracker.Progress) {
 		if typ == raft.ProgressTypePeer {
 			voters++
@@ -132,6 +134,13 @@ func (h *Host) maybeQuiesce(g *Group) bool {
 			return // a dead follower is left out; it wakes the group when it comes back
 		}
 		if pr.Match != commit || pr.State != tracker.StateReplicate {
+			ok = false
+		}
+		if !confirmedBy(conf, id, h.epochOf(id)) {
+			// The follower has not answered this leader since its connection came up: it may
+			// have restarted (its Progress is from before), and may not even run the group
+			// yet. Its answer to a quiesce message is dropped, so without this the leader
+			// would never hear from it and never count it for its lease (lease.go).
 			ok = false
 		}
 		if typ == raft.ProgressTypePeer {
