@@ -292,6 +292,12 @@ func run(cfg Config) error {
 		log.Info("shutting down")
 		return nil
 	case <-cn.Lost():
+		if ctx.Err() != nil {
+			// Told to stop as well (every node of a cluster stopped at once loses its peers):
+			// stopping wins over coming back as a standby.
+			log.Info("shutting down")
+			return nil
+		}
 		return errReexec
 	case err := <-errc:
 		return fmt.Errorf("listener stopped: %w", err)
