@@ -12,8 +12,17 @@ import (
 // not read. RabbitMQ gets the same effect from its writer's credit flow.
 const HighWater = 4 << 20
 
-// keepSpare bounds the buffer kept for reuse after a write: a burst must not pin its memory.
+// keepSpare bounds the buffers an idle writer keeps: a burst must not pin its memory once it
+// is over. While output keeps coming, both buffers (the one being written and the one being
+// appended to) are kept whatever their size, for releaseAfter: under a flood the pending output
+// sits near HighWater, and dropping the written buffer after each write made every round grow
+// a new one from nothing by append's doubling, which was most of a flooded consumer
+// connection's CPU (runtime.memmove, memclr and the GC they cause; docs/performance.md run 10).
 const keepSpare = 1 << 20
+
+// releaseAfter is how long after growing past keepSpare the writer gives back what a burst grew
+// (what is still in use is kept and, if still above keepSpare, checked again as long later).
+const releaseAfter = time.Second
 
 // Options configure a Writer. Every field may be left zero.
 type Options struct {
@@ -138,6 +147,7 @@ func (w *Writer) Run() {
 	var spare []byte
 	var spareEnds []int
 	var tick <-chan time.Time
+	var release <-chan time.Time // armed while a buffer above keepSpare is kept
 	var silence time.Duration
 	for {
 		select {
@@ -148,6 +158,17 @@ func (w *Writer) Run() {
 				defer t.Stop()
 				tick, silence = t.C, hb[1]
 			}
+			continue
+		case <-release:
+			release = nil
+			if cap(spare) > keepSpare {
+				spare, spareEnds = nil, nil
+			}
+			w.mu.Lock()
+			if len(w.buf) == 0 && cap(w.buf) > keepSpare {
+				w.buf, w.ends = nil, nil
+			}
+			w.mu.Unlock()
 			continue
 		case <-tick:
 			if w.opt.OnHeartbeatCheck != nil {
@@ -179,10 +200,13 @@ func (w *Writer) Run() {
 		if before > HighWater && w.opt.OnDrain != nil && !w.Overloaded() {
 			w.opt.OnDrain()
 		}
-		if cap(out) > keepSpare {
-			out, ends = nil, nil
-		}
 		spare, spareEnds = out, ends
+		if release == nil && cap(spare) > keepSpare {
+			// Give a burst's buffers back once it is over. Not at the first empty moment: a
+			// flooded connection has one after every write (the queue refills the buffer only
+			// once OnDrain has woken it), and dropping then was the churn keepSpare describes.
+			release = time.After(releaseAfter)
+		}
 		if closed {
 			w.mu.Lock()
 			empty := len(w.buf) == 0

@@ -181,3 +181,80 @@ func TestWriteErrorClosesTheSocket(t *testing.T) {
 		t.Fatal("socket still open after a failed write")
 	}
 }
+
+// After a burst that grew the buffers past keepSpare, an idle writer gives them back.
+func TestIdleWriterGivesBackABurstsBuffers(t *testing.T) {
+	a, b := net.Pipe()
+	defer b.Close()
+	w := New(a, Options{})
+	go w.Run()
+	go func() { _, _ = io.Copy(io.Discard, b) }()
+	frame := string(make([]byte, 64<<10))
+	for range 2 * keepSpare / len(frame) * 4 {
+		appendFrame(w, frame)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		w.mu.Lock()
+		n, c := len(w.buf), cap(w.buf)
+		w.mu.Unlock()
+		if n == 0 && c <= keepSpare && w.pending.Load() == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("idle writer still holds a buffer of len %d cap %d (keepSpare %d)", n, c, keepSpare)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	w.Close()
+	<-w.Done()
+}
+
+// BenchmarkFlood appends 1 KB frames as fast as HighWater allows to a writer whose peer reads
+// over loopback TCP, as a flooded consumer connection does: B/op and allocs/op are the writer's
+// buffer churn per frame.
+func BenchmarkFlood(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		_, _ = io.Copy(io.Discard, c)
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	drained := make(chan struct{}, 1)
+	w := New(c, Options{OnDrain: func() {
+		select {
+		case drained <- struct{}{}:
+		default:
+		}
+	}})
+	go w.Run()
+	frame := make([]byte, 1024)
+	b.SetBytes(int64(len(frame)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		for w.Overloaded() {
+			select {
+			case <-drained:
+			case <-time.After(time.Millisecond):
+			}
+		}
+		buf := w.Lock()
+		w.Unlock(append(buf, frame...))
+	}
+	b.StopTimer()
+	w.Close()
+	<-w.Done()
+}
