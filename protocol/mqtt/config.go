@@ -1,5 +1,7 @@
 package mqtt
 
+import "time"
+
 // Config holds the MQTT listener's tunables. Start from DefaultConfig; a zero field means its
 // default.
 type Config struct {
@@ -41,14 +43,19 @@ type Config struct {
 	// serves its connection; the node that serves after a restart or a failover publishes the
 	// will of a connection that ended with it, whichever node that was.
 	NodeID string
+	// ConnectTimeout bounds the time from accepting a socket to its CONNECT packet; a client
+	// that sends nothing is closed then instead of holding a connection for ever. Default 10s
+	// (RabbitMQ's handshake_timeout, as for AMQP and STOMP).
+	ConnectTimeout time.Duration
 }
 
 // Defaults.
 const (
-	defaultExchange      = "amq.topic"
-	defaultMaxPacketSize = 16 << 20
-	defaultMaxInflight   = 1024
-	defaultReceiveMax    = 1024
+	defaultExchange       = "amq.topic"
+	defaultMaxPacketSize  = 16 << 20
+	defaultMaxInflight    = 1024
+	defaultReceiveMax     = 1024
+	defaultConnectTimeout = 10 * time.Second
 )
 
 // DefaultConfig returns the defaults documented on each Config field.
@@ -63,6 +70,7 @@ func DefaultConfig() Config {
 		AllowAnonymous:    &yes,
 		AnonymousUser:     "guest",
 		AnonymousPassword: "guest",
+		ConnectTimeout:    defaultConnectTimeout,
 	}
 }
 
@@ -73,6 +81,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.VHost == "" {
 		c.VHost = d.VHost
+	}
+	if c.ConnectTimeout <= 0 {
+		c.ConnectTimeout = d.ConnectTimeout
 	}
 	if c.MaxPacketSize == 0 {
 		c.MaxPacketSize = d.MaxPacketSize

@@ -44,6 +44,7 @@ var errPanicked = errors.New("mqtt: panic serving the connection")
 // serve runs the connection until it ends. It runs on ServeConn's goroutine, which it keeps
 // shallow: it waits for each packet, and runs everything else through deep.
 func (c *conn) serve() error {
+	_ = c.g.SetDeadline(time.Now().Add(c.s.cfg.ConnectTimeout)) // until the CONNECT
 	for !c.end {
 		if c.cl != nil {
 			if c.cl.Closed() { // stopped by the server (take-over, shutdown)
@@ -299,7 +300,7 @@ func (s *Server) inherit(pk packets.Packet, cl *mochi.Client) bool {
 	if x := s.session(existing); x != nil {
 		x.takenOver.Store(true)
 	}
-	_ = s.m.DisconnectClient(existing, packets.ErrSessionTakenOver)
+	s.disconnect(existing, packets.ErrSessionTakenOver)
 	if pk.Connect.Clean || (existing.Properties.Clean && existing.Properties.ProtocolVersion < 5) { // [MQTT-3.1.2-4] [MQTT-3.1.4-4]
 		s.m.UnsubscribeClient(existing)
 		existing.ClearInflights()

@@ -146,7 +146,7 @@ func (c *conn) packetTooLarge() {
 	sess := s.byConn[c.g]
 	s.mu.Unlock()
 	if sess != nil {
-		_ = s.m.DisconnectClient(sess.cl, packets.ErrPacketTooLarge)
+		s.disconnect(sess.cl, packets.ErrPacketTooLarge)
 	}
 }
 
@@ -203,11 +203,7 @@ func (s *Server) Close() {
 	}
 	s.mu.Unlock()
 	for _, cl := range s.m.Clients.GetAll() {
-		if cl.Properties.ProtocolVersion == 5 {
-			_ = s.m.DisconnectClient(cl, packets.ErrServerShuttingDown)
-		} else {
-			cl.Stop(packets.ErrServerShuttingDown)
-		}
+		s.disconnect(cl, packets.ErrServerShuttingDown)
 	}
 	if !s.reg.Wait(10 * time.Second) {
 		s.log.Warn("mqtt connections still closing after 10s")
@@ -218,4 +214,15 @@ func (s *Server) session(cl *mochi.Client) *session {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.sessions[cl]
+}
+
+// disconnect ends a client's connection for the server's reason: an MQTT 5 client is told why
+// with DISCONNECT [MQTT-3.14.0-1], an MQTT 3.1.1 client is just closed, as that version has
+// DISCONNECT only from client to server.
+func (s *Server) disconnect(cl *mochi.Client, code packets.Code) {
+	if cl.Properties.ProtocolVersion == 5 {
+		_ = s.m.DisconnectClient(cl, code)
+		return
+	}
+	cl.Stop(code)
 }
