@@ -71,11 +71,21 @@ func TestMQTTPacketIdentifiersSurviveKill(t *testing.T) {
 		if !present {
 			t.Fatalf("level %d: session not present after the restart", level)
 		}
-		for range 2 {
+		// An acknowledgement is written with the next write of its queue's log or within
+		// 10 ms (README, "Data and durability"), so one of the acknowledged messages may come again,
+		// with DUP, if the kill came first: QoS 1 allows it. Each of the two open ones must come
+		// again under its identifier.
+		for again := 0; again < 2; {
 			tp, pid, typ := readPublish(r)
 			if typ&0x08 == 0 {
 				t.Fatalf("level %d: %s sent again without DUP", level, tp)
 			}
+			if tp == topic+"acked" {
+				t.Logf("level %d: an acknowledged message (id %d) came again after the kill", level, pid)
+				r.send(t, ack(0x40, pid))
+				continue
+			}
+			again++
 			if pid != first[tp].id {
 				t.Fatalf("level %d: %s sent again under packet id %d after the kill, first under %d", level, tp, pid, first[tp].id)
 			}
