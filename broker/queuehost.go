@@ -564,7 +564,6 @@ func (rc *remoteConsumer) Deliver(q *Queue, d queue.Delivery) {
 	if !rc.noAck {
 		hs.unacked[d.ID] = struct{}{}
 	}
-	rc.credit.Add(-1)
 	if err := appendDelivery(hs.relayBuf(), rc.local, d); err != nil {
 		hs.srv.b.log.Error("delivery not encodable for relay", zap.Error(err))
 	}
@@ -573,8 +572,22 @@ func (rc *remoteConsumer) Deliver(q *Queue, d queue.Delivery) {
 	hs.mu.Unlock()
 }
 
-// Allow implements Consumer: the relay credit.
-func (rc *remoteConsumer) Allow() bool { return rc.credit.Load() > 0 }
+// Allow implements Consumer: the relay credit. It takes one unit when it says yes: the queue
+// asks Allow for each message it hands out in a drain round and calls Deliver for them all
+// after the round, so a credit only read here let a round hand out more than the window (the
+// credit went below zero and stayed there, as the proxy gives back only what it relayed: the
+// consumer stalled for good, TestRemoteQueueRelayCredit).
+func (rc *remoteConsumer) Allow() bool {
+	for {
+		n := rc.credit.Load()
+		if n <= 0 {
+			return false
+		}
+		if rc.credit.CompareAndSwap(n, n-1) {
+			return true
+		}
+	}
+}
 
 // Cancelled implements Consumer: the proxy's consumer hears it after its deliveries.
 func (rc *remoteConsumer) Cancelled(*Queue) {

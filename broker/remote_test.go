@@ -7,6 +7,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -441,4 +442,45 @@ func TestRemoteQueueMove(t *testing.T) {
 	}
 	q.Settle(ids, queue.Ack)
 	s.wait(t, next+5)
+}
+
+// creditSink counts deliveries and acks each at once, unless hold.
+type creditSink struct {
+	n    atomic.Int64
+	hold bool
+}
+
+func (s *creditSink) Deliver(q *Queue, d queue.Delivery) {
+	s.n.Add(1)
+	if !s.hold {
+		go q.Settle([]queue.DeliveryID{d.ID}, queue.Ack)
+	}
+}
+func (s *creditSink) Allow() bool      { return true }
+func (s *creditSink) Cancelled(*Queue) {}
+
+// TestRemoteQueueRelayCredit: a remote queue's consumer with a prefetch larger than the relay
+// window, next to one that holds its deliveries unacked, gets every message. The host's queue
+// hands out a drain round's messages after asking Allow for each; the relay credit must be
+// taken in Allow, or a round overdraws it and the consumer stalls for good (it did: 514 of
+// 20,000 delivered; TestClusterStandbySpaceComesBack with queues spread).
+func TestRemoteQueueRelayCredit(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	nodes := startSpreadCluster(t, ctx)
+	v, _ := nodes[1].b.VHost("/")
+	q := declareSpread(t, ctx, nodes, "credit")
+	spreadPublish(t, v, "credit", spreadBodies("head", 4))
+	holder := &creditSink{hold: true}
+	if _, err := q.Consume(ConsumeOptions{Prefetch: 4}, holder); err != nil {
+		t.Fatal(err)
+	}
+	spreadWait(t, ctx, "the holder's four", func() bool { return holder.n.Load() == 4 })
+	acker := &creditSink{}
+	if _, err := q.Consume(ConsumeOptions{Prefetch: 4 * relayWindow}, acker); err != nil {
+		t.Fatal(err)
+	}
+	const n = 5000
+	spreadPublish(t, v, "credit", spreadBodies("m", n))
+	spreadWait(t, ctx, "every message at the acking consumer", func() bool { return acker.n.Load() >= n })
 }

@@ -73,9 +73,9 @@ package main
 //
 // Deviation from DESIGN.md §5: one node still serves every client (the metadata, routing,
 // connections and consumers live on the serving node); a client of a standby is forwarded per
-// connection, byte for byte, not per operation. Without cluster.spread_queues (the default: a
-// remote queue's consumer can stall, see README) the serving node leads every group (taking
-// back leads a standby won: broker/leads.go). With it,
+// connection, byte for byte, not per operation. Without cluster.spread_queues (the default
+// until the cluster tests pass with it on, see README) the serving node leads every group
+// (taking back leads a standby won: broker/leads.go). With it,
 // exclusive, auto-delete, x-expires and dead-lettering queues, MQTT session queues and packed
 // queues always run on the serving node (broker/remote.go says why), and queues placed before
 // a node joined are not moved to it (only new queues go to the least-loaded node).
