@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"testing"
 	"time"
-
-	"github.com/parleymq/parley/broker/meta"
 )
 
 // TestDeposedServingNodeDeliversNothing: a serving node that another node has taken group 0's
@@ -19,21 +17,8 @@ import (
 // hosts over real Pebble, as cmd/parley runs them.
 func TestDeposedServingNodeDeliversNothing(t *testing.T) {
 	tr := newTrio(t, 0)
-	for id := uint64(1); id <= 3; id++ {
-		tr.up(id)
-	}
-	tr.standby(2)
-	tr.standby(3)
-	v1 := tr.serve(1)
-	// cmd/parley starts a broker only on group 0's leader.
-	tr.lead(1, MetaGroup)
+	v1, _ := tr.serveQueue("deposed")
 	b1 := tr.nodes[1].b
-	if _, err := v1.DeclareQueue(meta.QueueDef{Name: "deposed", Durable: true}, false); err != nil {
-		t.Fatal(err)
-	}
-	g := groupOfQueue(t, v1, "deposed")
-	tr.standby(2, g)
-	tr.standby(3, g)
 	again := map[string]bool{}
 	publishConfirmed(t, v1, "deposed", 0, 3, again)
 	getAllOf(t, v1, "deposed", bodies(0, 3), again)

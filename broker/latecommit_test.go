@@ -230,6 +230,25 @@ func (tr *trio) lead(id, g uint64) {
 	}
 }
 
+// serveQueue starts the three hosts with node 1 serving and leading group 0 (cmd/parley starts
+// a broker only on group 0's leader) and nodes 2 and 3 standing by, and declares the durable
+// queue q, replicated on both standbys. It returns node 1's vhost and q's group.
+func (tr *trio) serveQueue(q string) (*VHost, uint64) {
+	tr.t.Helper()
+	for id := uint64(1); id <= 3; id++ {
+		tr.up(id)
+	}
+	tr.standby(2)
+	tr.standby(3)
+	v := tr.serve(1)
+	tr.lead(1, MetaGroup)
+	declareDurable(tr.t, v, q)
+	g := groupOfQueue(tr.t, v, q)
+	tr.standby(2, g)
+	tr.standby(3, g)
+	return v, g
+}
+
 // declareDurable declares a durable queue, again while an election drops the metadata's
 // proposal (the fast ticks of these tests make elections at start frequent).
 func declareDurable(t *testing.T, v *VHost, name string) {
@@ -304,16 +323,7 @@ func bodies(from, to int) []string {
 func TestEntriesCommittedAfterStartReachTheQueue(t *testing.T) {
 	tr := newTrio(t, 0)
 	again := map[string]bool{}
-	for id := uint64(1); id <= 3; id++ {
-		tr.up(id)
-	}
-	tr.standby(2)
-	tr.standby(3)
-	v := tr.serve(1)
-	declareDurable(t, v, "late")
-	g := groupOfQueue(t, v, "late")
-	tr.standby(2, g)
-	tr.standby(3, g)
+	v, g := tr.serveQueue("late")
 	publishConfirmed(t, v, "late", 0, 10, again)
 	tr.down(1)
 
@@ -357,16 +367,7 @@ func TestEntriesCommittedAfterStartReachTheQueue(t *testing.T) {
 func TestSnapshotInstalledWhileRunningReachesTheQueue(t *testing.T) {
 	tr := newTrio(t, 10)
 	again := map[string]bool{}
-	for id := uint64(1); id <= 3; id++ {
-		tr.up(id)
-	}
-	tr.standby(2)
-	tr.standby(3)
-	v := tr.serve(1)
-	declareDurable(t, v, "behind")
-	g := groupOfQueue(t, v, "behind")
-	tr.standby(2, g)
-	tr.standby(3, g)
+	v, g := tr.serveQueue("behind")
 	publishConfirmed(t, v, "behind", 0, 10, again)
 	// Where node 1's log ends: after its broker stopped (a stopping queue writes a barrier).
 	tr.nodes[1].b.Close()

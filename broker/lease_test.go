@@ -3,8 +3,6 @@ package broker
 import (
 	"testing"
 	"time"
-
-	"github.com/parleymq/parley/broker/meta"
 )
 
 // TestLeaseLostPausesDeliveries: a serving node cut off from the two others keeps leading
@@ -14,20 +12,8 @@ import (
 // over real Pebble, as cmd/parley runs them.
 func TestLeaseLostPausesDeliveries(t *testing.T) {
 	tr := newTrio(t, 0)
-	for id := uint64(1); id <= 3; id++ {
-		tr.up(id)
-	}
-	tr.standby(2)
-	tr.standby(3)
-	v1 := tr.serve(1)
-	tr.lead(1, MetaGroup)
+	v1, _ := tr.serveQueue("lease")
 	b1 := tr.nodes[1].b
-	if _, err := v1.DeclareQueue(meta.QueueDef{Name: "lease", Durable: true}, false); err != nil {
-		t.Fatal(err)
-	}
-	g := groupOfQueue(t, v1, "lease")
-	tr.standby(2, g)
-	tr.standby(3, g)
 	again := map[string]bool{}
 	publishConfirmed(t, v1, "lease", 0, 6, again)
 	deadline := time.Now().Add(trioTimeout)
