@@ -3,8 +3,6 @@ package integration
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -50,12 +48,7 @@ func spreadLeaders(ctx context.Context, n *Node, queues []string) (map[string]ui
 // is marked redelivered, and the acks of deliveries made before a move (stale delivery ids)
 // settle nothing else.
 func TestClusterSpreadRebalance(t *testing.T) {
-	cfg := filepath.Join(t.TempDir(), "spread.yaml")
-	if err := os.WriteFile(cfg, []byte("cluster:\n  spread_queues: true\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	nodes := StartClusterArgs(t, 3, "--config", cfg)
-	serving := WaitServing(t, nodes)
+	nodes, serving := startSpreadCluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 
@@ -65,14 +58,7 @@ func TestClusterSpreadRebalance(t *testing.T) {
 	if err := ch.Confirm(false); err != nil {
 		t.Fatal(err)
 	}
-	var queues []string
-	for i := range 6 {
-		q := Name(t, fmt.Sprintf("rebal-%d", i))
-		if _, err := ch.QueueDeclare(q, true, false, false, false, nil); err != nil {
-			t.Fatalf("declare %s: %v", q, err)
-		}
-		queues = append(queues, q)
-	}
+	queues := declareDurableQueues(t, ch, "rebal", 6)
 	// waitSpread waits until each queue is led by the node want gives (nil: any, as long as
 	// each node leads two).
 	waitSpread := func(what string, want map[string]uint64) map[string]uint64 {

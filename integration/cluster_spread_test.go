@@ -21,12 +21,7 @@ import (
 // messages they held unacked on the dead node's queues come again marked redelivered; publishing
 // goes on, and every confirmed message is consumed.
 func TestClusterSpreadQueues(t *testing.T) {
-	cfg := filepath.Join(t.TempDir(), "spread.yaml")
-	if err := os.WriteFile(cfg, []byte("cluster:\n  spread_queues: true\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	nodes := StartClusterArgs(t, 3, "--config", cfg)
-	serving := WaitServing(t, nodes)
+	nodes, serving := startSpreadCluster(t)
 	// Bounds the whole test's publishing, which waits for six new groups' first elections
 	// (1-2 s each) and for failovers: ctxTimeout's 10 s failed under load.
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -38,14 +33,7 @@ func TestClusterSpreadQueues(t *testing.T) {
 	if err := ch.Confirm(false); err != nil {
 		t.Fatal(err)
 	}
-	var queues []string
-	for i := range 6 {
-		q := Name(t, fmt.Sprintf("spread-%d", i))
-		if _, err := ch.QueueDeclare(q, true, false, false, false, nil); err != nil {
-			t.Fatalf("declare %s: %v", q, err)
-		}
-		queues = append(queues, q)
-	}
+	queues := declareDurableQueues(t, ch, "spread", 6)
 	// Each queue's group (declared in order: group ids grow) and its leader, from the serving
 	// node's status (what parleyctl cluster status prints); wait until the placement shows on
 	// all three nodes.
@@ -229,12 +217,7 @@ func TestClusterSpreadQueues(t *testing.T) {
 // a client of it consumes every confirmed message of every queue, including those that ran on
 // the dead node.
 func TestClusterSpreadServingNodeDies(t *testing.T) {
-	cfg := filepath.Join(t.TempDir(), "spread.yaml")
-	if err := os.WriteFile(cfg, []byte("cluster:\n  spread_queues: true\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	nodes := StartClusterArgs(t, 3, "--config", cfg)
-	serving := WaitServing(t, nodes)
+	nodes, serving := startSpreadCluster(t)
 	// Bounds the whole test's publishing, which waits for six new groups' first elections
 	// (1-2 s each) and for failovers: ctxTimeout's 10 s failed under load.
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -315,4 +298,30 @@ func TestClusterSpreadServingNodeDies(t *testing.T) {
 			}
 		}
 	}
+}
+
+// startSpreadCluster starts three parley processes with cluster.spread_queues on and returns
+// them and the serving one.
+func startSpreadCluster(t *testing.T) ([]*Node, *Node) {
+	t.Helper()
+	cfg := filepath.Join(t.TempDir(), "spread.yaml")
+	if err := os.WriteFile(cfg, []byte("cluster:\n  spread_queues: true\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	nodes := StartClusterArgs(t, 3, "--config", cfg)
+	return nodes, WaitServing(t, nodes)
+}
+
+// declareDurableQueues declares n durable queues named after prefix and the test.
+func declareDurableQueues(t *testing.T, ch *amqp.Channel, prefix string, n int) []string {
+	t.Helper()
+	var queues []string
+	for i := range n {
+		q := Name(t, fmt.Sprintf("%s-%d", prefix, i))
+		if _, err := ch.QueueDeclare(q, true, false, false, false, nil); err != nil {
+			t.Fatalf("declare %s: %v", q, err)
+		}
+		queues = append(queues, q)
+	}
+	return queues
 }
