@@ -93,33 +93,16 @@ func TestClusterSpreadRebalance(t *testing.T) {
 		t.Helper()
 		for _, q := range queues {
 			for range n {
-				body := fmt.Sprintf("%s/%d", q, next)
-				next++
-				for attempt := 0; ; attempt++ {
-					dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, "", q, false, false,
-						amqp.Publishing{DeliveryMode: amqp.Persistent, Body: []byte(body)})
-					if err != nil {
-						t.Fatalf("publish %s: %v", body, err)
-					}
-					ok, err := dc.WaitContext(ctx)
-					if err != nil {
-						t.Fatalf("confirm %s: %v", body, err)
-					}
-					if ok {
-						mu.Lock()
-						confirmed[body] = true
-						mu.Unlock()
-						break
-					}
-					if attempt == 20 {
-						t.Fatalf("%s nacked 20 times", body)
-					}
-					// A nack while the queue moves: publish again, under a new body, so a nacked
-					// message that was enqueued after all is not taken for a duplicate.
-					body = fmt.Sprintf("%s/%d", q, next)
+				// After a nack (the queue moving) the next attempt has a new body, so a nacked
+				// message that was enqueued after all is not taken for a duplicate.
+				body := publishUntilConfirmed(t, ctx, ch, q, func() string {
+					b := fmt.Sprintf("%s/%d", q, next)
 					next++
-					time.Sleep(100 * time.Millisecond)
-				}
+					return b
+				})
+				mu.Lock()
+				confirmed[body] = true
+				mu.Unlock()
 			}
 		}
 	}

@@ -78,25 +78,8 @@ func TestClusterSpreadQueues(t *testing.T) {
 		t.Helper()
 		for i := from; i < to; i++ {
 			body := fmt.Sprintf("%s/%d", q, i)
-			for attempt := 0; ; attempt++ {
-				dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, "", q, false, false,
-					amqp.Publishing{DeliveryMode: amqp.Persistent, Body: []byte(body)})
-				if err != nil {
-					t.Fatalf("publish %s: %v", body, err)
-				}
-				ok, err := dc.WaitContext(ctx)
-				if err != nil {
-					t.Fatalf("confirm %s: %v", body, err)
-				}
-				if ok {
-					confirmed[q][body] = true
-					break
-				}
-				if attempt == 20 {
-					t.Fatalf("%s nacked 20 times", body)
-				}
-				time.Sleep(200 * time.Millisecond) // a nack while the queue moves: publish again
-			}
+			publishUntilConfirmed(t, ctx, ch, q, func() string { return body })
+			confirmed[q][body] = true
 		}
 	}
 	for _, q := range queues {
@@ -238,26 +221,7 @@ func TestClusterSpreadServingNodeDies(t *testing.T) {
 		confirmed[q] = map[string]bool{}
 		for j := range 40 {
 			body := fmt.Sprintf("%s/%d", q, j)
-			// A nack is allowed while a queue's group changes leader (a queue on the serving
-			// node takes its group's lead a moment after the declaration): publish again.
-			for attempt := 0; ; attempt++ {
-				dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, "", q, false, false,
-					amqp.Publishing{DeliveryMode: amqp.Persistent, Body: []byte(body)})
-				if err != nil {
-					t.Fatalf("publish %s: %v", body, err)
-				}
-				ok, err := dc.WaitContext(ctx)
-				if err != nil {
-					t.Fatalf("confirm %s: %v", body, err)
-				}
-				if ok {
-					break
-				}
-				if attempt == 20 {
-					t.Fatalf("%s nacked 20 times", body)
-				}
-				time.Sleep(100 * time.Millisecond)
-			}
+			publishUntilConfirmed(t, ctx, ch, q, func() string { return body })
 			confirmed[q][body] = true
 		}
 	}
@@ -324,4 +288,31 @@ func declareDurableQueues(t *testing.T, ch *amqp.Channel, prefix string, n int) 
 		queues = append(queues, q)
 	}
 	return queues
+}
+
+// publishUntilConfirmed publishes a persistent message to queue q until it is confirmed and
+// returns the body that was: a nack is allowed while a spread queue moves or its group changes
+// leader (a queue on the serving node takes its group's lead a moment after the declaration),
+// up to 20 of them; body gives each attempt's body.
+func publishUntilConfirmed(t *testing.T, ctx context.Context, ch *amqp.Channel, q string, body func() string) string {
+	t.Helper()
+	for attempt := 0; ; attempt++ {
+		b := body()
+		dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, "", q, false, false,
+			amqp.Publishing{DeliveryMode: amqp.Persistent, Body: []byte(b)})
+		if err != nil {
+			t.Fatalf("publish %s: %v", b, err)
+		}
+		ok, err := dc.WaitContext(ctx)
+		if err != nil {
+			t.Fatalf("confirm %s: %v", b, err)
+		}
+		if ok {
+			return b
+		}
+		if attempt == 20 {
+			t.Fatalf("%s nacked 20 times", b)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
