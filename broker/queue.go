@@ -315,8 +315,19 @@ func (q *Queue) Settle(ids []queue.DeliveryID, o queue.Outcome) {
 	q.send(command{kind: cmdSettle, ids: ids, outcome: o})
 }
 
-// Get takes one message (basic.get). remaining is the number of ready messages left.
+// Get takes one message (basic.get). remaining is the number of ready messages left. A
+// spread queue whose host cannot be reached answers not ok, as if empty: adapters that can
+// report the difference use Fetch.
 func (q *Queue) Get(noAck bool) (d queue.Delivery, remaining int, ok bool) {
+	d, remaining, ok, _ = q.Fetch(noAck)
+	return d, remaining, ok
+}
+
+// Fetch is Get that also says when the queue could not answer: a spread queue (remote.go)
+// with no host attached within attachWait, or whose host failed the call, returns an error
+// (meta.NotFound, RabbitMQ's channel error for a durable queue whose home node is down)
+// rather than claiming to be empty while it may hold messages (issue 7).
+func (q *Queue) Fetch(noAck bool) (d queue.Delivery, remaining int, ok bool, err error) {
 	q.touch()
 	if q.remote != nil {
 		return q.remote.get(noAck)
@@ -328,9 +339,9 @@ func (q *Queue) Get(noAck bool) (d queue.Delivery, remaining int, ok bool) {
 	}
 	r, alive := q.call(command{kind: cmdGet, noAck: noAck})
 	if !alive {
-		return queue.Delivery{}, 0, false
+		return queue.Delivery{}, 0, false, nil
 	}
-	return r.d, r.n, r.ok
+	return r.d, r.n, r.ok, nil
 }
 
 // Kick asks the queue to try delivering again: a consumer's outside credit came back.

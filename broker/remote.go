@@ -42,7 +42,9 @@ package broker
 // re-attachment, bounded by attachWait (10 s: the client's connection waits meanwhile, and its
 // heartbeats with it), and fail at once when this node cannot reach a majority of the members
 // (no group can elect a host then); a publish that fails is nacked, a consume fails with an
-// internal error. Fence: a deposed serving node's proxies hand nothing to their consumers (see
+// internal error, and a basic.get fails with RabbitMQ's channel error for a durable queue whose
+// home node is down (404, Queue.Fetch): never basic.get-empty for a queue that may hold
+// messages. Fence: a deposed serving node's proxies hand nothing to their consumers (see
 // deliver), and a queue host delivers only while it leads the queue's group (Queue.fenced).
 //
 // What stays local (spreadable): exclusive and auto-delete queues live and die with their

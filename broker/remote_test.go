@@ -484,3 +484,68 @@ func TestRemoteQueueRelayCredit(t *testing.T) {
 	spreadPublish(t, v, "credit", spreadBodies("m", n))
 	spreadWait(t, ctx, "every message at the acking consumer", func() bool { return acker.n.Load() >= n })
 }
+
+// TestRemoteQueueGetWithoutHost (issue 7): a basic.get on a spread queue that holds messages
+// never answers "empty" for want of a host. While its host is lost and the group elects
+// another, Fetch either waits and gets a message or fails with the channel error of a queue
+// whose node is down; once no node can host it (both hosts down: no majority), it fails at once
+// with that error.
+func TestRemoteQueueGetWithoutHost(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	nodes := startSpreadCluster(t, ctx)
+	v, _ := nodes[1].b.VHost("/")
+	q := declareSpread(t, ctx, nodes, "getter")
+	first := q.Host()
+	spreadWait(t, ctx, "the host leads", func() bool { return q.group.Leader() == first })
+	want := spreadBodies("g", 6)
+	spreadPublish(t, v, "getter", want)
+
+	checkErr := func(err error) {
+		t.Helper()
+		var me *meta.Error
+		if !errors.As(err, &me) || me.Code != meta.NotFound {
+			t.Fatalf("Fetch failed with %v, want a %d channel error", err, meta.NotFound)
+		}
+	}
+	d, _, ok, err := q.Fetch(false)
+	if err != nil || !ok || string(d.Msg.Body) != want[0] {
+		t.Fatalf("first get: ok %v err %v", ok, err)
+	}
+	q.Settle([]queue.DeliveryID{d.ID}, queue.Ack)
+
+	nodes[first].kill()
+	// An ack is a notification: the dead host may not have applied it, and that message comes
+	// again (at least once), redelivered.
+	seen := map[string]bool{want[0]: true}
+	for len(seen) < 3 {
+		d, _, ok, err := q.Fetch(false)
+		switch {
+		case err != nil:
+			checkErr(err)
+			if ctx.Err() != nil {
+				t.Fatal("no host took the queue over")
+			}
+			time.Sleep(50 * time.Millisecond)
+		case !ok:
+			t.Fatalf("get answered empty with %d of %d messages never got", len(want)-len(seen), len(want))
+		default:
+			body := string(d.Msg.Body)
+			if !slices.Contains(want, body) || (seen[body] && !d.Redelivered) {
+				t.Fatalf("got %s (redelivered %v), seen before: %v", body, d.Redelivered, seen[body])
+			}
+			seen[body] = true
+			q.Settle([]queue.DeliveryID{d.ID}, queue.Ack)
+		}
+	}
+
+	// The second host goes too: nothing can run the queue, and a get says so.
+	nodes[5-first].kill()
+	for range 3 {
+		_, _, ok, err := q.Fetch(false)
+		if ok || err == nil {
+			t.Fatalf("get with no node to host the queue: ok %v err %v", ok, err)
+		}
+		checkErr(err)
+	}
+}

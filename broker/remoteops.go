@@ -169,9 +169,11 @@ func (rq *remoteQueue) Settle(ids []queue.DeliveryID, o queue.Outcome) {
 	}
 }
 
-func (rq *remoteQueue) get(noAck bool) (queue.Delivery, int, bool) {
+func (rq *remoteQueue) get(noAck bool) (queue.Delivery, int, bool, error) {
 	if rq.b.deposed() {
-		return queue.Delivery{}, int(rq.ready.Load()), false // see deliver
+		// See deliver. Not "empty": the queue may hold messages, which the new serving node
+		// hands out.
+		return queue.Delivery{}, 0, false, rq.unavailable("this node no longer serves")
 	}
 	rep, epoch, err := rq.callHosted(rpcGet, func(w *wbuf, epoch uint64) {
 		w.uint(rq.group)
@@ -179,12 +181,22 @@ func (rq *remoteQueue) get(noAck bool) (queue.Delivery, int, bool) {
 		w.bool(noAck)
 	})
 	if err != nil {
-		return queue.Delivery{}, 0, false
+		// No host within attachWait, or the host failed the call: either way the queue's
+		// content is unknown here, so the client hears it cannot be reached rather than
+		// basic.get-empty. A get that reached the host and whose answer was lost left its
+		// delivery unsettled in a session that ended with the connection: it is requeued
+		// (noAck: it was taken, as a noAck get's message is once handed out).
+		rq.b.log.Info("basic.get on a spread queue found no host", zap.String("queue", rq.q.def.Name), zap.Error(err))
+		return queue.Delivery{}, 0, false, rq.unavailable("no node answered for it")
 	}
 	r := newReader(rep)
 	got, remaining := readBool(r), int(r.Uint())
-	if !got || r.Err() != nil {
-		return queue.Delivery{}, remaining, false
+	if r.Err() != nil {
+		return queue.Delivery{}, 0, false, rq.unavailable("bad reply from its node")
+	}
+	if !got {
+		rq.ready.Store(int64(remaining))
+		return queue.Delivery{}, remaining, false, nil
 	}
 	r.U8() // relayDeliver
 	r.Uint()
@@ -193,10 +205,18 @@ func (rq *remoteQueue) get(noAck bool) (queue.Delivery, int, bool) {
 	d.Expiry = r.Int()
 	d.Msg = readMsg(r)
 	if r.Err() != nil {
-		return queue.Delivery{}, remaining, false
+		return queue.Delivery{}, remaining, false, rq.unavailable("bad reply from its node")
 	}
 	rq.ready.Store(int64(remaining))
-	return d, remaining, true
+	return d, remaining, true, nil
+}
+
+// unavailable is the error of an operation the queue's host could not carry out: RabbitMQ's
+// channel error for a durable queue whose home node is down (404 NOT_FOUND, "home node ... is
+// down or inaccessible"), which clients already handle by reopening a channel and retrying.
+func (rq *remoteQueue) unavailable(why string) error {
+	return meta.Errorf(meta.NotFound, "home node of durable queue '%s' in vhost '%s' is down or inaccessible (%s)",
+		rq.q.def.Name, rq.q.v.name, why)
 }
 
 // callHosted calls method at the queue's host, the body written by body for the session's

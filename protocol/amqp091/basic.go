@@ -205,7 +205,10 @@ func (ch *channel) get(m *wire.BasicGet) error {
 	if err != nil {
 		return err
 	}
-	d, remaining, ok := q.Get(m.NoAck)
+	d, remaining, ok, err := q.Fetch(m.NoAck)
+	if err != nil {
+		return err // a spread queue whose node cannot be reached: not "empty"
+	}
 	if !ok {
 		ch.send(&wire.BasicGetEmpty{})
 		return nil
