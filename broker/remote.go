@@ -19,7 +19,7 @@ package broker
 // means what it means for a local queue. A publish sent whose answer is lost with the
 // connection to the host is nacked (it may have been enqueued: sending it again could enqueue
 // it twice); one that was not sent, or that the host answered it no longer runs the queue,
-// waits for the next host and goes on there (publishBy).
+// waits for the next host and goes on there, in the publisher's order (remotepub.go).
 //
 // Failover: when the host's node is lost, or it stops leading the group (rpcLost), the proxy
 // re-attaches: it asks a node to host the queue (the group's new leader, as this node's
@@ -274,7 +274,9 @@ func (v *VHost) startRemote(ctx context.Context, def meta.QueueDef, cfg queue.Co
 	// Operations wait for the attachment meanwhile (session).
 	rq.needAttach = true
 	rq.bootVoters = voters
+	rq.pub.init()
 	go rq.run()
+	go rq.resendPubs()
 	rq.poke()
 	return q, nil
 }
@@ -307,6 +309,7 @@ type remoteQueue struct {
 	bootVoters []uint64
 	consumers  map[queue.ConsumerID]*proxyConsumer
 	incoming   [][]byte // relay batches of the current epoch, not yet handled
+	pub        pubOrder // forwarded publishes (remotepub.go); its own locks
 	wake       chan struct{}
 	stopc      chan struct{}
 	// ctx ends when the proxy stops: an attachment in flight (its host may be adopting a

@@ -549,3 +549,102 @@ func TestRemoteQueueGetWithoutHost(t *testing.T) {
 		checkErr(err)
 	}
 }
+
+// TestRemoteQueuePublishOrderAcrossMoves (issue 7): one publisher's messages reach a spread
+// queue in the order published although the queue moves between nodes meanwhile (publishes
+// its old host no longer takes are sent again to the new one, and must not overtake or be
+// overtaken by the ones published after them): every confirmed message is in the queue, and
+// the queue's order is the publisher's.
+func TestRemoteQueuePublishOrderAcrossMoves(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	nodes := startSpreadCluster(t, ctx)
+	v, _ := nodes[1].b.VHost("/")
+	q := declareSpread(t, ctx, nodes, "ordered")
+	spreadWait(t, ctx, "the host leads", func() bool { return q.group.Leader() == q.Host() })
+
+	var (
+		mu        sync.Mutex
+		confirmed = map[int]bool{}
+		pending   sync.WaitGroup
+		stop      atomic.Bool
+		published atomic.Int64
+	)
+	done := make(chan struct{})
+	window := make(chan struct{}, 64) // a publisher's unconfirmed messages, as a client's
+	go func() {
+		defer close(done)
+		for i := 0; !stop.Load() && ctx.Err() == nil; i++ {
+			window <- struct{}{}
+			m := persistent(fmt.Sprintf("%08d", i))
+			m.RoutingKey = "ordered"
+			pending.Add(1)
+			if _, err := v.Publish(m, func(ok bool) {
+				if ok {
+					mu.Lock()
+					confirmed[i] = true
+					mu.Unlock()
+				}
+				<-window
+				pending.Done()
+			}, nil); err != nil {
+				pending.Done()
+				t.Error(err)
+				return
+			}
+			published.Add(1)
+		}
+	}()
+	// Moves: the other node takes the group's lead under the host's feet (as an election
+	// would), so the host refuses the publishes that reach it after, and the proxy goes after
+	// the new leader; and the rebalancer's planned moves (remote.go's move), which also happen
+	// on their own as the rebalancer brings the queue back to its placement.
+	for move := range 6 {
+		at := published.Load()
+		spreadWait(t, ctx, "publishes flowing", func() bool { return published.Load() > at+200 })
+		spreadWait(t, ctx, "the queue moved", func() bool {
+			from := q.Host()
+			if from == 0 {
+				return false
+			}
+			if move%2 == 1 {
+				return q.remote.move(5 - from)
+			}
+			asked, err := nodes[5-from].host.TakeLead(ctx, q.group.ID())
+			return err == nil && asked
+		})
+		t.Logf("move %d started after %d publishes", move, published.Load())
+	}
+	at := published.Load()
+	spreadWait(t, ctx, "publishes after the last move", func() bool { return published.Load() > at+500 })
+	stop.Store(true)
+	<-done
+	pending.Wait()
+
+	last, n := -1, 0
+	for {
+		d, _, ok, err := q.Fetch(true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			break
+		}
+		var i int
+		if _, err := fmt.Sscanf(string(d.Msg.Body), "%d", &i); err != nil {
+			t.Fatal(err)
+		}
+		if i <= last {
+			t.Fatalf("message %d after %d: the publisher's order is lost", i, last)
+		}
+		mu.Lock()
+		delete(confirmed, i)
+		mu.Unlock()
+		last = i
+		n++
+	}
+	if len(confirmed) > 0 {
+		t.Fatalf("%d confirmed messages not in the queue", len(confirmed))
+	}
+	t.Logf("%d of %d publishes in order in the queue", n, published.Load())
+}

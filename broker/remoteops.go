@@ -10,74 +10,10 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/parleymq/parley/broker/message"
 	"github.com/parleymq/parley/broker/meta"
 	"github.com/parleymq/parley/broker/queue"
 	"github.com/parleymq/parley/cluster"
 )
-
-func (rq *remoteQueue) publish(m *message.Message, t *confirmTracker) {
-	rq.publishBy(m, t, time.Now().Add(attachWait))
-}
-
-// publishBy forwards a publish to the queue's host. A publish the host did not take (it was
-// not sent: the host is unreachable; or the host answered that it does not run the queue any
-// more) waits for the next session, until deadline, and goes on there: a host's loss costs
-// the publisher the time the group takes to elect a new leader, not a nack. A publish that was
-// sent and whose answer was lost with the connection is nacked: it may have been enqueued, and
-// sending it again could put it in the queue twice.
-func (rq *remoteQueue) publishBy(m *message.Message, t *confirmTracker, deadline time.Time) {
-	done := func(ok bool) {
-		if t != nil {
-			t.done(ok)
-		}
-	}
-	w := wbuf{}
-	w.uint(rq.group)
-	if err := w.msg(m); err != nil {
-		rq.b.log.Error("message not encodable for its queue's node", zap.Error(err))
-		done(false)
-		return
-	}
-	for {
-		host, epoch, ok := rq.session(deadline)
-		if !ok {
-			done(false)
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
-		err := rq.rpc.CallAsync(ctx, host, rpcPublish, w.b, func(rep []byte, err error) {
-			if err != nil {
-				rq.failed(epoch, err)
-				var re *cluster.RemoteError
-				if errors.As(err, &re) && re.Msg == errNotHosted.Error() && time.Now().Before(deadline) {
-					// Not taken: try the next session (not on the transport's reader).
-					go rq.publishBy(m, t, deadline)
-					return
-				}
-				done(false)
-				return
-			}
-			r := newReader(rep)
-			ok := readBool(r)
-			if n := r.Uint(); r.Err() == nil {
-				rq.ready.Store(int64(n))
-			} else {
-				ok = false
-			}
-			done(ok)
-		})
-		cancel()
-		if err == nil {
-			return
-		}
-		rq.failed(epoch, err)
-		if !errors.Is(err, cluster.ErrPeerUnavailable) {
-			done(false)
-			return
-		}
-	}
-}
 
 func (rq *remoteQueue) consume(o ConsumeOptions, c Consumer) (queue.ConsumerID, error) {
 	host, epoch, ok := rq.session(time.Now().Add(attachWait))
