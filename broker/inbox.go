@@ -70,6 +70,9 @@ func (in *inbox) park() bool {
 		return false
 	}
 	in.running = false
+	if cap(in.spare) > keepBatch {
+		in.spare = nil // an idle queue does not pin a burst's batch
+	}
 	return true
 }
 
@@ -118,11 +121,14 @@ func (in *inbox) take() []command {
 	return batch
 }
 
-// recycle keeps a batch's slice for a later one, unless it grew large in a burst.
+// keepBatch is the largest batch slice (in commands) a parked queue keeps for its next run.
+const keepBatch = 1024
+
+// recycle keeps a batch's slice for a later one, whatever its size while the queue runs: a
+// flooded queue takes batches of thousands of commands, and dropping each one made the next
+// grow anew by append's doubling (a tenth of the bytes allocated per message in a 1p/1c
+// transient flood, docs/performance.md). park gives back a slice above keepBatch.
 func (in *inbox) recycle(batch []command) {
-	if cap(batch) > 1024 {
-		return
-	}
 	clear(batch)
 	in.mu.Lock()
 	if in.spare == nil {

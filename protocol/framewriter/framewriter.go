@@ -20,8 +20,12 @@ const HighWater = 4 << 20
 // connection's CPU (runtime.memmove, memclr and the GC they cause; docs/performance.md run 10).
 const keepSpare = 1 << 20
 
-// releaseAfter is how long after growing past keepSpare the writer gives back what a burst grew
-// (what is still in use is kept and, if still above keepSpare, checked again as long later).
+// releaseAfter is how often a writer holding a buffer above keepSpare checks whether it still
+// needs it: it gives back what a burst grew once a whole period passed without a write above
+// keepSpare, and keeps it otherwise (what is still in use is kept and checked again as long
+// later). Giving the buffers back every period even while the flood went on made every period
+// grow new ones from nothing by append's doubling, 10 % of a flooded 1p/1c consumer
+// connection's CPU (docs/performance.md, brief E).
 const releaseAfter = time.Second
 
 // Options configure a Writer. Every field may be left zero.
@@ -148,6 +152,7 @@ func (w *Writer) Run() {
 	var spareEnds []int
 	var tick <-chan time.Time
 	var release <-chan time.Time // armed while a buffer above keepSpare is kept
+	busy := false                // a write above keepSpare since release was armed
 	var silence time.Duration
 	for {
 		select {
@@ -161,6 +166,12 @@ func (w *Writer) Run() {
 			continue
 		case <-release:
 			release = nil
+			if busy {
+				// The flood goes on: keep the buffers, look again a period later.
+				busy = false
+				release = time.After(releaseAfter)
+				continue
+			}
 			if cap(spare) > keepSpare {
 				spare, spareEnds = nil, nil
 			}
@@ -201,6 +212,9 @@ func (w *Writer) Run() {
 			w.opt.OnDrain()
 		}
 		spare, spareEnds = out, ends
+		if len(out) > keepSpare {
+			busy = true
+		}
 		if release == nil && cap(spare) > keepSpare {
 			// Give a burst's buffers back once it is over. Not at the first empty moment: a
 			// flooded connection has one after every write (the queue refills the buffer only
