@@ -70,8 +70,12 @@ func (in *inbox) park() bool {
 		return false
 	}
 	in.running = false
+	// An idle queue does not pin a burst's batch slices (cmds is empty here).
 	if cap(in.spare) > keepBatch {
-		in.spare = nil // an idle queue does not pin a burst's batch
+		in.spare = nil
+	}
+	if cap(in.cmds) > keepBatch {
+		in.cmds = nil
 	}
 	return true
 }

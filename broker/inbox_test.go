@@ -185,3 +185,33 @@ func TestIdleQueuesParkTheirGoroutines(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// A running queue reuses a large batch's slice for the next batch (a flooded queue grew each
+// batch anew when slices above 1024 commands were dropped); a parked one gives it back.
+func TestInboxKeepsLargeBatchesWhileRunning(t *testing.T) {
+	const n = 3 * keepBatch
+	in := newInbox(2*n, func() {})
+	done := make(chan struct{})
+	fill := func() {
+		for range n {
+			if !in.post(command{kind: cmdSettle}, done) {
+				t.Fatal("post refused")
+			}
+		}
+	}
+	fill()
+	first := in.take()
+	in.recycle(first)
+	fill()
+	second := in.take() // appended to the spare: no growth from nothing
+	in.recycle(second)
+	if got := cap(in.cmds); got < n {
+		t.Fatalf("the next batch starts with capacity %d, want the recycled %d or more", got, n)
+	}
+	if !in.park() {
+		t.Fatal("park refused with nothing waiting")
+	}
+	if cap(in.spare) > keepBatch || cap(in.cmds) > keepBatch {
+		t.Fatalf("a parked inbox keeps batch slices of capacity %d and %d (keepBatch %d)", cap(in.spare), cap(in.cmds), keepBatch)
+	}
+}

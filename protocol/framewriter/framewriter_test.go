@@ -210,6 +210,50 @@ func TestIdleWriterGivesBackABurstsBuffers(t *testing.T) {
 	<-w.Done()
 }
 
+// A writer under a flood that lasts longer than releaseAfter keeps its buffers: giving them
+// back at every period while writes above keepSpare went on made each period grow new ones
+// from nothing (docs/performance.md, brief E). The peer reads slowly, so every write takes
+// about HighWater; the buffer handed out for appending must never be a fresh one once the
+// flood is under way.
+func TestFloodedWriterKeepsItsBuffers(t *testing.T) {
+	a, b := net.Pipe()
+	defer b.Close()
+	w := New(a, Options{})
+	go w.Run()
+	defer func() {
+		w.Close()
+		_ = a.Close()
+		<-w.Done()
+	}()
+	go func() {
+		buf := make([]byte, 256<<10)
+		for {
+			if _, err := b.Read(buf); err != nil {
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	frame := string(make([]byte, 64<<10))
+	warm := time.Now().Add(releaseAfter / 2)
+	end := time.Now().Add(releaseAfter*5/2 + releaseAfter/2)
+	smallest := -1
+	for time.Now().Before(end) {
+		if w.Overloaded() {
+			time.Sleep(100 * time.Microsecond)
+			continue
+		}
+		buf := w.Lock()
+		if time.Now().After(warm) && (smallest < 0 || cap(buf) < smallest) {
+			smallest = cap(buf)
+		}
+		w.Unlock(append(buf, frame...))
+	}
+	if smallest <= keepSpare {
+		t.Fatalf("a flooded writer handed out a buffer of capacity %d (keepSpare %d): it gave its buffers back mid-flood", smallest, keepSpare)
+	}
+}
+
 // BenchmarkFlood appends 1 KB frames as fast as HighWater allows to a writer whose peer reads
 // over loopback TCP, as a flooded consumer connection does: B/op and allocs/op are the writer's
 // buffer churn per frame.
