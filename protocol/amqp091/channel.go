@@ -73,6 +73,9 @@ type channel struct {
 	confirming bool
 	tx         *txState
 	writeOK    map[string]bool // exchanges the user may publish to (permission cache)
+	// The exchange of the last publish that passed checkWrite (lastWriteOK: there was one).
+	lastWrite   string
+	lastWriteOK bool
 
 	// Channel-wide prefetch (basic.qos global=true), enforced through Consumer.Allow.
 	globalLimit atomic.Uint32

@@ -476,6 +476,9 @@ func (c *conn) notifyBlocked(reason string, blocked bool) {
 // connection that publishes during an alarm (rabbit_reader control_throttle). The read deadline
 // is lifted meanwhile so missed heartbeats do not kill it.
 func (c *conn) waitUnblocked() {
+	if !c.s.alarm.Load() {
+		return
+	}
 	blocked, _, ch := c.s.blockState()
 	if !blocked {
 		return

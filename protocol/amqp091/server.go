@@ -6,6 +6,7 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -24,9 +25,12 @@ type Server struct {
 
 	serverProps map[string]any
 
-	mu        sync.Mutex
-	reg       accept.Registry[*conn]
-	blocked   bool
+	mu      sync.Mutex
+	reg     accept.Registry[*conn]
+	blocked bool
+	// alarm mirrors blocked for the readers' check after every publish (waitUnblocked), which
+	// took mu, one mutex for every connection, per message.
+	alarm     atomic.Bool
 	reason    string
 	unblocked chan struct{} // closed while not blocked; replaced when a block starts
 }
@@ -117,6 +121,7 @@ func (s *Server) SetBlocked(reason string, blocked bool) {
 		return
 	}
 	s.blocked, s.reason = blocked, reason
+	s.alarm.Store(blocked)
 	if blocked {
 		s.unblocked = make(chan struct{})
 	} else {
