@@ -54,6 +54,16 @@ type Config struct {
 	// (less SnapshotCatchUpEntries). Default: 10000.
 	SnapshotEntries uint64
 
+	// SnapshotLogBytes makes a group whose only member is this node snapshot, and compact its
+	// log, as soon as it has applied this many bytes of entries since its last snapshot (and
+	// at least snapshotLogRatio times the size of that snapshot), whatever SnapshotEntries
+	// says. A durable queue's log is its message store: with consumers keeping up, the
+	// compaction then deletes the consumed messages while they are still in Pebble's memtable,
+	// and they are never flushed to an sstable (see "Compacting while the memtable holds it"
+	// in scheduler.go). A group with other members keeps to SnapshotEntries, so a follower a
+	// little behind still catches up from the log. Negative disables it. Default: 4 MiB.
+	SnapshotLogBytes int64
+
 	// SnapshotCatchUpEntries is how many entries before a snapshot the log
 	// keeps after compacting, so a follower slightly behind can catch up from
 	// the log instead of receiving a whole snapshot. The log is the message
@@ -92,6 +102,7 @@ const (
 	DefaultElectionTicks     = 10
 	DefaultHeartbeatTicks    = 1
 	DefaultSnapshotEntries   = 10000
+	DefaultSnapshotLogBytes  = 4 << 20
 	DefaultMaxSizePerMsg     = 1 << 20
 	DefaultMaxInflightMsgs   = 256
 	DefaultLazyProposalDelay = 10 * time.Millisecond
@@ -142,6 +153,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.SnapshotEntries == 0 {
 		c.SnapshotEntries = DefaultSnapshotEntries
+	}
+	if c.SnapshotLogBytes == 0 {
+		c.SnapshotLogBytes = DefaultSnapshotLogBytes
 	}
 	if c.MaxSizePerMsg == 0 {
 		c.MaxSizePerMsg = DefaultMaxSizePerMsg

@@ -68,6 +68,9 @@ type Group struct {
 	lead      uint64
 	applied   uint64
 	snapIndex uint64
+	// logBytes is the bytes of entries applied since the last snapshot, snapBytes the size of
+	// that snapshot (Config.SnapshotLogBytes).
+	logBytes, snapBytes uint64
 	// stable is the last index of the log known durable here.
 	stable    uint64
 	confState *raftpb.ConfState

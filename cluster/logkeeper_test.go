@@ -191,3 +191,43 @@ func TestLogKeeperSnapshotToFollowerIsTransferred(t *testing.T) {
 		t.Fatal("the follower caught up without a transferred snapshot")
 	}
 }
+
+// A group whose only member is this node snapshots and compacts its log once SnapshotLogBytes
+// of entries were applied, long before SnapshotEntries (scheduler.go, "Compacting while the
+// memtable holds it"); with the bound off it waits for SnapshotEntries.
+func TestSnapshotLogBytes(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		logBytes int64
+		want     bool
+	}{{"on", 64 << 10, true}, {"off", -1, false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := testContext(t)
+			eng := openEngine(t, t.TempDir(), vfs.Default)
+			defer eng.Close()
+			h := startHost(t, Config{SnapshotEntries: 1 << 20, SnapshotLogBytes: tc.logBytes}, eng)
+			defer h.Stop()
+			k := &keeper{kv: newKV()}
+			g := addGroup(t, ctx, h, 9, k)
+			val := bytes.Repeat([]byte{'v'}, 4<<10)
+			for i := range 40 { // 160 KiB of entries, one key: the snapshot stays small
+				f, err := g.Propose(ctx, append([]byte("k="), val...))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := f.Wait(ctx); err != nil {
+					t.Fatalf("entry %d: %v", i, err)
+				}
+			}
+			rl, _ := eng.RaftLog(9)
+			fi, _ := rl.FirstIndex()
+			if got := h.Metrics().Snapshots > 0 && fi > 1; got != tc.want {
+				t.Fatalf("%d snapshots, log starts at %d after 160 KiB with SnapshotLogBytes %d: compacted %v, want %v",
+					h.Metrics().Snapshots, fi, tc.logBytes, got, tc.want)
+			}
+			if got, _ := k.get("k"); got != string(val) {
+				t.Fatalf("state after the snapshots: %d bytes, want %d", len(got), len(val))
+			}
+		})
+	}
+}

@@ -465,7 +465,7 @@ func (h *Host) cycle() error {
 		h.markDirty(g)
 		h.maybeCampaign(g)
 		h.maybeRecovered(g)
-		if g.sm != nil && (g.applied-g.snapIndex >= h.snapshotEvery(g) || g.confSnap) {
+		if g.sm != nil && (g.applied-g.snapIndex >= h.snapshotEvery(g) || g.confSnap || h.logFull(g)) {
 			g.confSnap = false
 			snaps = append(snaps, g)
 		}
@@ -529,6 +529,7 @@ func (h *Host) restore(g *Group, snap *raftpb.Snapshot) error {
 	}
 	g.applied = meta.GetIndex()
 	g.snapIndex = g.applied
+	g.logBytes, g.snapBytes = 0, uint64(len(snap.GetData()))
 	g.setConfState(meta.GetConfState())
 	h.noteConfState(g)
 	g.appliedAt.Store(g.applied)
@@ -560,6 +561,7 @@ func (h *Host) applyEntries(g *Group, ents []*raftpb.Entry) error {
 					zap.Uint64("group", g.id), zap.Uint64("index", idx))
 				break
 			}
+			g.logBytes += uint64(len(data))
 			result := g.sm.Apply(idx, data)
 			if node == self {
 				if p := g.inflight[seq]; p != nil {
@@ -622,6 +624,31 @@ func (h *Host) snapshotEvery(g *Group) uint64 {
 	return h.cfg.SnapshotEntries
 }
 
+// Compacting while the memtable holds it. A durable queue's log is its message store, and
+// with consumers keeping up nearly every entry is consumed within milliseconds of its write.
+// Pebble puts every write into its memtable (and its WAL); a full memtable is flushed to an
+// sstable (the bodies to blob files), unless what it holds was deleted meanwhile: a flush drops
+// the keys a range deletion in the same flush covers. With a snapshot every SnapshotEntries
+// (10,000 entries, about 600 MiB of 1 KiB messages in batch entries) the log is compacted long
+// after its memtable was flushed, so every consumed body was written twice, once to the WAL
+// and once to an sstable, and the flush, the compactions of those sstables and the deletion of
+// their files cost about 5 % of the broker's CPU in the 1p/1c persistent benchmark
+// (docs/performance.md, "Where a persistent message's CPU goes"). logFull snapshots a group
+// whose only member is this node once SnapshotLogBytes of entries were applied since its last
+// snapshot, so the log is compacted while its entries are still in the memtable. A snapshot
+// costs about its size (the live records of a queue, written unsynced), so it waits for at
+// least snapshotLogRatio times its last size: snapshots stay a small share of the bytes the
+// log writes, as SnapshotInterval keeps them in entries. A group with other members keeps to
+// SnapshotEntries: compacting it often would make a follower a little behind (restarted, or
+// slow) catch up from a snapshot rather than from the log.
+const snapshotLogRatio = 16
+
+// logFull reports whether g should snapshot for the bytes of log it applied (see above).
+func (h *Host) logFull(g *Group) bool {
+	return h.cfg.SnapshotLogBytes > 0 && g.singleVoter && g.logBytes >= uint64(h.cfg.SnapshotLogBytes) &&
+		g.logBytes >= snapshotLogRatio*g.snapBytes
+}
+
 // snapshot takes a state-machine snapshot of each group and compacts its
 // log, all in one batch. The batch needs no fsync: if a crash loses it, the
 // log it would have compacted is still there.
@@ -633,7 +660,7 @@ func (h *Host) snapshot(gs []*Group) error {
 		if err != nil {
 			// The log still holds everything: try again after more entries.
 			h.log.Error("state machine snapshot failed", zap.Uint64("group", g.id), zap.Error(err))
-			g.snapIndex = g.applied
+			g.snapIndex, g.logBytes = g.applied, 0
 			continue
 		}
 		if err := g.log.CreateSnapshot(b, g.applied, g.confState, data); err != nil {
@@ -659,6 +686,7 @@ func (h *Host) snapshot(gs []*Group) error {
 			return fmt.Errorf("group %d: record applied %d: %w", g.id, g.applied, err)
 		}
 		g.snapIndex = g.applied
+		g.logBytes, g.snapBytes = 0, uint64(len(data))
 		h.m.snapshots.Add(1)
 	}
 	if err := b.Commit(false); err != nil {
