@@ -445,8 +445,11 @@ func (q *Queue) run() {
 		// queue's own proposals comes first.
 		batch := q.inbox.take()
 		q.takeLate()
+		// One clock read for the batch, not one per command (a publish-and-ack load sends
+		// hundreds of commands a batch; the clock was 1.5 % of the broker's CPU).
+		now := q.v.b.now()
 		for i, c := range batch {
-			if q.apply(c) {
+			if q.apply(c, now) {
 				q.abandon(batch[i+1:])
 				q.abandon(q.inbox.close())
 				if timer != nil {
@@ -458,7 +461,7 @@ func (q *Queue) run() {
 		}
 		q.inbox.recycle(batch)
 		if !q.holdProposals() {
-			q.proposeBatch(q.v.b.now())
+			q.proposeBatch(now)
 		}
 		q.drain()
 		if at, ok := q.nextWake(); ok && (timerAt == 0 || at < timerAt) {
@@ -544,9 +547,8 @@ func (q *Queue) leaseFenced() bool {
 // lead the group) looks again.
 const lateRetryMs = 200
 
-// apply runs one command; true means the queue has stopped.
-func (q *Queue) apply(c command) bool {
-	now := q.v.b.now()
+// apply runs one command of a batch taken at now; true means the queue has stopped.
+func (q *Queue) apply(c command, now int64) bool {
 	switch c.kind {
 	case cmdPublish:
 		if q.group != nil && (c.msg.Persistent() || len(q.waiting) > 0) {
