@@ -10,13 +10,27 @@ package broker
 // queues the serving node runs itself (placed here) take their groups' lead back the same way
 // when another node has it.
 //
+// A node that joins (parleyctl cluster join) gets the queues declared afterwards (placeNew
+// picks the least-loaded member), and its share of the older ones: reshare records a new
+// placement for one queue at a time, taken from the node placed the most queues, once the new
+// node is a voter of the queue's group (promoted) and has been reachable for rebalanceSettle,
+// and the move below carries it out. Only queues other nodes run for this one change
+// placement: the serving node's own (placed on it, run locally) stay, as turning a local
+// queue into a proxy under its consumers is not written; so the serving node keeps its share
+// and the other members' shares even out over them and the newcomer.
+//
 // A move is a planned failover: no confirmed message is lost (the new host leads only once its
 // copy has applied every committed entry), the consumers stay attached, and what they held
 // unacked comes again redelivered; their old delivery ids belong to the ended session and
 // settle nothing (remote.go's epochs). Only queues whose current host answers are moved, a few
 // per round, so a node that comes back is not handed every queue at once while it catches up.
 
-import "time"
+import (
+	"slices"
+	"time"
+
+	"go.uber.org/zap"
+)
 
 const (
 	// rebalanceInterval is how often the serving node checks that queues run where placed.
@@ -67,9 +81,10 @@ func (b *Broker) rebalance(stop <-chan struct{}) {
 			since, ok := upSince[n]
 			return ok && now.Sub(since) >= rebalanceSettle
 		}
+		b.reshare(self, settled)
 		moved := 0
 		for _, rq := range b.proxyList() {
-			to := rq.q.def.Place
+			to := rq.place.Load()
 			if to == 0 || to == self || !settled(to) {
 				continue
 			}
@@ -113,4 +128,76 @@ func (b *Broker) leadLocalQueues(self uint64, now time.Time, asked map[uint64]ti
 			delete(asked, g)
 		}
 	}
+}
+
+// reshare gives an under-loaded member (a node that joined, typically) one spread queue of the
+// member placed the most, when their counts differ by two or more: it records the queue's new
+// placement in group 0 (meta.SetQueuePlace, so a new serving node agrees) and the rebalancer's
+// move (rebalance) takes it there. Only proxied queues (placed on another node) are given, and
+// only to a node that is a voter of the queue's group and settled. One per round: a node that
+// joins is not handed many queues at once while it catches up.
+func (b *Broker) reshare(self uint64, settled func(uint64) bool) {
+	nodes := b.cfg.Spread.Nodes()
+	if len(nodes) < 2 {
+		return
+	}
+	load := map[uint64]int{}
+	b.mu.Lock()
+	for _, vh := range b.meta.VHosts() {
+		for _, def := range b.meta.Queues(vh) {
+			if def.Place != 0 && b.isMember(def.Place) {
+				load[def.Place]++
+			}
+		}
+	}
+	b.mu.Unlock()
+	var under uint64
+	for _, n := range nodes {
+		if n != self && settled(n) && (under == 0 || load[n] < load[under]) {
+			under = n
+		}
+	}
+	if under == 0 {
+		return
+	}
+	// The most-loaded other node with a queue that can go to under.
+	var pick *remoteQueue
+	for _, rq := range b.proxyList() {
+		from := rq.place.Load()
+		if from == 0 || from == self || from == under || load[from]-load[under] < 2 {
+			continue
+		}
+		if pick != nil && load[from] <= load[pick.place.Load()] {
+			continue
+		}
+		rq.mu.Lock()
+		ok := rq.attached && rq.moveTo == 0 && !rq.stopped
+		rq.mu.Unlock()
+		if ok && slices.Contains(rq.q.group.Voters(), under) {
+			pick = rq
+		}
+	}
+	if pick == nil {
+		return
+	}
+	from := pick.place.Load()
+	vhost, name := pick.q.v.name, pick.q.def.Name
+	b.mu.Lock()
+	_, err := b.meta.SetQueuePlace(vhost, name, under)
+	if err == nil {
+		if err = b.persistMetaLocked(); err != nil {
+			// Not stored: as before (the record stays marked, and is written with its old
+			// placement by the next metadata change).
+			_, _ = b.meta.SetQueuePlace(vhost, name, from)
+		}
+	}
+	b.mu.Unlock()
+	if err != nil {
+		b.log.Warn("queue's new placement not recorded", zap.String("queue", pick.q.def.Name), zap.Error(err))
+		return
+	}
+	pick.place.Store(under)
+	pick.target.Store(under)
+	b.log.Info("queue placed on a less loaded node", zap.String("queue", pick.q.def.Name),
+		zap.Uint64("from", from), zap.Uint64("to", under), zap.Int("from_load", load[from]), zap.Int("to_load", load[under]))
 }

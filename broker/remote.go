@@ -256,13 +256,15 @@ func (v *VHost) startRemote(ctx context.Context, def meta.QueueDef, cfg queue.Co
 	}
 	q := &Queue{v: v, def: def, cfg: cfg, done: make(chan struct{}), group: g}
 	rq := &remoteQueue{
-		q: q, b: b, rpc: b.cfg.Spread.RPC, group: gid, self: host.NodeID(), target: target,
+		q: q, b: b, rpc: b.cfg.Spread.RPC, group: gid, self: host.NodeID(),
 		consumers: map[queue.ConsumerID]*proxyConsumer{},
 		attachedc: make(chan struct{}),
 		wake:      make(chan struct{}, 1),
 		stopc:     make(chan struct{}),
 	}
 	rq.ctx, rq.ctxCancel = context.WithCancel(context.Background())
+	rq.target.Store(target)
+	rq.place.Store(def.Place)
 	q.remote = rq
 	b.proxies.mu.Lock()
 	b.proxies.byGrp[gid] = rq
@@ -283,12 +285,17 @@ func (v *VHost) startRemote(ctx context.Context, def meta.QueueDef, cfg queue.Co
 
 // remoteQueue is the proxy state of a *Queue whose process runs on another node.
 type remoteQueue struct {
-	q      *Queue
-	b      *Broker
-	rpc    *cluster.RPC
-	group  uint64
-	self   uint64
-	target uint64 // where it was placed
+	q     *Queue
+	b     *Broker
+	rpc   *cluster.RPC
+	group uint64
+	self  uint64
+	// target is where the proxy attaches when the group has no leader to go to: the queue's
+	// placement, or the node chosen when it had none. place is the placement as recorded in
+	// group 0 (QueueDef.Place; 0: none), which the rebalancer moves the queue to and may change
+	// (reshare, rebalance.go).
+	target atomic.Uint64
+	place  atomic.Uint64
 
 	ready atomic.Int64 // the host's ready count, as last heard
 
@@ -351,8 +358,8 @@ func (rq *remoteQueue) pickHost(avoid uint64) uint64 {
 	if l := rq.q.group.Leader(); ok(l) {
 		return l
 	}
-	if ok(rq.target) {
-		return rq.target
+	if t := rq.target.Load(); ok(t) {
+		return t
 	}
 	start := slices.Index(nodes, avoid) + 1
 	for i := range nodes {

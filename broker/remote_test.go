@@ -30,6 +30,8 @@ type spreadNode struct {
 	host *cluster.Host
 	b    *Broker
 	down bool
+	// members is what node 1's Spread.Nodes answers (nodes 2 and 3 unless a test changes it).
+	members atomic.Pointer[[]uint64]
 }
 
 // kill stops the node abruptly as far as its peers can tell: its connections go first.
@@ -106,7 +108,8 @@ func startSpreadCluster(t *testing.T, ctx context.Context) map[uint64]*spreadNod
 	}
 	cfg := DefaultConfig()
 	cfg.Host = nodes[1].host
-	cfg.Spread = &Spread{RPC: nodes[1].rpc, Nodes: func() []uint64 { return []uint64{2, 3} },
+	nodes[1].members.Store(&[]uint64{2, 3})
+	cfg.Spread = &Spread{RPC: nodes[1].rpc, Nodes: func() []uint64 { return *nodes[1].members.Load() },
 		Reachable: nodes[1].tr.Connected}
 	b, err := New(spreadLog(t), cfg)
 	if err != nil {
@@ -647,4 +650,94 @@ func TestRemoteQueuePublishOrderAcrossMoves(t *testing.T) {
 		t.Fatalf("%d confirmed messages not in the queue", len(confirmed))
 	}
 	t.Logf("%d of %d publishes in order in the queue", n, published.Load())
+}
+
+// TestRemoteQueueReshare (issue 7): queues placed while only node 2 could run them move, once
+// node 3 is a member too (as a node that joined), until each of the two runs half: the new
+// placements are recorded in the metadata, every queue runs on its recorded placement, a
+// consumer stays attached through the move, and no confirmed message is lost or delivered
+// twice unless redelivered.
+func TestRemoteQueueReshare(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	nodes := startSpreadCluster(t, ctx)
+	nodes[1].members.Store(&[]uint64{2})
+	v, _ := nodes[1].b.VHost("/")
+	const nq, n = 4, 20
+	var qs []*Queue
+	for i := range nq {
+		name := fmt.Sprintf("share-%d", i)
+		q := declareSpread(t, ctx, nodes, name)
+		if q.Host() != 2 {
+			t.Fatalf("%s on node %d with node 2 the only member", name, q.Host())
+		}
+		spreadPublish(t, v, name, spreadBodies(name, n))
+		qs = append(qs, q)
+	}
+	s := newSink()
+	if _, err := qs[0].Consume(ConsumeOptions{Prefetch: 100}, s); err != nil {
+		t.Fatal(err)
+	}
+	s.wait(t, n) // held unacked across the moves
+
+	nodes[1].members.Store(&[]uint64{2, 3})
+	// The rebalancer runs on the leader of group 0 (the serving node).
+	spreadWait(t, ctx, "node 1 leads group 0", func() bool {
+		if nodes[1].b.metaGroup.IsLeader() {
+			return true
+		}
+		_, _ = nodes[1].host.TakeLead(ctx, MetaGroup)
+		time.Sleep(100 * time.Millisecond)
+		return false
+	})
+	placed := func() map[uint64]int {
+		nodes[1].b.mu.Lock()
+		defer nodes[1].b.mu.Unlock()
+		out := map[uint64]int{}
+		for _, def := range nodes[1].b.meta.Queues("/") {
+			out[def.Place]++
+		}
+		return out
+	}
+	spreadWait(t, ctx, "placements shared", func() bool { p := placed(); return p[2] == nq/2 && p[3] == nq/2 })
+	spreadWait(t, ctx, "every queue on its placement", func() bool {
+		for _, q := range qs {
+			if q.Host() != q.remote.place.Load() {
+				return false
+			}
+		}
+		return true
+	})
+	time.Sleep(2 * rebalanceInterval)
+	if p := placed(); p[2] != nq/2 || p[3] != nq/2 {
+		t.Fatalf("placements moved on: %v", p)
+	}
+
+	// The consumer's messages: each once, or again marked redelivered after a move.
+	seen := map[string]bool{}
+	next := 0
+	for len(seen) < n {
+		ds := s.wait(t, next+1)
+		var ids []queue.DeliveryID
+		for _, d := range ds[next:] {
+			body := string(d.Msg.Body)
+			if seen[body] && !d.Redelivered {
+				t.Fatalf("%s delivered twice, not marked redelivered", body)
+			}
+			seen[body] = true
+			ids = append(ids, d.ID)
+		}
+		next = len(ds)
+		qs[0].Settle(ids, queue.Ack)
+	}
+	// The other queues' messages are all there, in order.
+	for i, q := range qs[1:] {
+		want := spreadBodies(fmt.Sprintf("share-%d", i+1), n)
+		for _, body := range want {
+			d, _, ok, err := q.Fetch(true)
+			if err != nil || !ok || string(d.Msg.Body) != body {
+				t.Fatalf("share-%d: want %s, got ok %v err %v", i+1, body, ok, err)
+			}
+		}
+	}
 }

@@ -181,6 +181,17 @@ func (g *Group) setConfState(cs *raftpb.ConfState) {
 	g.voters.Store(&leaseVoters{in: slices.Clone(cs.GetVoters()), out: slices.Clone(cs.GetVotersOutgoing())})
 }
 
+// Voters is the group's voters as this node's replica knows them (during a joint change, the
+// incoming configuration's). The broker's rebalancer moves a queue only to a node that is
+// one. Safe for any goroutine.
+func (g *Group) Voters() []uint64 {
+	vs := g.voters.Load()
+	if vs == nil {
+		return nil
+	}
+	return slices.Clone(vs.in)
+}
+
 // HasLease reports whether this node leads the group and holds its lease: a quorum of the
 // group's voters echoed, within LeasePeriod, a lease probe sent while this node led it (see the
 // file comment). A node that leads without the lease may be cut off, with another node leading
