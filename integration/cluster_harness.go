@@ -217,6 +217,12 @@ func converged(nodes []*Node) string {
 // join` to make it a member. Its client listener forwards to the serving node meanwhile.
 func StartJoiningNode(t testing.TB, id int, members ...*Node) *Node {
 	t.Helper()
+	return StartJoiningNodeArgs(t, id, nil, members...)
+}
+
+// StartJoiningNodeArgs is StartJoiningNode with more arguments for the node's command line.
+func StartJoiningNodeArgs(t testing.TB, id int, extraArgs []string, members ...*Node) *Node {
+	t.Helper()
 	clusterPort, err := freePort()
 	if err != nil {
 		t.Fatal(err)
@@ -231,11 +237,12 @@ func StartJoiningNode(t testing.TB, id int, members ...*Node) *Node {
 	}
 	clusterAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(clusterPort))
 	httpAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(httpPort))
-	s := StartParley(t,
+	args := []string{
 		"--node-id", fmt.Sprintf("parley-%d", id),
 		"--cluster", clusterAddr,
 		"--peers", strings.Join(peers, ","),
-		"--http", httpAddr)
+		"--http", httpAddr}
+	s := StartParley(t, append(args, extraArgs...)...)
 	return &Node{Server: s, ID: id, HTTPAddr: httpAddr, ClusterAddr: clusterAddr}
 }
 

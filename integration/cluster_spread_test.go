@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -268,12 +269,157 @@ func TestClusterSpreadServingNodeDies(t *testing.T) {
 // them and the serving one.
 func startSpreadCluster(t *testing.T) ([]*Node, *Node) {
 	t.Helper()
+	nodes := StartClusterArgs(t, 3, spreadArgs(t)...)
+	return nodes, WaitServing(t, nodes)
+}
+
+// spreadArgs is the command line that turns cluster.spread_queues on.
+func spreadArgs(t *testing.T) []string {
+	t.Helper()
 	cfg := filepath.Join(t.TempDir(), "spread.yaml")
 	if err := os.WriteFile(cfg, []byte("cluster:\n  spread_queues: true\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	nodes := StartClusterArgs(t, 3, "--config", cfg)
-	return nodes, WaitServing(t, nodes)
+	return []string{"--config", cfg}
+}
+
+// TestClusterSpreadJoinGetsShare (issue 7): six durable queues spread over three processes
+// (two each), with confirmed messages and consumers attached to the serving node holding some
+// of them unacked; a fourth process joins (parleyctl cluster join). The rebalancer gives it its
+// share of the queues placed before: it comes to lead a queue's group and run the queue. The
+// consumers stay attached; publishing goes on; every confirmed message is consumed, and one
+// consumed twice came again marked redelivered.
+func TestClusterSpreadJoinGetsShare(t *testing.T) {
+	nodes, serving := startSpreadCluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c := dialRetry(t, serving)
+	defer c.Close()
+	ch := channel(t, c)
+	if err := ch.Confirm(false); err != nil {
+		t.Fatal(err)
+	}
+	queues := declareDurableQueues(t, ch, "share", 6)
+	confirmed := map[string]map[string]bool{}
+	publish := func(from, to int) {
+		t.Helper()
+		for _, q := range queues {
+			for i := from; i < to; i++ {
+				body := fmt.Sprintf("%s/%d", q, i)
+				publishUntilConfirmed(t, ctx, ch, q, func() string { return body })
+				confirmed[q][body] = true
+			}
+		}
+	}
+	for _, q := range queues {
+		confirmed[q] = map[string]bool{}
+	}
+	publish(0, 30)
+
+	type tally struct {
+		mu    sync.Mutex
+		got   map[string]int
+		again map[string]bool // came again marked redelivered
+		held  int
+	}
+	tallies := map[string]*tally{}
+	cc := dialRetry(t, serving)
+	defer cc.Close()
+	for _, q := range queues {
+		cch := channel(t, cc)
+		if err := cch.Qos(10, 0, false); err != nil {
+			t.Fatal(err)
+		}
+		ds, err := cch.Consume(q, "", false, false, false, false, nil)
+		if err != nil {
+			t.Fatalf("consume %s: %v", q, err)
+		}
+		tl := &tally{got: map[string]int{}, again: map[string]bool{}}
+		tallies[q] = tl
+		go func() {
+			for d := range ds {
+				tl.mu.Lock()
+				tl.got[string(d.Body)]++
+				if d.Redelivered {
+					tl.again[string(d.Body)] = true
+				}
+				hold := tl.held < 2 // held unacked across the move: they come again
+				if hold {
+					tl.held++
+				}
+				tl.mu.Unlock()
+				if !hold {
+					_ = d.Ack(false)
+				}
+			}
+		}()
+	}
+
+	n4 := StartJoiningNodeArgs(t, 4, spreadArgs(t), nodes[0])
+	out, err := Parleyctl(t, "--http", serving.HTTPAddr, "--timeout", "60s", "cluster", "join", "parley-4="+n4.ClusterAddr)
+	if err != nil {
+		t.Fatalf("parleyctl cluster join: %v\n%s", err, out)
+	}
+	t.Logf("parleyctl cluster join: %s", strings.TrimSpace(out))
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		st, err := serving.Status(ctx)
+		led := 0
+		if err == nil {
+			for _, g := range st.Groups {
+				if g.ID != 0 && g.Leader == 4 {
+					led++
+				}
+			}
+		}
+		if led > 0 {
+			t.Logf("node 4 leads %d queue groups", led)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node 4 was given no queue (status error %v)", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	publish(30, 50)
+
+	deadline = time.Now().Add(60 * time.Second)
+	for {
+		missing := ""
+		for _, q := range queues {
+			tl := tallies[q]
+			tl.mu.Lock()
+			for body := range confirmed[q] {
+				if tl.got[body] == 0 {
+					missing = body
+				}
+			}
+			tl.mu.Unlock()
+		}
+		if missing == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("confirmed message %s never consumed", missing)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for _, q := range queues {
+		tl := tallies[q]
+		tl.mu.Lock()
+		for body, n := range tl.got {
+			if !confirmed[q][body] {
+				t.Errorf("%s: %q never published", q, body)
+			}
+			if n > 1 && !tl.again[body] {
+				t.Errorf("%s: %s consumed %d times, never marked redelivered", q, body, n)
+			}
+		}
+		tl.mu.Unlock()
+	}
+	if c.IsClosed() || cc.IsClosed() {
+		t.Fatal("a client connection to the serving node closed while a queue moved to the new node")
+	}
 }
 
 // declareDurableQueues declares n durable queues named after prefix and the test.
