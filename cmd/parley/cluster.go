@@ -77,8 +77,9 @@ package main
 // until the cluster tests pass with it on, see README) the serving node leads every group
 // (taking back leads a standby won: broker/leads.go). With it,
 // exclusive, auto-delete, x-expires and dead-lettering queues, MQTT session queues and packed
-// queues always run on the serving node (broker/remote.go says why), and queues placed before
-// a node joined are not moved to it (only new queues go to the least-loaded node).
+// queues always run on the serving node (broker/remote.go says why). A node that joins gets
+// new queues and a share of the older ones (broker/rebalance.go's reshare), but not of the
+// queues the serving node runs itself.
 
 import (
 	"context"
