@@ -45,7 +45,7 @@ func TestDeposedServingNodeDeliversNothing(t *testing.T) {
 		m.RoutingKey = "deposed"
 		tr := &confirmTracker{fn: func(ok bool) { confirmed <- ok }}
 		tr.pending.Store(1)
-		q1.publish(m, tr)
+		q1.publish(m, tr, nil)
 		select {
 		case ok := <-confirmed:
 			if ok {

@@ -80,33 +80,62 @@ func (in *inbox) park() bool {
 	return true
 }
 
-// post appends c, waiting while the inbox is full. False when the queue has stopped (done is
-// closed, or the inbox closed).
+// post appends c, waiting while the inbox is full, and makes sure the queue's goroutine will
+// take it. False when the queue has stopped (done is closed, or the inbox closed).
 func (in *inbox) post(c command, done <-chan struct{}) bool {
+	ok, _ := in.postDeferred(c, done, nil)
+	return ok
+}
+
+// postDeferred is post for a poster that collects its wake-ups in w (nil: none, as post): when
+// c is the first command waiting, the queue's goroutine is not woken and owe is true: the
+// caller must call wakeUp (through w.Flush) before it blocks. A poster that does not defer
+// always signals, so a command posted behind deferred ones (a call, which waits for its
+// reply) never waits for a wake-up someone else owes. Before waiting for room, the inbox is
+// signalled and w flushed: a full inbox's commands must be taken, and the poster's other
+// queues must not wait for it.
+func (in *inbox) postDeferred(c command, done <-chan struct{}, w *Wakes) (ok, owe bool) {
 	in.mu.Lock()
 	for len(in.cmds) >= in.limit && !in.closed {
+		in.signalLocked()
 		if in.room == nil {
 			in.room = make(chan struct{})
 		}
 		room := in.room
 		in.mu.Unlock()
+		if w != nil {
+			w.Flush()
+		}
 		select {
 		case <-room:
 		case <-done:
-			return false
+			return false, false
 		}
 		in.mu.Lock()
 	}
 	if in.closed {
 		in.mu.Unlock()
-		return false
+		return false, false
 	}
 	in.cmds = append(in.cmds, c)
-	if len(in.cmds) == 1 {
+	switch {
+	case w == nil:
+		in.signalLocked()
+	case len(in.cmds) == 1:
+		// Whoever posted the commands ahead either signalled or owes the wake-up too.
+		owe = true
+	}
+	in.mu.Unlock()
+	return true, owe
+}
+
+// wakeUp signals the queue's goroutine if commands wait: a deferred poster's wake-up.
+func (in *inbox) wakeUp() {
+	in.mu.Lock()
+	if len(in.cmds) > 0 {
 		in.signalLocked()
 	}
 	in.mu.Unlock()
-	return true
 }
 
 // take returns every command waiting, in order. The caller hands the slice back with recycle

@@ -215,3 +215,65 @@ func TestInboxKeepsLargeBatchesWhileRunning(t *testing.T) {
 		t.Fatalf("a parked inbox keeps batch slices of capacity %d and %d (keepBatch %d)", cap(in.spare), cap(in.cmds), keepBatch)
 	}
 }
+
+// A deferred post leaves the queue's goroutine asleep until the poster flushes; a post that
+// does not defer, behind it, wakes the goroutine itself (a call must not wait for a wake-up
+// another poster owes); a deferred poster that finds the inbox full wakes it before waiting.
+func TestInboxDeferredWakeUps(t *testing.T) {
+	in := newInbox(3, func() {})
+	<-in.wake // the first round's
+	done := make(chan struct{})
+	woken := func() bool {
+		select {
+		case <-in.wake:
+			return true
+		default:
+			return false
+		}
+	}
+	var w Wakes
+	ok, owe := in.postDeferred(command{kind: cmdPublish}, done, &w)
+	if !ok || !owe {
+		t.Fatalf("first deferred post: ok %v owe %v, want both", ok, owe)
+	}
+	if woken() {
+		t.Fatal("a deferred post woke the queue's goroutine")
+	}
+	if _, owe := in.postDeferred(command{kind: cmdPublish}, done, &w); owe {
+		t.Fatal("a deferred post behind another owes a second wake-up")
+	}
+	in.wakeUp()
+	if !woken() {
+		t.Fatal("wakeUp with commands waiting did not wake the goroutine")
+	}
+	if !in.post(command{kind: cmdSettle}, done) {
+		t.Fatal("post refused")
+	}
+	if !woken() {
+		t.Fatal("a post behind deferred ones did not wake the goroutine")
+	}
+
+	// Full: the deferred poster wakes the goroutine, then waits for room.
+	posted := make(chan bool)
+	go func() {
+		ok, _ := in.postDeferred(command{kind: cmdPublish}, done, &w)
+		posted <- ok
+	}()
+	select {
+	case <-in.wake:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a deferred poster waiting for room did not wake the goroutine")
+	}
+	if got := len(in.take()); got != 3 {
+		t.Fatalf("took %d commands, want 3", got)
+	}
+	select {
+	case ok := <-posted:
+		if !ok {
+			t.Fatal("the post that waited for room was refused")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the post waiting for room did not go through after a take")
+	}
+	close(done)
+}

@@ -95,7 +95,7 @@ func (v *VHost) PublishToQueue(ctx context.Context, name string, m *message.Mess
 	res := make(chan bool, 1)
 	t := &confirmTracker{fn: func(ok bool) { res <- ok }}
 	t.pending.Store(1)
-	q.publish(m, t)
+	q.publish(m, t, nil)
 	select {
 	case ok := <-res:
 		if !ok {

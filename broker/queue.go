@@ -234,15 +234,50 @@ func (q *Queue) call(c command) (result, bool) {
 	}
 }
 
-func (q *Queue) publish(m *message.Message, t *confirmTracker) {
+// publish enqueues m. With w, the queue's goroutine is woken when w is flushed rather than now
+// (Wakes).
+func (q *Queue) publish(m *message.Message, t *confirmTracker, w *Wakes) {
 	if q.remote != nil {
 		q.remote.publish(m, t)
 		return
 	}
-	if !q.send(command{kind: cmdPublish, msg: m, confirm: t}) && t != nil {
+	ok, owe := q.inbox.postDeferred(command{kind: cmdPublish, msg: m, confirm: t}, q.done, w)
+	if owe {
+		w.add(q)
+	}
+	if !ok && t != nil {
 		// Deleted while we routed to it: RabbitMQ confirms such a message.
 		t.done(true)
 	}
+}
+
+// Wakes holds the wake-ups a connection's reader owes the queues it published to: a reader
+// that has more frames buffered publishes them all before any queue's goroutine runs, so a
+// flood wakes each queue once per read rather than once per message (every wake-up of a
+// parked goroutine can cost a futex wake of an idle thread: the largest kernel cost of a 1p/1c
+// transient flood, docs/performance.md). The owner must call Flush before it blocks (before a
+// read that may wait for the socket, before waiting for anything a queue does); calls into the
+// core that wait (Consume, Get, Cancel, declares) wake their queue themselves and, the inbox
+// being in order, also what was deferred ahead of them. Not safe for concurrent use: one per
+// reader goroutine.
+type Wakes struct {
+	qs []*Queue
+}
+
+func (w *Wakes) add(q *Queue) {
+	if n := len(w.qs); n > 0 && w.qs[n-1] == q {
+		return
+	}
+	w.qs = append(w.qs, q)
+}
+
+// Flush wakes the queues published to since the last Flush.
+func (w *Wakes) Flush() {
+	for i, q := range w.qs {
+		q.inbox.wakeUp()
+		w.qs[i] = nil
+	}
+	w.qs = w.qs[:0]
 }
 
 // Consume adds a consumer and returns its id.

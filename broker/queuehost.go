@@ -331,7 +331,7 @@ func (s *queueServer) handlePublish(_ context.Context, _ uint64, body []byte, re
 		reply(w.b, nil)
 	}}
 	t.pending.Store(1)
-	q.publish(m, t)
+	q.publish(m, t, nil)
 }
 
 func (s *queueServer) handleConsume(_ context.Context, from uint64, body []byte, reply func([]byte, error)) {

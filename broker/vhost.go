@@ -279,6 +279,9 @@ type Confirm func(ok bool)
 type PublishScratch struct {
 	names []string
 	qs    []*Queue
+	// Wakes, when set, defers the wake-ups of the queues published to until Wakes.Flush,
+	// which the adapter must call before it blocks (see Wakes). Nil wakes them at once.
+	Wakes *Wakes
 }
 
 // Publish routes m through its exchange and enqueues it in every queue it reaches. It reports
@@ -298,6 +301,9 @@ func (v *VHost) Publish(m *message.Message, confirm Confirm, s *PublishScratch) 
 		return false, err
 	}
 	// A node that may be cut off takes no publish it could not stand by (Broker.fenced).
+	if s.Wakes != nil && v.b.fenced() {
+		s.Wakes.Flush() // awaitLease may wait
+	}
 	if err := v.b.awaitLease(); err != nil {
 		return false, err
 	}
@@ -321,7 +327,7 @@ func (v *VHost) Publish(m *message.Message, confirm Confirm, s *PublishScratch) 
 		t.pending.Store(int32(len(s.qs)))
 	}
 	for _, q := range s.qs {
-		q.publish(m, t)
+		q.publish(m, t, s.Wakes)
 	}
 	return true, nil
 }

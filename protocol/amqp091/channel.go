@@ -94,7 +94,8 @@ type channel struct {
 }
 
 func newChannel(c *conn, id uint16) *channel {
-	return &channel{c: c, id: id, nextTag: 1, consumers: map[string]*consumer{}}
+	return &channel{c: c, id: id, nextTag: 1, consumers: map[string]*consumer{},
+		scratch: broker.PublishScratch{Wakes: &c.wakes}}
 }
 
 // frame handles one frame addressed to this channel.
@@ -215,6 +216,12 @@ func settleGrouped(ps []pendingAck, o queue.Outcome) {
 func (ch *channel) method(m wire.Method) error {
 	if ch.tx != nil && ch.tx.committing {
 		return newError(channelError, "unexpected command while processing 'tx.commit'")
+	}
+	if _, ok := m.(*wire.BasicPublish); !ok {
+		// Only a run of publishes defers its queues' wake-ups (conn.wakes): whatever else
+		// the client sent after them (a declare's message count, a get, an ack) sees them
+		// handed to their queues first, as before.
+		ch.c.wakes.Flush()
 	}
 	switch m := m.(type) {
 	case *wire.BasicPublish:

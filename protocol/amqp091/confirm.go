@@ -177,6 +177,7 @@ func (ch *channel) txCommit() error {
 		settleGrouped(a.ps, a.o)
 	}
 	ch.releaseCredit(credit)
+	ch.c.wakes.Flush() // the queues must run before the publishes can be confirmed
 	wg.Wait()
 	ch.send(&wire.TxCommitOk{})
 	return nil

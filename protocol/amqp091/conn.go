@@ -72,6 +72,10 @@ type conn struct {
 
 	channels  map[uint16]*channel
 	published bool // a publish completed since the last frame: check the resource alarm
+	// wakes defers the wake-ups of the queues this connection publishes to while more frames
+	// are buffered (every channel's PublishScratch points here); flushed before every read
+	// that may wait and before anything else the reader waits for (broker.Wakes).
+	wakes broker.Wakes
 
 	// closing is set once connection.close has been sent (by either goroutine); from then on
 	// the reader only waits for close-ok. closeMu serialises the transition.
@@ -229,7 +233,11 @@ func (c *conn) setReadDeadline(t time.Time, hold bool) {
 
 // loop reads frames until the connection ends.
 func (c *conn) loop() {
+	defer c.wakes.Flush()
 	for {
+		if !c.r.HasFrame() {
+			c.wakes.Flush() // the read may wait for the client
+		}
 		f, err := c.r.ReadFrame()
 		if err != nil {
 			c.readFailed(err)
@@ -483,6 +491,7 @@ func (c *conn) waitUnblocked() {
 	if !blocked {
 		return
 	}
+	c.wakes.Flush()
 	c.watchLiveness(false)
 	select {
 	case <-ch:

@@ -56,6 +56,17 @@ func NewReader(r io.Reader, frameMax uint32) *Reader {
 	return &Reader{br: bufio.NewReaderSize(r, readerBufSize), frameMax: frameMax}
 }
 
+// HasFrame reports whether a whole frame is buffered, so that the next ReadFrame returns
+// without reading from the connection (and so without waiting for the peer).
+func (r *Reader) HasFrame() bool {
+	n := r.br.Buffered()
+	if n < frameOverhead {
+		return false
+	}
+	hdr, _ := r.br.Peek(7) // buffered: no read
+	return uint64(n) >= uint64(binary.BigEndian.Uint32(hdr[3:7]))+frameOverhead
+}
+
 // SetFrameMax changes the limit after connection.tune-ok. 0 means MaxFrameSize.
 func (r *Reader) SetFrameMax(n uint32) { r.frameMax = n }
 

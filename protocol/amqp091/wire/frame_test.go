@@ -196,3 +196,65 @@ func equalInts(a, b []int) bool {
 	}
 	return true
 }
+
+// countingReader hands out its data in the chunks given, counting Read calls.
+type chunkReader struct {
+	chunks [][]byte
+	reads  int
+}
+
+func (c *chunkReader) Read(p []byte) (int, error) {
+	c.reads++
+	if len(c.chunks) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, c.chunks[0])
+	c.chunks[0] = c.chunks[0][n:]
+	if len(c.chunks[0]) == 0 {
+		c.chunks = c.chunks[1:]
+	}
+	return n, nil
+}
+
+// HasFrame is true exactly when the next ReadFrame needs no read from the connection (the
+// reader defers its queues' wake-ups only then).
+func TestHasFrame(t *testing.T) {
+	one := AppendMethodFrame(nil, 1, &BasicPublish{RoutingKey: "k"})
+	two := AppendHeartbeat(nil)
+	// The first read brings the first frame and the first 3 octets of the second.
+	src := &chunkReader{chunks: [][]byte{append(append([]byte(nil), one...), two[:3]...), two[3:]}}
+	r := NewReader(src, 0)
+	if r.HasFrame() {
+		t.Fatal("HasFrame before anything was read")
+	}
+	if _, err := r.ReadFrame(); err != nil {
+		t.Fatal(err)
+	}
+	if r.HasFrame() {
+		t.Fatal("HasFrame with 3 octets of the next frame buffered")
+	}
+	reads := src.reads
+	if _, err := r.ReadFrame(); err != nil {
+		t.Fatal(err)
+	}
+	if src.reads == reads {
+		t.Fatal("the frame HasFrame denied came without a read")
+	}
+
+	// Two whole frames in one read: HasFrame after the first, and the second needs no read.
+	src = &chunkReader{chunks: [][]byte{append(append([]byte(nil), one...), one...)}}
+	r = NewReader(src, 0)
+	if _, err := r.ReadFrame(); err != nil {
+		t.Fatal(err)
+	}
+	if !r.HasFrame() {
+		t.Fatal("HasFrame false with a whole frame buffered")
+	}
+	reads = src.reads
+	if _, err := r.ReadFrame(); err != nil {
+		t.Fatal(err)
+	}
+	if src.reads != reads {
+		t.Fatal("ReadFrame read from the connection after HasFrame said a frame was buffered")
+	}
+}
