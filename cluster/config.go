@@ -60,9 +60,18 @@ type Config struct {
 	// says. A durable queue's log is its message store: with consumers keeping up, the
 	// compaction then deletes the consumed messages while they are still in Pebble's memtable,
 	// and they are never flushed to an sstable (see "Compacting while the memtable holds it"
-	// in scheduler.go). A group with other members keeps to SnapshotEntries, so a follower a
-	// little behind still catches up from the log. Negative disables it. Default: 4 MiB.
+	// in scheduler.go). A group with other members keeps to SnapshotEntries (and
+	// SnapshotMaxLogBytes), so a follower a little behind still catches up from the log.
+	// Negative disables it. Default: 4 MiB.
 	SnapshotLogBytes int64
+
+	// SnapshotMaxLogBytes is how many bytes of entries any group (one with
+	// other members too) may apply before it snapshots, even if it applied
+	// fewer than SnapshotEntries entries (a LogKeeper's SnapshotInterval still
+	// comes first). Entries that batch many messages are large: 10,000 of a
+	// spread queue's (its forwarded publishes come in bursts) held 320 MB of log
+	// that was never compacted after the messages were consumed. Default: 16 MiB.
+	SnapshotMaxLogBytes uint64
 
 	// SnapshotCatchUpEntries is how many entries before a snapshot the log
 	// keeps after compacting, so a follower slightly behind can catch up from
@@ -98,14 +107,15 @@ type Config struct {
 
 // Defaults, named for the documentation above and for tests.
 const (
-	DefaultTickInterval      = 100 * time.Millisecond
-	DefaultElectionTicks     = 10
-	DefaultHeartbeatTicks    = 1
-	DefaultSnapshotEntries   = 10000
-	DefaultSnapshotLogBytes  = 4 << 20
-	DefaultMaxSizePerMsg     = 1 << 20
-	DefaultMaxInflightMsgs   = 256
-	DefaultLazyProposalDelay = 10 * time.Millisecond
+	DefaultTickInterval        = 100 * time.Millisecond
+	DefaultElectionTicks       = 10
+	DefaultHeartbeatTicks      = 1
+	DefaultSnapshotEntries     = 10000
+	DefaultSnapshotLogBytes    = 4 << 20
+	DefaultSnapshotMaxLogBytes = 16 << 20
+	DefaultMaxSizePerMsg       = 1 << 20
+	DefaultMaxInflightMsgs     = 256
+	DefaultLazyProposalDelay   = 10 * time.Millisecond
 )
 
 // withDefaults returns a copy of c with defaults filled in, or an error
@@ -156,6 +166,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.SnapshotLogBytes == 0 {
 		c.SnapshotLogBytes = DefaultSnapshotLogBytes
+	}
+	if c.SnapshotMaxLogBytes == 0 {
+		c.SnapshotMaxLogBytes = DefaultSnapshotMaxLogBytes
 	}
 	if c.MaxSizePerMsg == 0 {
 		c.MaxSizePerMsg = DefaultMaxSizePerMsg

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -126,6 +127,41 @@ func TestLogKeeperSnapshotInterval(t *testing.T) {
 	}
 	if n := h.Metrics().Snapshots; n != 0 {
 		t.Fatalf("%d snapshots in 100 entries with an interval of 1000", n)
+	}
+}
+
+// Large entries bring a snapshot (and the compaction that goes with it) before SnapshotEntries
+// of them: a queue fed in bursts writes batch entries of many messages, and 10,000 of those
+// were hundreds of megabytes of log kept after every message was consumed. A LogKeeper's
+// SnapshotInterval still comes first.
+func TestSnapshotMaxLogBytes(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		interval uint64
+		want     bool
+	}{{"bytes", 0, true}, {"keeper interval first", 1000, false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := testContext(t)
+			eng := openEngine(t, t.TempDir(), vfs.Default)
+			defer eng.Close()
+			h := startHost(t, Config{SnapshotEntries: 10000, SnapshotMaxLogBytes: 64 << 10}, eng)
+			defer h.Stop()
+			g := addGroup(t, ctx, h, 8, &keeper{kv: newKV(), interval: tc.interval})
+			value := strings.Repeat("v", 8<<10)
+			for i := range 20 { // 160 KiB in 20 entries
+				f, err := g.Propose(context.Background(), fmt.Appendf(nil, "k%d=%s", i, value))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := f.Wait(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if n := h.Metrics().Snapshots; (n > 0) != tc.want {
+				t.Fatalf("%d snapshots after 20 entries of 8 KiB (SnapshotMaxLogBytes 64 KiB, keeper interval %d); want some: %v",
+					n, tc.interval, tc.want)
+			}
+		})
 	}
 }
 

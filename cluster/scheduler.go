@@ -465,7 +465,7 @@ func (h *Host) cycle() error {
 		h.markDirty(g)
 		h.maybeCampaign(g)
 		h.maybeRecovered(g)
-		if g.sm != nil && (g.applied-g.snapIndex >= h.snapshotEvery(g) || g.confSnap || h.logFull(g)) {
+		if g.sm != nil && (h.snapshotDue(g) || g.confSnap || h.logFull(g)) {
 			g.confSnap = false
 			snaps = append(snaps, g)
 		}
@@ -615,13 +615,16 @@ func (h *Host) maybeRecovered(g *Group) {
 	}
 }
 
-// snapshotEvery is how many entries g applies between two snapshots: SnapshotEntries, or more
-// for a LogKeeper whose snapshot is large, so that snapshots cost a bounded share of the log.
-func (h *Host) snapshotEvery(g *Group) uint64 {
-	if g.keeper != nil {
-		return max(h.cfg.SnapshotEntries, g.keeper.SnapshotInterval())
+// snapshotDue reports whether g has applied enough since its last snapshot to take another:
+// SnapshotEntries entries or SnapshotMaxLogBytes bytes of them (a log of large batch entries must not
+// wait for 10,000 of them), but never fewer entries than a LogKeeper whose snapshot is large
+// asks for, so that snapshots cost a bounded share of the log.
+func (h *Host) snapshotDue(g *Group) bool {
+	n := g.applied - g.snapIndex
+	if n == 0 || (g.keeper != nil && n < g.keeper.SnapshotInterval()) {
+		return false
 	}
-	return h.cfg.SnapshotEntries
+	return n >= h.cfg.SnapshotEntries || g.logBytes >= h.cfg.SnapshotMaxLogBytes
 }
 
 // Compacting while the memtable holds it. A durable queue's log is its message store, and

@@ -25,20 +25,61 @@ import (
 func TestClusterStandbySpaceComesBack(t *testing.T) {
 	nodes := StartCluster(t, 3)
 	srv := WaitServing(t, nodes)
+	q := Name(t, "cluster-space")
+	admin := dialRetry(t, srv)
+	defer admin.Close()
+	if _, err := channel(t, admin).QueueDeclare(q, true, false, false, false, nil); err != nil {
+		t.Fatalf("queue.declare %s: %v", q, err)
+	}
+	standbySpaceComesBack(t, nodes, srv, q, 1)
+}
+
+// TestClusterSpreadStandbySpaceComesBack is TestClusterStandbySpaceComesBack with
+// cluster.spread_queues, the queue placed on a standby: that standby runs the queue's process
+// (a queue host, broker/queuehost.go) and the serving node's queue is a proxy forwarding the
+// publishes and acks to it. Both standbys' disks (the host's log and the other standby's
+// replica) must come back as without spreading. Three queues are declared, one per node (the
+// placement is round robin over the least loaded), and the test uses one a standby leads.
+func TestClusterSpreadStandbySpaceComesBack(t *testing.T) {
+	nodes, srv := startSpreadCluster(t)
+	admin := dialRetry(t, srv)
+	defer admin.Close()
+	queues := declareDurableQueues(t, channel(t, admin), "spread-space", 3)
+	var q string
+	deadline := time.Now().Add(30 * time.Second)
+	for q == "" {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		of, _, err := spreadLeaders(ctx, srv, queues)
+		cancel()
+		for _, name := range queues {
+			if l := of[name]; l != 0 && l != uint64(srv.ID) {
+				q = name
+				break
+			}
+		}
+		if q == "" && time.Now().After(deadline) {
+			t.Fatalf("none of %v is led by a standby after 30s (leaders %v, status error %v)", queues, of, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("the queue %s runs on a standby (node %d serves)", q, srv.ID)
+	standbySpaceComesBack(t, nodes, srv, q, len(queues))
+}
+
+// standbySpaceComesBack runs TestClusterStandbySpaceComesBack's load through the durable
+// queue q, declared on the cluster nodes served by srv, with queues queue groups besides group
+// 0, and checks the standbys' disks.
+func standbySpaceComesBack(t *testing.T, nodes []*Node, srv *Node, q string, queues int) {
+	t.Helper()
 	var standbys []*Node
 	for _, n := range nodes {
 		if n != srv {
 			standbys = append(standbys, n)
 		}
 	}
-	q := Name(t, "cluster-space")
-
 	admin := dialRetry(t, srv)
 	defer admin.Close()
 	ach := channel(t, admin)
-	if _, err := ach.QueueDeclare(q, true, false, false, false, nil); err != nil {
-		t.Fatalf("queue.declare %s: %v", q, err)
-	}
 	headConn := dialRetry(t, srv)
 	defer headConn.Close()
 	headCh := channel(t, headConn)
@@ -53,7 +94,7 @@ func TestClusterStandbySpaceComesBack(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			st, err := n.Status(ctx)
 			cancel()
-			if err == nil && len(st.Groups) >= 2 {
+			if err == nil && len(st.Groups) >= 1+queues {
 				break
 			}
 			if time.Now().After(deadline) {
