@@ -81,7 +81,10 @@ type Host struct {
 	memberMu sync.Mutex
 	members  map[uint64]string
 	memberAt storedMembers // what set members, as stored
-	changeMu sync.Mutex
+	// memberRPC: the RPC channel Join asks other groups' leaders over (ServeMembership; nil:
+	// Join leads every group itself).
+	memberRPC atomic.Pointer[RPC]
+	changeMu  sync.Mutex
 	// recordLock (one slot) is LockMembership's lock: group creation against record changes.
 	recordLock  chan struct{}
 	removedOnce atomic.Bool

@@ -515,8 +515,15 @@ func (h *Host) lead(ctx context.Context, id uint64) error {
 // the re-read sees a dropped change that committed after all).
 func (h *Host) ensureConf(ctx context.Context, id uint64, node uint64, done func(groupConf) bool,
 	t raftpb.ConfChangeType, c confContext) error {
+	return h.ensureConfAs(ctx, id, node, done, t, c, true)
+}
+
+// ensureConfAs is ensureConf; without mayLead it fails with ErrNotLeader when this node does not
+// lead the group instead of taking its lead (membership_remote.go).
+func (h *Host) ensureConfAs(ctx context.Context, id uint64, node uint64, done func(groupConf) bool,
+	t raftpb.ConfChangeType, c confContext, mayLead bool) error {
 	for {
-		if err := h.lead(ctx, id); err != nil {
+		if err := h.leadAs(ctx, id, mayLead); err != nil {
 			return err
 		}
 		gc, err := h.confOf(ctx, id, node)
@@ -683,17 +690,20 @@ func (h *Host) join(ctx context.Context, id uint64, addr string) error {
 	for pass := 0; pass < 5; pass++ {
 		ids := h.groupIDs()
 		for i, gid := range ids {
-			c := confContext{}
+			var err error
 			if i == 0 {
 				// The record rides on the first group's changes (see the file comment).
-				c = confContext{set: true, members: h.membersWith(id, addr)}
-			}
-			err := h.ensureConf(ctx, gid, id, has, raftpb.ConfChangeAddLearnerNode, c)
-			if err == nil {
-				err = h.waitCaughtUp(ctx, gid, id)
-			}
-			if err == nil {
-				err = h.ensureConf(ctx, gid, id, voter, raftpb.ConfChangeAddNode, c)
+				c := confContext{set: true, members: h.membersWith(id, addr)}
+				err = h.ensureConf(ctx, gid, id, has, raftpb.ConfChangeAddLearnerNode, c)
+				if err == nil {
+					err = h.waitCaughtUp(ctx, gid, id)
+				}
+				if err == nil {
+					err = h.ensureConf(ctx, gid, id, voter, raftpb.ConfChangeAddNode, c)
+				}
+			} else {
+				// Through the group's leader where it is another node (membership_remote.go).
+				err = h.joinGroup(ctx, gid, id)
 			}
 			if errors.Is(err, ErrUnknownGroup) {
 				continue // deleted meanwhile
@@ -712,8 +722,13 @@ func (h *Host) join(ctx context.Context, id uint64, addr string) error {
 
 // waitCaughtUp waits until node's log in group gid is within promoteLag of this leader's.
 func (h *Host) waitCaughtUp(ctx context.Context, gid, node uint64) error {
+	return h.waitCaughtUpAs(ctx, gid, node, true)
+}
+
+// waitCaughtUpAs is waitCaughtUp; without mayLead, see ensureConfAs.
+func (h *Host) waitCaughtUpAs(ctx context.Context, gid, node uint64, mayLead bool) error {
 	for {
-		if err := h.lead(ctx, gid); err != nil {
+		if err := h.leadAs(ctx, gid, mayLead); err != nil {
 			return err
 		}
 		gc, err := h.confOf(ctx, gid, node)

@@ -269,15 +269,15 @@ func TestClusterSpreadServingNodeDies(t *testing.T) {
 // them and the serving one.
 func startSpreadCluster(t *testing.T) ([]*Node, *Node) {
 	t.Helper()
-	nodes := StartClusterArgs(t, 3, spreadArgs(t)...)
+	nodes := StartClusterArgs(t, 3, spreadArgs(t, true)...)
 	return nodes, WaitServing(t, nodes)
 }
 
-// spreadArgs is the command line that turns cluster.spread_queues on.
-func spreadArgs(t *testing.T) []string {
+// spreadArgs is a node's command-line arguments setting cluster.spread_queues to on.
+func spreadArgs(t testing.TB, on bool) []string {
 	t.Helper()
 	cfg := filepath.Join(t.TempDir(), "spread.yaml")
-	if err := os.WriteFile(cfg, []byte("cluster:\n  spread_queues: true\n"), 0o644); err != nil {
+	if err := os.WriteFile(cfg, fmt.Appendf(nil, "cluster:\n  spread_queues: %v\n", on), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return []string{"--config", cfg}
@@ -355,7 +355,7 @@ func TestClusterSpreadJoinGetsShare(t *testing.T) {
 		}()
 	}
 
-	n4 := StartJoiningNodeArgs(t, 4, spreadArgs(t), nodes[0])
+	n4 := StartJoiningNodeArgs(t, 4, spreadArgs(t, true), nodes[0])
 	out, err := Parleyctl(t, "--http", serving.HTTPAddr, "--timeout", "60s", "cluster", "join", "parley-4="+n4.ClusterAddr)
 	if err != nil {
 		t.Fatalf("parleyctl cluster join: %v\n%s", err, out)

@@ -256,6 +256,9 @@ func newClusterHost(cfg Config, eng *storage.Engine, log *zap.Logger) (*cluster.
 	cn.host = host
 	if cfg.Cluster.SpreadQueues {
 		cn.rpc = cluster.NewRPC(tr, log.Named("rpc"))
+		// A join asks each spread queue's host to add the new node to its group, instead of
+		// taking the group's lead (which stops the queue there for a moment).
+		host.ServeMembership(cn.rpc)
 	}
 	log.Info("cluster node", zap.Uint64("id", id), zap.String("listen", tr.Addr().String()),
 		zap.Int("members", len(host.Members())), zap.Bool("joining", join && !cn.isMember()))
