@@ -540,6 +540,13 @@ func (h *Host) ensureConfAs(ctx context.Context, id uint64, node uint64, done fu
 		case err == nil:
 		case errors.Is(err, ErrDropped), errors.Is(err, ErrNotLeader):
 			h.log.Info("membership change dropped; retrying", zap.Uint64("group", id), zap.Error(err))
+			// Raft drops a conf change at once while an earlier one is still to be applied
+			// (a new group's first election, say): a tick before asking again, not a spin.
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("membership change of group %d: %w", id, ctx.Err())
+			case <-time.After(h.cfg.TickInterval):
+			}
 		default:
 			return err
 		}
@@ -762,7 +769,23 @@ func (h *Host) Leave(ctx context.Context, id uint64) error {
 	ids := h.groupIDs()
 	// Check every group before changing any, so a refusal changes nothing.
 	known := false
-	for _, gid := range ids {
+	for i, gid := range ids {
+		if i > 0 {
+			// Through the group's leader where it is another node (membership_remote.go).
+			gone, err := h.groupConf(ctx, opLeaveCheck, gid, id)
+			switch {
+			case errors.Is(err, ErrUnknownGroup), err == nil && gone:
+				continue
+			case errors.Is(err, ErrMembership):
+				return fmt.Errorf("leave node %d: group %d: %w", id, gid, err)
+			case err != nil && ctx.Err() != nil:
+				return fmt.Errorf("leave node %d: %w", id, err)
+			case err != nil:
+				continue // as a failed liveVoters below: the removal itself tries again
+			}
+			known = true
+			continue
+		}
 		if err := h.lead(ctx, gid); err != nil {
 			if errors.Is(err, ErrUnknownGroup) {
 				continue
@@ -806,7 +829,14 @@ func (h *Host) removeEverywhere(ctx context.Context, id uint64) error {
 				c = confContext{set: true, members: h.membersWith(id, "")}
 			}
 			gone := func(gc groupConf) bool { return absent(gc) && (i != 0 || !h.isMemberID(id)) }
-			if err := h.ensureConf(ctx, gid, id, gone, raftpb.ConfChangeRemoveNode, c); err != nil {
+			var err error
+			if i == 0 {
+				err = h.ensureConf(ctx, gid, id, gone, raftpb.ConfChangeRemoveNode, c)
+			} else {
+				// Through the group's leader where it is another node (membership_remote.go).
+				_, err = h.groupConf(ctx, opRemove, gid, id)
+			}
+			if err != nil {
 				if errors.Is(err, ErrUnknownGroup) {
 					continue
 				}

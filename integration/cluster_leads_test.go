@@ -16,7 +16,7 @@ import (
 // were declared, and again after the serving node was killed (-9), another took over, and the
 // killed node came back.
 func TestClusterServingNodeLeadsItsQueues(t *testing.T) {
-	nodes := StartCluster(t, 3)
+	nodes := StartClusterArgs(t, 3, spreadArgs(t, false)...)
 	declare := func(n *Node, prefix string, count int) {
 		t.Helper()
 		c := dialRetry(t, n)

@@ -13,17 +13,17 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 )
 
-// TestClusterStandbySpaceComesBack is TestSpaceComesBack on a three-node cluster, measuring the
-// standbys: spaceVolume of persistent 1 KB messages goes through a durable queue on the serving
-// node, published with confirms (so every message is fsynced on a majority) and consumed by a
-// consumer that acks each one, while a few messages at the head stay delivered and unacked. A
+// TestClusterStandbySpaceComesBack is TestSpaceComesBack on a three-node cluster without spread
+// queues (cluster.spread_queues off), measuring the standbys: spaceVolume of persistent 1 KB
+// messages goes through a durable queue on the serving node, published with confirms (so every
+// message is fsynced on a majority) and consumed by a consumer that acks each one, while a few messages at the head stay delivered and unacked. A
 // standby keeps a replica of the queue's group whose stand-in is the queue's own log state
 // machine (broker.QueueStandIn): it must snapshot and compact its log as the serving node does,
 // so each standby's data directory comes back to within spaceMargin of its size after the queue
 // was declared, instead of keeping every message ever published. The bodies are random: Pebble
 // compresses what it writes, and a log of repetitive bodies would fit in the margin uncompacted.
 func TestClusterStandbySpaceComesBack(t *testing.T) {
-	nodes := StartCluster(t, 3)
+	nodes := StartClusterArgs(t, 3, spreadArgs(t, false)...)
 	srv := WaitServing(t, nodes)
 	q := Name(t, "cluster-space")
 	admin := dialRetry(t, srv)
