@@ -69,17 +69,20 @@ package main
 // and its broker runs locally the queues placed on it and proxies the others (to their
 // placement, or, while that node is down, to another voter). A queue host answers and delivers
 // only while it leads the queue's group, and a deposed serving node's proxies hand nothing to
-// their consumers (broker.Broker's deposed).
+// their consumers (broker.Broker's deposed). A join or leave does not take the queues' leads
+// to the serving node: each group's leader changes its own configuration when the serving
+// node asks it over the RPC channel (cluster/membership_remote.go), so the queues keep running
+// where they run (a node leaving first hands the leads it has to another voter).
 //
 // Deviation from DESIGN.md §5: one node still serves every client (the metadata, routing,
 // connections and consumers live on the serving node); a client of a standby is forwarded per
-// connection, byte for byte, not per operation. Without cluster.spread_queues (the default
-// until the cluster tests pass with it on, see README) the serving node leads every group
-// (taking back leads a standby won: broker/leads.go). With it,
-// exclusive, auto-delete, x-expires and dead-lettering queues, MQTT session queues and packed
-// queues always run on the serving node (broker/remote.go says why). A node that joins gets
-// new queues and a share of the older ones (broker/rebalance.go's reshare), but not of the
-// queues the serving node runs itself.
+// connection, byte for byte, not per operation. Exclusive, auto-delete, x-expires and
+// dead-lettering queues, MQTT session queues and packed queues always run on the serving node
+// (broker/remote.go says why). A node that joins gets new queues and a share of the older ones
+// (broker/rebalance.go's reshare), but not of the queues the serving node runs itself. Without
+// cluster.spread_queues (the default until the randomized fault test passes with it on, see
+// README) the serving node leads every group (taking back leads a standby won:
+// broker/leads.go).
 
 import (
 	"context"
