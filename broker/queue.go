@@ -41,6 +41,7 @@ type cmdKind uint8
 const (
 	cmdPublish cmdKind = iota
 	cmdSettle
+	cmdSettleOne // cmdSettle of the one delivery id: no slice to allocate per acknowledgement
 	cmdConsume
 	cmdCancel
 	cmdGet
@@ -54,6 +55,7 @@ type command struct {
 	msg      *message.Message
 	confirm  *confirmTracker
 	ids      []queue.DeliveryID
+	id       queue.DeliveryID // cmdSettleOne's
 	outcome  queue.Outcome
 	spec     queue.ConsumerSpec
 	consumer Consumer
@@ -113,6 +115,8 @@ type Queue struct {
 
 	// Owned by the goroutine.
 	waiting   []*pendingPublish           // durable: publishes in order, waiting for the log
+	pendSlab  []pendingPublish            // durable: where the next pendingPublish records come from
+	oneID     [1]queue.DeliveryID         // cmdSettleOne's id as a slice
 	batch     []*pendingPublish           // durable: this batch's persistent publishes, not yet proposed
 	batchSize int                         // about the bytes of batch's messages
 	confirms  []pendingConfirm            // answered at the end of the batch, once the counters are current
@@ -325,6 +329,12 @@ func (q *Queue) Cancel(id queue.ConsumerID) {
 // SettleByQueue settles the deliveries of several queues with one Settle call per queue, each
 // queue's ids in the order given; of names an item's queue and delivery. It reorders items.
 func SettleByQueue[T any](items []T, o queue.Outcome, of func(T) (*Queue, queue.DeliveryID)) {
+	if len(items) == 1 {
+		// The common case (an acknowledgement of one delivery) allocates nothing.
+		q, id := of(items[0])
+		q.settleOne(id, o)
+		return
+	}
 	for len(items) > 0 {
 		q, _ := of(items[0])
 		ids := make([]queue.DeliveryID, 0, len(items))
@@ -348,6 +358,15 @@ func (q *Queue) Settle(ids []queue.DeliveryID, o queue.Outcome) {
 		return
 	}
 	q.send(command{kind: cmdSettle, ids: ids, outcome: o})
+}
+
+// settleOne is Settle of one delivery.
+func (q *Queue) settleOne(id queue.DeliveryID, o queue.Outcome) {
+	if q.remote != nil {
+		q.remote.Settle([]queue.DeliveryID{id}, o)
+		return
+	}
+	q.send(command{kind: cmdSettleOne, id: id, outcome: o})
 }
 
 // Get takes one message (basic.get). remaining is the number of ready messages left. A
@@ -594,6 +613,9 @@ func (q *Queue) apply(c command, now int64) bool {
 		if c.confirm != nil {
 			q.confirms = append(q.confirms, pendingConfirm{c.confirm, ok})
 		}
+	case cmdSettleOne:
+		q.oneID[0] = c.id
+		_ = q.sm.Settle(now, q.oneID[:], c.outcome, &q.out)
 	case cmdSettle:
 		// Unknown ids are the adapter's bug or a race with a requeue on close; nothing to undo.
 		_ = q.sm.Settle(now, c.ids, c.outcome, &q.out)
@@ -760,7 +782,7 @@ func (q *Queue) forwardDead() {
 // of publishes. The persistent messages of an inbox batch are proposed together, at its end
 // (proposeBatch): one log entry for the batch (DESIGN.md §2), or more when it is large.
 func (q *Queue) publishDurable(now int64, m *message.Message, t *confirmTracker) {
-	p := &pendingPublish{m: m, confirm: t}
+	p := q.newPending(m, t)
 	if m.Persistent() {
 		p.logged = true
 		size := entrySizeOf(m)
@@ -774,6 +796,24 @@ func (q *Queue) publishDurable(now int64, m *message.Message, t *confirmTracker)
 		p.done.Store(true)
 	}
 	q.waiting = append(q.waiting, p)
+}
+
+// pendSlabSize is how many pendingPublish records one allocation makes (newPending).
+const pendSlabSize = 64
+
+// newPending returns a record for a publish entering the durable FIFO. The records come from a
+// slab of pendSlabSize, one allocation per slab instead of one per persistent message; a
+// slab is freed once none of its records is waiting or referenced by a proposal's callback,
+// and takeLogged drops a record's message and tracker once it is taken, so a record still
+// waiting keeps no other publish's body alive.
+func (q *Queue) newPending(m *message.Message, t *confirmTracker) *pendingPublish {
+	if len(q.pendSlab) == 0 {
+		q.pendSlab = make([]pendingPublish, pendSlabSize)
+	}
+	p := &q.pendSlab[0]
+	q.pendSlab = q.pendSlab[1:]
+	p.m, p.confirm = m, t
+	return p
 }
 
 // proposeBatch proposes the persistent messages gathered since the last call: one as an
@@ -888,16 +928,18 @@ func (q *Queue) takeLogged(now int64) {
 			break
 		}
 		n++
+		m, t := p.m, p.confirm
+		p.m, p.confirm = nil, nil // the record's slab may outlive it (newPending)
 		if p.err != nil {
 			q.v.b.log.Warn("persistent message not stored; publisher gets a nack")
-			if p.confirm != nil {
-				q.confirms = append(q.confirms, pendingConfirm{p.confirm, false})
+			if t != nil {
+				q.confirms = append(q.confirms, pendingConfirm{t, false})
 			}
 			continue
 		}
-		ok := q.sm.PublishRef(now, p.m, p.ref, &q.out)
-		if p.confirm != nil {
-			q.confirms = append(q.confirms, pendingConfirm{p.confirm, ok})
+		ok := q.sm.PublishRef(now, m, p.ref, &q.out)
+		if t != nil {
+			q.confirms = append(q.confirms, pendingConfirm{t, ok})
 		}
 	}
 	if n > 0 {

@@ -282,6 +282,26 @@ type PublishScratch struct {
 	// Wakes, when set, defers the wake-ups of the queues published to until Wakes.Flush,
 	// which the adapter must call before it blocks (see Wakes). Nil wakes them at once.
 	Wakes *Wakes
+	// trackers is where the next confirm trackers come from: one allocation per
+	// trackerSlabSize confirmed publishes instead of one each.
+	trackers []confirmTracker
+}
+
+// trackerSlabSize is how many confirm trackers one allocation makes (PublishScratch.tracker).
+const trackerSlabSize = 64
+
+// tracker returns a fresh confirm tracker for fn waiting on n queues. A slab stays allocated
+// until none of its trackers is referenced any more (each is done once its message is in
+// every queue), which for a publisher with a confirm window is within a window or two.
+func (s *PublishScratch) tracker(fn Confirm, n int) *confirmTracker {
+	if len(s.trackers) == 0 {
+		s.trackers = make([]confirmTracker, trackerSlabSize)
+	}
+	t := &s.trackers[0]
+	s.trackers = s.trackers[1:]
+	t.fn = fn
+	t.pending.Store(int32(n))
+	return t
 }
 
 // Publish routes m through its exchange and enqueues it in every queue it reaches. It reports
@@ -290,7 +310,8 @@ type PublishScratch struct {
 // the outcome; for an unroutable message it is called with true before Publish returns, as
 // RabbitMQ confirms unroutable messages. Publish blocks while a reached queue's inbox is full.
 func (v *VHost) Publish(m *message.Message, confirm Confirm, s *PublishScratch) (routed bool, err error) {
-	if s == nil {
+	oneOff := s == nil
+	if oneOff {
 		s = &PublishScratch{}
 	}
 	if m.Exchange == "" && strings.HasPrefix(m.RoutingKey, DirectReplyTo+".") {
@@ -322,9 +343,12 @@ func (v *VHost) Publish(m *message.Message, confirm Confirm, s *PublishScratch) 
 		return false, nil
 	}
 	var t *confirmTracker
-	if confirm != nil {
-		t = &confirmTracker{fn: confirm}
+	switch {
+	case confirm != nil && oneOff:
+		t = &confirmTracker{fn: confirm} // no slab for a scratch that is thrown away
 		t.pending.Store(int32(len(s.qs)))
+	case confirm != nil:
+		t = s.tracker(confirm, len(s.qs))
 	}
 	for _, q := range s.qs {
 		q.publish(m, t, s.Wakes)
@@ -364,7 +388,9 @@ func (t *confirmTracker) done(ok bool) {
 		t.refused.Store(true)
 	}
 	if t.pending.Add(-1) == 0 {
-		t.fn(!t.refused.Load())
+		fn := t.fn
+		t.fn = nil // nobody touches t again; its slab may outlive it (PublishScratch.tracker)
+		fn(!t.refused.Load())
 	}
 }
 
