@@ -97,6 +97,9 @@ type proposal struct {
 	inPlace bool
 	// lazy: proposed by ProposeLazy, it may wait for a cycle that writes anyway (lazy.go).
 	lazy bool
+	// waiting: in its group's queue, not taken by the host yet; under the queue's mu
+	// (Group.AppendLazy).
+	waiting bool
 	// tick is the host's tick count when the proposal went to raft: a proposal a follower
 	// forwarded to its leader expires (see expireForwarded) if it is never applied.
 	tick uint64

@@ -177,6 +177,47 @@ func (g *Group) ProposeLazy(data []byte, cb func(result any, err error)) error {
 	return g.enqueue(p)
 }
 
+// LazyEntry is a lazy proposal that more data may be appended to while it waits in its
+// group's queue (Group.ProposeLazyOpen, Group.AppendLazy). The zero value is no proposal.
+type LazyEntry struct{ p *proposal }
+
+// ProposeLazyOpen is ProposeLazy without a callback, for an entry the proposer may extend
+// with AppendLazy until the host takes it: a queue's removals (acks) of several delivery rounds
+// then share one entry instead of one each (lazy.go).
+func (g *Group) ProposeLazyOpen(data []byte) (LazyEntry, error) {
+	p := &proposal{seq: g.host.nextSeq.Add(1), lazy: true}
+	p.data = encodeEntry(g.host.cfg.NodeID, p.seq, data)
+	if err := g.enqueue(p); err != nil {
+		return LazyEntry{}, err
+	}
+	return LazyEntry{p}, nil
+}
+
+// AppendLazy appends more to e's data if e is still waiting in g's queue (the host has not
+// taken it) and its data stays within maxBytes. False means nothing was appended: the caller
+// proposes more as an entry of its own.
+//
+// Proposals queued after e stay after it in the log, so what is appended lands before them,
+// although it came later: the caller may append only what commutes with everything it may
+// have proposed since e. A queue's removals do (broker/queue.go, logRemoved): a message is
+// removed only once its enqueue entry has committed, so before e was taken, hence in an entry
+// before e; and a removal changes nothing another entry of the queue reads, other than the
+// removed message's own records, which a later entry drops for a message already gone.
+func (g *Group) AppendLazy(e LazyEntry, more []byte, maxBytes int) bool {
+	if e.p == nil {
+		return false
+	}
+	q := &g.queue
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	// Not waiting: taken, or failed by close; the data is the host's from then on.
+	if !e.p.waiting || len(e.p.data)+len(more) > maxBytes {
+		return false
+	}
+	e.p.data = append(e.p.data, more...)
+	return true
+}
+
 func (g *Group) enqueue(p *proposal) error {
 	q := &g.queue
 	q.mu.Lock()
@@ -186,6 +227,7 @@ func (g *Group) enqueue(p *proposal) error {
 		return fmt.Errorf("group %d: %w", g.id, err)
 	}
 	q.props = append(q.props, p)
+	p.waiting = true
 	if !p.lazy {
 		q.eager++
 	} else if q.lazySince.IsZero() {
@@ -210,6 +252,9 @@ func (g *Group) takeProposals(buf []*proposal) []*proposal {
 	g.queued.Store(false)
 	q := &g.queue
 	q.mu.Lock()
+	for _, p := range q.props {
+		p.waiting = false
+	}
 	buf = append(buf, q.props...)
 	clear(q.props)
 	q.props = q.props[:0]
@@ -228,6 +273,9 @@ func (g *Group) close(err error) {
 	}
 	props := q.props
 	q.props = nil
+	for _, p := range props {
+		p.waiting = false
+	}
 	q.eager, q.lazySince = 0, time.Time{}
 	q.mu.Unlock()
 	for _, p := range props {

@@ -163,3 +163,63 @@ func TestLazyProposalDelayOff(t *testing.T) {
 		t.Fatalf("LazyHolds = %d with the delay off", m.LazyHolds)
 	}
 }
+
+// AppendLazy extends a lazy proposal while it waits in its group's queue, also behind a later
+// proposal, so what it appended is applied in the same entry, before that later one; once the
+// host has taken it, or when it would grow past the bound, AppendLazy refuses and changes
+// nothing.
+func TestAppendLazy(t *testing.T) {
+	ctx := testContext(t)
+	eng := openEngine(t, t.TempDir(), vfs.Default)
+	defer eng.Close()
+	h := startHost(t, Config{LazyProposalDelay: time.Hour}, eng)
+	defer h.Stop()
+	sm := newKV()
+	g := addGroup(t, ctx, h, 1, sm)
+	f, err := g.Propose(ctx, []byte("warm=1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var none LazyEntry
+	if g.AppendLazy(none, []byte("x"), 1<<10) {
+		t.Fatal("appended to no proposal")
+	}
+	e, err := g.ProposeLazyOpen([]byte("l=a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !g.AppendLazy(e, []byte("b"), 1<<10) || !g.AppendLazy(e, []byte("c"), 1<<10) {
+		t.Fatal("AppendLazy refused a lazy proposal still waiting last in its queue")
+	}
+	if g.AppendLazy(e, make([]byte, 1<<10), 1<<10) {
+		t.Fatal("AppendLazy grew a proposal past its bound")
+	}
+	// An eager proposal after it: what is appended now still goes into the lazy entry, which
+	// applies first.
+	f, err = g.Propose(ctx, []byte("k=z"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !g.AppendLazy(e, []byte("d"), 1<<10) {
+		t.Fatal("AppendLazy refused a waiting proposal with another one queued after it")
+	}
+	if _, err := f.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := sm.get("l"); v != "abcd" {
+		t.Fatalf("l = %q, want the lazy entry with its three appends (abcd)", v)
+	}
+	sm.mu.Lock()
+	n := sm.Count
+	sm.mu.Unlock()
+	if n != 3 {
+		t.Fatalf("%d entries applied, want 3 (warm, the lazy one with its appends, the eager one)", n)
+	}
+	// Taken by the host (and applied): nothing more goes into it.
+	if g.AppendLazy(e, []byte("e"), 1<<10) {
+		t.Fatal("AppendLazy extended a proposal the host had taken")
+	}
+}
