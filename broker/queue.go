@@ -48,6 +48,7 @@ const (
 	cmdGet
 	cmdPurge
 	cmdDelete
+	cmdCount // the ready count once every command before it has run (Queue.CountedLen)
 )
 
 // command is one entry of a queue's inbox.
@@ -239,6 +240,34 @@ func (q *Queue) call(c command) (result, bool) {
 	case <-q.done:
 		return result{}, false
 	}
+}
+
+// countWait bounds how long CountedLen waits for the queue's goroutine before it answers with
+// the count of the last batch.
+const countWait = 2 * time.Second
+
+// CountedLen is the number of ready messages once the queue has run every command posted before
+// the call: a client that publishes and then declares the queue (passive) is told a count that
+// includes its publishes, as RabbitMQ's channel and queue processes order them. A publisher's
+// reader wakes the queue lazily (Wakes), so Len, the count of the last batch, may not include
+// them yet. Must not be called with Broker.mu held: it waits for the queue's goroutine.
+func (q *Queue) CountedLen() int {
+	if q.remote != nil {
+		return q.remote.length()
+	}
+	c := command{kind: cmdCount, reply: make(chan result, 1)}
+	if !q.send(c) {
+		return q.Len()
+	}
+	t := time.NewTimer(countWait)
+	defer t.Stop()
+	select {
+	case r := <-c.reply:
+		return r.n
+	case <-q.done:
+	case <-t.C:
+	}
+	return q.Len()
 }
 
 // publish enqueues m. With w, the queue's goroutine is woken when w is flushed rather than now
@@ -680,6 +709,10 @@ func (q *Queue) apply(c command, now int64) bool {
 			d.Msg = q.loadBody(d.Ref)
 		}
 		c.reply <- result{d: d, ok: ok, n: q.sm.Len()}
+	case cmdCount:
+		// Publishes still waiting for their log entry behind a persistent one are enqueued
+		// already: RabbitMQ counts a message from the moment the queue has it.
+		c.reply <- result{n: q.sm.Len() + len(q.waiting)}
 	case cmdPurge:
 		c.reply <- result{n: q.sm.Purge(&q.out)}
 		q.bodies = nil

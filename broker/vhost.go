@@ -92,7 +92,18 @@ type QueueStatus struct {
 }
 
 // DeclareQueue declares (or, passive, checks) a queue. An empty name asks for a server-named one.
+// The message count includes every publish that reached the queue before the call (CountedLen),
+// counted after Broker.mu is released.
 func (v *VHost) DeclareQueue(d meta.QueueDef, passive bool) (QueueStatus, error) {
+	st, q, err := v.declareQueue(d, passive)
+	if err != nil {
+		return st, err
+	}
+	st.Messages = q.CountedLen()
+	return st, nil
+}
+
+func (v *VHost) declareQueue(d meta.QueueDef, passive bool) (QueueStatus, *Queue, error) {
 	d.VHost = v.name
 	if d.Name == "" && !passive {
 		d.Name = serverNamedQueue()
@@ -105,7 +116,7 @@ func (v *VHost) DeclareQueue(d meta.QueueDef, passive bool) (QueueStatus, error)
 	defer v.b.mu.Unlock()
 	def, created, err := v.b.meta.DeclareQueue(d, passive)
 	if err != nil {
-		return QueueStatus{}, err
+		return QueueStatus{}, nil, err
 	}
 	q, ok := v.queue(def.Name)
 	if created || !ok {
@@ -117,14 +128,14 @@ func (v *VHost) DeclareQueue(d meta.QueueDef, passive bool) (QueueStatus, error)
 			unlock, err := host.LockMembership(context.Background())
 			if err != nil {
 				_, _ = v.b.meta.DeleteQueue(v.name, def.Name, def.Owner)
-				return QueueStatus{}, meta.Errorf(meta.InternalError, "cannot start queue '%s': %v", def.Name, err)
+				return QueueStatus{}, nil, meta.Errorf(meta.InternalError, "cannot start queue '%s': %v", def.Name, err)
 			}
 			defer unlock()
 			if created && v.b.cfg.Spread != nil && spreadable(def) {
 				// Placement lives in group 0 (DESIGN.md §5): recorded with the queue, in the
 				// entry below, so every node and every restart agree where it runs.
 				if def, err = v.b.meta.SetQueuePlace(v.name, def.Name, v.b.placeNew()); err != nil {
-					return QueueStatus{}, err
+					return QueueStatus{}, nil, err
 				}
 			}
 		}
@@ -132,7 +143,7 @@ func (v *VHost) DeclareQueue(d meta.QueueDef, passive bool) (QueueStatus, error)
 		if err != nil {
 			// meta validated the arguments already; a failure here is a mismatch between the two.
 			_, _ = v.b.meta.DeleteQueue(v.name, def.Name, def.Owner)
-			return QueueStatus{}, err
+			return QueueStatus{}, nil, err
 		}
 		next := make(map[string]*Queue, len(v.queueMap())+1)
 		for k, e := range v.queueMap() {
@@ -143,26 +154,32 @@ func (v *VHost) DeclareQueue(d meta.QueueDef, passive bool) (QueueStatus, error)
 		v.publishRouterLocked()
 		if def.Durable {
 			if err := v.b.persistMetaLocked(); err != nil {
-				return QueueStatus{}, err
+				return QueueStatus{}, nil, err
 			}
 			if err := q.openedLocked(); err != nil {
 				v.b.log.Error("queue not opened in its partition group", zap.String("queue", def.Name), zap.Error(err))
-				return QueueStatus{}, meta.Errorf(meta.InternalError, "cannot start queue '%s' in vhost '%s': %v", def.Name, v.name, err)
+				return QueueStatus{}, nil, meta.Errorf(meta.InternalError, "cannot start queue '%s' in vhost '%s': %v", def.Name, v.name, err)
 			}
 		}
 	} else if err := v.checkOwner(q, d.Owner); err != nil {
-		return QueueStatus{}, err
+		return QueueStatus{}, nil, err
 	} else if err := q.openedLocked(); err != nil {
 		// Its open entry failed when it was declared: it is proposed again.
-		return QueueStatus{}, meta.Errorf(meta.InternalError, "cannot start queue '%s' in vhost '%s': %v", def.Name, v.name, err)
+		return QueueStatus{}, nil, meta.Errorf(meta.InternalError, "cannot start queue '%s' in vhost '%s': %v", def.Name, v.name, err)
 	}
 	q.touch()
-	return QueueStatus{Name: def.Name, Messages: q.Len(), Consumers: q.ConsumerCount()}, nil
+	return QueueStatus{Name: def.Name, Consumers: q.ConsumerCount()}, q, nil
 }
 
 // DeleteQueue deletes a queue; its consumers are cancelled. It returns the number of ready
 // messages it held. Deleting a queue that does not exist succeeds (RabbitMQ 3.x).
 func (v *VHost) DeleteQueue(name string, ifUnused, ifEmpty bool, owner uint64) (int, error) {
+	// if-empty counts the publishes that reached the queue before the delete, as queue.declare
+	// does: counted before Broker.mu is taken, because CountedLen waits for the queue.
+	counted, countedQ := 0, (*Queue)(nil)
+	if q, ok := v.queue(name); ok && ifEmpty {
+		counted, countedQ = q.CountedLen(), q
+	}
 	v.b.mu.Lock()
 	defer v.b.mu.Unlock()
 	q, ok := v.queue(name)
@@ -175,7 +192,7 @@ func (v *VHost) DeleteQueue(name string, ifUnused, ifEmpty bool, owner uint64) (
 	if ifUnused && q.ConsumerCount() > 0 {
 		return 0, meta.Errorf(meta.PreconditionFailed, "queue '%s' in vhost '%s' in use", name, v.name)
 	}
-	if ifEmpty && q.Len() > 0 {
+	if ifEmpty && (q.Len() > 0 || (q == countedQ && counted > 0)) {
 		return 0, meta.Errorf(meta.PreconditionFailed, "queue '%s' in vhost '%s' not empty", name, v.name)
 	}
 	return v.deleteQueueLocked(q)

@@ -582,3 +582,41 @@ func expectEmptyAfterQuiet(t testing.TB, ch *amqp.Channel, q string) {
 		t.Fatalf("queue %s: got %v, want nothing", q, got)
 	}
 }
+
+// TestMessageCountCountsEarlierPublishes: a passive queue.declare (and queue.delete if-empty)
+// right after publishes on the same channel counts them, without waiting, as RabbitMQ does
+// (its channel and queue processes keep the order). The reader wakes a queue lazily, so the
+// count of the queue's last batch would miss some; this failed before Queue.CountedLen.
+func TestMessageCountCountsEarlierPublishes(t *testing.T) {
+	t.Parallel()
+	s, c, ch := setup(t)
+	for _, tc := range []struct {
+		durable bool
+		mode    uint8
+	}{{false, amqp.Transient}, {true, amqp.Transient}, {true, amqp.Persistent}} {
+		q := Name(t, fmt.Sprintf("count-%v-%d", tc.durable, tc.mode))
+		if _, err := ch.QueueDeclare(q, tc.durable, false, false, false, nil); err != nil {
+			t.Fatalf("queue.declare %s: %v", q, err)
+		}
+		cleanupQueue(t, s, q)
+		want := 0
+		for round := 0; round < 10; round++ {
+			for i := 0; i < 200; i++ {
+				publish(t, ch, "", q, amqp.Publishing{DeliveryMode: tc.mode, Body: []byte("m")})
+			}
+			want += 200
+			if n := messageCount(t, ch, q); n != want {
+				t.Fatalf("durable %v, delivery mode %d: passive declare after %d publishes counts %d",
+					tc.durable, tc.mode, want, n)
+			}
+		}
+		if _, err := ch.QueuePurge(q, false); err != nil {
+			t.Fatal(err)
+		}
+		publish(t, ch, "", q, amqp.Publishing{DeliveryMode: tc.mode, Body: []byte("m")})
+		_, err := ch.QueueDelete(q, false, true, false)
+		expectChannelClosed(t, c, ch, err, amqp.PreconditionFailed,
+			fmt.Sprintf("PRECONDITION_FAILED - queue '%s' in vhost '/' not empty", q))
+		ch = channel(t, c)
+	}
+}
