@@ -54,3 +54,9 @@ func (c *idleClock) run() {
 		close(next)
 	}
 }
+
+// IdleTick returns a channel closed at the broker's idle clock's next tick, between now and
+// 5 ms from now. Protocol adapters linger on it as queues do: an MQTT connection keeps its
+// packet-handling goroutine while its client is busy and ends it once a whole tick passed
+// without a packet (protocol/mqtt, conn.deep).
+func (b *Broker) IdleTick() <-chan struct{} { return b.idle.tick() }

@@ -3,6 +3,7 @@ package mqtt
 import (
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	mochi "github.com/mochi-mqtt/server/v2"
@@ -30,13 +31,24 @@ type conn struct {
 	s    *Server
 	g    *guardConn
 	cl   *mochi.Client // from the CONNECT on
-	done chan struct{} // the deep goroutine has returned
+	done chan struct{} // the deep goroutine has run what it was given
+	// The deep goroutine lingers between bursts while the client is busy (see deep):
+	// workerState says whether one runs and waits for work, which it takes from work.
+	workerState atomic.Int32
+	work        chan func(*conn)
 	// Set by the deep goroutine, read by the reader after done.
 	end         bool  // the connection is over
 	err         error // why; nil for a DISCONNECT or a connection the server stopped
 	established bool  // CONNACK accepted the client: finish runs at the end
 	panicked    bool
 }
+
+// workerState values.
+const (
+	workerNone int32 = iota // no deep goroutine
+	workerIdle              // one waits on work for the next burst
+	workerBusy              // one runs a burst (or is being handed one)
+)
 
 // errPanicked ends a connection whose handling panicked (logged where it happened).
 var errPanicked = errors.New("mqtt: panic serving the connection")
@@ -56,15 +68,20 @@ func (c *conn) serve() error {
 			c.end, c.err = true, err
 			break
 		}
+		// What the burst writes (PUBACKs, ...) goes out in one write at its end.
+		c.g.hold()
 		c.deep((*conn).burst)
+		c.g.flushHeld()
 	}
 	if c.established && !c.panicked {
 		c.deep((*conn).finish)
+		c.g.flushHeld()
 	}
+	c.stopWorker()
 	if c.cl != nil {
 		c.cl.Stop(nil)
 	} else {
-		_ = c.g.Conn.Close()
+		_ = c.g.Close()
 	}
 	if c.panicked {
 		return errPanicked
@@ -72,16 +89,70 @@ func (c *conn) serve() error {
 	return c.err
 }
 
-// deep runs f on a new goroutine and waits for it: its stack grows as deep as mochi's packet
-// handling needs and goes away with it, rather than staying with the reader for the life of
-// the connection. (A pool of goroutines that keep their grown stacks would save the start and
-// the growth, about 3 µs a burst; tried, it made TestMQTTPacketIdentifiersSurviveKill fail about
-// one run in twelve (an acknowledged QoS 1 message sent again after a kill -9; 0 in 25 with
-// this), for a reason not found: acknowledgements handled sooner, against the per-message
-// records of packetids.go, is the suspect. Not used.)
+// deep runs f on the connection's deep goroutine and waits for it: its stack grows as deep as
+// mochi's packet handling needs, rather than the reader's staying that large for the life of
+// the connection. The deep goroutine lingers after a burst for one to two ticks of the
+// broker's idle clock (broker.IdleTick, 5 ms) for the next one, and ends when none came: a busy
+// client's bursts (a publisher sends thousands a second) reuse one goroutine and its grown
+// stack, while an idle connection is back to its reader alone within about 10 ms. Starting a
+// goroutine per burst and growing its stack from 2 KiB each time was a third of Parley's CPU
+// in MQTT fan-in (docs/performance.md, "MQTT fan-in").
+//
+// (A pool of goroutines shared by all connections was tried before this and made
+// TestMQTTPacketIdentifiersSurviveKill fail about one run in twelve; this keeps one deep
+// goroutine per connection, which hands its bursts over in the same order as before.)
 func (c *conn) deep(f func(*conn)) {
-	go c.runDeep(f)
+	if c.workerState.CompareAndSwap(workerIdle, workerBusy) {
+		c.work <- f
+	} else {
+		// None runs: the reader is the only one that hands work over, and it waits for each.
+		c.workerState.Store(workerBusy)
+		if c.work == nil {
+			c.work = make(chan func(*conn))
+		}
+		go c.worker(f)
+	}
 	<-c.done
+}
+
+// worker is the deep goroutine: it runs f, then each burst handed over until it has waited a
+// whole idle tick for one (or the reader stops it).
+func (c *conn) worker(f func(*conn)) {
+	for f != nil {
+		c.runDeep(f)
+		c.workerState.Store(workerIdle)
+		c.done <- struct{}{}
+		f = c.nextWork()
+	}
+}
+
+// nextWork waits for the next burst; nil when the worker is to end. The reader claims an idle
+// worker (workerIdle -> workerBusy) before it sends, so a worker that fails to end itself
+// (workerIdle -> workerNone) has a send on its way.
+func (c *conn) nextWork() func(*conn) {
+	ticks := 0
+	for {
+		select {
+		case f := <-c.work:
+			return f
+		case <-c.s.b.IdleTick():
+			// The first tick may come at once: lingering means at least one whole tick.
+			if ticks++; ticks < 2 {
+				continue
+			}
+			if c.workerState.CompareAndSwap(workerIdle, workerNone) {
+				return nil
+			}
+		}
+	}
+}
+
+// stopWorker ends a lingering deep goroutine: the connection is over.
+func (c *conn) stopWorker() {
+	if c.workerState.CompareAndSwap(workerIdle, workerBusy) {
+		c.work <- nil
+		c.workerState.Store(workerNone)
+	}
 }
 
 func (c *conn) runDeep(f func(*conn)) {
@@ -94,7 +165,6 @@ func (c *conn) runDeep(f func(*conn)) {
 			_ = c.g.Conn.Close()
 			c.end, c.panicked = true, true
 		}
-		c.done <- struct{}{}
 	}()
 	f(c)
 }

@@ -126,7 +126,11 @@ func (w *outWriter) flush() {
 	cl := w.x.cl
 	cl.Lock()
 	if !cl.Closed() {
-		_, _ = cl.Net.Conn.Write(w.buf.Bytes())
+		if g, ok := cl.Net.Conn.(*guardConn); ok {
+			_, _ = g.writeNow(w.buf.Bytes())
+		} else {
+			_, _ = cl.Net.Conn.Write(w.buf.Bytes())
+		}
 	}
 	cl.Unlock()
 	w.buf.Reset()
