@@ -93,6 +93,7 @@ type Queue struct {
 	// Counters published by the goroutine after each batch, for declare-ok and delete checks.
 	ready     atomic.Int64
 	consumers atomic.Int64
+	delivered atomic.Int64 // deliveries handed to consumers, ever (Delivered)
 	lastUsed  atomic.Int64 // unix ms, for x-expires
 	expires   atomic.Int64 // x-expires in ms, or what SetExpires set; 0 = never
 
@@ -213,6 +214,17 @@ func (q *Queue) Len() int {
 		return q.remote.length()
 	}
 	return int(q.ready.Load())
+}
+
+// Delivered counts the deliveries the queue has handed to its consumers since it was opened on
+// this node, as of the last batch; -1 for a queue served by another node (not counted here). A
+// publisher's flow control tells a consumer that makes progress from one that stalled
+// (protocol/mqtt, flow.go).
+func (q *Queue) Delivered() int64 {
+	if q.remote != nil {
+		return -1
+	}
+	return q.delivered.Load()
 }
 
 // ConsumerCount is the number of consumers, as of the last batch.
@@ -776,6 +788,9 @@ func (q *Queue) drain() {
 		q.deadLetter(m, ex, rk)
 	}
 	q.logRemoved()
+	if n := len(q.out.Deliveries); n > 0 {
+		q.delivered.Add(int64(n))
+	}
 	q.out.Reset()
 	q.ready.Store(int64(q.sm.Len()))
 	q.consumers.Store(int64(q.sm.ConsumerCount()))

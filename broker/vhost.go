@@ -321,6 +321,11 @@ func (s *PublishScratch) tracker(fn Confirm, n int) *confirmTracker {
 	return t
 }
 
+// Queues are the queues the last Publish with this scratch reached (empty for an unroutable
+// message), valid until its next Publish: a protocol adapter's flow control looks at their
+// lengths (protocol/mqtt, flow.go).
+func (s *PublishScratch) Queues() []*Queue { return s.qs }
+
 // Publish routes m through its exchange and enqueues it in every queue it reaches. It reports
 // whether any queue was reached (for mandatory). A missing exchange is a 404 and an internal one a
 // 403 (*meta.Error), and then nothing is published and confirm is not called. When confirm is not nil it is called once with

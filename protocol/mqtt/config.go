@@ -47,6 +47,12 @@ type Config struct {
 	// that sends nothing is closed then instead of holding a connection for ever. Default 10s
 	// (RabbitMQ's handshake_timeout, as for AMQP and STOMP).
 	ConnectTimeout time.Duration
+	// PublishFlowLimit is flow control for publishers (flow.go): when a publish reaches a queue
+	// that has a consumer and more than this many ready messages, the publishing connection
+	// reads no further packet until that queue is down to half of it (or its consumer makes
+	// no progress). Nothing is dropped: QoS 0 and QoS 1 publishers just wait, as Mosquitto's and
+	// RabbitMQ's do when a queue outruns its consumers. Default 8192; negative turns it off.
+	PublishFlowLimit int
 }
 
 // Defaults.
@@ -56,6 +62,7 @@ const (
 	defaultMaxInflight    = 1024
 	defaultReceiveMax     = 1024
 	defaultConnectTimeout = 10 * time.Second
+	defaultFlowLimit      = 8192
 )
 
 // DefaultConfig returns the defaults documented on each Config field.
@@ -71,6 +78,7 @@ func DefaultConfig() Config {
 		AnonymousUser:     "guest",
 		AnonymousPassword: "guest",
 		ConnectTimeout:    defaultConnectTimeout,
+		PublishFlowLimit:  defaultFlowLimit,
 	}
 }
 
@@ -93,6 +101,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ReceiveMaximum == 0 {
 		c.ReceiveMaximum = d.ReceiveMaximum
+	}
+	if c.PublishFlowLimit == 0 {
+		c.PublishFlowLimit = d.PublishFlowLimit
 	}
 	if c.AllowAnonymous == nil {
 		c.AllowAnonymous = d.AllowAnonymous

@@ -72,6 +72,9 @@ func (c *conn) serve() error {
 		c.g.hold()
 		c.deep((*conn).burst)
 		c.g.flushHeld()
+		if x := c.g.sess; x != nil && x.flowQ != nil && !c.end {
+			x.awaitFlow() // a queue this client publishes to is over the limit (flow.go)
+		}
 	}
 	if c.established && !c.panicked {
 		c.deep((*conn).finish)

@@ -49,6 +49,7 @@ func (x *session) publish(pk packets.Packet) packets.Code {
 			x.s.log.Info("mqtt publish refused", zap.String("client_id", x.clientID), zap.Error(err))
 			return packets.ErrImplementationSpecificError
 		}
+		x.noteFlow()
 		return packets.CodeSuccess
 	}
 	if pk.FixedHeader.Qos == 2 && x.persistent && x.q != nil && !x.prepareQoS2(pk.PacketID, m) {
@@ -60,6 +61,7 @@ func (x *session) publish(pk packets.Packet) packets.Code {
 		x.s.log.Info("mqtt publish refused", zap.String("client_id", x.clientID), zap.Error(err))
 		return packets.ErrImplementationSpecificError
 	}
+	x.noteFlow()
 	if !<-res {
 		// A queue refused it (x-overflow reject-publish) or the store failed.
 		return packets.ErrQuotaExceeded

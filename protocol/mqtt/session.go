@@ -72,6 +72,11 @@ type session struct {
 	will      *mochi.Will
 	willProps packets.Properties    // the CONNECT's will properties, which mochi's Will drops
 	scratch   broker.PublishScratch // used by one packet's handling at a time (publish)
+	// Flow control (flow.go): the queue a publish of the last burst found over the limit,
+	// waited for by the reader; and when flow control is back on after a stalled consumer.
+	// Set by the deep goroutine, read by the reader after it (conn.done orders the two).
+	flowQ        *broker.Queue
+	flowOffUntil time.Time
 
 	// Outbound credit: deliveries handed over by the core and not yet settled count against
 	// limit (the client's receive maximum, capped by Config.MaxInflight).
