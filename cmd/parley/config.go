@@ -71,6 +71,9 @@ type MQTTConfig struct {
 	MaxSessionExpiry time.Duration `yaml:"max_session_expiry"`
 	// PersistentSessionExpiry: see protocol/mqtt.Config.PersistentSessionExpiry; 0s = never.
 	PersistentSessionExpiry time.Duration `yaml:"persistent_session_expiry"`
+	// PublishFlowLimit: see protocol/mqtt.Config.PublishFlowLimit; 0 = its default, negative
+	// = off.
+	PublishFlowLimit int `yaml:"publish_flow_limit"`
 }
 
 // ClusterConfig places the node in a cluster (see cluster.go in this directory).
@@ -168,12 +171,13 @@ func DefaultConfig() Config {
 			DefaultPass:    "guest",
 		},
 		MQTTOptions: MQTTConfig{
-			Exchange:       "amq.topic",
-			VHost:          "/",
-			MaxPacketSize:  16 << 20,
-			MaxInflight:    1024,
-			ReceiveMaximum: 1024,
-			AllowAnonymous: true,
+			Exchange:         "amq.topic",
+			VHost:            "/",
+			MaxPacketSize:    16 << 20,
+			MaxInflight:      1024,
+			ReceiveMaximum:   1024,
+			AllowAnonymous:   true,
+			PublishFlowLimit: 8192,
 		},
 		Users: []UserConfig{{Name: "guest", Password: "guest", Tags: []string{"administrator"}, LoopbackOnly: true}},
 		Debug: DebugConfig{PprofAddr: "off"},

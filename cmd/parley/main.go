@@ -189,6 +189,7 @@ func run(cfg Config) error {
 	mcfg.MaxSessionExpiry = uint32(cfg.MQTTOptions.MaxSessionExpiry / time.Second)
 	mcfg.PersistentSessionExpiry = uint32(cfg.MQTTOptions.PersistentSessionExpiry / time.Second)
 	mcfg.NodeID = cfg.NodeID
+	mcfg.PublishFlowLimit = cfg.MQTTOptions.PublishFlowLimit
 	mqttServer := mqtt.NewServer(mcfg, core, users, log.Named("mqtt"))
 	defer mqttServer.Close()
 

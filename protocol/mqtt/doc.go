@@ -49,10 +49,19 @@
 // DESIGN.md §2 gives each connection one reader and one writer goroutine; here an idle
 // connection has one goroutine only, its reader, which waits for the next packet with a
 // 2 KiB stack and no read buffer (guardConn) and does nothing else: the packets are handled
-// on a short-lived goroutine started for each burst of packets (conn.go), and the session writer
-// runs only while deliveries are pending (writer.go: it encodes a batch of PUBLISH packets into
-// one buffer and writes them at once rather than one WritePacket, one buffer and one system
-// call each). The PUBACKs of each burst of packets are settled together.
+// on a deep goroutine that lives while the client is busy and ends once it has waited one to
+// two ticks of the broker's idle clock (5 ms) for the next burst of packets (conn.go), and the
+// session writer runs only while deliveries are pending (writer.go: it encodes a batch of
+// PUBLISH packets into one buffer and writes them at once rather than one WritePacket, one
+// buffer and one system call each). The PUBACKs a subscriber sends in one burst of packets are
+// settled together, and what mochi writes while a burst is handled (the PUBACKs to a
+// publisher, ...) goes out in one write at its end (guardConn.hold).
+//
+// Flow control (flow.go; an addition to DESIGN.md §2, whose only back-pressure is a queue's
+// full inbox, which the queue empties faster than its consumers do): a connection
+// whose publish reached a queue with consumers and more than Config.PublishFlowLimit ready
+// messages is not read again until that queue is at half the limit, unless its consumers take
+// nothing for a second.
 //
 // The Server's Serve accepts on a listener; ServeConn serves one already accepted connection
 // (the WebSocket gateway hands over connections for the "mqtt" subprotocol this way).

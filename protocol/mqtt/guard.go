@@ -57,7 +57,7 @@ type guardConn struct {
 const (
 	// smallReadSize holds a PINGREQ, an acknowledgement or a small PUBLISH with its header.
 	smallReadSize = 64
-	readBufSize   = 4096
+	readBufSize   = 16 << 10 // 4 KiB: two reads per 1 KB publish in fan-in (docs/performance.md, "MQTT fan-in")
 )
 
 var readBufs = sync.Pool{New: func() any { b := make([]byte, readBufSize); return &b }}
