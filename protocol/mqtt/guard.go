@@ -8,6 +8,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -48,10 +49,13 @@ type guardConn struct {
 	// mochi writes (PUBACK, PUBREC, SUBACK, ...) is appended to wbuf and goes out in one write
 	// when the burst ends (flushHeld): ten publishers' PUBACKs were one write system call each,
 	// about a third of Parley's CPU in QoS 1 fan-in. wmu orders every write to the socket.
-	wmu   sync.Mutex
-	held  bool
-	wbuf  *[]byte // from writeBufs while bytes are held
-	small [smallReadSize]byte
+	// held and holding are atomics so that the reader does not wait for wmu, which the session
+	// writer holds while a write to a slow client blocks, unless the burst wrote something.
+	wmu     sync.Mutex
+	held    atomic.Bool // writes are held back
+	holding atomic.Bool // wbuf has bytes (set under wmu)
+	wbuf    *[]byte     // from writeBufs while bytes are held; wmu
+	small   [smallReadSize]byte
 }
 
 const (
@@ -77,12 +81,13 @@ const closeFlushTimeout = time.Second
 func (g *guardConn) Write(p []byte) (int, error) {
 	g.wmu.Lock()
 	defer g.wmu.Unlock()
-	if g.held && len(p) <= heldWriteMax {
+	if g.held.Load() && len(p) <= heldWriteMax {
 		if g.wbuf == nil {
 			g.wbuf = writeBufs.Get().(*[]byte)
 		}
 		if len(*g.wbuf)+len(p) <= heldWriteMax {
 			*g.wbuf = append(*g.wbuf, p...)
+			g.holding.Store(true)
 			return len(p), nil
 		}
 	}
@@ -105,17 +110,18 @@ func (g *guardConn) writeNow(p []byte) (int, error) {
 }
 
 // hold starts holding writes back, for a burst.
-func (g *guardConn) hold() {
-	g.wmu.Lock()
-	g.held = true
-	g.wmu.Unlock()
-}
+func (g *guardConn) hold() { g.held.Store(true) }
 
 // flushHeld ends the hold and writes what it kept. A failed write ends the connection, which
-// its reader sees.
+// its reader sees. (A write from another goroutine that saw the hold just before it ended may
+// leave its bytes held after this: the next write, burst or Close sends them. Such writes are
+// the DISCONNECT of a take-over or a shutdown, which a Close follows.)
 func (g *guardConn) flushHeld() {
+	g.held.Store(false)
+	if !g.holding.Load() {
+		return
+	}
 	g.wmu.Lock()
-	g.held = false
 	_ = g.flushLocked()
 	g.wmu.Unlock()
 }
@@ -126,6 +132,7 @@ func (g *guardConn) flushLocked() error {
 	}
 	b := g.wbuf
 	g.wbuf = nil
+	g.holding.Store(false)
 	var err error
 	if len(*b) > 0 {
 		_, err = g.Conn.Write(*b)
@@ -140,7 +147,7 @@ func (g *guardConn) flushLocked() error {
 // close is what ends it.
 func (g *guardConn) Close() error {
 	if g.wmu.TryLock() {
-		g.held = false
+		g.held.Store(false)
 		if g.wbuf != nil && len(*g.wbuf) > 0 {
 			_ = g.Conn.SetWriteDeadline(time.Now().Add(closeFlushTimeout))
 		}
