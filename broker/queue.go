@@ -227,6 +227,18 @@ func (q *Queue) Delivered() int64 {
 	return q.delivered.Load()
 }
 
+// AcceptsAtOnce reports whether a publish to the queue is accepted once it is in the queue's
+// inbox: a transient queue served by this node with no length limit that refuses publishes
+// (x-overflow reject-publish or reject-publish-dlx). Its confirm is then always positive, so
+// an adapter may acknowledge the publish without waiting for it (protocol/mqtt: QoS 1 PUBACK).
+func (q *Queue) AcceptsAtOnce() bool {
+	if q.remote != nil || q.def.Durable {
+		return false
+	}
+	limited := q.cfg.MaxLength >= 0 || q.cfg.MaxLengthBytes >= 0
+	return !limited || q.cfg.Overflow == queue.DropHead
+}
+
 // ConsumerCount is the number of consumers, as of the last batch.
 func (q *Queue) ConsumerCount() int {
 	if q.remote != nil {

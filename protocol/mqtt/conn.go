@@ -203,8 +203,10 @@ func (c *conn) burst() {
 			c.end = true
 			return
 		}
-		if !c.g.buffered() {
-			if x := c.g.sess; x != nil {
+		// A publish found a queue over the flow limit (flow.go): the reader waits before the
+		// next packet, also one already buffered.
+		if x := c.g.sess; !c.g.buffered() || (x != nil && x.flowQ != nil) {
+			if x != nil {
 				x.flushAcks()
 			}
 			return

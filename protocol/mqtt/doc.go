@@ -13,7 +13,8 @@
 //   - A PUBLISH is turned into a core message on the exchange amq.topic (configurable) with
 //     the topic as routing key ('/' and '.' swapped, as RabbitMQ's MQTT plugin does) and
 //     published; the client's reader waits for the core to accept it before mochi sends
-//     PUBACK or PUBREC. mochi's own fan-out never runs: every publish is marked "ignore".
+//     PUBACK or PUBREC (a QoS 1 publish whose queues are all transient and cannot refuse it is
+//     accepted once it is in their inboxes: broker Queue.AcceptsAtOnce). mochi's own fan-out never runs: every publish is marked "ignore".
 //   - A session is a queue, mqtt.s.<client-id>: durable for a persistent session (clean
 //     session false, or an MQTT 5 session expiry), transient otherwise. Each subscription is
 //     a binding of that queue to amq.topic ('+' -> '*', '#' -> '#'), with the subscription's

@@ -10,6 +10,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 	"go.uber.org/zap"
 
+	"github.com/parleymq/parley/broker"
 	"github.com/parleymq/parley/broker/message"
 )
 
@@ -28,8 +29,10 @@ const (
 )
 
 // publish hands a PUBLISH to the core and, for QoS 1 and 2, waits until every queue it
-// reached has accepted it (persistent messages: written and fsynced). The reader waits, so
-// the client's next packet is read only after that: back-pressure per client.
+// reached has accepted it (persistent messages: written and fsynced; a QoS 1 publish to queues
+// that accept at once, none durable or limited with reject-publish, is accepted when it is in
+// their inboxes). The reader waits, so the client's next packet is read only after that:
+// back-pressure per client (with flow.go's and the queues' full inboxes).
 func (x *session) publish(pk packets.Packet) packets.Code {
 	m := x.messageFrom(pk)
 	if pk.FixedHeader.Retain {
@@ -62,14 +65,32 @@ func (x *session) publish(pk packets.Packet) packets.Code {
 		return packets.ErrImplementationSpecificError
 	}
 	x.noteFlow()
-	if !<-res {
-		// A queue refused it (x-overflow reject-publish) or the store failed.
-		return packets.ErrQuotaExceeded
+	// A QoS 1 publish whose queues are all transient and cannot refuse it (Queue.AcceptsAtOnce)
+	// is the core's once it is in their inboxes: its confirm can only be positive, and waiting
+	// for it cost a hand-off to each queue's goroutine and back for every message (in QoS 1
+	// fan-in about a context switch a message). The PUBACK still goes out after this, at the
+	// end of the burst (guardConn.hold).
+	if pk.FixedHeader.Qos != 1 || !acceptedAtOnce(x.scratch.Queues()) {
+		if !<-res {
+			// A queue refused it (x-overflow reject-publish) or the store failed.
+			return packets.ErrQuotaExceeded
+		}
 	}
 	if !routed && !pk.FixedHeader.Retain {
 		return packets.CodeNoMatchingSubscribers
 	}
 	return packets.CodeSuccess
+}
+
+// acceptedAtOnce reports whether every queue a publish reached accepts it once it is in its
+// inbox (none is durable, remote or limited with reject-publish).
+func acceptedAtOnce(qs []*broker.Queue) bool {
+	for _, q := range qs {
+		if !q.AcceptsAtOnce() {
+			return false
+		}
+	}
+	return true
 }
 
 // retainedCopy is m as stored for a retained message: with hdrExpiresAt when it has an
