@@ -73,6 +73,9 @@ type Broker struct {
 	// proxies of queues hosted elsewhere (remote.go).
 	server  *queueServer
 	proxies proxies
+	// hostOnly: a NewQueueHost broker, without metadata or routing of its own: its queues'
+	// dead letters and expiry go to the serving node (remotedead.go).
+	hostOnly bool
 
 	// partitions are the partition groups this broker runs, by group id (partition.go); b.mu.
 	partitions map[uint64]*partition

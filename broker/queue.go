@@ -772,8 +772,15 @@ func (q *Queue) apply(c command, now int64) bool {
 func (q *Queue) drain() {
 	now := q.v.b.now()
 	if exp := q.expires.Load(); exp > 0 && q.sm.ConsumerCount() == 0 && now-q.lastUsed.Load() >= exp && !q.deleting {
-		q.deleting = true
-		go q.v.deleteQueueIf(q)
+		if q.v.b.hostOnly && q.v.b.server != nil {
+			// A queue host has no metadata: the serving node decides and deletes
+			// (remotedead.go). Asked again after another period if it does not.
+			q.lastUsed.Store(now)
+			go q.v.b.server.expired(q)
+		} else {
+			q.deleting = true
+			go q.v.deleteQueueIf(q)
+		}
 	}
 	q.takeLogged(now)
 	// Once per drain, not per delivery: the lease does not change within one.
@@ -850,6 +857,11 @@ func (q *Queue) forwardDead() {
 			return
 		}
 		q.deadMu.Unlock()
+		if q.v.b.hostOnly && q.v.b.server != nil {
+			// A queue host has no routing: the serving node publishes them (remotedead.go).
+			q.v.b.server.sendDead(q, batch)
+			continue
+		}
 		for _, m := range batch {
 			_, _ = q.v.Publish(m, nil, &s)
 		}

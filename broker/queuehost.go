@@ -68,6 +68,7 @@ func NewQueueHost(log *zap.Logger, cfg Config) (*Broker, error) {
 		return nil, err
 	}
 	b.cfg.Host = host
+	b.hostOnly = true
 	return b, nil
 }
 

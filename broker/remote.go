@@ -50,10 +50,8 @@ package broker
 // What stays local (spreadable): exclusive and auto-delete queues live and die with their
 // connection (or their last consumer's), which is on this node: spreading them would only add
 // a hop and a remote deletion racing the connection's close. x-expires queues and queues with
-// a dead-letter exchange stay too: the queue itself decides to delete an expired queue and to
-// dead-letter a message, and both need this node (the metadata, and the routing a
-// dead-lettered message is published through), which a host does not have; doing it remotely
-// needs a call back to the serving node for each, not written yet. MQTT session queues keep
+// a dead-letter exchange are spread: their hosts hand dead letters and expiry back to this
+// node, which has the routing and the metadata (remotedead.go). MQTT session queues keep
 // state records (mqtt_session.go) that a proxy does not forward. Not covered either: LogMarks
 // and FindPublished (the MQTT adapter's exactly-once QoS 2 across a crash) skip a remote
 // queue, which has no log here, so after a crash of the serving node such a publish may be
@@ -100,18 +98,16 @@ const (
 
 // spreadable says whether def's process may run on another node (see the file comment).
 func spreadable(def meta.QueueDef) bool {
+	// Exclusive and auto-delete queues die with their connection (or last consumer), which is
+	// on this node: they stay here. A partition's queues run where the partition's state
+	// machine does.
 	if !def.Durable || def.Exclusive || def.AutoDelete || def.Partition != 0 {
-		return false // a partition's queues run where the partition's state machine does
+		return false
 	}
 	// The MQTT adapter's session and shared-subscription queues keep state records
 	// (mqtt_session.go), which a proxy does not forward.
 	if strings.HasPrefix(def.Name, "mqtt.") {
 		return false
-	}
-	for _, k := range []string{"x-expires", "x-dead-letter-exchange"} {
-		if _, ok := def.Args[k]; ok {
-			return false
-		}
 	}
 	return true
 }
@@ -216,6 +212,8 @@ func (b *Broker) wireProxiesLocked() {
 	r := b.cfg.Spread.RPC
 	r.Handle(rpcRelay, b.handleRelay)
 	r.Handle(rpcLost, b.handleLost)
+	r.Handle(rpcDead, b.handleDead)
+	r.Handle(rpcExpired, b.handleExpired)
 	r.OnPeerLost(func(peer uint64) {
 		for _, rq := range b.proxyList() {
 			rq.hostLost(peer, 0)

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/parleymq/parley/broker/message"
 	"github.com/parleymq/parley/broker/meta"
 	"github.com/parleymq/parley/broker/queue"
 	"github.com/parleymq/parley/cluster"
@@ -740,4 +741,66 @@ func TestRemoteQueueReshare(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestRemoteQueueDeadLettersAndExpiry (issue 7): a queue hosted on another node dead-letters
+// its expired messages through the serving node's routing (a queue host has none), in order
+// and each once, with their x-death; and an x-expires queue left unused is deleted from the
+// serving node's metadata, its host's queue with it.
+func TestRemoteQueueDeadLettersAndExpiry(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	nodes := startSpreadCluster(t, ctx)
+	v, _ := nodes[1].b.VHost("/")
+	if _, err := v.DeclareQueue(meta.QueueDef{Name: "dead"}, false); err != nil { // local
+		t.Fatal(err)
+	}
+	dead, _ := v.LookupQueue("dead")
+	if dead.remote != nil {
+		t.Fatal("a transient queue was spread")
+	}
+	if _, err := v.DeclareQueue(meta.QueueDef{Name: "ttl", Durable: true, Args: message.Table{
+		"x-message-ttl": int32(50), "x-dead-letter-exchange": "", "x-dead-letter-routing-key": "dead",
+	}}, false); err != nil {
+		t.Fatal(err)
+	}
+	q, _ := v.LookupQueue("ttl")
+	spreadWait(t, ctx, "ttl attached", func() bool { return q.Host() != 0 })
+	if q.remote == nil || q.Host() == 1 {
+		t.Fatalf("queue with a dead-letter exchange not spread (host %d)", q.Host())
+	}
+	want := spreadBodies("d", 10)
+	spreadPublish(t, v, "ttl", want)
+	spreadWait(t, ctx, "dead letters routed", func() bool { return dead.Len() == len(want) })
+	for _, body := range want {
+		d, _, ok := dead.Get(true)
+		if !ok || string(d.Msg.Body) != body {
+			t.Fatalf("dead letter %v %q, want %q (in order)", ok, d.Msg.Body, body)
+		}
+		deaths, _ := d.Msg.Properties.Headers["x-death"].([]any)
+		if len(deaths) != 1 {
+			t.Fatalf("x-death %#v", d.Msg.Properties.Headers["x-death"])
+		}
+		if x, _ := deaths[0].(message.Table); x["reason"] != "expired" || x["queue"] != "ttl" {
+			t.Fatalf("x-death %#v", deaths[0])
+		}
+	}
+	time.Sleep(200 * time.Millisecond)
+	if n := dead.Len(); n != 0 {
+		t.Fatalf("%d dead letters more than messages", n)
+	}
+
+	if _, err := v.DeclareQueue(meta.QueueDef{Name: "expiring", Durable: true, Args: message.Table{"x-expires": int32(300)}}, false); err != nil {
+		t.Fatal(err)
+	}
+	eq, _ := v.LookupQueue("expiring")
+	spreadWait(t, ctx, "expiring attached", func() bool { return eq.Host() != 0 })
+	host := eq.Host()
+	if eq.remote == nil || host == 1 {
+		t.Fatalf("x-expires queue not spread (host %d)", host)
+	}
+	spreadWait(t, ctx, "the unused queue deleted", func() bool { _, ok := v.LookupQueue("expiring"); return !ok })
+	spreadWait(t, ctx, "its host's queue gone", func() bool {
+		return !slices.Contains(nodes[host].b.HostedGroups(), eq.group.ID())
+	})
 }

@@ -34,6 +34,9 @@ const (
 const (
 	rpcRelay = "q.relay" // notify: epoch, items (deliveries, cancellations)
 	rpcLost  = "q.lost"  // notify: epoch: the host no longer runs the queue
+	// notify: messages (exchange, routing key, message), dead-lettered by the queue, to route
+	rpcDead    = "q.dead"
+	rpcExpired = "q.expired" // notify: the queue went unused for its x-expires
 )
 
 // Relay item kinds.

@@ -76,13 +76,12 @@ package main
 //
 // Deviation from DESIGN.md §5: one node still serves every client (the metadata, routing,
 // connections and consumers live on the serving node); a client of a standby is forwarded per
-// connection, byte for byte, not per operation. Exclusive, auto-delete, x-expires and
-// dead-lettering queues, MQTT session queues and packed queues always run on the serving node
-// (broker/remote.go says why). A node that joins gets new queues and a share of the older ones
-// (broker/rebalance.go's reshare), but not of the queues the serving node runs itself. Without
-// cluster.spread_queues (the default until the randomized fault test passes with it on, see
-// README) the serving node leads every group (taking back leads a standby won:
-// broker/leads.go).
+// connection, byte for byte, not per operation. Exclusive and auto-delete queues, MQTT session
+// queues and packed queues always run on the serving node (broker/remote.go says why). A node
+// that joins gets new queues and a share of the older ones (broker/rebalance.go's reshare), but
+// not of the queues the serving node runs itself. Without cluster.spread_queues (the default
+// until the randomized fault test passes with it on, see README) the serving node leads every
+// group (taking back leads a standby won: broker/leads.go).
 
 import (
 	"context"
