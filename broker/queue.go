@@ -298,6 +298,11 @@ func (q *Queue) CountedLen() int {
 // (Wakes).
 func (q *Queue) publish(m *message.Message, t *confirmTracker, w *Wakes) {
 	if q.remote != nil {
+		if w != nil {
+			// A forwarded publish may wait (for the queue's host, for room towards it): the
+			// queues this reader published to before must not wait with it (Wakes).
+			w.Flush()
+		}
 		q.remote.publish(m, t)
 		return
 	}
