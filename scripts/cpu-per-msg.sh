@@ -5,8 +5,11 @@
 # consumers, the broker's CPU time (user + system, from /proc/PID/stat), its read and write
 # system calls (syscr/syscw from /proc/PID/io), the bytes it had written to disk (write_bytes
 # from /proc/PID/io: the WAL, flushed memtables, compactions, snapshots) and its context
-# switches (summed over its threads). Unlike msg/s, these do not move much with the machine's
-# load. Never part of `make test`.
+# switches (summed over its threads), and the load generator's own CPU time per message (user +
+# system of the parley-bench process, from /usr/bin/time: both share the machine's cores).
+# Unlike msg/s, these do not move much with the machine's load. Never part of `make test`.
+# PARLEY_BENCH=path runs that parley-bench binary instead of building ./cmd/parley-bench (to
+# compare two load generators against the same broker).
 #
 # usage: scripts/cpu-per-msg.sh [-d DURATION] [-r RUNS] [-b BROKER] SCENARIO
 #   -d DUR     publishing time per run (default 8s)
@@ -53,7 +56,11 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 raise_nofile
 [ "$broker" = parley ] && { build_parley || die "parley does not build"; }
-go build -o "$tmp/parley-bench" ./cmd/parley-bench
+if [ -n "${PARLEY_BENCH:-}" ]; then
+  cp "$PARLEY_BENCH" "$tmp/parley-bench"
+else
+  go build -o "$tmp/parley-bench" ./cmd/parley-bench
+fi
 
 # ticks syscr syscw write_bytes ctxsw of pid
 sample() {
@@ -84,7 +91,7 @@ start_mosquitto() {
 }
 
 echo "broker $broker, scenario $scenario ($args), $duration; load average $(cut -d' ' -f1-3 /proc/loadavg)"
-printf '%-4s %9s %10s %9s %10s %11s %10s %10s %12s %10s\n' run in_msg/s out_msg/s consumed p99_ms cpu_us/msg reads/msg writes/msg disk_KiB/msg ctxsw/msg
+printf '%-4s %9s %10s %9s %10s %11s %10s %10s %12s %10s %14s\n' run in_msg/s out_msg/s consumed p99_ms cpu_us/msg reads/msg writes/msg disk_KiB/msg ctxsw/msg client_us/msg
 for i in $(seq 1 "$runs"); do
   if [ "$broker" = mosquitto ]; then
     start_mosquitto
@@ -97,10 +104,11 @@ for i in $(seq 1 "$runs"); do
   fi
   read -r t0 r0 w0 b0 c0 < <(sample "$pid")
   # shellcheck disable=SC2086 # args is a list of flags by design
-  out=$("$tmp/parley-bench" "$mode" -url "$url" -label "$broker" -duration "$duration" -json $args 2>/dev/null)
+  out=$(/usr/bin/time -f '%U %S' -o "$tmp/client-time" "$tmp/parley-bench" "$mode" -url "$url" -label "$broker" -duration "$duration" -json $args 2>/dev/null)
   read -r t1 r1 w1 b1 c1 < <(sample "$pid")
+  read -r cu cs < <(tail -1 "$tmp/client-time")
   stop_pid "$pid"; parley_pid= mosq_pid=
   read -r consumed inrate rate p99 < <(python3 -c 'import json,sys; r=json.load(sys.stdin); r=r[0] if isinstance(r, list) else r; print(r["consumed"], r["in_msgs_per_sec"], r["out_msgs_per_sec"], r["latency_us"]["p99"])' <<<"$out")
-  awk -v n="$consumed" -v dt=$((t1 - t0)) -v hz="$hz" -v dr=$((r1 - r0)) -v dw=$((w1 - w0)) -v db=$((b1 - b0)) -v dc=$((c1 - c0)) -v i="$i" -v inrate="$inrate" -v rate="$rate" -v p99="$p99" \
-    'BEGIN { printf "%-4s %9.0f %10.0f %9d %10.1f %11.2f %10.3f %10.3f %12.3f %10.3f\n", i, inrate, rate, n, p99 / 1000, dt / hz * 1e6 / n, dr / n, dw / n, db / n / 1024, dc / n }'
+  awk -v n="$consumed" -v dt=$((t1 - t0)) -v hz="$hz" -v dr=$((r1 - r0)) -v dw=$((w1 - w0)) -v db=$((b1 - b0)) -v dc=$((c1 - c0)) -v i="$i" -v inrate="$inrate" -v rate="$rate" -v p99="$p99" -v cu="$cu" -v cs="$cs" \
+    'BEGIN { printf "%-4s %9.0f %10.0f %9d %10.1f %11.2f %10.3f %10.3f %12.3f %10.3f %14.2f\n", i, inrate, rate, n, p99 / 1000, dt / hz * 1e6 / n, dr / n, dw / n, db / n / 1024, dc / n, (cu + cs) * 1e6 / n }'
 done

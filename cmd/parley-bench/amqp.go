@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"runtime"
 	"sync/atomic"
 	"time"
 
@@ -27,16 +28,31 @@ type topology struct {
 }
 
 func dial(cfg amqpConfig, name string) (*amqp.Connection, error) {
+	conn, _, err := dialWith(cfg, name, false)
+	return conn, err
+}
+
+// dialCorked dials a connection whose socket writes the caller can coalesce (corkconn.go).
+func dialCorked(cfg amqpConfig, name string) (*amqp.Connection, *corkConn, error) {
+	return dialWith(cfg, name, true)
+}
+
+func dialWith(cfg amqpConfig, name string, corked bool) (*amqp.Connection, *corkConn, error) {
+	var cork *corkConn
+	d := amqp.DefaultDial(10 * time.Second)
+	if corked {
+		d = corkDial(d, func(c *corkConn) { cork = c })
+	}
 	conn, err := amqp.DialConfig(cfg.URL, amqp.Config{
 		Heartbeat:  10 * time.Second,
 		Locale:     "en_US",
-		Dial:       amqp.DefaultDial(10 * time.Second),
+		Dial:       d,
 		Properties: amqp.Table{"connection_name": name, "product": "parley-bench"},
 	})
 	if err != nil {
-		return nil, fmt.Errorf("dial %s as %q: %w", redactedURL(cfg.URL), name, err)
+		return nil, nil, fmt.Errorf("dial %s as %q: %w", redactedURL(cfg.URL), name, err)
 	}
-	return conn, nil
+	return conn, cork, nil
 }
 
 func declare(cfg amqpConfig, runID string) (topology, error) {
@@ -156,7 +172,7 @@ func benchAMQP(ctx context.Context, cfg amqpConfig, stderr io.Writer) (*Result, 
 // when -confirm is set.
 func amqpProduce(ctx context.Context, cfg amqpConfig, p *producer, exchange, key string, quota uint64,
 	stop *atomic.Bool, ready func(), start <-chan struct{}) error {
-	conn, err := dial(cfg, fmt.Sprintf("parley-bench producer %d", p.id))
+	conn, cork, err := dialCorked(cfg, fmt.Sprintf("parley-bench producer %d", p.id))
 	if err != nil {
 		return err
 	}
@@ -195,8 +211,13 @@ func amqpProduce(ctx context.Context, cfg amqpConfig, p *producer, exchange, key
 	if cfg.Persistent {
 		mode = amqp.Persistent
 	}
+	msg := amqp.Publishing{DeliveryMode: mode}
+	p.flush = cork.flush
 	pubErr := p.publishLoop(ctx, &cfg.common, quota, stop, w, func(_ uint64, body []byte) error {
-		return ch.PublishWithContext(ctx, exchange, key, false, false, amqp.Publishing{DeliveryMode: mode, Body: body})
+		msg.Body = body
+		return cork.hold(func() error {
+			return ch.PublishWithContext(ctx, exchange, key, false, false, msg)
+		})
 	})
 	if w != nil {
 		if pubErr == nil {
@@ -211,7 +232,7 @@ func amqpProduce(ctx context.Context, cfg amqpConfig, p *producer, exchange, key
 }
 
 func amqpConsume(ctx context.Context, cfg amqpConfig, c *consumer, queue string, t *Tracker, ready func()) error {
-	conn, err := dial(cfg, fmt.Sprintf("parley-bench consumer %d", c.id))
+	conn, cork, err := dialCorked(cfg, fmt.Sprintf("parley-bench consumer %d", c.id))
 	if err != nil {
 		return err
 	}
@@ -247,32 +268,83 @@ func amqpConsume(ctx context.Context, cfg amqpConfig, c *consumer, queue string,
 		}
 		return nil
 	}
+	// Acks are written in one go (corkconn.go) while deliveries keep arriving without a wait,
+	// and flushed before the consumer waits for the next one, or after ackFlushEvery acks so
+	// the broker's prefetch window keeps moving. Each is still its own basic.ack, with
+	// multiple only when -multiple-ack asks for it.
+	ackFlushEvery := 64
+	if cfg.Prefetch > 0 {
+		ackFlushEvery = max(1, min(ackFlushEvery, cfg.Prefetch/4))
+	}
+	var unflushed, received int
+	flushAcks := func() error {
+		unflushed = 0
+		if err := cork.flush(); err != nil {
+			return fmt.Errorf("consumer %d: basic.ack: %w", c.id, err)
+		}
+		return nil
+	}
+	defer func() { _ = cork.flush() }()
 	for {
+		var d amqp.Delivery
+		var ok bool
 		select {
-		case <-ctx.Done():
-			_ = ackPending()
-			return nil
-		case <-idle.C:
-			if err := ackPending(); err != nil {
+		case d, ok = <-deliveries:
+		default:
+			if unflushed > 0 {
+				// amqp091-go hands each delivery through two goroutines; one yield lets a
+				// delivery already read from the socket arrive before the acks are written,
+				// which saves a write per few messages.
+				runtime.Gosched()
+				select {
+				case d, ok = <-deliveries:
+					goto got
+				default:
+				}
+			}
+			if err := flushAcks(); err != nil {
 				return err
 			}
-		case d, ok := <-deliveries:
-			if !ok {
-				if ctx.Err() != nil {
-					return nil
+			select {
+			case <-ctx.Done():
+				_ = ackPending()
+				return nil
+			case <-idle.C:
+				if err := ackPending(); err != nil {
+					return err
 				}
-				return fmt.Errorf("consumer %d: delivery stream closed by the broker", c.id)
+				continue
+			case d, ok = <-deliveries:
 			}
-			c.record(d.Body, d.Redelivered, t)
-			if !cfg.AutoAck {
-				pending++
-				lastTag = d.DeliveryTag
-				if pending >= cfg.MultipleAck {
-					pending = 0
-					if err := ch.Ack(lastTag, cfg.MultipleAck > 1); err != nil {
-						return fmt.Errorf("consumer %d: basic.ack %d: %w", c.id, lastTag, err)
-					}
-				}
+		}
+	got:
+		if !ok {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("consumer %d: delivery stream closed by the broker", c.id)
+		}
+		// A stream that never pauses must still notice the end of the run.
+		if received++; received%64 == 0 && ctx.Err() != nil {
+			_ = ackPending()
+			return nil
+		}
+		c.record(d.Body, d.Redelivered, t)
+		if cfg.AutoAck {
+			continue
+		}
+		pending++
+		lastTag = d.DeliveryTag
+		if pending < cfg.MultipleAck {
+			continue
+		}
+		pending = 0
+		if err := cork.hold(func() error { return ch.Ack(lastTag, cfg.MultipleAck > 1) }); err != nil {
+			return fmt.Errorf("consumer %d: basic.ack %d: %w", c.id, lastTag, err)
+		}
+		if unflushed++; unflushed >= ackFlushEvery {
+			if err := flushAcks(); err != nil {
+				return err
 			}
 		}
 	}

@@ -54,6 +54,9 @@ type producer struct {
 	acked     atomic.Uint64
 	nacked    atomic.Uint64
 	lastEvent atomic.Int64 // clock time of the last publish, or last confirm with confirms
+	// flush, if a mode sets it, writes out publishes it let the connection buffer
+	// (corkconn.go); publishLoop calls it before every wait and when it stops.
+	flush func() error
 	// expect is what consumers must deliver: every published seq, or only confirmed ones with
 	// confirms. Written by the producer (or its confirm listener) and read after both exit.
 	expect seqSet
@@ -337,6 +340,10 @@ func (p *producer) publishLoop(ctx context.Context, cfg *common, quota uint64, s
 	clk := p.clk
 	begin := clk.now()
 	var woke int64 // clock time the producer last woke from pacing
+	flush := p.flush
+	if flush == nil {
+		flush = func() error { return nil }
+	}
 	for seq := uint64(0); quota == 0 || seq < quota; seq++ {
 		if stop.Load() || ctx.Err() != nil {
 			break
@@ -352,6 +359,11 @@ func (p *producer) publishLoop(ctx context.Context, cfg *common, quota uint64, s
 			// earlier than the end of the last nap.
 			due := begin + int64(float64(seq)/perProducerRate*float64(time.Second))
 			slept := false
+			if due > clk.now() {
+				if err := flush(); err != nil {
+					return p.publishErr(ctx, seq, err)
+				}
+			}
 			// Short naps, so a low rate still notices the end of the run promptly.
 			for d := time.Duration(due - clk.now()); d > 0 && !stop.Load() && ctx.Err() == nil; d = time.Duration(due - clk.now()) {
 				time.Sleep(min(d, 100*time.Millisecond))
@@ -368,7 +380,16 @@ func (p *producer) publishLoop(ctx context.Context, cfg *common, quota uint64, s
 		if w != nil {
 			select {
 			case w <- struct{}{}:
-			case <-ctx.Done():
+			default:
+				// The window is full: what is buffered must reach the broker before its
+				// confirms can free a slot.
+				if err := flush(); err != nil {
+					return p.publishErr(ctx, seq, err)
+				}
+				select {
+				case w <- struct{}{}:
+				case <-ctx.Done():
+				}
 			}
 			if ctx.Err() != nil {
 				break
@@ -379,10 +400,7 @@ func (p *producer) publishLoop(ctx context.Context, cfg *common, quota uint64, s
 		}
 		stamp(body, p.id, seq, sent)
 		if err := publish(seq, body); err != nil {
-			if ctx.Err() == nil {
-				return fmt.Errorf("producer %d: publish #%d: %w", p.id, seq, err)
-			}
-			break
+			return p.publishErr(ctx, seq, err)
 		}
 		p.published.Add(1)
 		if w == nil {
@@ -390,7 +408,19 @@ func (p *producer) publishLoop(ctx context.Context, cfg *common, quota uint64, s
 			p.lastEvent.Store(clk.now())
 		}
 	}
+	if err := flush(); err != nil {
+		return p.publishErr(ctx, 0, err)
+	}
 	return nil
+}
+
+// publishErr is publishLoop's error for a failed publish (or flush of buffered publishes, seq
+// 0): none once ctx has ended, since then a failure is the run stopping.
+func (p *producer) publishErr(ctx context.Context, seq uint64, err error) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	return fmt.Errorf("producer %d: publish #%d: %w", p.id, seq, err)
 }
 
 // record accounts one delivery in t and the consumer's latency histogram. redelivered is the
