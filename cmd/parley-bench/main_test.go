@@ -69,6 +69,12 @@ func TestAgainstBroker(t *testing.T) {
 		{"-producers", "1", "-consumers", "1", "-autoack"},
 		{"-producers", "2", "-consumers", "2", "-confirm", "32", "-prefetch", "64", "-multiple-ack", "8", "-persistent", "-durable"},
 		{"-producers", "1", "-consumers", "3", "-fanout", "3", "-autoack"},
+		// The bench scenario's shape: single acks and confirms, both coalesced (corkconn.go).
+		{"-producers", "1", "-consumers", "1", "-confirm", "256", "-prefetch", "256", "-persistent", "-durable"},
+		// Prefetch 1: every ack must be written before the next delivery can come.
+		{"-producers", "1", "-consumers", "1", "-confirm", "1", "-prefetch", "1"},
+		// Paced: the producer naps between publishes, so it must flush before each nap.
+		{"-producers", "1", "-consumers", "1", "-confirm", "16", "-rate", "3000"},
 	}
 	for _, shape := range shapes {
 		args := append([]string{"-url", url, "-count", "3000", "-progress", "0", "-timeout", "60s"}, shape...)
