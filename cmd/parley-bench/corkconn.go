@@ -20,18 +20,9 @@ import (
 // it is buffered, so any time it spends in the buffer is counted against the run, never
 // hidden. Writes made without the cork held (the library's heartbeats, channel and
 // connection methods, which may wait for a reply) go out at once, after what was buffered.
-//
-// Reads go through a larger buffer than amqp091-go's 4 KiB bufio.Reader, so a burst of
-// deliveries or confirms takes one read system call instead of one per three or four 1 KiB
-// messages. A read returns as soon as anything has arrived, so nothing waits for a buffer to
-// fill.
+// Reads go through a readConn.
 type corkConn struct {
-	net.Conn
-	// rbuf[r:w] is read from the socket but not yet by the library; only the library's reader
-	// goroutine reads, so these need no lock.
-	rbuf []byte
-	r, w int
-
+	*readConn
 	mu      sync.Mutex
 	holding bool
 	buf     []byte
@@ -45,10 +36,25 @@ const (
 )
 
 func newCorkConn(c net.Conn) *corkConn {
-	return &corkConn{Conn: c, buf: make([]byte, 0, corkLimit), rbuf: make([]byte, readBuf)}
+	return &corkConn{readConn: newReadConn(c), buf: make([]byte, 0, corkLimit)}
 }
 
-func (c *corkConn) Read(p []byte) (int, error) {
+// readConn reads through a 64 KiB buffer: a burst of deliveries or confirms takes one read
+// system call instead of one per three or four 1 KiB messages with amqp091-go's 4 KiB
+// bufio.Reader, or three per packet with paho, which reads a packet's fixed header a byte at
+// a time straight from the connection. A read returns as soon as anything has arrived, so
+// nothing waits for the buffer to fill. Not for idle connections: the buffer is per connection.
+type readConn struct {
+	net.Conn
+	// rbuf[r:w] is read from the socket but not yet by the library; only the library's reader
+	// goroutine reads, so these need no lock.
+	rbuf []byte
+	r, w int
+}
+
+func newReadConn(c net.Conn) *readConn { return &readConn{Conn: c, rbuf: make([]byte, readBuf)} }
+
+func (c *readConn) Read(p []byte) (int, error) {
 	if c.r == c.w {
 		if len(p) >= len(c.rbuf) {
 			return c.Conn.Read(p)

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/url"
 	"sync"
 	"sync/atomic"
@@ -111,6 +112,21 @@ func mqttSessionOptions(rawURL, clientID string, keepAlive time.Duration, persis
 	return o
 }
 
+// withReadBuffer makes a message connection read through a readConn (corkconn.go) over TCP;
+// WebSocket and TLS connections keep paho's own dialing.
+func withReadBuffer(o *paho.ClientOptions) *paho.ClientOptions {
+	if len(o.Servers) == 0 || (o.Servers[0].Scheme != "tcp" && o.Servers[0].Scheme != "mqtt") {
+		return o
+	}
+	return o.SetCustomOpenConnectionFn(func(u *url.URL, opts paho.ClientOptions) (net.Conn, error) {
+		c, err := net.DialTimeout("tcp", u.Host, opts.ConnectTimeout)
+		if err != nil {
+			return nil, fmt.Errorf("dial %s: %w", u.Host, err)
+		}
+		return newReadConn(c), nil
+	})
+}
+
 // waitToken waits for t, bounded by ctx.
 func waitToken(ctx context.Context, t paho.Token) error {
 	select {
@@ -181,7 +197,7 @@ type mqttPending struct {
 
 func mqttProduce(ctx context.Context, cfg mqttConfig, p *producer, clientID, topic string, quota uint64,
 	stop *atomic.Bool, ready func(), start <-chan struct{}) error {
-	client, lost, err := connectMQTT(ctx, mqttSessionOptions(cfg.URL, clientID, cfg.KeepAlive, cfg.Persistent))
+	client, lost, err := connectMQTT(ctx, withReadBuffer(mqttSessionOptions(cfg.URL, clientID, cfg.KeepAlive, cfg.Persistent)))
 	if err != nil {
 		return fmt.Errorf("producer %d: %w", p.id, err)
 	}
@@ -254,7 +270,7 @@ func mqttProduce(ctx context.Context, cfg mqttConfig, p *producer, clientID, top
 }
 
 func mqttConsume(ctx context.Context, cfg mqttConfig, c *consumer, clientID, filter string, t *Tracker, ready func()) error {
-	client, lost, err := connectMQTT(ctx, mqttSessionOptions(cfg.URL, clientID, cfg.KeepAlive, cfg.Persistent))
+	client, lost, err := connectMQTT(ctx, withReadBuffer(mqttSessionOptions(cfg.URL, clientID, cfg.KeepAlive, cfg.Persistent)))
 	if err != nil {
 		return fmt.Errorf("consumer %d: %w", c.id, err)
 	}
