@@ -755,9 +755,15 @@ func (q *Queue) apply(c command, now int64) bool {
 			c.t.done(c.ok)
 		}
 		q.confirms = nil
-		for _, p := range q.waiting {
-			if p.confirm != nil {
-				p.confirm.done(true)
+		if c.silent {
+			// A stop or a park is not a delete: the queue lives on (after a restart, or on
+			// its group's new leader), so a publish is confirmed only if its entry commits.
+			go answerWhenLogged(q.waiting, stopLogWait)
+		} else {
+			for _, p := range q.waiting {
+				if p.confirm != nil {
+					p.confirm.done(true)
+				}
 			}
 		}
 		q.waiting = nil
@@ -1012,6 +1018,31 @@ func (q *Queue) takeLate() {
 		for ref := range gone {
 			delete(q.bodies, ref)
 		}
+	}
+}
+
+// stopLogWait bounds how long a stopped or parked queue's publishes wait for their log entry
+// before their publishers get a nack (answerWhenLogged).
+const stopLogWait = 10 * time.Second
+
+// answerWhenLogged confirms the publishes of a queue that stopped running (stop, or a queue
+// host parking a queue whose group it no longer leads) as the log answers for them: a publish
+// whose entry committed is confirmed, one whose entry failed, or has no answer within wait
+// (the group lost its majority, or the lead moved and the entry may never commit), is nacked,
+// and its publisher sends it again (at least once). Confirming them all at once, as a delete
+// does, could confirm a message that never reaches the log. Transient messages waiting behind
+// persistent ones were never going to outlive the queue's process: they are confirmed, as a
+// transient message is once a running queue has it.
+func answerWhenLogged(waiting []*pendingPublish, wait time.Duration) {
+	deadline := time.Now().Add(wait)
+	for _, p := range waiting {
+		for p.logged && !p.done.Load() && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		if p.confirm == nil {
+			continue
+		}
+		p.confirm.done(!p.logged || (p.done.Load() && p.err == nil))
 	}
 }
 
