@@ -54,8 +54,26 @@ func TestMQTT5SharedSubscriptionKeptWhileMembersAway(t *testing.T) {
 	s.Kill()
 	s.Restart()
 	b := mqtt5(t, addr, "member-b", false, 3600)
-	if got := receiveAll(b, 2); strings.Join(got, ",") != "five,four" {
-		t.Fatalf("member-b after the restart got %v", got)
+	// member-a's acknowledgements are lazy log entries (cluster/lazy.go): one made in the last
+	// few milliseconds before the kill may be forgotten, and its message comes again, once (at
+	// least once). Anything else, or four and five missing, is a failure.
+	got, again := map[string]int{}, 0
+	for got["four"] == 0 || got["five"] == 0 {
+		m := next(t, b.msgs)
+		got[m.payload]++
+		switch m.payload {
+		case "four", "five":
+		case "one", "two", "three":
+			again++
+		default:
+			t.Fatalf("member-b after the restart got %+v", m)
+		}
+		if got[m.payload] > 1 {
+			t.Fatalf("member-b after the restart got %q twice (%v)", m.payload, got)
+		}
+	}
+	if again > 0 {
+		t.Logf("%d messages acknowledged just before the kill came again: %v", again, got)
 	}
 	nothing(t, b.msgs)
 
