@@ -15,10 +15,10 @@
 #   -d DUR   publishing time per run, Go duration (default 10s)
 #   -o FILE  also write the summary table (markdown) to FILE
 #   -1       a single RabbitMQ node instead of a three-node cluster
-#   -s       Parley with cluster.spread_queues on (experimental): each run's queue is placed on
+#   -s       Parley with cluster.spread_queues on (the default): each run's queue is placed on
 #            the least-loaded node, so some runs' queues run on another node than the one the
 #            load generator is connected to; the output says how many
-#   -n       Parley with cluster.spread_queues off (the default), written in its config file
+#   -n       Parley with cluster.spread_queues off, written in its config file
 # Clients connect to the node that serves (Parley) or to RabbitMQ node 1, where the benchmark
 # declares the quorum queue, so its leader is local: neither side pays a forwarding hop.
 set -euo pipefail
@@ -31,7 +31,7 @@ repeats=3
 duration=10s
 summary_out=
 single=0
-spread=0
+spread=1
 while getopts "r:d:o:1snh" opt; do
   case "$opt" in
     r) repeats=$OPTARG ;;

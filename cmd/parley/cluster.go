@@ -52,7 +52,7 @@ package main
 // applyReplicaList). The serving node holds cluster.Host.LockMembership from creating the group
 // until that entry applies, so it starts the group with the same members.
 //
-// Spread queues (cluster.spread_queues, experimental, off by default; issue 7): the serving
+// Spread queues (cluster.spread_queues, on by default; issue 7): the serving
 // node's broker places each new durable queue on the least-loaded member and records the
 // placement with the queue in group 0 (meta.QueueDef.Place), and a queue runs on the node it
 // is placed on, which leads its group: that node's standby runs a queue host
@@ -79,9 +79,8 @@ package main
 // connection, byte for byte, not per operation. Exclusive and auto-delete queues, MQTT session
 // queues and packed queues always run on the serving node (broker/remote.go says why). A node
 // that joins gets new queues and a share of the older ones (broker/rebalance.go's reshare), but
-// not of the queues the serving node runs itself. Without cluster.spread_queues (the default
-// until the randomized fault test passes with it on, see README) the serving node leads every
-// group (taking back leads a standby won: broker/leads.go).
+// not of the queues the serving node runs itself. With cluster.spread_queues off the serving
+// node leads every group (taking back leads a standby won: broker/leads.go).
 
 import (
 	"context"

@@ -83,7 +83,7 @@ type ClusterConfig struct {
 	// Peers lists the cluster's nodes as ID=host:port,ID=host:port (flag --peers); empty runs a
 	// single node. A list that does not name this node makes it a joining node (membership.go).
 	Peers string `yaml:"peers"`
-	// SpreadQueues (experimental, off by default; issue 7) runs each durable queue's process on
+	// SpreadQueues (on by default; issue 7) runs each durable queue's process on
 	// the node it is placed on (recorded in its metadata), which leads its group, the groups'
 	// leaders spread over the nodes; the serving node forwards the queue's operations there,
 	// relays its deliveries back (broker/remote.go) and moves queues back to their placement
@@ -153,7 +153,7 @@ func DefaultConfig() Config {
 		WSMQTT:     ":15675",
 		WS:         "off",
 		Prometheus: ":15692",
-		Cluster:    ClusterConfig{Listen: ":25672", Peers: "", PartitionGroups: 16},
+		Cluster:    ClusterConfig{Listen: ":25672", Peers: "", PartitionGroups: 16, SpreadQueues: true},
 
 		WSAllowedOrigins: []string{},
 		Storage:          StorageConfig{DiskFreeLimit: 50_000_000, DiskCheckInterval: 5 * time.Second},
