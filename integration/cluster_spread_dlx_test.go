@@ -71,51 +71,7 @@ func TestClusterSpreadDeadLetterTTLExpires(t *testing.T) {
 		x := declareExchange(t, s, ch, "x", "direct", nil)
 		mustBind(t, ch, q, "orig.key", x, nil)
 
-		publish(t, ch, x, "orig.key", amqp.Publishing{Body: []byte("rejected"), Headers: amqp.Table{"keep": "me"}})
-		d := consume(t, ch, q, "c", false, nil)
-		m := recv(t, d)
-		if err := ch.Reject(m.DeliveryTag, false); err != nil {
-			t.Fatal(err)
-		}
-		dm := recvFromGet(t, ch, dlq)
-		if string(dm.Body) != "rejected" || dm.Exchange != dlx || dm.RoutingKey != "orig.key" || dm.Headers["keep"] != "me" {
-			t.Fatalf("dead letter %q via %q/%q headers %v", dm.Body, dm.Exchange, dm.RoutingKey, dm.Headers)
-		}
-		checkXDeath(t, dm, "rejected", q, x, []string{"orig.key"}, 1)
-		for k, want := range map[string]string{"x-first-death-reason": "rejected", "x-first-death-queue": q, "x-first-death-exchange": x} {
-			if dm.Headers[k] != want {
-				t.Errorf("%s = %#v, want %q", k, dm.Headers[k], want)
-			}
-		}
-		// Twice from the same queue for the same reason: count 2, one entry.
-		publish(t, ch, x, "orig.key", text("again"))
-		m = recv(t, d)
-		if err := ch.Nack(m.DeliveryTag, false, false); err != nil {
-			t.Fatal(err)
-		}
-		dm = recvFromGet(t, ch, dlq)
-		if err := ch.Publish("", q, false, false, amqp.Publishing{Headers: dm.Headers, Body: dm.Body}); err != nil {
-			t.Fatal(err)
-		}
-		m = recv(t, d)
-		if err := ch.Nack(m.DeliveryTag, false, false); err != nil {
-			t.Fatal(err)
-		}
-		dm = recvFromGet(t, ch, dlq)
-		deaths, _ := dm.Headers["x-death"].([]interface{})
-		if len(deaths) != 1 {
-			t.Fatalf("x-death has %d entries after two deaths in one queue, want 1: %#v", len(deaths), dm.Headers["x-death"])
-		}
-		if n := deaths[0].(amqp.Table)["count"]; n != int64(2) {
-			t.Fatalf("x-death count %#v, want int64(2)", n)
-		}
-		if err := ch.Cancel("c", false); err != nil {
-			t.Fatal(err)
-		}
-		// Nothing was dead-lettered twice.
-		if _, ok := get(t, ch, dlq, true); ok {
-			t.Fatal("a dead letter came twice")
-		}
+		checkDeadLettersOnRejectAndNack(t, ch, dlx, dlq, q, x)
 	})
 
 	t.Run("dead letters on expiry", func(t *testing.T) {
