@@ -110,3 +110,20 @@ wait_quiet() {
   done
   return 0
 }
+
+# stop_on_exit: when the script ends (or is interrupted), stop the processes in bench_pid,
+# parley_pid and mosq_pid (those set) and remove $tmp; for the single-broker scripts
+# (profile.sh, cpu-stages.sh, cpu-per-msg.sh).
+stop_on_exit() {
+  bench_pid= parley_pid= mosq_pid=
+  trap _stop_on_exit EXIT
+  trap 'exit 130' INT TERM
+}
+_stop_on_exit() {
+  local rc=$?
+  [ -n "$bench_pid" ] && stop_pid "$bench_pid"
+  [ -n "$parley_pid" ] && stop_pid "$parley_pid"
+  [ -n "$mosq_pid" ] && stop_pid "$mosq_pid"
+  rm -rf "$tmp"
+  exit $rc
+}

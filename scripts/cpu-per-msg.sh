@@ -44,16 +44,7 @@ esac
 [ "$broker" = parley ] && [ -n "$parley_args" ] && args=$parley_args
 
 tmp=$(mktemp -d /tmp/parley-cpumsg.XXXXXX)
-parley_pid=
-cleanup() {
-  local rc=$?
-  [ -n "$parley_pid" ] && stop_pid "$parley_pid"
-  [ -n "${mosq_pid:-}" ] && stop_pid "$mosq_pid"
-  rm -rf "$tmp"
-  exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+stop_on_exit
 raise_nofile
 [ "$broker" = parley ] && { build_parley || die "parley does not build"; }
 if [ -n "${PARLEY_BENCH:-}" ]; then

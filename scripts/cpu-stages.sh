@@ -40,17 +40,7 @@ secs=$(awk -v d="$duration" 'BEGIN { n = d + 0; if (d ~ /m$/) n *= 60; printf "%
 tmp=$(mktemp -d /tmp/parley-cpustages.XXXXXX)
 out=${outdir:-$tmp/out}
 mkdir -p "$out"
-parley_pid=
-bench_pid=
-cleanup() {
-  local rc=$?
-  [ -n "$bench_pid" ] && stop_pid "$bench_pid"
-  [ -n "$parley_pid" ] && stop_pid "$parley_pid"
-  rm -rf "$tmp"
-  exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+stop_on_exit
 raise_nofile
 build_parley || die "parley does not build"
 go build -o "$tmp/parley-bench" ./cmd/parley-bench

@@ -44,17 +44,7 @@ secs=$(awk -v d="$duration" 'BEGIN {
 tmp=$(mktemp -d /tmp/parley-profile-run.XXXXXX)
 [ -n "$outdir" ] || outdir=$(mktemp -d "/tmp/parley-profile.$scenario.XXXXXX")
 mkdir -p "$outdir"
-parley_pid=
-bench_pid=
-cleanup() {
-  local rc=$?
-  [ -n "$bench_pid" ] && stop_pid "$bench_pid"
-  [ -n "$parley_pid" ] && stop_pid "$parley_pid"
-  rm -rf "$tmp"
-  exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+stop_on_exit
 raise_nofile
 
 log "building parley and parley-bench"
