@@ -17,8 +17,14 @@
 //     instead of allocating, and which keep a message's read-back small; the settlements of a
 //     batch are one more entry (removals), and SettleWithState's state records their own.
 //   - Consumers are callbacks (the Consumer interface) that must not block: an adapter appends the
-//     delivery to its connection's write buffer and wakes its writer.
-//   - With Config.Spread (cluster.spread_queues, experimental), a durable queue may run on
+//     delivery to its connection's write buffer and wakes its writer. One delivery round hands
+//     out at most queue.MaxRoundBytes, so a consumer's connection refuses more (Allow) once its
+//     output is full rather than after a whole backlog.
+//   - Publisher flow control (flowgate.go, FlowGate), an addition to DESIGN.md §2, whose only
+//     back-pressure is a full inbox (which the queue empties faster than its consumers take):
+//     an adapter stops reading a publisher whose publish reached a queue over a limit whose
+//     messages do not leave as fast as they come, as RabbitMQ's credit flow does.
+//   - With Config.Spread (cluster.spread_queues, on by default), a durable queue may run on
 //     another node: the *Queue here is then a proxy (remote.go) and the other node's broker
 //     hosts the queue (queuehost.go), over the cluster's RPC channel. A queue's placement is
 //     recorded with it in group 0 (meta.QueueDef.Place) and its group's leadership follows it:

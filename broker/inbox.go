@@ -1,6 +1,9 @@
 package broker
 
-import "sync"
+import (
+	"sync"
+	"sync/atomic"
+)
 
 // inbox is a queue's bounded command queue. Any goroutine posts; the queue's goroutine takes
 // everything waiting at once, as one batch (DESIGN.md §2). It is a slice under a mutex rather
@@ -23,6 +26,8 @@ type inbox struct {
 	room   chan struct{} // closed when a batch is taken, if someone waits for room; then replaced
 	wake   chan struct{} // capacity 1: the queue's goroutine waits on it
 	closed bool
+	// waiting is len(cmds), for Queue.Backlog to read without the mutex.
+	waiting atomic.Int64
 
 	running bool   // a goroutine owns the queue
 	kicked  bool   // Kick was called since the last take
@@ -118,6 +123,7 @@ func (in *inbox) postDeferred(c command, done <-chan struct{}, w *Wakes) (ok, ow
 		return false, false
 	}
 	in.cmds = append(in.cmds, c)
+	in.waiting.Store(int64(len(in.cmds)))
 	switch {
 	case w == nil:
 		in.signalLocked()
@@ -145,6 +151,7 @@ func (in *inbox) take() []command {
 	batch := in.cmds
 	in.cmds = in.spare[:0]
 	in.spare = nil
+	in.waiting.Store(0)
 	in.kicked = false
 	if in.room != nil {
 		close(in.room)

@@ -94,8 +94,13 @@ type Queue struct {
 	ready     atomic.Int64
 	consumers atomic.Int64
 	delivered atomic.Int64 // deliveries handed to consumers, ever (Delivered)
-	lastUsed  atomic.Int64 // unix ms, for x-expires
-	expires   atomic.Int64 // x-expires in ms, or what SetExpires set; 0 = never
+	// creditBound: the last delivery round left messages ready only because every consumer was
+	// out of credit; outputRefused: a consumer refused a delivery of this round for its
+	// connection's output (flowgate.go; outputRefused is the queue goroutine's).
+	creditBound   atomic.Bool
+	outputRefused bool
+	lastUsed      atomic.Int64 // unix ms, for x-expires
+	expires       atomic.Int64 // x-expires in ms, or what SetExpires set; 0 = never
 
 	// Durable queues only: the queue's raft group and its state machine. A remote queue's
 	// group is this node's parked replica.
@@ -214,6 +219,16 @@ func (q *Queue) Len() int {
 		return q.remote.length()
 	}
 	return int(q.ready.Load())
+}
+
+// Backlog is Len plus the commands (mostly publishes) waiting in the queue's inbox: what flow
+// control (FlowGate) compares with its limit. Len alone lags behind a publisher that posts a
+// whole read's publishes before the queue's goroutine takes them.
+func (q *Queue) Backlog() int {
+	if q.remote != nil {
+		return q.remote.length()
+	}
+	return int(q.ready.Load() + q.inbox.waiting.Load())
 }
 
 // Delivered counts the deliveries the queue has handed to its consumers since it was opened on
@@ -821,6 +836,12 @@ func (q *Queue) drain() {
 	if n := len(q.out.Deliveries); n > 0 {
 		q.delivered.Add(int64(n))
 	}
+	if q.out.More {
+		// The round stopped at queue.MaxRoundBytes: another, once the inbox had its turn
+		// and the consumers' connections had their say in allow.
+		q.inbox.kick()
+	}
+	q.noteRoundEnd(q.out.More)
 	q.out.Reset()
 	q.ready.Store(int64(q.sm.Len()))
 	q.consumers.Store(int64(q.sm.ConsumerCount()))

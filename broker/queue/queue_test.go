@@ -1,6 +1,10 @@
 package queue
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/parleymq/parley/broker/message"
+)
 
 func TestQueueScripts(t *testing.T) {
 	cfg := func(f func(*Config)) Config { c := cfgDefault(); f(&c); return c }
@@ -418,5 +422,51 @@ func TestLengthLimitScripts(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { runScript(t, tt.cfg, tt.script) })
+	}
+}
+
+// TestDrainRoundIsBounded: one Drain hands out at most MaxRoundBytes and says so in
+// Output.More; the next Drain goes on from there, in order, until nothing is ready. A
+// consumer's allow looks at its connection's output, which grows only once the driver carries
+// a round out, so an unbounded round handed a whole backlog to one connection.
+func TestDrainRoundIsBounded(t *testing.T) {
+	q := New(cfgDefault())
+	if err := q.AddConsumer(ConsumerSpec{ID: 1, NoAck: true}); err != nil {
+		t.Fatal(err)
+	}
+	var out Output
+	const n, size = 1000, 4096
+	for i := range n {
+		body := make([]byte, size)
+		body[0] = byte(i)
+		q.Publish(0, &message.Message{Body: body}, &out)
+	}
+	perRound := MaxRoundBytes/(size+roundOverhead) + 1
+	got, rounds := 0, 0
+	for {
+		out.Reset()
+		q.Drain(0, func(ConsumerID) bool { return true }, &out)
+		rounds++
+		if len(out.Deliveries) > perRound {
+			t.Fatalf("round %d handed out %d deliveries, more than MaxRoundBytes (%d)", rounds, len(out.Deliveries), perRound)
+		}
+		for _, d := range out.Deliveries {
+			if d.Msg.Body[0] != byte(got) {
+				t.Fatalf("delivery %d out of order", got)
+			}
+			got++
+		}
+		if !out.More {
+			break
+		}
+		if rounds > n {
+			t.Fatal("Drain keeps asking for more")
+		}
+	}
+	if got != n || q.Len() != 0 {
+		t.Fatalf("delivered %d of %d, %d left ready", got, n, q.Len())
+	}
+	if rounds < n*size/MaxRoundBytes {
+		t.Fatalf("%d rounds for %d bytes", rounds, n*size)
 	}
 }

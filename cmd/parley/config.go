@@ -116,6 +116,9 @@ type AMQPConfig struct {
 	ChannelMax     uint16        `yaml:"channel_max"`
 	Heartbeat      time.Duration `yaml:"heartbeat"`
 	MaxMessageSize uint64        `yaml:"max_message_size"`
+	// PublishFlowLimit: see protocol/amqp091.Config.PublishFlowLimit; 0 = its default,
+	// negative = off.
+	PublishFlowLimit int `yaml:"publish_flow_limit"`
 }
 
 // STOMPConfig tunes the STOMP listeners (TCP, TLS and WebSocket).
@@ -125,6 +128,9 @@ type STOMPConfig struct {
 	MaxBody        int    `yaml:"max_body"`
 	DefaultUser    string `yaml:"default_user"`
 	DefaultPass    string `yaml:"default_pass"`
+	// PublishFlowLimit: see protocol/stomp.Config.PublishFlowLimit; 0 = its default,
+	// negative = off.
+	PublishFlowLimit int `yaml:"publish_flow_limit"`
 }
 
 // UserConfig declares a user. With no users configured, parley has guest/guest, which may
@@ -158,17 +164,19 @@ func DefaultConfig() Config {
 		WSAllowedOrigins: []string{},
 		Storage:          StorageConfig{DiskFreeLimit: 50_000_000, DiskCheckInterval: 5 * time.Second},
 		AMQP091: AMQPConfig{
-			FrameMax:       131072,
-			ChannelMax:     2047,
-			Heartbeat:      60 * time.Second,
-			MaxMessageSize: 128 << 20,
+			FrameMax:         131072,
+			ChannelMax:       2047,
+			Heartbeat:        60 * time.Second,
+			MaxMessageSize:   128 << 20,
+			PublishFlowLimit: 8192,
 		},
 		STOMPOptions: STOMPConfig{
-			MaxHeaderBytes: 102400,
-			MaxHeaders:     1000,
-			MaxBody:        128 << 20,
-			DefaultUser:    "guest",
-			DefaultPass:    "guest",
+			MaxHeaderBytes:   102400,
+			MaxHeaders:       1000,
+			MaxBody:          128 << 20,
+			DefaultUser:      "guest",
+			DefaultPass:      "guest",
+			PublishFlowLimit: 8192,
 		},
 		MQTTOptions: MQTTConfig{
 			Exchange:         "amq.topic",

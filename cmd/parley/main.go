@@ -158,6 +158,7 @@ func run(cfg Config) error {
 	acfg.ChannelMax = cfg.AMQP091.ChannelMax
 	acfg.Heartbeat = cfg.AMQP091.Heartbeat
 	acfg.MaxMessageSize = cfg.AMQP091.MaxMessageSize
+	acfg.PublishFlowLimit = cfg.AMQP091.PublishFlowLimit
 	acfg.Version = version
 	amqpServer := amqp091.NewServer(acfg, core, users, log.Named("amqp"))
 	defer amqpServer.Close()
@@ -169,6 +170,7 @@ func run(cfg Config) error {
 		MaxBody:        cfg.STOMPOptions.MaxBody,
 	}
 	scfg.DefaultUser, scfg.DefaultPass = cfg.STOMPOptions.DefaultUser, cfg.STOMPOptions.DefaultPass
+	scfg.PublishFlowLimit = cfg.STOMPOptions.PublishFlowLimit
 	scfg.Version = version
 	stompServer := stomp.NewServer(scfg, core, users, log.Named("stomp"))
 	defer stompServer.Close()

@@ -26,6 +26,11 @@ type Config struct {
 	Product, Version string
 	// ClusterName is the "cluster_name" server property. Default "parley@" + hostname.
 	ClusterName string
+	// PublishFlowLimit is flow control for publishers (broker.FlowGate): a connection whose
+	// publish reached a queue with more than this many ready messages, whose consumers could
+	// take more but are held by their own connections' output, reads nothing more until the
+	// queue is at half of it. Default 8192; negative turns it off.
+	PublishFlowLimit int
 }
 
 // RabbitMQ's defaults (rabbit.app).
@@ -35,6 +40,7 @@ const (
 	defaultHeartbeat        = 60 * time.Second
 	defaultHandshakeTimeout = 10 * time.Second
 	defaultMaxMessageSize   = 128 << 20
+	defaultFlowLimit        = 8192
 	// frameMinSize is AMQP 0-9-1 §4.2.1's frame-min-size: peers must accept frames this large.
 	frameMinSize = 4096
 )
@@ -49,6 +55,7 @@ func DefaultConfig() Config {
 		MaxMessageSize:   defaultMaxMessageSize,
 		Product:          "Parley",
 		Version:          "0.0.0",
+		PublishFlowLimit: defaultFlowLimit,
 	}
 }
 
@@ -75,6 +82,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Version == "" {
 		c.Version = d.Version
+	}
+	if c.PublishFlowLimit == 0 {
+		c.PublishFlowLimit = d.PublishFlowLimit
 	}
 	return c
 }

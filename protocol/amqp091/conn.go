@@ -76,6 +76,9 @@ type conn struct {
 	// are buffered (every channel's PublishScratch points here); flushed before every read
 	// that may wait and before anything else the reader waits for (broker.Wakes).
 	wakes broker.Wakes
+	// flow holds the reader back while a queue this connection publishes to is over the flow
+	// limit and its consumers' connections cannot take more (Config.PublishFlowLimit).
+	flow broker.FlowGate
 
 	// closing is set once connection.close has been sent (by either goroutine); from then on
 	// the reader only waits for close-ok. closeMu serialises the transition.
@@ -100,6 +103,7 @@ func newConn(s *Server, nc net.Conn) *conn {
 		consumers: map[*consumer]struct{}{},
 		frameMax:  s.cfg.FrameMax,
 		quit:      make(chan struct{}),
+		flow:      broker.FlowGate{Limit: s.cfg.PublishFlowLimit, WorkersExempt: true},
 	}
 	c.log = s.log.With(zap.Uint64("conn", c.id), zap.Stringer("remote", nc.RemoteAddr()))
 	c.r = wire.NewReader(nc, s.cfg.FrameMax)
@@ -264,7 +268,31 @@ func (c *conn) loop() {
 		if c.published {
 			c.published = false
 			c.waitUnblocked()
+			if c.flow.Held() {
+				c.awaitFlow()
+			}
 		}
+	}
+}
+
+// awaitFlow holds the reader while a queue this connection published to is over the flow
+// limit (broker.FlowGate): the client's publishes wait in its TCP stack, as RabbitMQ's credit
+// flow makes them wait. The queues get their wake-ups first, and the heartbeat deadline is
+// paused, as while the connection is blocked: frames that come meanwhile are read after.
+func (c *conn) awaitFlow() {
+	c.wakes.Flush()
+	c.watchLiveness(false)
+	c.flow.Await(c.gone)
+	c.watchLiveness(true)
+}
+
+// gone reports that connection.close was sent or received.
+func (c *conn) gone() bool {
+	select {
+	case <-c.quit:
+		return true
+	default:
+		return c.closing.Load()
 	}
 }
 

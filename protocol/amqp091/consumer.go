@@ -39,6 +39,9 @@ func (k *consumer) Allow() bool {
 		// the other and no wake-up is lost.
 		ch.c.starved.Store(true)
 		if ch.c.w.Overloaded() {
+			if k.q != nil {
+				k.q.RefusedForOutput() // its publishers may wait (broker.FlowGate)
+			}
 			return false
 		}
 	}

@@ -13,4 +13,10 @@
 // delivering, confirm callbacks) appends encoded frames to the connection's write buffer under
 // a mutex and wakes the writer, which writes everything pending in one call (coalescing).
 // There is no goroutine per channel. Lock order is written at the top of channel.go.
+//
+// Flow control (conn.awaitFlow, broker.FlowGate, Config.PublishFlowLimit): the reader stops
+// after a publish that reached a queue over the limit whose consumers could take more but
+// whose connections' output is full, until the queue is at half of it; consumers held by their
+// prefetch never hold a publisher back. RabbitMQ gets the same from credit flow. It is an
+// addition to DESIGN.md §2, whose only back-pressure is a queue's full inbox.
 package amqp091

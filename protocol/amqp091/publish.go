@@ -125,6 +125,7 @@ func (ch *channel) doPublish() error {
 	if err != nil {
 		return err
 	}
+	ch.c.flow.Note(ch.scratch.Queues())
 	if !routed && ch.pubMand {
 		ch.sendReturn(m)
 	}

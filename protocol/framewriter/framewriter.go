@@ -12,6 +12,12 @@ import (
 // not read. RabbitMQ gets the same effect from its writer's credit flow.
 const HighWater = 4 << 20
 
+// writeChunk is the most one write call takes, so that pending (and Overloaded) follows what a
+// slow client reads: a 4 MB output written in one call to a client reading 4 MB/s showed no
+// progress for a second, the queues feeding it (woken by OnDrain) delivered nothing
+// meanwhile, and publisher flow control (broker.FlowGate) took the consumer for stalled.
+const writeChunk = 256 << 10
+
 // keepSpare bounds the buffers an idle writer keeps: a burst must not pin its memory once it
 // is over. While output keeps coming, both buffers (the one being written and the one being
 // appended to) are kept whatever their size, for releaseAfter: under a flood the pending output
@@ -199,17 +205,18 @@ func (w *Writer) Run() {
 		w.buf, w.ends = spare[:0], spareEnds[:0]
 		closed := w.closed
 		w.mu.Unlock()
-		if len(out) > 0 && w.Err() == nil {
-			if err := w.write(out, ends); err != nil {
+		left := len(out)
+		if left > 0 && w.Err() == nil {
+			var err error
+			if left, err = w.write(out, ends); err != nil {
 				w.err.Store(err)
 				// Unblock the reader: the connection is dead.
 				_ = w.conn.Close()
 			}
 			w.lastWrite.Store(time.Now().UnixNano())
 		}
-		before := w.pending.Add(-int64(len(out))) + int64(len(out))
-		if before > HighWater && w.opt.OnDrain != nil && !w.Overloaded() {
-			w.opt.OnDrain()
+		if left > 0 {
+			w.wrote(left) // not written, and never will be
 		}
 		spare, spareEnds = out, ends
 		if len(out) > keepSpare {
@@ -233,18 +240,36 @@ func (w *Writer) Run() {
 	}
 }
 
-// write writes out: in one call, or framed, one call per frame ending at ends.
-func (w *Writer) write(out []byte, ends []int) error {
+// write writes out, writeChunk at a time, or framed, one call per frame ending at ends. It
+// returns how much of out it did not write (after an error).
+func (w *Writer) write(out []byte, ends []int) (int, error) {
 	if !w.opt.Framed {
-		_, err := w.conn.Write(out)
-		return err
+		for len(out) > 0 {
+			n := min(len(out), writeChunk)
+			if _, err := w.conn.Write(out[:n]); err != nil {
+				return len(out), err
+			}
+			w.wrote(n)
+			out = out[n:]
+		}
+		return 0, nil
 	}
 	start := 0
 	for _, e := range ends {
 		if _, err := w.conn.Write(out[start:e]); err != nil {
-			return err
+			return len(out) - start, err
 		}
+		w.wrote(e - start)
 		start = e
 	}
-	return nil
+	return 0, nil
+}
+
+// wrote takes n written bytes off pending, and runs OnDrain when that brings it below
+// HighWater.
+func (w *Writer) wrote(n int) {
+	before := w.pending.Add(-int64(n)) + int64(n)
+	if before > HighWater && w.opt.OnDrain != nil && !w.Overloaded() {
+		w.opt.OnDrain()
+	}
 }

@@ -72,8 +72,8 @@ func (c *conn) serve() error {
 		c.g.hold()
 		c.deep((*conn).burst)
 		c.g.flushHeld()
-		if x := c.g.sess; x != nil && x.flowQ != nil && !c.end {
-			x.awaitFlow() // a queue this client publishes to is over the limit (flow.go)
+		if x := c.g.sess; x != nil && x.flow.Held() && !c.end {
+			x.flow.Await(x.cl.Closed) // a queue this client publishes to is over the limit (flow.go)
 		}
 	}
 	if c.established && !c.panicked {
@@ -205,7 +205,7 @@ func (c *conn) burst() {
 		}
 		// A publish found a queue over the flow limit (flow.go): the reader waits before the
 		// next packet, also one already buffered.
-		if x := c.g.sess; !c.g.buffered() || (x != nil && x.flowQ != nil) {
+		if x := c.g.sess; !c.g.buffered() || (x != nil && x.flow.Held()) {
 			if x != nil {
 				x.flushAcks()
 			}

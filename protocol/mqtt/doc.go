@@ -58,7 +58,7 @@
 // settled together, and what mochi writes while a burst is handled (the PUBACKs to a
 // publisher, ...) goes out in one write at its end (guardConn.hold).
 //
-// Flow control (flow.go; an addition to DESIGN.md §2, whose only back-pressure is a queue's
+// Flow control (flow.go, broker.FlowGate; an addition to DESIGN.md §2, whose only back-pressure is a queue's
 // full inbox, which the queue empties faster than its consumers do): a connection
 // whose publish reached a queue with consumers and more than Config.PublishFlowLimit ready
 // messages is not read again until that queue is at half the limit, unless its consumers take

@@ -52,7 +52,7 @@ func (x *session) publish(pk packets.Packet) packets.Code {
 			x.s.log.Info("mqtt publish refused", zap.String("client_id", x.clientID), zap.Error(err))
 			return packets.ErrImplementationSpecificError
 		}
-		x.noteFlow()
+		x.flow.Note(x.scratch.Queues())
 		return packets.CodeSuccess
 	}
 	if pk.FixedHeader.Qos == 2 && x.persistent && x.q != nil && !x.prepareQoS2(pk.PacketID, m) {
@@ -64,7 +64,7 @@ func (x *session) publish(pk packets.Packet) packets.Code {
 		x.s.log.Info("mqtt publish refused", zap.String("client_id", x.clientID), zap.Error(err))
 		return packets.ErrImplementationSpecificError
 	}
-	x.noteFlow()
+	x.flow.Note(x.scratch.Queues())
 	// A QoS 1 publish whose queues are all transient and cannot refuse it (Queue.AcceptsAtOnce)
 	// is the core's once it is in their inboxes: its confirm can only be positive, and waiting
 	// for it cost a hand-off to each queue's goroutine and back for every message (in QoS 1

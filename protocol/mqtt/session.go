@@ -72,11 +72,9 @@ type session struct {
 	will      *mochi.Will
 	willProps packets.Properties    // the CONNECT's will properties, which mochi's Will drops
 	scratch   broker.PublishScratch // used by one packet's handling at a time (publish)
-	// Flow control (flow.go): the queue a publish of the last burst found over the limit,
-	// waited for by the reader; and when flow control is back on after a stalled consumer.
-	// Set by the deep goroutine, read by the reader after it (conn.done orders the two).
-	flowQ        *broker.Queue
-	flowOffUntil time.Time
+	// Flow control (flow.go): noted by the deep goroutine after each publish, awaited by the
+	// reader after the burst (conn.done orders the two).
+	flow broker.FlowGate
 
 	// Outbound credit: deliveries handed over by the core and not yet settled count against
 	// limit (the client's receive maximum, capped by Config.MaxInflight).
@@ -220,7 +218,8 @@ func (s *Server) openSession(cl *mochi.Client, pk packets.Packet, user string) (
 		limit = int32(cl.Properties.Props.ReceiveMaximum) // [MQTT-3.3.4-9]
 	}
 	sess := &session{
-		s: s, cl: cl, clientID: cl.ID, user: user, v: v, version: version,
+		flow: broker.FlowGate{Limit: s.cfg.PublishFlowLimit},
+		s:    s, cl: cl, clientID: cl.ID, user: user, v: v, version: version,
 		persistent: persistent, present: existed && persistent, q: q, qdef: def,
 		expiryMs: expiryMs, endsAtClose: endsAtClose,
 		limit: limit, subs: map[string]*subscription{}, refused: map[string]bool{},

@@ -23,6 +23,12 @@ type Config struct {
 	DefaultVHost string
 	// Product and Version make the CONNECTED frame's server header ("Parley/0.1.0").
 	Product, Version string
+	// PublishFlowLimit is flow control for publishers (broker.FlowGate), as the AMQP
+	// listener's: a connection whose SEND reached a queue with more than this many ready
+	// messages, whose consumers could take more but are held by their own connections'
+	// output, reads no further frame until the queue is at half of it. Default 8192; negative
+	// turns it off.
+	PublishFlowLimit int
 }
 
 // DefaultConfig returns the defaults documented on each Config field.
@@ -35,6 +41,7 @@ func DefaultConfig() Config {
 		DefaultVHost:     "/",
 		Product:          "Parley",
 		Version:          "0.0.0",
+		PublishFlowLimit: 8192,
 	}
 }
 
@@ -51,6 +58,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Version == "" {
 		c.Version = d.Version
+	}
+	if c.PublishFlowLimit == 0 {
+		c.PublishFlowLimit = d.PublishFlowLimit
 	}
 	return c
 }

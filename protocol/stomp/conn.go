@@ -80,6 +80,7 @@ type conn struct {
 	vhostName string
 	recvBeat  time.Duration // the client's heart-beat interval; 0 = none
 	scratch   broker.PublishScratch
+	flow      broker.FlowGate // publisher flow control, noted at each SEND, awaited by the reader
 	declared  map[string]bool // queues this connection has declared (RabbitMQ's route_state)
 	writeOK   map[string]bool // exchanges we may publish to
 	txs       map[string][]*frame.Frame
@@ -110,6 +111,7 @@ func newConn(s *Server, nc net.Conn, framed bool) *conn {
 		txs:      map[string][]*frame.Frame{},
 		tempQs:   map[string]string{},
 		subs:     map[string]*subscription{},
+		flow:     broker.FlowGate{Limit: s.cfg.PublishFlowLimit, WorkersExempt: true},
 		nextTag:  1,
 		failed:   make(chan struct{}),
 	}
@@ -168,6 +170,29 @@ func (c *conn) serve() {
 		if !c.connected.Load() {
 			return // DISCONNECT
 		}
+		if c.flow.Held() {
+			c.awaitFlow()
+		}
+	}
+}
+
+// awaitFlow holds the reader while a queue this connection sent to is over the flow limit
+// (broker.FlowGate), with no read deadline meanwhile, as while a resource alarm holds it.
+func (c *conn) awaitFlow() {
+	_ = c.nc.SetReadDeadline(time.Time{})
+	c.flow.Await(c.gone)
+	if c.recvBeat > 0 {
+		_ = c.nc.SetReadDeadline(time.Now().Add(2 * c.recvBeat))
+	}
+}
+
+// gone reports that the connection is ending (an ERROR was queued).
+func (c *conn) gone() bool {
+	select {
+	case <-c.failed:
+		return true
+	default:
+		return false
 	}
 }
 

@@ -63,6 +63,9 @@ func (s *subscription) Allow() bool {
 		// Store, then look again: the writer drains, then reads starved.
 		s.c.starved.Store(true)
 		if w.Overloaded() {
+			if s.q != nil {
+				s.q.RefusedForOutput() // its publishers may wait (broker.FlowGate)
+			}
 			return false
 		}
 	}

@@ -14,4 +14,8 @@
 //
 // The same sessions run over WebSocket (ServeConn with framed output: one frame per write,
 // which the gateway in protocol/websocket turns into one WebSocket message).
+//
+// Flow control (conn.awaitFlow, broker.FlowGate, Config.PublishFlowLimit) works as the AMQP
+// listener's: the reader stops after a SEND that reached a queue over the limit whose
+// consumers' connections cannot take more, until it is at half of it.
 package stomp

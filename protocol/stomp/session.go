@@ -99,6 +99,7 @@ func (c *conn) send(f *frame.Frame, r *receipt) error {
 		}
 		return err
 	}
+	c.flow.Note(c.scratch.Queues())
 	return nil
 }
 
