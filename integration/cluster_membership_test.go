@@ -190,6 +190,16 @@ func TestClusterLeaveServingNode(t *testing.T) {
 
 	cc := dialRetry(t, rest[0])
 	defer cc.Close()
+	// The queue may be placed on the restarted node (cluster.spread_queues): until the serving
+	// node is in touch with it again, a basic.get answers 404 "home node ... down or
+	// inaccessible", as RabbitMQ answers for a queue whose node is down. A get closes its
+	// channel then; a successful one is given back by closing its channel.
+	waitFor(t, "the queue to be reachable again", func() bool {
+		ch := channel(t, cc)
+		defer ch.Close()
+		_, _, err := ch.Get(q, false)
+		return err == nil
+	})
 	cch := channel(t, cc)
 	got := getAll(t, cch, q)
 	for body := range confirmed {
