@@ -223,10 +223,12 @@ func (q *Queue) Len() int {
 
 // Backlog is Len plus the commands (mostly publishes) waiting in the queue's inbox: what flow
 // control (FlowGate) compares with its limit. Len alone lags behind a publisher that posts a
-// whole read's publishes before the queue's goroutine takes them.
+// whole read's publishes before the queue's goroutine takes them. A queue served by another
+// node reports 0: its length is a call to that node (Len), which flow control, asking after
+// every publish, must not make.
 func (q *Queue) Backlog() int {
 	if q.remote != nil {
-		return q.remote.length()
+		return 0
 	}
 	return int(q.ready.Load() + q.inbox.waiting.Load())
 }
