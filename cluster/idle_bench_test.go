@@ -20,7 +20,16 @@ import (
 //
 //	go test ./cluster/ -run '^$' -bench IdleGroups3Nodes -benchtime 10x
 func BenchmarkIdleGroups3Nodes(b *testing.B) {
-	benchGroups3Nodes(b, 1000, nil)
+	benchGroups3Nodes(b, 1000, false, nil)
+}
+
+// BenchmarkIdleGroups3NodesSpread is BenchmarkIdleGroups3Nodes with the groups' leaders spread
+// over the three nodes (group i led by node 1 + i%3), as cluster.spread_queues places durable
+// queues: the idle cost should not depend on which node leads.
+//
+//	go test ./cluster/ -run '^$' -bench IdleGroups3NodesSpread -benchtime 10x
+func BenchmarkIdleGroups3NodesSpread(b *testing.B) {
+	benchGroups3Nodes(b, 1000, true, nil)
 }
 
 // BenchmarkAwakeGroups3Nodes is BenchmarkIdleGroups3Nodes with quiescence off, so the 1,000
@@ -37,7 +46,7 @@ func BenchmarkAwakeGroups3Nodes(b *testing.B) {
 			name = "coalesce=true"
 		}
 		b.Run(name, func(b *testing.B) {
-			benchGroups3Nodes(b, 1000, func(cfg *Config) {
+			benchGroups3Nodes(b, 1000, false, func(cfg *Config) {
 				cfg.noQuiesce = true
 				cfg.noCoalesce = !coalesce
 			})
@@ -45,10 +54,10 @@ func BenchmarkAwakeGroups3Nodes(b *testing.B) {
 	}
 }
 
-// benchGroups3Nodes starts three nodes with groups groups led by node 1 (each host's Config
-// changed by adjust, if not nil), waits for them to settle, and reports the CPU and messages of
-// b.N seconds of doing nothing.
-func benchGroups3Nodes(b *testing.B, groups int, adjust func(*Config)) {
+// benchGroups3Nodes starts three nodes with groups groups led by node 1, or by the three nodes
+// in turn with spread (each host's Config changed by adjust, if not nil), waits for them to
+// settle, and reports the CPU and messages of b.N seconds of doing nothing.
+func benchGroups3Nodes(b *testing.B, groups int, spread bool, adjust func(*Config)) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	peers := map[uint64]string{}
@@ -82,12 +91,19 @@ func benchGroups3Nodes(b *testing.B, groups int, adjust func(*Config)) {
 	gs := make([]*Group, groups)
 	for i := range groups {
 		gid := uint64(1000 + i)
-		for id := uint64(2); id <= 3; id++ {
+		lead := uint64(1)
+		if spread {
+			lead = 1 + uint64(i%3)
+		}
+		for id := uint64(1); id <= 3; id++ {
+			if id == lead {
+				continue
+			}
 			if _, err := hosts[id].AddReplica(ctx, gid, nil); err != nil {
 				b.Fatal(err)
 			}
 		}
-		gs[i] = addGroup(b, ctx, hosts[1], gid, newKV())
+		gs[i] = addGroup(b, ctx, hosts[lead], gid, newKV())
 	}
 	for _, g := range gs {
 		for g.Leader() == 0 {
