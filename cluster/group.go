@@ -218,6 +218,56 @@ func (g *Group) AppendLazy(e LazyEntry, more []byte, maxBytes int) bool {
 	return true
 }
 
+// OpenEntry is an eager proposal that its proposer may extend while it waits in its group's
+// queue (Group.ProposeOpenInPlace, Group.Extend). The zero value is no proposal.
+type OpenEntry struct{ p *proposal }
+
+// ProposeOpenInPlace is ProposeAsyncInPlace for an entry the proposer may extend with Extend
+// until the host takes it: a durable queue's publishes of several inbox batches then share one
+// enqueue entry, and one raft entry, Pebble key, apply and callback, instead of one each
+// (broker/queue.go, proposeBatch). cb gets the outcome of the entry as extended.
+func (g *Group) ProposeOpenInPlace(entry []byte, cb func(result any, err error)) (OpenEntry, error) {
+	if len(entry) < EntryHeaderRoom {
+		return OpenEntry{}, fmt.Errorf("group %d: entry of %d bytes has no room for the %d-byte header", g.id, len(entry), EntryHeaderRoom)
+	}
+	p := &proposal{seq: g.host.nextSeq.Add(1), cb: cb, inPlace: true}
+	p.data = putEntryHeader(entry, g.host.cfg.NodeID, p.seq)
+	if err := g.enqueue(p); err != nil {
+		return OpenEntry{}, err
+	}
+	return OpenEntry{p}, nil
+}
+
+// Extend lets fn extend e's data while e still waits in g's queue and no eager proposal was
+// queued after it: fn gets the data (the proposal header first) and returns it extended,
+// and it may only append to it and write within what the caller wrote itself; it runs under
+// the queue's lock, so the host cannot take e meanwhile, and must not block or call into g.
+// False means e was taken by the host (or failed, or has an eager proposal behind it) and fn
+// was not called: the caller proposes what it had as an entry of its own.
+//
+// What is appended lands in the log before the lazy proposals queued after e (only lazy
+// ones: an eager proposal behind e closes it), although it came later; lazy proposals are a
+// queue's removals, which commute with its publishes (see AppendLazy). So the eager entries of
+// a group keep exactly the order they were proposed in.
+func (g *Group) Extend(e OpenEntry, fn func(data []byte) []byte) bool {
+	if e.p == nil {
+		return false
+	}
+	q := &g.queue
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if !e.p.waiting {
+		return false
+	}
+	for i := len(q.props) - 1; i >= 0 && q.props[i] != e.p; i-- {
+		if !q.props[i].lazy {
+			return false
+		}
+	}
+	e.p.data = fn(e.p.data)
+	return true
+}
+
 func (g *Group) enqueue(p *proposal) error {
 	q := &g.queue
 	q.mu.Lock()

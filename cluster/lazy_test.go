@@ -223,3 +223,93 @@ func TestAppendLazy(t *testing.T) {
 		t.Fatal("AppendLazy extended a proposal the host had taken")
 	}
 }
+
+// Extend appends to an eager proposal while it waits in its group's queue with nothing but lazy
+// proposals behind it, so what it appended is applied in the same entry; an eager proposal
+// queued after it, or the host taking it, closes it: Extend refuses and calls nothing.
+func TestExtend(t *testing.T) {
+	ctx := testContext(t)
+	eng := openEngine(t, t.TempDir(), vfs.Default)
+	defer eng.Close()
+	h := startHost(t, Config{LazyProposalDelay: time.Hour}, eng)
+	defer h.Stop()
+	sm := newKV()
+	g := addGroup(t, ctx, h, 1, sm)
+	f, err := g.Propose(ctx, []byte("warm=1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	appendFn := func(s string) func([]byte) []byte {
+		return func(b []byte) []byte { return append(b, s...) }
+	}
+	if g.Extend(OpenEntry{}, appendFn("x")) {
+		t.Fatal("extended no proposal")
+	}
+	// Hold the host's loop so that the proposals below wait in the group's queue.
+	running, release := make(chan struct{}), make(chan struct{})
+	held := make(chan error, 1)
+	go func() {
+		held <- h.do(ctx, func() error { close(running); <-release; return nil })
+	}()
+	<-running
+	released := false
+	defer func() {
+		if !released {
+			close(release)
+		}
+	}()
+	type outcome struct {
+		res any
+		err error
+	}
+	got := make(chan outcome, 1)
+	e, err := g.ProposeOpenInPlace(append(EntryBuffer(16), "o=a"...), func(res any, err error) { got <- outcome{res, err} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !g.Extend(e, appendFn("b")) {
+		t.Fatal("Extend refused a proposal waiting last in its queue")
+	}
+	if err := g.ProposeLazy([]byte("l=1"), nil); err != nil {
+		t.Fatal(err)
+	}
+	if !g.Extend(e, appendFn("c")) {
+		t.Fatal("Extend refused a proposal with only a lazy one behind it")
+	}
+	f, err = g.Propose(ctx, []byte("k=z"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.Extend(e, func(b []byte) []byte { t.Error("fn called behind an eager proposal"); return b }) {
+		t.Fatal("Extend extended a proposal with an eager one behind it")
+	}
+	close(release)
+	released = true
+	if err := <-held; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var o outcome
+	select {
+	case o = <-got:
+	case <-ctx.Done():
+		t.Fatal("no outcome for the extended proposal")
+	}
+	if n, _ := o.res.(uint64); o.err != nil || n != 2 {
+		t.Fatalf("extended proposal: result %v, error %v; want the second entry applied", o.res, o.err)
+	}
+	if v, _ := sm.get("o"); v != "abc" {
+		t.Fatalf("o = %q, want the entry with its two appends (abc)", v)
+	}
+	if v, _ := sm.get("k"); v != "z" {
+		t.Fatalf("k = %q, want z", v)
+	}
+	if g.Extend(e, appendFn("d")) {
+		t.Fatal("Extend extended a proposal the host had taken")
+	}
+}
