@@ -23,7 +23,8 @@ package broker
 //     the whole encoded message (written once, fsynced with everything else of that Ready cycle);
 //     a remove entry lists the references of messages that left the queue for good (acked,
 //     discarded, expired, dropped, purged). Every persistent publish a queue takes in one inbox
-//     batch goes into one enqueue entry (DESIGN.md §2: one Raft proposal per batch), so the
+//     batch goes into one enqueue entry (DESIGN.md §2: one Raft proposal per batch; and the
+//     batches that come while that entry still waits for the host's loop join it), so the
 //     reference of a message packs the log index of its enqueue entry and its slot in it
 //     (packRef in queueentry.go). queueLog (queuelog.go) is the state machine: a record per live message,
 //     which is what a snapshot holds and what a restart gives back to the queue; the bodies stay

@@ -126,6 +126,7 @@ type Queue struct {
 	pendSlab  []pendingPublish            // durable: where the next pendingPublish records come from
 	rmEntry   cluster.LazyEntry           // durable: the last removal entry proposed (logRemoved)
 	rmScratch []byte                      // durable: logRemoved's encoded refs
+	enqOpen   *openEnqueue                // durable: the last enqueue entry, while it may take more (proposeBatch)
 	oneID     [1]queue.DeliveryID         // cmdSettleOne's id as a slice
 	batch     []*pendingPublish           // durable: this batch's persistent publishes, not yet proposed
 	batchSize int                         // about the bytes of batch's messages
@@ -941,57 +942,124 @@ func (q *Queue) newPending(m *message.Message, t *confirmTracker) *pendingPublis
 	return p
 }
 
-// proposeBatch proposes the persistent messages gathered since the last call: one as an
-// entryEnqueue entry, several as one entryEnqueueBatch entry. Each message is confirmed when
-// the entry has committed (fsynced on a majority) and applied, as with one entry each.
+// proposeBatch proposes the persistent messages gathered since the last call. They go into
+// the queue's last enqueue entry while that still waits in the group's queue (the host has not
+// taken it: extendOpen), and what does not into a new entryEnqueueBatch entry, which the next
+// batches may extend in turn. So the publishes of every inbox batch between two turns of the
+// host's loop (a reader hands them over a read at a time, several times per fsync) share one
+// log entry: one raft entry, Pebble key, apply and callback instead of one per inbox batch.
+// Each message is confirmed when its entry has committed (fsynced on a majority) and applied,
+// as with one entry each.
 func (q *Queue) proposeBatch(now int64) {
-	switch len(q.batch) {
-	case 0:
+	if len(q.batch) == 0 {
 		return
-	case 1:
-		q.proposeOne(now, q.batch[0])
-	default:
-		ps := slices.Clone(q.batch)
-		ms := make([]*message.Message, len(ps))
-		for i, p := range ps {
-			ms[i] = p.m
-		}
-		entry, token, err := q.log.enqueueBatchEntry(now, ms)
-		if err != nil {
-			// One message the log cannot take: alone, each of the others still can.
-			for _, p := range ps {
-				q.proposeOne(now, p)
-			}
-			break
-		}
-		err = q.group.ProposeAsyncInPlace(entry, func(res any, err error) {
-			var first uint64
-			if err == nil {
-				if e, ok := res.(error); ok {
-					err = e
-				} else {
-					first, _ = res.(uint64)
-				}
-			} else {
-				q.log.forget(token) // if it commits after all, it comes through takeLate
-			}
-			for i, p := range ps {
-				p.ref, p.err = first+uint64(i), err
-				p.done.Store(true)
-			}
-			q.Kick()
-		})
-		if err != nil {
-			q.log.forget(token)
-			for _, p := range ps {
-				p.err = err
-				p.done.Store(true)
-			}
-		}
+	}
+	rest := q.batch
+	if q.enqOpen != nil {
+		rest = q.extendOpen(rest)
+	}
+	if len(rest) > 0 {
+		q.proposeNew(now, slices.Clone(rest))
 	}
 	clear(q.batch)
 	q.batch = q.batch[:0]
 	q.batchSize = 0
+}
+
+// openEnqueue is an enqueue entry the queue proposed that may still take more publishes
+// (cluster.Group.Extend).
+type openEnqueue struct {
+	entry   cluster.OpenEntry
+	token   uint64
+	countAt int               // where its message count is in the entry's data (appendCount)
+	ps      []*pendingPublish // its messages in slot order; grows only inside Group.Extend
+	size    int               // entrySizeOf its messages, bounded by maxBatchBytes
+}
+
+// proposeNew proposes ps (persistent publishes, at most one entry's worth) as a new batch
+// entry and keeps it open for the next batches.
+func (q *Queue) proposeNew(now int64, ps []*pendingPublish) {
+	q.enqOpen = nil
+	ms := make([]*message.Message, len(ps))
+	size := 0
+	for i, p := range ps {
+		ms[i] = p.m
+		size += entrySizeOf(p.m)
+	}
+	// A follower forwards its entries rather than handing them to raft to copy, so their
+	// buffers are not recycled: room to extend is asked for only on the leader.
+	entry, token, countAt, err := q.log.openBatchEntry(now, ms, q.group.IsLeader())
+	if err != nil {
+		// One message the log cannot take: alone, each of the others still can.
+		for _, p := range ps {
+			q.proposeOne(now, p)
+		}
+		return
+	}
+	ob := &openEnqueue{token: token, countAt: countAt, ps: ps, size: size}
+	// The callback reads ob.ps, which Extend grows only while the host has not taken the
+	// entry (under the group's queue lock, as the host takes it): it sees every message.
+	oe, err := q.group.ProposeOpenInPlace(entry, func(res any, err error) {
+		var first uint64
+		if err == nil {
+			if e, ok := res.(error); ok {
+				err = e
+			} else {
+				first, _ = res.(uint64)
+			}
+		} else {
+			q.log.forget(token) // if it commits after all, it comes through takeLate
+		}
+		for i, p := range ob.ps {
+			p.ref, p.err = first+uint64(i), err
+			p.done.Store(true)
+		}
+		q.Kick()
+	})
+	if err != nil {
+		q.log.forget(token)
+		for _, p := range ps {
+			p.err = err
+			p.done.Store(true)
+		}
+		return
+	}
+	ob.entry = oe
+	q.enqOpen = ob
+}
+
+// extendOpen puts as many of ps as fit into the open enqueue entry, if the host has not taken
+// it yet, and returns the rest. A message appended is recorded with the entry's enqueue time,
+// less than one turn of the host's loop before its own: after a restart its TTL counts from
+// that (a few milliseconds early at most).
+func (q *Queue) extendOpen(ps []*pendingPublish) []*pendingPublish {
+	ob := q.enqOpen
+	n, size := 0, ob.size
+	for n < len(ps) && len(ob.ps)+n < maxBatchMessages {
+		s := entrySizeOf(ps[n].m)
+		if size+s > maxBatchBytes {
+			break
+		}
+		size += s
+		n++
+	}
+	if n == 0 {
+		q.enqOpen = nil // full
+		return ps
+	}
+	var err error
+	taken := !q.group.Extend(ob.entry, func(data []byte) []byte {
+		if data, err = q.log.appendBatch(data, ob.countAt, ob.token, len(ob.ps), ps[:n]); err == nil {
+			ob.ps = append(ob.ps, ps[:n]...)
+		}
+		return data
+	})
+	if taken || err != nil {
+		q.enqOpen = nil
+		return ps
+	}
+	ob.size = size
+	return ps[n:]
 }
 
 // proposeOne proposes one persistent message in an entryEnqueue entry.

@@ -5,8 +5,13 @@ package broker
 // A queue takes every command waiting in its inbox as one batch (DESIGN.md §2), and the
 // persistent publishes of a batch go into the log as one entry (entryEnqueueBatch) rather than
 // one entry each: raft's cost is per entry (the entry, etcd raft's copy of it, a Pebble key,
-// an apply), so a publisher with a confirm window of hundreds pays it once per batch. A batch
-// of one message stays an entryEnqueue entry, as before batches.
+// an apply), so a publisher with a confirm window of hundreds pays it once per batch. More:
+// while that entry still waits in its group's queue (the host's loop is busy with the previous
+// fsync), the next batches' publishes are appended to it (Queue.extendOpen,
+// cluster.Group.Extend), so the publishes of one turn of the host's loop share an entry. Every
+// batch entry is written with its count padded (appendCount) so that it can be raised in place;
+// entryEnqueue entries of one message are still read, and still written when a batch cannot be
+// encoded.
 //
 // A message's reference (queue.Queue's ref, the live records' key, what remove entries list)
 // is therefore not a log index but packRef(index, slot): the index of the entry that carries
@@ -89,28 +94,84 @@ func (l *queueLog) enqueueEntry(at int64, m *message.Message) ([]byte, uint64, e
 // enqueueBatchEntry is enqueueEntry for several messages (at most maxBatchMessages), in one
 // entry: their slots are their places in ms. The log owns ms from then on.
 func (l *queueLog) enqueueBatchEntry(at int64, ms []*message.Message) ([]byte, uint64, error) {
+	entry, token, _, err := l.openBatchEntry(at, ms, false)
+	return entry, token, err
+}
+
+// openBatchEntry is enqueueBatchEntry for an entry that may be extended. The count is
+// written in countLen bytes at countAt (an offset in the returned entry), so that messages
+// appended while the entry waits to be taken (appendBatch) can raise it in place; with room,
+// the entry comes from cluster.EntryBuffer's largest class, which leaves room to append.
+func (l *queueLog) openBatchEntry(at int64, ms []*message.Message, room bool) (entry []byte, token uint64, countAt int, err error) {
 	if len(ms) > maxBatchMessages {
-		return nil, 0, fmt.Errorf("enqueue batch of %d messages: more than %d", len(ms), maxBatchMessages)
+		return nil, 0, 0, fmt.Errorf("enqueue batch of %d messages: more than %d", len(ms), maxBatchMessages)
 	}
-	size := len(l.prefix) + 17 + binary.MaxVarintLen64
+	size := len(l.prefix) + 17 + countLen
 	for _, m := range ms {
 		size += entrySizeOf(m)
 	}
-	token := l.remember(pendingEntry{many: ms})
-	buf := cluster.EntryBuffer(size)
+	token = l.remember(pendingEntry{many: ms})
+	n := size
+	if room {
+		n = max(n, extendableEntryBytes)
+	}
+	buf := cluster.EntryBuffer(n)
 	buf = append(buf, l.prefix...)
 	buf = append(buf, entryEnqueueBatch)
 	buf = binary.BigEndian.AppendUint64(buf, token)
 	buf = binary.BigEndian.AppendUint64(buf, uint64(at))
-	buf = binary.AppendUvarint(buf, uint64(len(ms)))
+	countAt = len(buf)
+	buf = appendCount(buf, len(ms))
 	for _, m := range ms {
-		var err error
 		if buf, err = message.AppendBinary(buf, m); err != nil {
 			l.forget(token)
-			return nil, 0, err
+			return nil, 0, 0, err
 		}
 	}
-	return buf, token, nil
+	return buf, token, countAt, nil
+}
+
+// extendableEntryBytes asks cluster.EntryBuffer for its largest class (64 KiB, recycled once
+// raft has copied the entry) for a batch entry that may be extended.
+const extendableEntryBytes = 64<<10 - cluster.EntryHeaderRoom
+
+// A batch entry's message count is a uvarint written in countLen bytes, padded with
+// continuation bytes when it needs fewer (5 is 0x85 0x80 0x00): encoding/binary's Uvarint,
+// which every build reads entries with, takes it as the same number, so the log format is
+// unchanged, and the count of an entry being extended is raised in place.
+const countLen = 3 // 21 bits, enough for maxBatchMessages
+
+func appendCount(b []byte, n int) []byte {
+	return append(b, byte(n)|0x80, byte(n>>7)|0x80, byte(n>>14))
+}
+
+// putCount rewrites the count appendCount wrote at b[0:countLen].
+func putCount(b []byte, n int) {
+	b[0], b[1], b[2] = byte(n)|0x80, byte(n>>7)|0x80, byte(n>>14)
+}
+
+// appendBatch appends the messages of ps to the batch entry proposed under token, which now
+// holds n messages and whose count is at data[countAt:]: it encodes them after the entry's
+// last message, raises the count, and adds them to what Apply takes under the token. It runs
+// inside cluster.Group.Extend, before the host can take the entry (lock order: the group's
+// proposal queue, then l.mu). On an error data is returned as it came and nothing changes.
+func (l *queueLog) appendBatch(data []byte, countAt int, token uint64, n int, ps []*pendingPublish) ([]byte, error) {
+	start := len(data)
+	for _, p := range ps {
+		var err error
+		if data, err = message.AppendBinary(data, p.m); err != nil {
+			return data[:start], err
+		}
+	}
+	putCount(data[countAt:], n+len(ps))
+	l.mu.Lock()
+	pe := l.pending[token]
+	for _, p := range ps {
+		pe.many = append(pe.many, p.m)
+	}
+	l.pending[token] = pe
+	l.mu.Unlock()
+	return data, nil
 }
 
 func (l *queueLog) remember(e pendingEntry) uint64 {
