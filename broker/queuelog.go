@@ -90,6 +90,7 @@ type queueLog struct {
 	// when it starts (recover, under mu).
 	live     []liveRecord // sorted by ref; removed records stay as tombstones until compacted
 	removed  int          // tombstones in live
+	rmHint   int          // where in live the next removal is likely (removeLocked)
 	floor    uint64       // a ref: the log is compacted below its entry, live messages below it are inline
 	keepFrom uint64       // the log index the last snapshot needs the log to keep from
 	applied  uint64
@@ -430,12 +431,26 @@ func (l *queueLog) refStatesCopy() map[uint64][]byte {
 // removeLocked marks the record of ref gone and reports whether it was live; an unknown ref
 // is ignored (removed twice after a crash replayed a removal, or never live). mu held.
 func (l *queueLog) removeLocked(ref uint64) bool {
-	i, ok := slices.BinarySearchFunc(l.live, ref, func(r liveRecord, ref uint64) int {
-		return cmpUint(r.ref, ref)
-	})
+	// Messages mostly leave in the order they came (acknowledged oldest first, by several
+	// consumers in turn): the record after the last one removed, then the few around it, are
+	// looked at before the whole slice (a binary search per removal was 1-3 % of the broker's
+	// CPU in the persistent 1p/1c benchmark). Any hint is safe: what it finds is checked.
+	i, ok := l.rmHint, false
+	if i < len(l.live) && l.live[i].ref == ref {
+		ok = true
+	} else {
+		lo, hi := max(0, min(i, len(l.live))-rmWindow), min(len(l.live), i+rmWindow)
+		if lo < hi && l.live[lo].ref <= ref && ref <= l.live[hi-1].ref {
+			i, ok = searchLive(l.live[lo:hi], ref)
+			i += lo
+		} else {
+			i, ok = searchLive(l.live, ref)
+		}
+	}
 	if !ok || l.live[i].gone {
 		return false
 	}
+	l.rmHint = i + 1
 	l.live[i].gone = true
 	l.removed++
 	if l.refStates > 0 {
@@ -450,6 +465,13 @@ func (l *queueLog) removeLocked(ref uint64) bool {
 		delete(l.inline, ref)
 	}
 	return true
+}
+
+// rmWindow is how far around its hint removeLocked looks before searching every record.
+const rmWindow = 32
+
+func searchLive(live []liveRecord, ref uint64) (int, bool) {
+	return slices.BinarySearchFunc(live, ref, func(r liveRecord, ref uint64) int { return cmpUint(r.ref, ref) })
 }
 
 // compactLiveLocked drops the tombstones once they are half the slice. mu held.
