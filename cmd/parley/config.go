@@ -48,7 +48,17 @@ type Config struct {
 	STOMPOptions STOMPConfig   `yaml:"stomp_options"`
 	MQTTOptions  MQTTConfig    `yaml:"mqtt_options"`
 	Users        []UserConfig  `yaml:"users"`
+	Runtime      RuntimeConfig `yaml:"runtime"`
 	Debug        DebugConfig   `yaml:"debug"`
+}
+
+// RuntimeConfig tunes the Go runtime the broker runs in.
+type RuntimeConfig struct {
+	// GCMinHeap is the heap (bytes) below which the garbage collector does not start a cycle:
+	// while the live heap is small, GOGC is raised so that the collector's goal is at least
+	// this (gcfloor.go). 0 leaves the collector to GOGC alone; GOGC set in the environment
+	// turns it off too.
+	GCMinHeap uint64 `yaml:"gc_min_heap"`
 }
 
 // DebugConfig holds diagnostics that cost something and are off unless asked for.
@@ -187,8 +197,9 @@ func DefaultConfig() Config {
 			AllowAnonymous:   true,
 			PublishFlowLimit: 8192,
 		},
-		Users: []UserConfig{{Name: "guest", Password: "guest", Tags: []string{"administrator"}, LoopbackOnly: true}},
-		Debug: DebugConfig{PprofAddr: "off"},
+		Users:   []UserConfig{{Name: "guest", Password: "guest", Tags: []string{"administrator"}, LoopbackOnly: true}},
+		Runtime: RuntimeConfig{GCMinHeap: 64 << 20},
+		Debug:   DebugConfig{PprofAddr: "off"},
 	}
 }
 

@@ -70,6 +70,7 @@ func run(cfg Config) error {
 		return err
 	}
 	defer func() { _ = log.Sync() }()
+	defer startGCFloor(cfg.Runtime.GCMinHeap, log.Named("gc"))()
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return fmt.Errorf("%w: data_dir %q: %v", errUsage, cfg.DataDir, err)
 	}
