@@ -80,6 +80,11 @@ func (a Access) String() string {
 type compiledPerm struct {
 	p   Permission
 	res [3]*regexp.Regexp
+	// all: the expression is ".*", which matches every name (unanchored, as RabbitMQ's
+	// re:run matches: the empty match at the start always succeeds). It is what most
+	// permissions are (RabbitMQ's default guest included), and running the regexp for every
+	// publish was about 2 % of Parley's CPU in MQTT fan-in, which checks each PUBLISH.
+	all [3]bool
 }
 
 // Store holds users and permissions. It is safe for concurrent use.
@@ -203,6 +208,7 @@ func (s *Store) SetPermission(user, vhost string, p Permission) error {
 			return fmt.Errorf("set permission for %q in %q: %w", user, vhost, err)
 		}
 		cp.res[i] = re
+		cp.all[i] = expr == ".*"
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -304,7 +310,7 @@ func (s *Store) Check(user, vhost string, kind Access, resourceKind, name string
 	s.mu.RLock()
 	cp, ok := s.perms[user][vhost]
 	s.mu.RUnlock()
-	if ok && int(kind) < len(cp.res) && cp.res[kind].MatchString(name) {
+	if ok && int(kind) < len(cp.res) && (cp.all[kind] || cp.res[kind].MatchString(name)) {
 		return nil
 	}
 	return &Error{Kind: ErrAccessRefused, Text: "access to " + resourceKind + " '" + name + "' in vhost '" + vhost +

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"net"
+	"regexp"
 	"sync"
 	"testing"
 )
@@ -236,5 +237,35 @@ func BenchmarkCheck(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		_ = s.Check("guest", "/", Write, "exchange", "amq.topic")
+	}
+}
+
+// TestPermissionMatchAll: the ".*" shortcut (compiledPerm.all) answers as the regexp does for
+// every name, and a permission set again without it is checked by its regexp.
+func TestPermissionMatchAll(t *testing.T) {
+	s := NewStore()
+	if err := s.AddUser("u", "p", nil, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetPermission("u", "/", Permission{Configure: ".*", Write: ".*", Read: "^$"}); err != nil {
+		t.Fatal(err)
+	}
+	re := regexp.MustCompile(".*")
+	for _, name := range []string{"", "amq.topic", "a\nb", "\n", "ü.ß"} {
+		if !re.MatchString(name) {
+			t.Fatalf("the regexp .* does not match %q: the shortcut would differ", name)
+		}
+		if err := s.Check("u", "/", Write, "exchange", name); err != nil {
+			t.Errorf("write %q refused under .*: %v", name, err)
+		}
+		if err := s.Check("u", "/", Read, "queue", name+"x"); err == nil {
+			t.Errorf("read %q allowed under ^$", name+"x")
+		}
+	}
+	if err := s.SetPermission("u", "/", Permission{Write: "^logs$"}); err != nil {
+		t.Fatal(err)
+	}
+	if s.Check("u", "/", Write, "exchange", "amq.topic") == nil || s.Check("u", "/", Write, "exchange", "logs") != nil {
+		t.Fatal("a permission changed from .* is not checked by its new expression")
 	}
 }

@@ -139,19 +139,26 @@ func (h *bridge) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet,
 	if sess == nil {
 		return pk, packets.ErrRejectPacket
 	}
+	return pk, sess.onPublish(pk)
+}
+
+// onPublish is OnPublish for the client's own session (also called by conn.publishDirect):
+// CodeSuccessIgnore once the core took the message, ErrRejectPacket once a refusal was
+// answered.
+func (sess *session) onPublish(pk packets.Packet) error {
 	code := sess.publish(pk)
 	if code == packets.CodeSuccess || (code == packets.CodeNoMatchingSubscribers && pk.FixedHeader.Qos == 2) {
 		if pk.FixedHeader.Qos == 2 {
 			sess.acceptedQoS2(pk.PacketID) // before mochi's PUBREC
 		}
-		return pk, packets.CodeSuccessIgnore
+		return packets.CodeSuccessIgnore
 	}
-	if code == packets.CodeNoMatchingSubscribers && cl.Properties.ProtocolVersion < 5 {
+	if code == packets.CodeNoMatchingSubscribers && sess.version < 5 {
 		// MQTT 3.1.1 has no such code.
-		return pk, packets.CodeSuccessIgnore
+		return packets.CodeSuccessIgnore
 	}
 	sess.refusePublish(pk, code)
-	return pk, packets.ErrRejectPacket
+	return packets.ErrRejectPacket
 }
 
 // OnSubscribe binds each valid filter before mochi answers; a filter that could not be
