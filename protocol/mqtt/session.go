@@ -72,6 +72,11 @@ type session struct {
 	will      *mochi.Will
 	willProps packets.Properties    // the CONNECT's will properties, which mochi's Will drops
 	scratch   broker.PublishScratch // used by one packet's handling at a time (publish)
+	// Publishing (the connection's deep goroutine, one packet at a time): the last topic and
+	// its routing key (routingKeyOf), and the shared header tables of plain QoS 0 and QoS 1
+	// publishes (messageFrom), made at the first such publish.
+	inTopic, inKey string
+	plainHdrs      [2]message.Table
 	// Flow control (flow.go): noted by the deep goroutine after each publish, awaited by the
 	// reader after the burst (conn.done orders the two).
 	flow broker.FlowGate
