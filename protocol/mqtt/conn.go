@@ -45,6 +45,7 @@ type conn struct {
 	// goroutine in turn, never at once); noDeadline: none was set for keep-alive 0.
 	deadline   time.Time
 	noDeadline bool
+	ack        [4]byte // publishDirect's PUBACK (a local array would be a heap allocation)
 }
 
 // workerState values.

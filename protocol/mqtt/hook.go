@@ -139,26 +139,29 @@ func (h *bridge) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet,
 	if sess == nil {
 		return pk, packets.ErrRejectPacket
 	}
-	return pk, sess.onPublish(pk)
+	if !sess.onPublish(&pk) {
+		return pk, packets.ErrRejectPacket
+	}
+	return pk, packets.CodeSuccessIgnore
 }
 
 // onPublish is OnPublish for the client's own session (also called by conn.publishDirect):
-// CodeSuccessIgnore once the core took the message, ErrRejectPacket once a refusal was
-// answered.
-func (sess *session) onPublish(pk packets.Packet) error {
+// true once the core took the message (mochi acknowledges it), false once a refusal was
+// answered. (A bool, not mochi's codes: a packets.Code as an error is an allocation.)
+func (sess *session) onPublish(pk *packets.Packet) bool {
 	code := sess.publish(pk)
 	if code == packets.CodeSuccess || (code == packets.CodeNoMatchingSubscribers && pk.FixedHeader.Qos == 2) {
 		if pk.FixedHeader.Qos == 2 {
 			sess.acceptedQoS2(pk.PacketID) // before mochi's PUBREC
 		}
-		return packets.CodeSuccessIgnore
+		return true
 	}
 	if code == packets.CodeNoMatchingSubscribers && sess.version < 5 {
 		// MQTT 3.1.1 has no such code.
-		return packets.CodeSuccessIgnore
+		return true
 	}
-	sess.refusePublish(pk, code)
-	return packets.ErrRejectPacket
+	sess.refusePublish(*pk, code)
+	return false
 }
 
 // OnSubscribe binds each valid filter before mochi answers; a filter that could not be

@@ -1,7 +1,6 @@
 package mqtt
 
 import (
-	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -34,7 +33,7 @@ const (
 // that accept at once, none durable or limited with reject-publish, is accepted when it is in
 // their inboxes). The reader waits, so the client's next packet is read only after that:
 // back-pressure per client (with flow.go's and the queues' full inboxes).
-func (x *session) publish(pk packets.Packet) packets.Code {
+func (x *session) publish(pk *packets.Packet) packets.Code {
 	m := x.messageFrom(pk)
 	if pk.FixedHeader.Retain {
 		// Stored (durably) before the publish is acknowledged; an empty payload clears the
@@ -160,7 +159,7 @@ func (x *session) refusePublish(pk packets.Packet, code packets.Code) {
 
 // messageFrom maps a PUBLISH onto a core message (DESIGN.md §3): QoS 1 and 2 are persistent,
 // MQTT 5 properties become AMQP properties and headers.
-func (x *session) messageFrom(pk packets.Packet) *message.Message {
+func (x *session) messageFrom(pk *packets.Packet) *message.Message {
 	m := &message.Message{
 		Exchange:   x.s.cfg.Exchange,
 		RoutingKey: x.routingKeyOf(pk.TopicName),
@@ -366,7 +365,7 @@ func (c *conn) publishDirect(pk *packets.Packet) bool {
 		!mochi.IsValidFilter(pk.TopicName, true) || cl.State.Inflight.Len() != 0 || !x.canPublish() {
 		return false
 	}
-	if err := x.onPublish(*pk); errors.Is(err, packets.ErrRejectPacket) {
+	if !x.onPublish(pk) {
 		return true // refused and answered (refusePublish)
 	}
 	if fh.Qos == 1 && !cl.Closed() {
@@ -374,8 +373,8 @@ func (c *conn) publishDirect(pk *packets.Packet) bool {
 		// and no properties (NoInheritedPropertiesOnAck) [MQTT-3.4.2-1] [MQTT-4.3.2-4]. Held
 		// with the burst's other writes (guardConn.hold); a failed write ends the connection,
 		// which its reader sees.
-		ack := [4]byte{packets.Puback << 4, 2, byte(pk.PacketID >> 8), byte(pk.PacketID)}
-		_, _ = c.g.Write(ack[:])
+		c.ack = [4]byte{packets.Puback << 4, 2, byte(pk.PacketID >> 8), byte(pk.PacketID)}
+		_, _ = c.g.Write(c.ack[:])
 	}
 	return true
 }
