@@ -195,7 +195,7 @@ func DefaultConfig() Config {
 			MaxInflight:      1024,
 			ReceiveMaximum:   1024,
 			AllowAnonymous:   true,
-			PublishFlowLimit: 8192,
+			PublishFlowLimit: 2048,
 		},
 		Users:   []UserConfig{{Name: "guest", Password: "guest", Tags: []string{"administrator"}, LoopbackOnly: true}},
 		Runtime: RuntimeConfig{GCMinHeap: 64 << 20},
