@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -169,20 +170,7 @@ func TestLazyProposalDelayOff(t *testing.T) {
 // host has taken it, or when it would grow past the bound, AppendLazy refuses and changes
 // nothing.
 func TestAppendLazy(t *testing.T) {
-	ctx := testContext(t)
-	eng := openEngine(t, t.TempDir(), vfs.Default)
-	defer eng.Close()
-	h := startHost(t, Config{LazyProposalDelay: time.Hour}, eng)
-	defer h.Stop()
-	sm := newKV()
-	g := addGroup(t, ctx, h, 1, sm)
-	f, err := g.Propose(ctx, []byte("warm=1"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.Wait(ctx); err != nil {
-		t.Fatal(err)
-	}
+	ctx, _, g, sm := warmLazyGroup(t)
 	var none LazyEntry
 	if g.AppendLazy(none, []byte("x"), 1<<10) {
 		t.Fatal("appended to no proposal")
@@ -199,7 +187,7 @@ func TestAppendLazy(t *testing.T) {
 	}
 	// An eager proposal after it: what is appended now still goes into the lazy entry, which
 	// applies first.
-	f, err = g.Propose(ctx, []byte("k=z"))
+	f, err := g.Propose(ctx, []byte("k=z"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,20 +216,7 @@ func TestAppendLazy(t *testing.T) {
 // proposals behind it, so what it appended is applied in the same entry; an eager proposal
 // queued after it, or the host taking it, closes it: Extend refuses and calls nothing.
 func TestExtend(t *testing.T) {
-	ctx := testContext(t)
-	eng := openEngine(t, t.TempDir(), vfs.Default)
-	defer eng.Close()
-	h := startHost(t, Config{LazyProposalDelay: time.Hour}, eng)
-	defer h.Stop()
-	sm := newKV()
-	g := addGroup(t, ctx, h, 1, sm)
-	f, err := g.Propose(ctx, []byte("warm=1"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.Wait(ctx); err != nil {
-		t.Fatal(err)
-	}
+	ctx, h, g, sm := warmLazyGroup(t)
 	appendFn := func(s string) func([]byte) []byte {
 		return func(b []byte) []byte { return append(b, s...) }
 	}
@@ -279,7 +254,7 @@ func TestExtend(t *testing.T) {
 	if !g.Extend(e, appendFn("c")) {
 		t.Fatal("Extend refused a proposal with only a lazy one behind it")
 	}
-	f, err = g.Propose(ctx, []byte("k=z"))
+	f, err := g.Propose(ctx, []byte("k=z"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -312,4 +287,25 @@ func TestExtend(t *testing.T) {
 	if g.Extend(e, appendFn("d")) {
 		t.Fatal("Extend extended a proposal the host had taken")
 	}
+}
+
+// warmLazyGroup starts a host that holds lazy proposals for an hour and one group on it, elected
+// and with a first entry applied (TestAppendLazy, TestExtend); everything stops at the test's end.
+func warmLazyGroup(t *testing.T) (context.Context, *Host, *Group, *kv) {
+	t.Helper()
+	ctx := testContext(t)
+	eng := openEngine(t, t.TempDir(), vfs.Default)
+	t.Cleanup(func() { eng.Close() })
+	h := startHost(t, Config{LazyProposalDelay: time.Hour}, eng)
+	t.Cleanup(h.Stop)
+	sm := newKV()
+	g := addGroup(t, ctx, h, 1, sm)
+	f, err := g.Propose(ctx, []byte("warm=1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return ctx, h, g, sm
 }
