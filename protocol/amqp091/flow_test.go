@@ -25,7 +25,7 @@ func TestFlowHoldsPublisherForOutputBoundConsumer(t *testing.T) {
 	c := rawDial(t, url)
 	_ = c.nc.SetDeadline(time.Now().Add(60 * time.Second))
 	// A small receive buffer, so that the kernel does not take megabytes for the consumer.
-	_ = c.nc.(*net.TCPConn).SetReadBuffer(16 << 10)
+	_ = c.nc.(*net.TCPConn).SetReadBuffer(64 << 10)
 	c.open("guest")
 	c.method(1, &wire.QueueDeclare{Queue: "flow-out", AutoDelete: true})
 	if _, ok := c.next().(*wire.QueueDeclareOk); !ok {

@@ -15,8 +15,10 @@ const HighWater = 4 << 20
 // writeChunk is the most one write call takes, so that pending (and Overloaded) follows what a
 // slow client reads: a 4 MB output written in one call to a client reading 4 MB/s showed no
 // progress for a second, the queues feeding it (woken by OnDrain) delivered nothing
-// meanwhile, and publisher flow control (broker.FlowGate) took the consumer for stalled.
-const writeChunk = 256 << 10
+// meanwhile, and publisher flow control (broker.FlowGate) took the consumer for stalled. At
+// 64 KiB a client reading 64 KB/s or more shows progress every second; a chunk costs one system
+// call, which a flooded consumer connection spreads over some 60 deliveries of 1 KB.
+const writeChunk = 64 << 10
 
 // keepSpare bounds the buffers an idle writer keeps: a burst must not pin its memory once it
 // is over. While output keeps coming, both buffers (the one being written and the one being
