@@ -39,6 +39,18 @@ func startFlowServer(t *testing.T, limit int) (string, *broker.Broker) {
 	return ln.Addr().String(), b
 }
 
+// flowSubscriber connects an MQTT 5 client with receive maximum 10 subscribed to topic at
+// QoS 1, its CONNACK and SUBACK read.
+func flowSubscriber(t *testing.T, addr, id, topic string) *rawClient {
+	t.Helper()
+	sub := dialRaw(t, addr, 5, connect(5, id, func(pk *packets.Packet) {
+		pk.Properties.ReceiveMaximum = 10
+	}), subscribe(1, topic, 1))
+	sub.expect(packets.Connack)
+	sub.expect(packets.Suback)
+	return sub
+}
+
 // flowPublisher connects an MQTT 3.1.1 client that sends n QoS 1 publishes to topic, in
 // writes of 100, as fast as the socket takes them, and counts the PUBACKs it reads.
 func flowPublisher(t *testing.T, addr, topic string, n int) (acked *atomic.Int64, done <-chan error) {
@@ -81,11 +93,7 @@ func flowPublisher(t *testing.T, addr, topic string, n int) (acked *atomic.Int64
 func TestPublishFlowControlHoldsPublisherBack(t *testing.T) {
 	const limit, n = 200, 5000
 	addr, b := startFlowServer(t, limit)
-	sub := dialRaw(t, addr, 5, connect(5, "flow-sub", func(pk *packets.Packet) {
-		pk.Properties.ReceiveMaximum = 10
-	}), subscribe(1, "flow/t", 1))
-	sub.expect(packets.Connack)
-	sub.expect(packets.Suback)
+	sub := flowSubscriber(t, addr, "flow-sub", "flow/t")
 	_ = sub.c.SetDeadline(time.Now().Add(30 * time.Second))
 	v, ok := b.VHost("/")
 	if !ok {
@@ -153,11 +161,7 @@ func TestPublishFlowControlHoldsPublisherBack(t *testing.T) {
 func TestPublishFlowControlStalledConsumerDoesNotBlock(t *testing.T) {
 	const limit, n = 200, 2000
 	addr, b := startFlowServer(t, limit)
-	sub := dialRaw(t, addr, 5, connect(5, "flow-stuck", func(pk *packets.Packet) {
-		pk.Properties.ReceiveMaximum = 10
-	}), subscribe(1, "flow/s", 1))
-	sub.expect(packets.Connack)
-	sub.expect(packets.Suback)
+	flowSubscriber(t, addr, "flow-stuck", "flow/s") // stays connected, taking nothing
 	acked, pubDone := flowPublisher(t, addr, "flow/s", n)
 	select {
 	case err := <-pubDone:
